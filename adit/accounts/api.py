@@ -1,0 +1,18 @@
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+
+class CurrentUserView(APIView):
+    """Who the request authenticates as; lets a script check its token."""
+
+    def get(self, request: Request) -> Response:
+        user = request.user
+        active_group = getattr(user, "active_group", None)
+        return Response(
+            {
+                "username": user.get_username(),
+                "active_group": active_group.name if active_group else None,
+                "is_staff": user.is_staff,
+            }
+        )

@@ -1,0 +1,39 @@
+import asyncio
+
+from django.core.management.base import BaseCommand
+from procrastinate.contrib.django import app
+
+from adit.core.tasks import retry_stalled_jobs
+
+
+class Command(BaseCommand):
+    help = (
+        "Runs a task worker on the given queues. Before taking new work it puts back in the "
+        "queue the jobs of workers that died."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--queue",
+            "-q",
+            action="append",
+            dest="queues",
+            help="Queue to work on (repeatable; default: all queues).",
+        )
+        parser.add_argument(
+            "--concurrency", "-c", type=int, default=1, help="Jobs run at the same time."
+        )
+
+    def handle(self, *args, queues, concurrency, **options):
+        with app.replace_connector(app.connector.get_worker_connector()):  # type: ignore[attr-defined]
+            asyncio.run(self._run(queues, concurrency))
+
+    async def _run(self, queues: list[str] | None, concurrency: int) -> None:
+        async with app.open_async():
+            retried = await retry_stalled_jobs(app)
+            if retried:
+                self.stdout.write(f"Put {retried} stalled job(s) back in the queue.")
+            self.stdout.write(f"Worker on queue(s) {', '.join(queues or ['all'])} is ready.")
+            await app.run_worker_async(
+                queues=queues, concurrency=concurrency, install_signal_handlers=True
+            )

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.decorators import login_not_required
+from django.db import DatabaseError, connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
+
+from . import sections
+from .forms import SectionLockForm
+from .models import ProjectSettings, SectionLock
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    context = {"announcement": ProjectSettings.get().announcement}
+    return render(request, "core/home.html", context)
+
+
+@login_not_required
+@never_cache
+def health(request: HttpRequest) -> JsonResponse:
+    """Liveness for load balancers and monitoring: the web process answers and the DB too."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError as err:
+        return JsonResponse({"status": "error", "database": str(err)}, status=503)
+    return JsonResponse({"status": "ok", "database": "ok"})
+
+
+@staff_member_required
+def admin_section(request: HttpRequest) -> HttpResponse:
+    locks = {lock.namespace: lock for lock in SectionLock.objects.all()}
+    lockable = [
+        (section, locks.get(section.namespace))
+        for section in sections.all_sections()
+        if section.lockable
+    ]
+    context = {"project_settings": ProjectSettings.get(), "lockable_sections": lockable}
+    return render(request, "core/admin_section.html", context)
+
+
+@staff_member_required
+@require_POST
+def toggle_maintenance(request: HttpRequest) -> HttpResponse:
+    project_settings = ProjectSettings.get()
+    project_settings.maintenance = not project_settings.maintenance
+    project_settings.save(update_fields=["maintenance"])
+    state = "on" if project_settings.maintenance else "off"
+    messages.success(request, f"Maintenance mode is now {state}.")
+    return redirect("admin_section:index")
+
+
+@staff_member_required
+@require_POST
+def toggle_section_lock(request: HttpRequest) -> HttpResponse:
+    form = SectionLockForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, form.errors.as_text())
+        return redirect("admin_section:index")
+    section = form.cleaned_data["section"]
+    deleted, _ = SectionLock.objects.filter(namespace=section.namespace).delete()
+    if deleted:
+        messages.success(request, f"{section.label} is unlocked.")
+    else:
+        SectionLock.objects.create(
+            namespace=section.namespace, reason=form.cleaned_data["reason"]
+        )
+        messages.success(request, f"{section.label} is locked for non-staff users.")
+    return redirect("admin_section:index")

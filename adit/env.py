@@ -1,0 +1,26 @@
+"""Where ADIT's configuration comes from: the process environment, then the ``.env`` file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from environs import Env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_SETTINGS_MODULE = "adit.settings.development"
+
+
+def env_file() -> Path:
+    """The ``.env`` file in use: ``ENV_FILE`` if set, else ``.env`` in the project folder."""
+    return Path(os.environ.get("ENV_FILE") or BASE_DIR / ".env")
+
+
+def load_env() -> Env:
+    """Reads the ``.env`` file into ``os.environ`` without overriding variables already set."""
+    env = Env()
+    path = env_file()
+    if path.exists():
+        env.read_env(str(path), recurse=False, override=False)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", DEFAULT_SETTINGS_MODULE)
+    return env

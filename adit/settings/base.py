@@ -1,0 +1,186 @@
+"""Settings shared by every environment. Every variable is documented in example.env."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from adit import embedded_postgres
+from adit.env import BASE_DIR, load_env
+
+env = load_env()
+
+DATA_DIR: Path = env.path("ADIT_DATA_DIR", BASE_DIR / ".adit").resolve()
+EMBEDDED_PGDATA = DATA_DIR / "pgdata"
+
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", "")
+DEBUG = False
+ALLOWED_HOSTS: list[str] = env.list("DJANGO_ALLOWED_HOSTS", [])
+CSRF_TRUSTED_ORIGINS: list[str] = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+INTERNAL_IPS: list[str] = env.list("DJANGO_INTERNAL_IPS", ["127.0.0.1"])
+
+SITE_NAME = env.str("SITE_NAME", "ADIT")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "channels",
+    "channels_postgres",
+    "procrastinate.contrib.django",
+    "rest_framework",
+    "django_htmx",
+    "django_tables2",
+    "adit.core",
+    "adit.accounts",
+    "adit.token_authentication",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "adit.accounts.middleware.active_group_middleware",
+    "adit.core.middleware.MaintenanceMiddleware",
+    "adit.core.middleware.SectionLockMiddleware",
+]
+
+ROOT_URLCONF = "adit.urls"
+ASGI_APPLICATION = "adit.asgi.application"
+WSGI_APPLICATION = "adit.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "adit.core.context_processors.site",
+            ],
+        },
+    },
+]
+
+if env.str("DATABASE_URL", ""):
+    DATABASES = {"default": env.dj_db_url("DATABASE_URL")}
+    EMBEDDED_DATABASE = False
+else:
+    DATABASES = {
+        "default": embedded_postgres.django_database(
+            EMBEDDED_PGDATA, env.str("EMBEDDED_DATABASE_NAME", "adit")
+        )
+    }
+    EMBEDDED_DATABASE = True
+DATABASES["default"].setdefault("CONN_MAX_AGE", 0)
+# channels_postgres looks its connection up under this alias.
+DATABASES["channels_postgres"] = dict(DATABASES["default"])
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_USER_MODEL = "accounts.User"
+AUTHENTICATION_BACKENDS = ["adit.accounts.backends.ActiveGroupBackend"]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", DATA_DIR / "static")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
+EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+email_url = env.str("DJANGO_EMAIL_URL", "")
+if email_url:
+    globals().update(env.dj_email_url("DJANGO_EMAIL_URL"))
+SERVER_EMAIL = env.str("DJANGO_SERVER_EMAIL", "adit@localhost")
+DEFAULT_FROM_EMAIL = SERVER_EMAIL
+EMAIL_SUBJECT_PREFIX = "[ADIT] "
+ADMINS = [(env.str("DJANGO_ADMIN_FULL_NAME", "ADIT Admin"), env.str("DJANGO_ADMIN_EMAIL", ""))]
+SUPPORT_EMAIL = env.str("SUPPORT_EMAIL", "")
+
+SUPERUSER_USERNAME = env.str("SUPERUSER_USERNAME", "")
+SUPERUSER_EMAIL = env.str("SUPERUSER_EMAIL", "")
+SUPERUSER_PASSWORD = env.str("SUPERUSER_PASSWORD", "")
+SUPERUSER_AUTH_TOKEN = env.str("SUPERUSER_AUTH_TOKEN", "")
+
+# Tokens are stored as an HMAC of the token under this key; changing it invalidates all tokens.
+TOKEN_AUTHENTICATION_SALT = env.str("TOKEN_AUTHENTICATION_SALT", "")
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "adit.token_authentication.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_postgres.core.PostgresChannelLayer",
+        # The layer builds a Django DatabaseWrapper from this; it silently yields no layer at all
+        # when PASSWORD, PORT or TIME_ZONE are missing, so they are always spelled out.
+        "CONFIG": {
+            **DATABASES["default"],
+            "PASSWORD": DATABASES["default"].get("PASSWORD") or "",
+            "PORT": DATABASES["default"].get("PORT") or "",
+            "TIME_ZONE": None,
+            # Memberships of consumers that died without disconnecting expire after a day.
+            "group_expiry": 86400,
+        },
+    }
+}
+
+# How long a worker may stay silent before its running jobs count as stalled and are retried.
+STALLED_WORKER_SECONDS = env.int("STALLED_WORKER_SECONDS", 60)
+
+LOG_LEVEL = env.str("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "simple": {"format": "{levelname} {asctime} {name} {message}", "style": "{"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "simple"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "adit": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "procrastinate": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # Both log every registration at start-up, in every process.
+        "procrastinate.periodic": {"level": "WARNING"},
+        "procrastinate.blueprints": {"level": "WARNING"},
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
+}

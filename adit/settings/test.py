@@ -1,0 +1,11 @@
+from .development import *  # noqa: F403
+
+DEBUG = False
+SECRET_KEY = "test-secret-key"
+TOKEN_AUTHENTICATION_SALT = "test-salt"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+ALLOWED_HOSTS = ["*"]
+# Consumers under test share the test process; the cross-process layer is tested on its own.
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+WHITENOISE_AUTOREFRESH = True

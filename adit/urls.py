@@ -1,0 +1,14 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from adit.core import views as core_views
+
+urlpatterns = [
+    path("", core_views.home, name="home"),
+    path("health/", core_views.health, name="health"),
+    path("accounts/", include("adit.accounts.urls")),
+    path("admin-section/", include("adit.core.urls")),
+    path("token-authentication/", include("adit.token_authentication.urls")),
+    path("api/", include("adit.accounts.api_urls")),
+    path("django-admin/", admin.site.urls),
+]

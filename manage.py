@@ -1,0 +1,15 @@
+#!/usr/bin/env python
+import sys
+
+
+def main():
+    from adit.env import load_env
+
+    load_env()
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(sys.argv)
+
+
+if __name__ == "__main__":
+    main()

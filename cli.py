@@ -1,0 +1,357 @@
+"""ADIT's command line: ``uv run cli --help``.
+
+Every command works from a fresh clone: the app runs on an embedded PostgreSQL unless
+DATABASE_URL points at a server.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from adit.env import BASE_DIR, env_file, load_env
+
+app = typer.Typer(
+    help="ADIT - Automated DICOM Transfer: run, test and maintain the app.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+EXAMPLE_ENV = BASE_DIR / "example.env"
+# Placeholders in example.env that init-workspace replaces with fresh random secrets.
+RANDOM_SECRETS = {
+    "DJANGO_SECRET_KEY": lambda: secrets.token_urlsafe(50),
+    "TOKEN_AUTHENTICATION_SALT": lambda: secrets.token_hex(32),
+    "SUPERUSER_PASSWORD": lambda: secrets.token_urlsafe(12),
+    "POSTGRES_PASSWORD": lambda: secrets.token_urlsafe(24),
+}
+VENDOR_DIR = BASE_DIR / "adit" / "core" / "static" / "vendor"
+# npm package -> files copied from it into the vendor folder (source, destination).
+VENDORED_FILES = {
+    "bootstrap": [
+        ("dist/css/bootstrap.min.css", "bootstrap/bootstrap.min.css"),
+        ("dist/js/bootstrap.bundle.min.js", "bootstrap/bootstrap.bundle.min.js"),
+        ("LICENSE", "bootstrap/LICENSE"),
+    ],
+    "bootstrap-icons": [
+        ("font/bootstrap-icons.min.css", "bootstrap-icons/bootstrap-icons.min.css"),
+        ("font/fonts/bootstrap-icons.woff2", "bootstrap-icons/fonts/bootstrap-icons.woff2"),
+        ("font/fonts/bootstrap-icons.woff", "bootstrap-icons/fonts/bootstrap-icons.woff"),
+        ("LICENSE", "bootstrap-icons/LICENSE"),
+    ],
+    "htmx.org": [
+        ("dist/htmx.min.js", "htmx/htmx.min.js"),
+        ("LICENSE", "htmx/LICENSE"),
+    ],
+    "alpinejs": [
+        ("dist/cdn.min.js", "alpinejs/alpine.min.js"),
+    ],
+}
+COMPOSE_DEV_FILE = BASE_DIR / "docker-compose.dev.yml"
+
+
+def _python() -> str:
+    return sys.executable
+
+
+def _run(command: list[str], **kwargs) -> int:
+    return subprocess.run(command, cwd=BASE_DIR, **kwargs).returncode
+
+
+def _manage(*args: str, check: bool = True) -> int:
+    code = _run([_python(), "manage.py", *args])
+    if check and code != 0:
+        raise typer.Exit(code)
+    return code
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    return typer.Exit(1)
+
+
+@app.command("init-workspace")
+def init_workspace(
+    force: Annotated[bool, typer.Option(help="Overwrite an existing .env file.")] = False,
+) -> None:
+    """Create .env from example.env, with fresh random secrets."""
+    target = env_file()
+    if target.exists() and not force:
+        typer.echo(f"{target} exists already; left as it is (use --force to recreate it).")
+        return
+    lines = []
+    for line in EXAMPLE_ENV.read_text().splitlines():
+        name, sep, _value = line.partition("=")
+        if sep and not line.startswith("#") and name.strip() in RANDOM_SECRETS:
+            line = f"{name.strip()}={RANDOM_SECRETS[name.strip()]()}"
+        lines.append(line)
+    target.write_text("\n".join(lines) + "\n")
+    target.chmod(0o600)
+    typer.echo(f"Created {target} with random secrets.")
+
+
+def _database_is_embedded() -> bool:
+    load_env()
+    return not os.environ.get("DATABASE_URL")
+
+
+def _pgdata() -> Path:
+    load_env()
+    data_dir = Path(os.environ.get("ADIT_DATA_DIR") or BASE_DIR / ".adit").resolve()
+    return data_dir / "pgdata"
+
+
+def _start_embedded_database() -> bool:
+    """Starts the embedded PostgreSQL if it is used and not running; True if this started it."""
+    from adit import embedded_postgres
+
+    if not _database_is_embedded():
+        return False
+    pgdata = _pgdata()
+    if embedded_postgres.running_pid(pgdata) is not None:
+        return False
+    typer.echo(f"Starting the embedded PostgreSQL server in {pgdata} ...")
+    try:
+        embedded_postgres.start(pgdata)
+    except embedded_postgres.EmbeddedPostgresError as err:
+        raise _fail(str(err)) from err
+    return True
+
+
+def _stop_embedded_database() -> None:
+    from adit import embedded_postgres
+
+    if embedded_postgres.stop(_pgdata()):
+        typer.echo("Stopped the embedded PostgreSQL server.")
+
+
+@app.command()
+def up(
+    host: Annotated[str, typer.Option(help="Address the web server listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the web server.")] = 8000,
+) -> None:
+    """Start the whole app: database, web server and both task workers.
+
+    Creates .env on the first run, applies migrations and creates the superuser. All logs are
+    shown together; Ctrl-C stops everything.
+    """
+    from adit.supervisor import Supervisor
+
+    init_workspace(force=False)
+    load_env()
+    started_database = _start_embedded_database()
+    try:
+        _manage("migrate", "--noinput")
+        _manage("create_superuser")
+        if os.environ["DJANGO_SETTINGS_MODULE"].endswith("production"):
+            _manage("collectstatic", "--noinput", "--verbosity", "0")
+        _print_login_hint(host, port)
+        python = _python()
+        supervisor = Supervisor(
+            {
+                "web": [python, "-m", "daphne", "-b", host, "-p", str(port), "adit.asgi:application"],
+                "default_worker": [python, "manage.py", "worker", "--queue", "default"],
+                "dicom_worker": [python, "manage.py", "worker", "--queue", "dicom"],
+            },
+            cwd=BASE_DIR,
+        )
+        exit_code = supervisor.run()
+    finally:
+        if started_database:
+            _stop_embedded_database()
+    raise typer.Exit(exit_code)
+
+
+def _print_login_hint(host: str, port: int) -> None:
+    shown_host = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host
+    typer.secho(f"\nADIT runs at http://{shown_host}:{port}/", fg=typer.colors.GREEN, bold=True)
+    if os.environ["DJANGO_SETTINGS_MODULE"].endswith("development"):
+        username = os.environ.get("SUPERUSER_USERNAME")
+        if username:
+            password = os.environ.get("SUPERUSER_PASSWORD", "")
+            typer.echo(f"Log in as '{username}' with password '{password}' (from {env_file()}).")
+    typer.echo("Press Ctrl-C to stop.\n")
+
+
+def _ensure_system_packages() -> None:
+    from adit.system_packages import MissingSystemPackage, ensure_commands
+
+    try:
+        ensure_commands({"/usr/bin/chromium": "chromium"})
+    except MissingSystemPackage as err:
+        raise _fail(str(err)) from err
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def test(ctx: typer.Context) -> None:
+    """Run the whole test suite (extra arguments go to pytest)."""
+    _ensure_system_packages()
+    started_database = _start_embedded_database()
+    try:
+        # The settings module named in .env is for running the app, not for tests.
+        code = _run([_python(), "-m", "pytest", "--ds=adit.settings.test", *ctx.args])
+    finally:
+        if started_database:
+            _stop_embedded_database()
+    raise typer.Exit(code)
+
+
+@app.command()
+def lint() -> None:
+    """Check the code with ruff, pyright and djlint."""
+    bin_dir = Path(_python()).parent
+    failed = False
+    for command in (
+        [str(bin_dir / "ruff"), "check", "."],
+        [str(bin_dir / "ruff"), "format", "--check", "."],
+        [str(bin_dir / "pyright")],
+        [str(bin_dir / "djlint"), "adit", "--lint"],
+    ):
+        typer.secho(" ".join([Path(command[0]).name, *command[1:]]), bold=True)
+        failed |= _run(command) != 0
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("format-code")
+def format_code() -> None:
+    """Format the code with ruff (imports too) and the templates with djlint."""
+    bin_dir = Path(_python()).parent
+    _run([str(bin_dir / "ruff"), "check", "--select", "I", "--fix", "."])
+    _run([str(bin_dir / "ruff"), "format", "."])
+    _run([str(bin_dir / "djlint"), "adit", "--reformat", "--quiet"])
+
+
+@app.command()
+def shell() -> None:
+    """Open a Django shell."""
+    _start_embedded_database()
+    raise typer.Exit(_manage("shell", check=False))
+
+
+@app.command("copy-statics")
+def copy_statics() -> None:
+    """Fetch the front-end libraries from the npm registry and vendor them into the app."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise _fail("npm is needed to fetch the front-end libraries: apt-get install npm")
+    if _run([npm, "ci", "--no-audit", "--no-fund"]) != 0:
+        raise _fail("npm ci failed; see its output above.")
+    node_modules = BASE_DIR / "node_modules"
+    shutil.rmtree(VENDOR_DIR, ignore_errors=True)
+    for package, files in VENDORED_FILES.items():
+        for source, destination in files:
+            target = VENDOR_DIR / destination
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(node_modules / package / source, target)
+    typer.echo(f"Copied the front-end libraries into {VENDOR_DIR.relative_to(BASE_DIR)}.")
+
+
+def _pg_tool(name: str) -> str:
+    """pg_dump/pg_restore: the embedded server's own, else the ones on PATH."""
+    if _database_is_embedded():
+        from adit import embedded_postgres
+
+        return str(embedded_postgres.bin_dir() / name)
+    found = shutil.which(name)
+    if found is None:
+        raise _fail(f"{name} is not installed: apt-get install postgresql-client")
+    return found
+
+
+def _database_connection_args() -> tuple[list[str], dict[str, str]]:
+    """Command-line arguments and environment for libpq tools to reach ADIT's database."""
+    load_env()
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    args = ["--dbname", database["NAME"], "--username", database["USER"] or "postgres"]
+    if database.get("HOST"):
+        args += ["--host", database["HOST"]]
+    if database.get("PORT"):
+        args += ["--port", str(database["PORT"])]
+    env = dict(os.environ)
+    if database.get("PASSWORD"):
+        env["PGPASSWORD"] = database["PASSWORD"]
+    return args, env
+
+
+@app.command("db-backup")
+def db_backup(
+    file: Annotated[
+        Path | None, typer.Argument(help="Backup file (default: a dated file in the data dir).")
+    ] = None,
+) -> None:
+    """Write a backup of the database (pg_dump custom format)."""
+    started_database = _start_embedded_database()
+    try:
+        args, env = _database_connection_args()
+        if file is None:
+            from datetime import datetime
+
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            file = _pgdata().parent / "backups" / f"adit-{stamp}.dump"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        code = _run([_pg_tool("pg_dump"), "--format=custom", "--file", str(file), *args], env=env)
+        if code != 0:
+            raise _fail("pg_dump failed; see its message above.")
+        typer.echo(f"Backup written to {file}")
+    finally:
+        if started_database:
+            _stop_embedded_database()
+
+
+@app.command("db-restore")
+def db_restore(
+    file: Annotated[Path, typer.Argument(help="A backup file written by db-backup.")],
+) -> None:
+    """Replace the database content with a backup written by db-backup."""
+    if not file.is_file():
+        raise _fail(f"No backup file at {file}.")
+    started_database = _start_embedded_database()
+    try:
+        args, env = _database_connection_args()
+        command = [_pg_tool("pg_restore"), "--clean", "--if-exists", "--no-owner", *args]
+        code = _run([*command, str(file)], env=env)
+        if code != 0:
+            raise _fail("pg_restore failed; see its message above.")
+        typer.echo(f"Database restored from {file}")
+    finally:
+        if started_database:
+            _stop_embedded_database()
+
+
+def _compose(*args: str) -> None:
+    docker = shutil.which("docker")
+    if docker is None:
+        raise _fail("Docker is not installed; use 'uv run cli up' to run ADIT without it.")
+    code = _run([docker, "compose", "-f", str(COMPOSE_DEV_FILE), *args])
+    if code != 0:
+        raise _fail(f"docker compose {' '.join(args)} failed (is the Docker engine running?).")
+
+
+@app.command("compose-up")
+def compose_up() -> None:
+    """Run the development stack in Docker (docker compose with the dev file)."""
+    init_workspace(force=False)
+    _compose("up", "--build", "--detach")
+
+
+@app.command("compose-down")
+def compose_down() -> None:
+    """Stop the Docker development stack."""
+    _compose("down")
+
+
+if __name__ == "__main__":
+    app()

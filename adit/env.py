@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dotenv import load_dotenv
 from environs import Env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -18,9 +19,8 @@ def env_file() -> Path:
 
 def load_env() -> Env:
     """Reads the ``.env`` file into ``os.environ`` without overriding variables already set."""
-    env = Env()
     path = env_file()
     if path.exists():
-        env.read_env(str(path), recurse=False, override=False)
+        load_dotenv(path, override=False)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", DEFAULT_SETTINGS_MODULE)
-    return env
+    return Env()

@@ -9,7 +9,7 @@ from adit.env import BASE_DIR, load_env
 
 env = load_env()
 
-DATA_DIR: Path = env.path("ADIT_DATA_DIR", BASE_DIR / ".adit").resolve()
+DATA_DIR = Path(env.str("ADIT_DATA_DIR", "") or BASE_DIR / ".adit").resolve()
 EMBEDDED_PGDATA = DATA_DIR / "pgdata"
 
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", "")
@@ -112,7 +112,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", DATA_DIR / "static")
+STATIC_ROOT = Path(env.str("DJANGO_STATIC_ROOT", "") or DATA_DIR / "static")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},

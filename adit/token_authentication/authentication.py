@@ -1,6 +1,55 @@
-from rest_framework.authentication import BaseAuthentication
+"""REST API authentication with the header ``Authorization: Token <token>``."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.request import Request
+
+from .models import Token
+
+KEYWORD = "Token"
 
 
 class TokenAuthentication(BaseAuthentication):
-    def authenticate(self, request):
-        return None
+    """Authenticates a request by one of the API tokens of a user.
+
+    Requests without an Authorization header or with another scheme are left to the other
+    authentication classes. A request that does use the Token scheme but whose token cannot be
+    accepted is answered with 401 and a message that names the reason.
+    """
+
+    def authenticate(self, request: Request) -> tuple[object, Token] | None:
+        parts = get_authorization_header(request).split()
+        if not parts or parts[0].lower() != KEYWORD.lower().encode():
+            return None
+        if len(parts) == 1:
+            raise AuthenticationFailed("Invalid token header. No token provided.")
+        if len(parts) > 2:
+            raise AuthenticationFailed(
+                "Invalid token header. Token string should not contain spaces."
+            )
+        try:
+            plain_token = parts[1].decode()
+        except UnicodeError as err:
+            raise AuthenticationFailed(
+                "Invalid token header. Token string should not contain invalid characters."
+            ) from err
+        return self.authenticate_credentials(plain_token)
+
+    def authenticate_credentials(self, plain_token: str) -> tuple[object, Token]:
+        token = Token.objects.get_by_plain_token(plain_token)
+        if token is None:
+            raise AuthenticationFailed("Invalid token. Token does not exist.")
+        if token.is_expired:
+            raise AuthenticationFailed("Invalid token. Token is expired.")
+        if not token.owner.is_active:
+            raise AuthenticationFailed("User inactive or deleted.")
+        now = timezone.now()
+        Token.objects.filter(pk=token.pk).update(last_used=now)
+        token.last_used = now
+        return token.owner, token
+
+    def authenticate_header(self, request: Request) -> str:
+        return KEYWORD

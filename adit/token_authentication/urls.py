@@ -6,4 +6,5 @@ app_name = "token_authentication"
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("<int:pk>/delete/", views.delete, name="delete"),
 ]

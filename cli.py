@@ -154,9 +154,10 @@ def up(
             _manage("collectstatic", "--noinput", "--verbosity", "0")
         _print_login_hint(host, port)
         python = _python()
+        asgi_app = "adit.asgi:application"
         supervisor = Supervisor(
             {
-                "web": [python, "-m", "daphne", "-b", host, "-p", str(port), "adit.asgi:application"],
+                "web": [python, "-m", "daphne", "-b", host, "-p", str(port), asgi_app],
                 "default_worker": [python, "manage.py", "worker", "--queue", "default"],
                 "dicom_worker": [python, "manage.py", "worker", "--queue", "dicom"],
             },

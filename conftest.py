@@ -25,3 +25,24 @@ def browser_type_launch_args(browser_type_launch_args):
             "--disable-sync",
         ],
     }
+
+
+@pytest.fixture
+def member(db):
+    """A user in two groups, the first of them active."""
+    from adit.accounts.tests.factories import GroupFactory, UserFactory
+
+    return UserFactory(
+        username="alice",
+        groups=[GroupFactory(name="Thoraxklinik"), GroupFactory(name="Neuroradiologie")],
+    )
+
+
+@pytest.fixture
+def staff_user(db):
+    from adit.accounts.tests.factories import GroupFactory, UserFactory
+
+    user = UserFactory(username="staffer", groups=[GroupFactory(name="Staff")])
+    user.is_staff = True
+    user.save()
+    return user

@@ -19,9 +19,12 @@ class MaintenanceMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if self._always_open(request.path):
+            # Checked before any query, so /health/ can report a database outage itself.
+            return self.get_response(request)
         project_settings = ProjectSettings.get()
         request.maintenance_mode = project_settings.maintenance  # type: ignore[attr-defined]
-        if not project_settings.maintenance or self._always_open(request.path):
+        if not project_settings.maintenance:
             return self.get_response(request)
         if request.path.startswith("/api/"):
             return JsonResponse(

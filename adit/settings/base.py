@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from adit import embedded_postgres
+from adit.core.channel_layers import postgres_layer_config
 from adit.env import BASE_DIR, load_env
 
 env = load_env()
@@ -147,21 +148,7 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_postgres.core.PostgresChannelLayer",
-        # The layer builds a Django DatabaseWrapper from this; it silently yields no layer at all
-        # when PASSWORD, PORT or TIME_ZONE are missing, so they are always spelled out.
-        "CONFIG": {
-            **DATABASES["default"],
-            "PASSWORD": DATABASES["default"].get("PASSWORD") or "",
-            "PORT": DATABASES["default"].get("PORT") or "",
-            "TIME_ZONE": None,
-            # Memberships of consumers that died without disconnecting expire after a day.
-            "group_expiry": 86400,
-        },
-    }
-}
+CHANNEL_LAYERS = {"default": postgres_layer_config(DATABASES["default"])}
 
 # How long a worker may stay silent before its running jobs count as stalled and are retried.
 STALLED_WORKER_SECONDS = env.int("STALLED_WORKER_SECONDS", 60)

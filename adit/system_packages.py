@@ -36,9 +36,7 @@ def ensure_commands(commands: dict[str, str]) -> None:
     environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     # A fresh machine has no package lists yet; an update first makes the install find them.
     subprocess.run(["apt-get", "update", "-q"], env=environment, check=False)
-    result = subprocess.run(
-        ["apt-get", "install", "-y", "-q", *missing], env=environment
-    )
+    result = subprocess.run(["apt-get", "install", "-y", "-q", *missing], env=environment)
     still_missing = [command for command in commands if not _present(command)]
     if result.returncode != 0 or still_missing:
         raise MissingSystemPackage(

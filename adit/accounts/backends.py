@@ -13,6 +13,4 @@ class ActiveGroupBackend(ModelBackend):
         active_group_id = getattr(user_obj, "active_group_id", None)
         if active_group_id is None:
             return Permission.objects.none()
-        return Permission.objects.filter(
-            group__pk=active_group_id, group__user=user_obj
-        )
+        return Permission.objects.filter(group__pk=active_group_id, group__user=user_obj)

@@ -66,8 +66,6 @@ def toggle_section_lock(request: HttpRequest) -> HttpResponse:
     if deleted:
         messages.success(request, f"{section.label} is unlocked.")
     else:
-        SectionLock.objects.create(
-            namespace=section.namespace, reason=form.cleaned_data["reason"]
-        )
+        SectionLock.objects.create(namespace=section.namespace, reason=form.cleaned_data["reason"])
         messages.success(request, f"{section.label} is locked for non-staff users.")
     return redirect("admin_section:index")

@@ -4,35 +4,56 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='ProjectSettings',
+            name="ProjectSettings",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('maintenance', models.BooleanField(default=False, help_text='Only staff can use the site; everybody else sees a maintenance page.')),
-                ('announcement', models.TextField(blank=True, default='', help_text='HTML shown to every user on the home page.')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "maintenance",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Only staff can use the site; everybody else sees a maintenance page.",
+                    ),
+                ),
+                (
+                    "announcement",
+                    models.TextField(
+                        blank=True,
+                        default="",
+                        help_text="HTML shown to every user on the home page.",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'project settings',
-                'verbose_name_plural': 'project settings',
+                "verbose_name": "project settings",
+                "verbose_name_plural": "project settings",
             },
         ),
         migrations.CreateModel(
-            name='SectionLock',
+            name="SectionLock",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('namespace', models.CharField(max_length=64, unique=True)),
-                ('reason', models.CharField(blank=True, default='', max_length=200)),
-                ('locked_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("namespace", models.CharField(max_length=64, unique=True)),
+                ("reason", models.CharField(blank=True, default="", max_length=200)),
+                ("locked_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['namespace'],
+                "ordering": ["namespace"],
             },
         ),
     ]

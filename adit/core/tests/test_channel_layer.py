@@ -20,7 +20,9 @@ from channels_postgres.core import PostgresChannelLayer
 layer = PostgresChannelLayer(**json.loads(os.environ["LAYER_CONFIG"]))
 """
 
-RECEIVER = LAYER + """
+RECEIVER = (
+    LAYER
+    + """
 async def main():
     channel = await layer.new_channel()
     await layer.group_add("job-42", channel)
@@ -30,11 +32,15 @@ async def main():
     os._exit(0)  # the layer's listener would keep the loop alive
 asyncio.run(main())
 """
+)
 
-SENDER = LAYER + """
+SENDER = (
+    LAYER
+    + """
 asyncio.run(layer.group_send("job-42", {"type": "job.progress", "done": 12, "total": 40}))
 os._exit(0)
 """
+)
 
 
 def _start(script: str, config: dict) -> subprocess.Popen:

@@ -1,0 +1,74 @@
+"""A task whose worker died is picked up again when a worker starts."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from adit.core.tasks import delete_expired_channel_messages
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _database_url() -> str:
+    database = connection.settings_dict
+    host = quote(database["HOST"], safe="")
+    port = f":{database['PORT']}" if database["PORT"] else ""
+    password = f":{quote(database['PASSWORD'])}" if database["PASSWORD"] else ""
+    return f"postgres://{database['USER']}{password}@{host}{port}/{database['NAME']}"
+
+
+def _job_status(job_id: int) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT status FROM procrastinate_jobs WHERE id = %s", [job_id])
+        return cursor.fetchone()[0]
+
+
+def _simulate_worker_killed_while_running(job_id: int) -> None:
+    """The state a `kill -9` leaves: the job is 'doing' and its worker went silent long ago."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO procrastinate_workers (last_heartbeat) "
+            "VALUES (now() - interval '1 hour') RETURNING id"
+        )
+        worker_id = cursor.fetchone()[0]
+        cursor.execute(
+            "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s WHERE id = %s",
+            [worker_id, job_id],
+        )
+
+
+def test_worker_start_retries_jobs_of_dead_workers():
+    job_id = delete_expired_channel_messages.defer(timestamp=0)
+    _simulate_worker_killed_while_running(job_id)
+    assert _job_status(job_id) == "doing"
+
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "worker", "--queue", "default"],
+        cwd=settings.BASE_DIR,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "adit.settings.test",
+            "DATABASE_URL": _database_url(),
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while _job_status(job_id) != "succeeded" and time.monotonic() < deadline:
+            assert worker.poll() is None, "the worker exited"
+            time.sleep(0.2)
+        assert _job_status(job_id) == "succeeded"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=30)
+    assert "Put 1 stalled job(s) back in the queue." in output
+    assert worker.returncode == 0, output

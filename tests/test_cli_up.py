@@ -1,0 +1,104 @@
+"""`uv run cli up` as a new user runs it: the whole stack comes up and goes down cleanly."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from adit import embedded_postgres
+from adit.env import BASE_DIR as REPO_ROOT
+
+VENV_BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.integration
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def _wait_for_health(url: str, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "cli up exited before the web server answered"
+        try:
+            if _get(url)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer 200 within {timeout} s")
+
+
+def _alive(process: psutil.Process) -> bool:
+    """Running and not a zombie (an exited daemon may wait for a subreaper like uv to reap it)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_up_serves_the_app_and_stops_every_process_on_sigterm(short_tmp_dir, free_port):
+    env_file = short_tmp_dir / ".env"
+    data_dir = short_tmp_dir / "data"
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")
+    }
+    environment |= {"ENV_FILE": str(env_file), "ADIT_DATA_DIR": str(data_dir)}
+    log_file = short_tmp_dir / "up.log"
+    with log_file.open("w") as log:
+        process = subprocess.Popen(
+            [str(VENV_BIN / "cli"), "up", "--port", str(free_port)],
+            cwd=REPO_ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        base_url = f"http://127.0.0.1:{free_port}"
+        _wait_for_health(f"{base_url}/health/", process, timeout=120)
+        status, login_page = _get(f"{base_url}/accounts/login/")
+        assert status == 200
+        assert "Log in" in login_page
+
+        # Both workers report ready before anything is stopped.
+        deadline = time.monotonic() + 60
+        while log_file.read_text().count("is ready.") < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        output = log_file.read_text()
+        assert "Worker on queue(s) default is ready." in output
+        assert "Worker on queue(s) dicom is ready." in output
+        assert f"Created {env_file} with random secrets." in output
+        assert "Log in as 'admin' with password" in output
+
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert len(children) >= 3
+        pgdata = data_dir / "pgdata"
+        postmaster = embedded_postgres.running_pid(pgdata)
+        assert postmaster is not None
+        postmaster_process = psutil.Process(postmaster)
+
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+    survivors = [child for child in children if _alive(child)]
+    assert survivors == []
+    assert not _alive(postmaster_process)
+    assert not (pgdata / "postmaster.pid").exists(), "a stale lock file would block the next start"

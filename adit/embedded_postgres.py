@@ -73,10 +73,10 @@ def start(pgdata: Path) -> str:
     if existing:
         return existing
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    import pgserver
+    from pgserver.postgres_server import get_server
 
     try:
-        server = pgserver.get_server(pgdata, cleanup_mode=None)
+        server = get_server(pgdata, cleanup_mode=None)
     except Exception as err:  # pgserver raises plain exceptions with the server log attached
         raise EmbeddedPostgresError(
             f"Could not start the embedded PostgreSQL server in {pgdata}: {err}. "

@@ -13,6 +13,6 @@ class CurrentUserView(APIView):
             {
                 "username": user.get_username(),
                 "active_group": active_group.name if active_group else None,
-                "is_staff": user.is_staff,
+                "is_staff": bool(getattr(user, "is_staff", False)),
             }
         )

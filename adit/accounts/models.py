@@ -5,6 +5,8 @@ from django.db import models
 
 
 class User(AbstractUser):
+    active_group_id: int | None
+
     phone_number = models.CharField(max_length=64, blank=True, default="")
     department = models.CharField(max_length=128, blank=True, default="")
     preferences = models.JSONField(default=dict, blank=True)

@@ -1,5 +1,5 @@
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.decorators import login_not_required  # pyright: ignore
 from django.urls import path, reverse_lazy
 
 from . import views

@@ -38,7 +38,9 @@ class GenerateTokenForm(forms.Form):
             # gets the permission error below instead of a generic invalid choice error.
             widget = self.fields["expiry"].widget
             assert isinstance(widget, forms.Select)
-            widget.choices = [choice for choice in EXPIRY_CHOICES if choice[0] != NEVER]
+            widget.choices = [  # pyright: ignore[reportAttributeAccessIssue]
+                choice for choice in EXPIRY_CHOICES if choice[0] != NEVER
+            ]
 
     def clean_expiry(self) -> timedelta | None:
         value = self.cleaned_data["expiry"]

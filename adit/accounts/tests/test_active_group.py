@@ -46,6 +46,7 @@ def test_missing_active_group_is_repaired_on_the_next_request(client, member):
     client.force_login(member)
     response = client.get("/")
     member.refresh_from_db()
+    assert member.active_group is not None
     assert member.active_group.name == "Neuroradiologie"  # first by name
     assert "Neuroradiologie" in response.content.decode()
 

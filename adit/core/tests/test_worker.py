@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -24,20 +25,26 @@ def _database_url() -> str:
     return f"postgres://{database['USER']}{password}@{host}{port}/{database['NAME']}"
 
 
-def _job_status(job_id: int) -> str:
+def _fetch_value(query: str, params: list) -> Any:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT status FROM procrastinate_jobs WHERE id = %s", [job_id])
-        return cursor.fetchone()[0]
+        cursor.execute(query, params)
+        row = cursor.fetchone()
+    assert row is not None
+    return row[0]
+
+
+def _job_status(job_id: int) -> object:
+    return _fetch_value("SELECT status FROM procrastinate_jobs WHERE id = %s", [job_id])
 
 
 def _simulate_worker_killed_while_running(job_id: int) -> None:
     """The state a `kill -9` leaves: the job is 'doing' and its worker went silent long ago."""
+    worker_id = _fetch_value(
+        "INSERT INTO procrastinate_workers (last_heartbeat) "
+        "VALUES (now() - interval '1 hour') RETURNING id",
+        [],
+    )
     with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO procrastinate_workers (last_heartbeat) "
-            "VALUES (now() - interval '1 hour') RETURNING id"
-        )
-        worker_id = cursor.fetchone()[0]
         cursor.execute(
             "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s WHERE id = %s",
             [worker_id, job_id],
@@ -45,7 +52,7 @@ def _simulate_worker_killed_while_running(job_id: int) -> None:
 
 
 def test_worker_start_retries_jobs_of_dead_workers():
-    job_id = delete_expired_channel_messages.defer(timestamp=0)
+    job_id = delete_expired_channel_messages.defer(timestamp=0)  # pyright: ignore[reportCallIssue]
     _simulate_worker_killed_while_running(job_id)
     assert _job_status(job_id) == "doing"
 

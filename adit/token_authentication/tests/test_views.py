@@ -132,7 +132,7 @@ def test_created_token_is_in_no_table_of_the_database(client):
                 f"SELECT count(*) FROM {quoted} t WHERE row_to_json(t)::text LIKE %s",
                 [f"%{plain_token}%"],
             )
-            assert cursor.fetchone()[0] == 0, f"plain token found in {table}"
+            assert cursor.fetchone() == (0,), f"plain token found in {table}"
 
 
 @pytest.mark.django_db

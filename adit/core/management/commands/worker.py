@@ -1,6 +1,7 @@
 import asyncio
 
 from django.core.management.base import BaseCommand
+from procrastinate.app import WorkerOptions
 from procrastinate.contrib.django import app
 
 from adit.core.tasks import retry_stalled_jobs
@@ -34,6 +35,10 @@ class Command(BaseCommand):
             if retried:
                 self.stdout.write(f"Put {retried} stalled job(s) back in the queue.")
             self.stdout.write(f"Worker on queue(s) {', '.join(queues or ['all'])} is ready.")
-            await app.run_worker_async(
-                queues=queues, concurrency=concurrency, install_signal_handlers=True
-            )
+            options: WorkerOptions = {
+                "concurrency": concurrency,
+                "install_signal_handlers": True,
+            }
+            if queues:  # procrastinate spells "every queue" as no queues option at all
+                options["queues"] = queues
+            await app.run_worker_async(**options)

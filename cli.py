@@ -37,7 +37,9 @@ VENDOR_DIR = BASE_DIR / "adit" / "core" / "static" / "vendor"
 VENDORED_FILES = {
     "bootstrap": [
         ("dist/css/bootstrap.min.css", "bootstrap/bootstrap.min.css"),
+        ("dist/css/bootstrap.min.css.map", "bootstrap/bootstrap.min.css.map"),
         ("dist/js/bootstrap.bundle.min.js", "bootstrap/bootstrap.bundle.min.js"),
+        ("dist/js/bootstrap.bundle.min.js.map", "bootstrap/bootstrap.bundle.min.js.map"),
         ("LICENSE", "bootstrap/LICENSE"),
     ],
     "bootstrap-icons": [

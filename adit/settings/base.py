@@ -153,6 +153,25 @@ CHANNEL_LAYERS = {"default": postgres_layer_config(DATABASES["default"])}
 # How long a worker may stay silent before its running jobs count as stalled and are retried.
 STALLED_WORKER_SECONDS = env.int("STALLED_WORKER_SECONDS", 60)
 
+# DICOM networking. ADIT calls other nodes as CALLING_AE_TITLE; its receiver (the C-STORE SCP
+# that C-MOVE sends to) answers as RECEIVER_AE_TITLE on RECEIVER_PORT and hands every instance to
+# the worker that asked for it through the file channel on FILE_CHANNEL_PORT.
+CALLING_AE_TITLE = env.str("CALLING_AE_TITLE", "ADIT")
+RECEIVER_AE_TITLE = env.str("RECEIVER_AE_TITLE", "ADIT")
+RECEIVER_HOST = env.str("RECEIVER_HOST", "127.0.0.1")
+RECEIVER_PORT = env.int("RECEIVER_PORT", 11112)
+FILE_CHANNEL_HOST = env.str("FILE_CHANNEL_HOST", "127.0.0.1")
+FILE_CHANNEL_PORT = env.int("FILE_CHANNEL_PORT", 14638)
+# Seconds to wait for a C-MOVE's instances after the PACS reported the move as done.
+C_MOVE_QUIET_TIMEOUT = env.int("C_MOVE_QUIET_TIMEOUT", 30)
+DICOM_CONNECTION_TIMEOUT = env.int("DICOM_CONNECTION_TIMEOUT", 10)
+DICOM_ACSE_TIMEOUT = env.int("DICOM_ACSE_TIMEOUT", 30)
+DICOM_DIMSE_TIMEOUT = env.int("DICOM_DIMSE_TIMEOUT", 60)
+DICOM_NETWORK_TIMEOUT = env.int("DICOM_NETWORK_TIMEOUT", 120)
+DICOMWEB_TIMEOUT = env.int("DICOMWEB_TIMEOUT", 60)
+# Retries of transient network failures inside one operation (connection refused, timeouts).
+DICOM_RETRY_ATTEMPTS = env.int("DICOM_RETRY_ATTEMPTS", 3)
+
 LOG_LEVEL = env.str("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,

@@ -1,0 +1,18 @@
+"""Errors of the DICOM layer. Their type carries the retry decision; their message says what
+failed, where and why, in words a user can act on."""
+
+
+class DicomError(Exception):
+    """A DICOM operation failed in a way that retrying will not fix.
+
+    Examples: the PACS rejected the association (unknown calling or called AE title), a query
+    key is malformed, the server supports no protocol for the requested operation.
+    """
+
+
+class RetriableDicomError(DicomError):
+    """A DICOM operation failed in a way that may pass when tried again later.
+
+    Examples: connection refused or reset, a timeout, the PACS reported it is out of resources,
+    some instances of a fetch never arrived.
+    """

@@ -1,0 +1,405 @@
+"""DIMSE services (C-ECHO, C-FIND, C-GET, C-MOVE, C-STORE) against one remote application entity.
+
+Everything pynetdicom-specific lives here: association set-up with error messages that say why
+an association failed, status interpretation per PS3.4, and presentation-context choices.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from pydicom import Dataset
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pynetdicom import AE, Association, build_context, build_role, evt
+from pynetdicom.presentation import PresentationContext, StoragePresentationContexts
+from pynetdicom.sop_class import (  # pyright: ignore[reportAttributeAccessIssue]
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+from pynetdicom.status import (
+    QR_FIND_SERVICE_CLASS_STATUS,
+    QR_GET_SERVICE_CLASS_STATUS,
+    QR_MOVE_SERVICE_CLASS_STATUS,
+    STORAGE_SERVICE_CLASS_STATUS,
+)
+
+from .errors import DicomError, RetriableDicomError
+
+logger = logging.getLogger(__name__)
+
+FIND_MODELS = {
+    "patient": PatientRootQueryRetrieveInformationModelFind,
+    "study": StudyRootQueryRetrieveInformationModelFind,
+}
+GET_MODELS = {
+    "patient": PatientRootQueryRetrieveInformationModelGet,
+    "study": StudyRootQueryRetrieveInformationModelGet,
+}
+MOVE_MODELS = {
+    "patient": PatientRootQueryRetrieveInformationModelMove,
+    "study": StudyRootQueryRetrieveInformationModelMove,
+}
+
+UNCOMPRESSED_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+# An association carries at most 128 presentation contexts; a C-GET needs one for the query
+# model, so it offers the storage classes a PACS actually holds: images, SR, presentation states,
+# key objects, encapsulated documents, RT.
+_GET_STORAGE_KEYWORDS = (
+    "Image",
+    "SR",
+    "PresentationState",
+    "KeyObject",
+    "Encapsulated",
+    "RT",
+    "Segmentation",
+    "RawData",
+    "SpatialRegistration",
+)
+
+# Statuses with this meaning are worth another try (PS3.4 C.4.1.1.4 / C.4.2.1.5 / C.4.3.1.4).
+_TRANSIENT_STATUS_CATEGORIES = {0xA700, 0xA701, 0xA702}
+
+
+@dataclass
+class RetrieveResult:
+    """What a C-GET or C-MOVE reported at its end."""
+
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    failed_instances: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DimsePeer:
+    """Where and how to reach a remote application entity."""
+
+    name: str
+    ae_title: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class DimseTimeouts:
+    connection: float = 10
+    acse: float = 30
+    dimse: float = 60
+    network: float = 120
+
+
+def describe_status(code: int, table: dict) -> str:
+    entry = table.get(code)
+    if entry is None:
+        for (low, high), value in (
+            (key, val) for key, val in table.items() if isinstance(key, tuple)
+        ):
+            if low <= code <= high:
+                entry = value
+                break
+    meaning = f"{entry[0]}: {entry[1]}" if entry else "unknown status"
+    return f"0x{code:04X} ({meaning})"
+
+
+def _storage_contexts_for_get() -> list[PresentationContext]:
+    contexts = []
+    for context in StoragePresentationContexts:
+        name = context.abstract_syntax.name if context.abstract_syntax else ""
+        if any(keyword in name.replace(" ", "") for keyword in _GET_STORAGE_KEYWORDS):
+            contexts.append(build_context(context.abstract_syntax, UNCOMPRESSED_SYNTAXES))
+    return contexts[:120]
+
+
+class DimseConnector:
+    """Runs DIMSE operations against one peer, each on an association of its own.
+
+    C-STORE batches are the exception: :meth:`store` keeps one association open for all the
+    instances it is given, which is what makes sending a study fast.
+    """
+
+    def __init__(self, peer: DimsePeer, calling_ae: str, timeouts: DimseTimeouts | None = None):
+        self.peer = peer
+        self.calling_ae = calling_ae
+        self.timeouts = timeouts or DimseTimeouts()
+
+    # -- association handling -------------------------------------------------------------
+
+    def _new_ae(self) -> AE:
+        ae = AE(ae_title=self.calling_ae)
+        ae.connection_timeout = self.timeouts.connection
+        ae.acse_timeout = self.timeouts.acse
+        ae.dimse_timeout = self.timeouts.dimse
+        ae.network_timeout = self.timeouts.network
+        ae.maximum_pdu_size = 0  # as large as the peer allows
+        return ae
+
+    @contextmanager
+    def associate(
+        self,
+        contexts: list[PresentationContext],
+        ext_neg: list | None = None,
+        handlers: list | None = None,
+    ) -> Iterator[Association]:
+        ae = self._new_ae()
+        ae.requested_contexts = contexts
+        rejection: dict[str, str] = {}
+
+        def remember_rejection(event):
+            primitive = event.primitive
+            if getattr(primitive, "result", None) not in (None, 0x00):
+                rejection["result"] = getattr(primitive, "result_str", "")
+                rejection["source"] = getattr(primitive, "source_str", "")
+                rejection["reason"] = getattr(primitive, "reason_str", "")
+                rejection["transient"] = str(getattr(primitive, "result", 1) == 0x02)
+
+        assoc = ae.associate(
+            self.peer.host,
+            self.peer.port,
+            ae_title=self.peer.ae_title,
+            ext_neg=ext_neg,
+            evt_handlers=[(evt.EVT_ACSE_RECV, remember_rejection), *(handlers or [])],
+        )
+        if not assoc.is_established:
+            raise self._association_error(assoc, rejection)
+        try:
+            yield assoc
+        except BaseException:
+            assoc.abort()
+            raise
+        else:
+            if assoc.is_established:
+                assoc.release()
+
+    def _association_error(self, assoc: Association, rejection: dict[str, str]) -> DicomError:
+        where = f"{self.peer.name} ({self.peer.ae_title} at {self.peer.host}:{self.peer.port})"
+        if assoc.is_rejected:
+            message = (
+                f"{where} rejected the association: {rejection.get('reason', 'no reason given')} "
+                f"({rejection.get('result', 'rejected')} by {rejection.get('source', 'the peer')})."
+                f" Check that the PACS knows ADIT's AE title {self.calling_ae!r} and that "
+                f"{self.peer.ae_title!r} is the PACS's own AE title."
+            )
+            if rejection.get("transient") == "True":
+                return RetriableDicomError(message)
+            return DicomError(message)
+        return RetriableDicomError(f"Could not connect to {where}: {self._diagnose_connection()}")
+
+    def _diagnose_connection(self) -> str:
+        try:
+            with socket.create_connection(
+                (self.peer.host, self.peer.port), timeout=self.timeouts.connection
+            ):
+                pass
+        except ConnectionRefusedError:
+            return "connection refused. Is the PACS running and the port right?"
+        except TimeoutError:
+            return f"no answer within {self.timeouts.connection:g} s."
+        except OSError as err:
+            return f"{err.strerror or err}."
+        return (
+            "the connection opened but the association was aborted or not answered within "
+            f"{self.timeouts.acse:g} s."
+        )
+
+    # -- services ---------------------------------------------------------------------------
+
+    def echo(self) -> float:
+        """Sends a C-ECHO; returns the round-trip time in seconds."""
+        started = time.perf_counter()
+        with self.associate([build_context(Verification)]) as assoc:
+            status = assoc.send_c_echo()
+            self._check_response_arrived(status, "C-ECHO")
+            if status.Status != 0x0000:
+                raise DicomError(f"{self.peer.name} answered C-ECHO with status {status.Status}.")
+        return time.perf_counter() - started
+
+    def find(self, query: Dataset, root: str, limit: int | None = None) -> Iterator[Dataset]:
+        """C-FIND; yields matches as they arrive. Stops (aborting) once ``limit`` are found."""
+        model = FIND_MODELS[root]
+        with self.associate([build_context(model)]) as assoc:
+            found = 0
+            for status, identifier in assoc.send_c_find(query, model):
+                self._check_response_arrived(status, "C-FIND")
+                code = status.Status
+                if code in (0xFF00, 0xFF01):
+                    if identifier is None:
+                        continue
+                    yield identifier
+                    found += 1
+                    if limit is not None and found >= limit:
+                        # Matches still on their way would arrive on a released association.
+                        assoc.abort()
+                        return
+                elif code == 0x0000:
+                    return
+                else:
+                    raise self._status_error("C-FIND", code, QR_FIND_SERVICE_CLASS_STATUS)
+
+    def get(
+        self, query: Dataset, root: str, on_instance: Callable[[Dataset], None]
+    ) -> RetrieveResult:
+        """C-GET; hands each instance to ``on_instance`` as it arrives, on the receiving thread.
+
+        An exception in ``on_instance`` stops the retrieve: the instance is answered with
+        "out of resources", the association is aborted and the exception is raised here.
+        """
+        model = GET_MODELS[root]
+        storage_contexts = _storage_contexts_for_get()
+        roles = [build_role(context.abstract_syntax, scp_role=True) for context in storage_contexts]
+        callback_error: list[BaseException] = []
+
+        def handle_store(event) -> int:
+            if callback_error:
+                return 0xA702
+            try:
+                dataset = event.dataset
+                dataset.file_meta = event.file_meta
+                on_instance(dataset)
+            except BaseException as err:  # handed back to the caller below
+                callback_error.append(err)
+                return 0xA702
+            return 0x0000
+
+        contexts = [build_context(model), *storage_contexts]
+        with self.associate(
+            contexts, ext_neg=roles, handlers=[(evt.EVT_C_STORE, handle_store)]
+        ) as assoc:
+            result = self._run_retrieve(
+                assoc.send_c_get(query, model), "C-GET", QR_GET_SERVICE_CLASS_STATUS, assoc
+            )
+            if callback_error:
+                assoc.abort()
+                raise callback_error[0]
+        return result
+
+    def move(self, query: Dataset, root: str, destination_ae: str) -> RetrieveResult:
+        """C-MOVE to ``destination_ae``; returns when the peer reports the move finished."""
+        model = MOVE_MODELS[root]
+        with self.associate([build_context(model)]) as assoc:
+            return self._run_retrieve(
+                assoc.send_c_move(query, destination_ae, model),
+                "C-MOVE",
+                QR_MOVE_SERVICE_CLASS_STATUS,
+                assoc,
+            )
+
+    def _run_retrieve(self, responses, operation: str, table: dict, assoc) -> RetrieveResult:
+        result = RetrieveResult()
+        for status, identifier in responses:
+            self._check_response_arrived(status, operation)
+            result.completed = int(getattr(status, "NumberOfCompletedSuboperations", 0) or 0)
+            result.failed = int(getattr(status, "NumberOfFailedSuboperations", 0) or 0)
+            result.warning = int(getattr(status, "NumberOfWarningSuboperations", 0) or 0)
+            code = status.Status
+            if code in (0xFF00,):
+                continue
+            if identifier is not None and "FailedSOPInstanceUIDList" in identifier:
+                failed = identifier.FailedSOPInstanceUIDList
+                result.failed_instances = [failed] if isinstance(failed, str) else list(failed)
+            if code in (0x0000, 0xB000):
+                return result
+            if code == 0xFE00:
+                raise DicomError(f"{operation} from {self.peer.name} was cancelled.")
+            raise self._status_error(operation, code, table, result)
+        return result
+
+    def store(self, datasets: Iterable[Dataset]) -> int:
+        """C-STOREs every dataset on one association (reopened only for an unknown SOP class or
+        transfer syntax); returns how many were stored. Raises on the first failure."""
+        stored = 0
+        session = _StoreSession(self)
+        try:
+            for dataset in datasets:
+                session.send(dataset)
+                stored += 1
+        except BaseException:
+            session.close(abort=True)
+            raise
+        session.close()
+        return stored
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _check_response_arrived(self, status: Dataset, operation: str) -> None:
+        if "Status" not in status:
+            raise RetriableDicomError(
+                f"{operation} to {self.peer.name}: no response within {self.timeouts.dimse:g} s "
+                "(or the connection was lost)."
+            )
+
+    def _status_error(
+        self, operation: str, code: int, table: dict, result: RetrieveResult | None = None
+    ) -> DicomError:
+        message = (
+            f"{operation} on {self.peer.name} failed with status {describe_status(code, table)}"
+        )
+        if result is not None:
+            message += f"; {result.completed} instance(s) completed, {result.failed} failed"
+            if result.failed_instances:
+                shown = ", ".join(result.failed_instances[:5])
+                more = len(result.failed_instances) - 5
+                message += f" (failed: {shown}{f' and {more} more' if more > 0 else ''})"
+        message += "."
+        if code >> 8 in {0xA7} or code in _TRANSIENT_STATUS_CATEGORIES:
+            return RetriableDicomError(message)
+        return DicomError(message)
+
+
+class _StoreSession:
+    """One C-STORE association for a stream of datasets of unknown SOP classes."""
+
+    def __init__(self, connector: DimseConnector):
+        self.connector = connector
+        self.contexts: dict[tuple[str, str], PresentationContext] = {}
+        self._association_context = None
+        self.assoc: Association | None = None
+
+    def send(self, dataset: Dataset) -> None:
+        sop_class = str(dataset.SOPClassUID)
+        file_meta = getattr(dataset, "file_meta", None)
+        syntax = str(getattr(file_meta, "TransferSyntaxUID", ExplicitVRLittleEndian))
+        key = (sop_class, syntax)
+        if key not in self.contexts or self.assoc is None:
+            self._open_with(key)
+        assert self.assoc is not None
+        status = self.assoc.send_c_store(dataset)
+        self.connector._check_response_arrived(status, "C-STORE")
+        code = status.Status
+        category = STORAGE_SERVICE_CLASS_STATUS.get(code, ("Failure",))[0]
+        if code != 0x0000 and category != "Warning":
+            raise self.connector._status_error(
+                f"C-STORE of {dataset.SOPInstanceUID}", code, STORAGE_SERVICE_CLASS_STATUS
+            )
+
+    def _open_with(self, key: tuple[str, str]) -> None:
+        if key not in self.contexts:
+            sop_class, syntax = key
+            syntaxes = list({syntax, *UNCOMPRESSED_SYNTAXES, DeflatedExplicitVRLittleEndian})
+            self.contexts[key] = build_context(sop_class, syntaxes)
+        self.close()
+        if len(self.contexts) > 128:
+            raise DicomError("More than 128 different SOP classes in one store batch.")
+        self._association_context = self.connector.associate(list(self.contexts.values()))
+        self.assoc = self._association_context.__enter__()
+
+    def close(self, abort: bool = False) -> None:
+        if self._association_context is not None:
+            if abort and self.assoc is not None:
+                self.assoc.abort()
+            self._association_context.__exit__(None, None, None)
+            self._association_context = None
+            self.assoc = None

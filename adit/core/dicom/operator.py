@@ -1,0 +1,418 @@
+"""DicomOperator: the one way every ADIT app queries, fetches and stores DICOM data.
+
+It picks the protocol from what the server supports (DIMSE or DICOMweb), validates queries,
+filters what a PACS may not filter itself, retries transient failures, and makes sure a fetch
+either delivers every instance or says exactly which ones are missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from io import BytesIO
+from typing import TYPE_CHECKING, TypeVar
+
+import stamina
+from django.conf import settings
+from pydicom import Dataset, dcmread
+
+from .dicomweb import DicomWebConnector, DicomWebPeer
+from .dimse import DimseConnector, DimsePeer, DimseTimeouts, RetrieveResult
+from .errors import DicomError, RetriableDicomError
+from .query import RETURN_KEYS, Level, Query
+
+if TYPE_CHECKING:
+    from adit.core.models import DicomServer
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+InstanceCallback = Callable[[Dataset], None]
+
+
+@dataclass(frozen=True)
+class ConnectionCheck:
+    ok: bool
+    protocol: str
+    message: str
+    round_trip_seconds: float | None = None
+
+
+class DicomOperator:
+    def __init__(self, server: DicomServer):
+        self.server = server
+        self.dimse = DimseConnector(
+            DimsePeer(server.name, server.ae_title, server.host, server.port or 0),
+            calling_ae=settings.CALLING_AE_TITLE,
+            timeouts=DimseTimeouts(
+                connection=settings.DICOM_CONNECTION_TIMEOUT,
+                acse=settings.DICOM_ACSE_TIMEOUT,
+                dimse=settings.DICOM_DIMSE_TIMEOUT,
+                network=settings.DICOM_NETWORK_TIMEOUT,
+            ),
+        )
+        self.dicomweb = DicomWebConnector(
+            DicomWebPeer(
+                name=server.name,
+                root_url=server.dicomweb_root_url,
+                qido_prefix=server.dicomweb_qido_prefix,
+                wado_prefix=server.dicomweb_wado_prefix,
+                stow_prefix=server.dicomweb_stow_prefix,
+                authorization=server.dicomweb_authorization_header,
+            ),
+            timeout=settings.DICOMWEB_TIMEOUT,
+        )
+
+    # -- retries ----------------------------------------------------------------------------
+
+    def _retrying(self, function: Callable[[], T]) -> T:
+        """Runs ``function`` again after transient failures, with exponential backoff."""
+        for attempt in stamina.retry_context(
+            on=RetriableDicomError,
+            attempts=settings.DICOM_RETRY_ATTEMPTS,
+            wait_initial=0.5,
+            wait_max=10,
+        ):
+            with attempt:
+                return function()
+        raise AssertionError("stamina either returns or raises")
+
+    def _retrying_stream(self, start: Callable[[], Iterable[T]]) -> Iterator[T]:
+        """Streams the results of ``start()``; starts over after a transient failure only as
+        long as nothing was handed out yet (a half-delivered answer cannot be taken back)."""
+        attempts = settings.DICOM_RETRY_ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            delivered = False
+            try:
+                for item in start():
+                    delivered = True
+                    yield item
+                return
+            except RetriableDicomError as err:
+                if delivered or attempt == attempts:
+                    raise
+                logger.warning("Retrying after a transient failure: %s", err)
+                time.sleep(min(0.5 * 2 ** (attempt - 1), 10))
+
+    # -- connection check -------------------------------------------------------------------
+
+    def check_connection(self) -> ConnectionCheck:
+        """C-ECHO, or a QIDO probe for a DICOMweb-only server; never raises for network errors."""
+        server = self.server
+        if server.supports_dimse:
+            protocol = "C-ECHO"
+            probe = self.dimse.echo
+        elif server.dicomweb_root_url:
+            protocol = "QIDO-RS"
+            probe = self.dicomweb.probe
+        else:
+            return ConnectionCheck(False, "none", f"{server.name} has neither host nor DICOMweb.")
+        try:
+            seconds = probe()
+        except DicomError as err:
+            return ConnectionCheck(False, protocol, str(err))
+        return ConnectionCheck(
+            True, protocol, f"{protocol} succeeded in {seconds * 1000:.0f} ms.", seconds
+        )
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def find(self, query: Query, limit: int | None = None) -> Iterator[Dataset]:
+        """Matches of ``query``, filtered by what the PACS may have ignored, at most ``limit``."""
+        found = 0
+        seen_patients: set[str] = set()
+        for dataset in self._find_raw(query, limit):
+            if not query.matches(dataset):
+                continue
+            if query.level == Level.PATIENT:
+                # Emulated patient queries (study level) answer once per study.
+                patient_id = str(dataset.get("PatientID", ""))
+                if patient_id in seen_patients:
+                    continue
+                seen_patients.add(patient_id)
+            _strip_padding(dataset)
+            yield dataset
+            found += 1
+            if limit is not None and found >= limit:
+                return
+
+    def _find_raw(self, query: Query, limit: int | None) -> Iterator[Dataset]:
+        server = self.server
+        root = self._find_root(query)
+        # A client-side filter may drop answers, so the PACS may not stop at the limit.
+        pacs_limit = limit if not query.modalities and query.level != Level.PATIENT else None
+        if root is not None:
+            dimse_query = query
+            if root == "study" and query.level == Level.PATIENT:
+                dimse_query = Query(Level.STUDY, query.filters, query.modalities)
+            yield from self._retrying_stream(
+                lambda: self.dimse.find(dimse_query.to_dataset(), root, pacs_limit)
+            )
+            return
+        if server.dicomweb_qido_support:
+            fields = RETURN_KEYS[query.level]
+            yield from self._retrying_stream(
+                lambda: self.dicomweb.search(
+                    query.level.value, query.qido_filters(), fields, pacs_limit
+                )
+            )
+            return
+        raise DicomError(
+            f"{server.name} cannot be searched: it supports neither C-FIND nor QIDO-RS "
+            "for this query."
+        )
+
+    def _find_root(self, query: Query) -> str | None:
+        server = self.server
+        if query.level == Level.PATIENT and server.patient_root_find_support:
+            return "patient"
+        if server.study_root_find_support:
+            return "study"
+        if server.patient_root_find_support:
+            # Patient root needs the patient named exactly below patient level (PS3.4 C.6.1).
+            if query.level == Level.PATIENT or query.has_exact("PatientID"):
+                return "patient"
+            if not server.dicomweb_qido_support:
+                raise DicomError(
+                    f"{server.name} only supports patient root queries, which need an exact "
+                    "Patient ID for a search of studies, series or images."
+                )
+        return None
+
+    def find_studies(self, limit: int | None = None, **filters) -> Iterator[Dataset]:
+        return self.find(Query.create(Level.STUDY, **filters), limit)
+
+    def find_series(self, study_uid: str, **filters) -> Iterator[Dataset]:
+        return self.find(Query.create(Level.SERIES, StudyInstanceUID=study_uid, **filters))
+
+    def find_images(self, study_uid: str, series_uid: str, **filters) -> Iterator[Dataset]:
+        query = Query.create(
+            Level.IMAGE, StudyInstanceUID=study_uid, SeriesInstanceUID=series_uid, **filters
+        )
+        return self.find(query)
+
+    # -- fetching ---------------------------------------------------------------------------
+
+    def fetch_study(self, patient_id: str, study_uid: str, callback: InstanceCallback) -> int:
+        """Delivers every instance of the study to ``callback``; returns how many."""
+        return self._fetch(patient_id, study_uid, None, None, callback)
+
+    def fetch_series(
+        self, patient_id: str, study_uid: str, series_uid: str, callback: InstanceCallback
+    ) -> int:
+        return self._fetch(patient_id, study_uid, series_uid, None, callback)
+
+    def fetch_image(
+        self,
+        patient_id: str,
+        study_uid: str,
+        series_uid: str,
+        sop_uid: str,
+        callback: InstanceCallback,
+    ) -> int:
+        return self._fetch(patient_id, study_uid, series_uid, sop_uid, callback)
+
+    def _fetch(
+        self,
+        patient_id: str,
+        study_uid: str,
+        series_uid: str | None,
+        sop_uid: str | None,
+        callback: InstanceCallback,
+    ) -> int:
+        server = self.server
+        level = Level.IMAGE if sop_uid else Level.SERIES if series_uid else Level.STUDY
+        if server.dicomweb_wado_support:
+            return self._fetch_with_wado(study_uid, series_uid, sop_uid, callback)
+        root = self._retrieve_root(
+            server.study_root_get_support, server.patient_root_get_support, patient_id
+        )
+        if root is not None:
+            identifier = _retrieve_identifier(level, patient_id, study_uid, series_uid, sop_uid)
+            return self._fetch_with_get(identifier, root, callback)
+        root = self._retrieve_root(
+            server.study_root_move_support, server.patient_root_move_support, patient_id
+        )
+        if root is not None:
+            identifier = _retrieve_identifier(level, patient_id, study_uid, series_uid, sop_uid)
+            return self._fetch_with_move(
+                identifier, root, patient_id, study_uid, series_uid, sop_uid, callback
+            )
+        raise DicomError(
+            f"{server.name} offers no way to fetch: enable WADO-RS, C-GET or C-MOVE for it."
+        )
+
+    @staticmethod
+    def _retrieve_root(study_root: bool, patient_root: bool, patient_id: str) -> str | None:
+        if study_root:
+            return "study"
+        if patient_root and patient_id:
+            return "patient"
+        return None
+
+    def _fetch_with_wado(
+        self,
+        study_uid: str,
+        series_uid: str | None,
+        sop_uid: str | None,
+        callback: InstanceCallback,
+    ) -> int:
+        delivered: set[str] = set()
+
+        def run() -> int:
+            for dataset in self.dicomweb.retrieve(study_uid, series_uid, sop_uid):
+                uid = str(dataset.SOPInstanceUID)
+                if uid in delivered:  # already handed over before a retried failure
+                    continue
+                callback(dataset)
+                delivered.add(uid)
+            return len(delivered)
+
+        return self._retrying(run)
+
+    def _fetch_with_get(self, identifier: Dataset, root: str, callback: InstanceCallback) -> int:
+        delivered: set[str] = set()
+
+        def deliver_once(dataset: Dataset) -> None:
+            uid = str(dataset.SOPInstanceUID)
+            if uid not in delivered:
+                callback(dataset)
+                delivered.add(uid)
+
+        def run() -> RetrieveResult:
+            result = self.dimse.get(identifier, root, deliver_once)
+            if result.failed:
+                raise RetriableDicomError(
+                    f"C-GET from {self.server.name}: {result.failed} instance(s) failed "
+                    f"({', '.join(result.failed_instances[:5]) or 'UIDs not reported'})."
+                )
+            return result
+
+        self._retrying(run)
+        return len(delivered)
+
+    def _fetch_with_move(
+        self,
+        identifier: Dataset,
+        root: str,
+        patient_id: str,
+        study_uid: str,
+        series_uid: str | None,
+        sop_uid: str | None,
+        callback: InstanceCallback,
+    ) -> int:
+        from .file_channel import FileChannelClient
+
+        expected = self._expected_instances(patient_id, study_uid, series_uid, sop_uid)
+        delivered: set[str] = set()
+        if not expected:
+            return 0
+        channel = FileChannelClient(settings.FILE_CHANNEL_HOST, settings.FILE_CHANNEL_PORT)
+
+        def run() -> None:
+            series_filter = sorted({series for series in expected.values()}) if series_uid else ()
+            with channel.subscribe(self.server.ae_title, study_uid, series_filter) as subscription:
+                move_done = threading.Event()
+                move_errors: list[BaseException] = []
+
+                def move() -> None:
+                    try:
+                        self.dimse.move(identifier, root, settings.RECEIVER_AE_TITLE)
+                    except BaseException as err:  # reported on the receiving thread
+                        move_errors.append(err)
+                    finally:
+                        move_done.set()
+
+                mover = threading.Thread(target=move, name="c-move", daemon=True)
+                mover.start()
+                quiet_deadline = None
+                while len(delivered) < len(expected):
+                    received = subscription.receive(timeout=0.5)
+                    if received is not None:
+                        uid = received.sop_instance_uid
+                        if uid in expected and uid not in delivered:
+                            callback(dcmread(BytesIO(received.data)))
+                            delivered.add(uid)
+                        continue
+                    if move_done.is_set():
+                        if move_errors:  # the PACS gave up; nothing more will come
+                            break
+                        quiet_deadline = quiet_deadline or (
+                            time.monotonic() + settings.C_MOVE_QUIET_TIMEOUT
+                        )
+                        if time.monotonic() > quiet_deadline:
+                            break
+                mover.join(timeout=settings.DICOM_DIMSE_TIMEOUT)
+            missing = sorted(set(expected) - delivered)
+            if missing:
+                reason = f" The PACS reported: {move_errors[0]}" if move_errors else ""
+                shown = ", ".join(missing[:5])
+                more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+                raise RetriableDicomError(
+                    f"C-MOVE from {self.server.name}: {len(missing)} of {len(expected)} "
+                    f"instance(s) did not arrive: {shown}{more}.{reason}"
+                )
+
+        self._retrying(run)
+        return len(delivered)
+
+    def _expected_instances(
+        self, patient_id: str, study_uid: str, series_uid: str | None, sop_uid: str | None
+    ) -> dict[str, str]:
+        """SOPInstanceUID -> SeriesInstanceUID of what a fetch must deliver."""
+        if series_uid:
+            series_uids = [series_uid]
+        else:
+            series_uids = [
+                str(series.SeriesInstanceUID)
+                for series in self.find(
+                    Query.create(Level.SERIES, PatientID=patient_id, StudyInstanceUID=study_uid)
+                )
+            ]
+        expected: dict[str, str] = {}
+        for uid in series_uids:
+            query = Query.create(
+                Level.IMAGE,
+                PatientID=patient_id,
+                StudyInstanceUID=study_uid,
+                SeriesInstanceUID=uid,
+                SOPInstanceUID=sop_uid or "",
+            )
+            for image in self.find(query):
+                expected[str(image.SOPInstanceUID)] = uid
+        return expected
+
+    # -- storing ----------------------------------------------------------------------------
+
+    def store(self, datasets: Iterable[Dataset]) -> int:
+        """Stores the datasets (C-STORE on one association, else STOW-RS); returns the count."""
+        if self.server.store_scp_support:
+            return self.dimse.store(datasets)
+        if self.server.dicomweb_stow_support:
+            return self.dicomweb.store(datasets)
+        raise DicomError(f"{self.server.name} cannot receive data: enable C-STORE or STOW-RS.")
+
+
+def _retrieve_identifier(
+    level: Level, patient_id: str, study_uid: str, series_uid: str | None, sop_uid: str | None
+) -> Dataset:
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = level.value
+    if patient_id:
+        identifier.PatientID = patient_id
+    identifier.StudyInstanceUID = study_uid
+    if series_uid:
+        identifier.SeriesInstanceUID = series_uid
+    if sop_uid:
+        identifier.SOPInstanceUID = sop_uid
+    return identifier
+
+
+def _strip_padding(dataset: Dataset) -> None:
+    # Some PACS pad values to an even length with a space (seen with Orthanc's PatientID).
+    for key in ("PatientID", "AccessionNumber"):
+        if key in dataset and isinstance(dataset.get(key), str):
+            setattr(dataset, key, dataset.get(key).strip())

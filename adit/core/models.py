@@ -88,7 +88,7 @@ class DicomNode(models.Model):
         ordering = ["-node_type", "name"]  # servers (SV) before folders (FO) in every list
 
     def __str__(self) -> str:
-        return f"{self.get_node_type_display()} {self.name}"
+        return f"{self.NodeType(self.node_type).label} {self.name}"
 
 
 class DicomNodeGroupAccess(models.Model):

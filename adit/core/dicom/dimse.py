@@ -19,17 +19,9 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
-from pynetdicom import AE, Association, build_context, build_role, evt
+from pynetdicom import AE, build_context, build_role, evt, sop_class
+from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext, StoragePresentationContexts
-from pynetdicom.sop_class import (  # pyright: ignore[reportAttributeAccessIssue]
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-    Verification,
-)
 from pynetdicom.status import (
     QR_FIND_SERVICE_CLASS_STATUS,
     QR_GET_SERVICE_CLASS_STATUS,
@@ -41,20 +33,27 @@ from .errors import DicomError, RetriableDicomError
 
 logger = logging.getLogger(__name__)
 
+
+def _sop_class(name: str) -> str:
+    # pynetdicom creates its SOP class names at import time, so type checkers cannot see them.
+    return getattr(sop_class, name)
+
+
+VERIFICATION = _sop_class("Verification")
 FIND_MODELS = {
-    "patient": PatientRootQueryRetrieveInformationModelFind,
-    "study": StudyRootQueryRetrieveInformationModelFind,
+    "patient": _sop_class("PatientRootQueryRetrieveInformationModelFind"),
+    "study": _sop_class("StudyRootQueryRetrieveInformationModelFind"),
 }
 GET_MODELS = {
-    "patient": PatientRootQueryRetrieveInformationModelGet,
-    "study": StudyRootQueryRetrieveInformationModelGet,
+    "patient": _sop_class("PatientRootQueryRetrieveInformationModelGet"),
+    "study": _sop_class("StudyRootQueryRetrieveInformationModelGet"),
 }
 MOVE_MODELS = {
-    "patient": PatientRootQueryRetrieveInformationModelMove,
-    "study": StudyRootQueryRetrieveInformationModelMove,
+    "patient": _sop_class("PatientRootQueryRetrieveInformationModelMove"),
+    "study": _sop_class("StudyRootQueryRetrieveInformationModelMove"),
 }
 
-UNCOMPRESSED_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+UNCOMPRESSED_SYNTAXES: list[str] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 # An association carries at most 128 presentation contexts; a C-GET needs one for the query
 # model, so it offers the storage classes a PACS actually holds: images, SR, presentation states,
 # key objects, encapsulated documents, RT.
@@ -118,9 +117,10 @@ def describe_status(code: int, table: dict) -> str:
 def _storage_contexts_for_get() -> list[PresentationContext]:
     contexts = []
     for context in StoragePresentationContexts:
-        name = context.abstract_syntax.name if context.abstract_syntax else ""
-        if any(keyword in name.replace(" ", "") for keyword in _GET_STORAGE_KEYWORDS):
-            contexts.append(build_context(context.abstract_syntax, UNCOMPRESSED_SYNTAXES))
+        abstract_syntax = context.abstract_syntax
+        assert abstract_syntax is not None
+        if any(word in abstract_syntax.name.replace(" ", "") for word in _GET_STORAGE_KEYWORDS):
+            contexts.append(build_context(abstract_syntax, list(UNCOMPRESSED_SYNTAXES)))
     return contexts[:120]
 
 
@@ -220,7 +220,7 @@ class DimseConnector:
     def echo(self) -> float:
         """Sends a C-ECHO; returns the round-trip time in seconds."""
         started = time.perf_counter()
-        with self.associate([build_context(Verification)]) as assoc:
+        with self.associate([build_context(VERIFICATION)]) as assoc:
             status = assoc.send_c_echo()
             self._check_response_arrived(status, "C-ECHO")
             if status.Status != 0x0000:
@@ -259,7 +259,9 @@ class DimseConnector:
         """
         model = GET_MODELS[root]
         storage_contexts = _storage_contexts_for_get()
-        roles = [build_role(context.abstract_syntax, scp_role=True) for context in storage_contexts]
+        roles = [
+            build_role(str(context.abstract_syntax), scp_role=True) for context in storage_contexts
+        ]
         callback_error: list[BaseException] = []
 
         def handle_store(event) -> int:
@@ -388,7 +390,9 @@ class _StoreSession:
     def _open_with(self, key: tuple[str, str]) -> None:
         if key not in self.contexts:
             sop_class, syntax = key
-            syntaxes = list({syntax, *UNCOMPRESSED_SYNTAXES, DeflatedExplicitVRLittleEndian})
+            syntaxes: list[str] = list(
+                dict.fromkeys([syntax, *UNCOMPRESSED_SYNTAXES, DeflatedExplicitVRLittleEndian])
+            )
             self.contexts[key] = build_context(sop_class, syntaxes)
         self.close()
         if len(self.contexts) > 128:

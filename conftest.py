@@ -8,6 +8,9 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 CHROMIUM = "/usr/bin/chromium"
 
+# Real Orthanc PACS (orthanc1, orthanc2, empty_orthanc2, receiver_port, ...) for integration tests.
+pytest_plugins = ["tests.orthanc_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):

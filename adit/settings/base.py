@@ -172,6 +172,10 @@ DICOMWEB_TIMEOUT = env.int("DICOMWEB_TIMEOUT", 60)
 # Retries of transient network failures inside one operation (connection refused, timeouts).
 DICOM_RETRY_ATTEMPTS = env.int("DICOM_RETRY_ATTEMPTS", 3)
 
+# REST addresses of the demo Orthancs ('uv run cli up --demo', populate_orthancs).
+ORTHANC1_URL = env.str("ORTHANC1_URL", "http://127.0.0.1:6501")
+ORTHANC2_URL = env.str("ORTHANC2_URL", "http://127.0.0.1:6502")
+
 LOG_LEVEL = env.str("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,

@@ -9,3 +9,10 @@ ALLOWED_HOSTS = ["*"]
 # Consumers under test share the test process; the cross-process layer is tested on its own.
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 WHITENOISE_AUTOREFRESH = True
+# Error-path tests should fail fast; production keeps the longer defaults.
+DICOM_RETRY_ATTEMPTS = 2
+DICOM_CONNECTION_TIMEOUT = 3
+DICOM_ACSE_TIMEOUT = 5
+DICOM_DIMSE_TIMEOUT = 10
+DICOM_NETWORK_TIMEOUT = 10
+C_MOVE_QUIET_TIMEOUT = 3

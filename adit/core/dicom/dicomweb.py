@@ -21,6 +21,19 @@ _TRANSIENT_HTTP_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
 STOW_BATCH_SIZE = 50
 
 
+class _WildcardSession(requests.Session):
+    """Sends DICOM wildcards in query strings as they are.
+
+    requests percent-encodes ``*`` and ``?`` (to %2A, %3F), and some servers (Orthanc 1.10's
+    DICOMweb plugin) then match them literally. Both are legal in a query (RFC 3986 3.4).
+    """
+
+    def send(self, request, **kwargs):  # pyright: ignore[reportIncompatibleMethodOverride]
+        if request.url:
+            request.url = request.url.replace("%2A", "*").replace("%3F", "?")
+        return super().send(request, **kwargs)
+
+
 @dataclass(frozen=True)
 class DicomWebPeer:
     name: str
@@ -31,27 +44,17 @@ class DicomWebPeer:
     authorization: str = ""
 
 
-class _TimeoutSession(requests.Session):
-    """A session that never waits forever: every request gets the configured timeout."""
-
-    def __init__(self, timeout: float):
-        super().__init__()
-        self.timeout = timeout
-
-    def request(self, method, url, *args, **kwargs):  # pyright: ignore[reportIncompatibleMethodOverride]
-        kwargs.setdefault("timeout", self.timeout)
-        return super().request(method, url, *args, **kwargs)
-
-
 class DicomWebConnector:
     def __init__(self, peer: DicomWebPeer, timeout: float = 60):
         self.peer = peer
         self.timeout = timeout
-        session = _TimeoutSession(timeout)
+        if not peer.root_url:
+            raise DicomError(f"{peer.name} has no DICOMweb root URL.")
         headers = {"Authorization": peer.authorization} if peer.authorization else None
         self.client = DICOMwebClient(
             url=peer.root_url.rstrip("/"),
-            session=session,
+            session=_WildcardSession(),
+            timeout=timeout,
             qido_url_prefix=peer.qido_prefix or None,
             wado_url_prefix=peer.wado_prefix or None,
             stow_url_prefix=peer.stow_prefix or None,

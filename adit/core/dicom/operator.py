@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from io import BytesIO
 from typing import TYPE_CHECKING, TypeVar
 
@@ -54,7 +55,11 @@ class DicomOperator:
                 network=settings.DICOM_NETWORK_TIMEOUT,
             ),
         )
-        self.dicomweb = DicomWebConnector(
+
+    @cached_property
+    def dicomweb(self) -> DicomWebConnector:
+        server = self.server
+        return DicomWebConnector(
             DicomWebPeer(
                 name=server.name,
                 root_url=server.dicomweb_root_url,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -144,19 +145,31 @@ class Query:
         value = self.filters.get(key, "")
         return bool(value) and "*" not in value and "?" not in value
 
+    def pacs_filters(self) -> dict[str, str]:
+        """The filters as sent to a PACS.
+
+        PACS differ in matching letters outside ASCII (some compare bytes, so ``?`` does not
+        match a two-byte UTF-8 letter; others compare case-sensitively), so each run of such
+        letters is sent as ``*`` and :meth:`matches` applies the real pattern to the answers.
+        """
+        return {
+            key: re.sub(r"[^\x00-\x7f]+\**", "*", value) if key in _WILDCARD_KEYS else value
+            for key, value in self.filters.items()
+        }
+
     def to_dataset(self) -> Dataset:
         dataset = Dataset()
         dataset.QueryRetrieveLevel = self.level.value
         for key in RETURN_KEYS[self.level]:
             setattr(dataset, key, "")
-        for key, value in self.filters.items():
+        for key, value in self.pacs_filters().items():
             setattr(dataset, key, value)
         if len(self.modalities) == 1:
             dataset.ModalitiesInStudy = self.modalities[0]
         return dataset
 
     def qido_filters(self) -> dict[str, str]:
-        filters = dict(self.filters)
+        filters = self.pacs_filters()
         if len(self.modalities) == 1:
             filters["ModalitiesInStudy"] = self.modalities[0]
         return filters
@@ -171,10 +184,11 @@ class Query:
             if key in self.filters and key in dataset:
                 if str(dataset.get(key, "")) != self.filters[key]:
                     return False
-        pattern = self.filters.get("PatientName")
-        if pattern and "PatientName" in dataset:
-            name = str(dataset.PatientName or "")
-            if not fnmatchcase(name.upper(), pattern.upper()):
+        for key in _WILDCARD_KEYS & self.filters.keys():
+            if key not in dataset:
+                continue
+            value = str(dataset.get(key) or "").strip()
+            if not fnmatchcase(value.upper(), self.filters[key].upper()):
                 return False
         return True
 

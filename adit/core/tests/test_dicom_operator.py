@@ -1,0 +1,334 @@
+"""DicomOperator against real Orthanc servers, over DIMSE and DICOMweb.
+
+The servers are DicomServer rows as staff would configure them; which protocol the operator may
+use comes from their flags, exactly as in production.
+"""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ValidationError
+from pydicom import Dataset
+
+from adit.core.dicom.errors import DicomError, RetriableDicomError
+from adit.core.dicom.operator import DicomOperator
+from adit.core.dicom.orthanc import OrthancServer, free_ports
+from adit.core.dicom.synthetic import StudySummary, generate_studies
+from adit.core.models import DicomServer
+from tests.orthanc_fixtures import DCMTK_ENV, dcmtk
+
+pytestmark = pytest.mark.integration
+
+DIMSE_FLAGS = {
+    "get": {"study_root_find_support": True, "study_root_get_support": True},
+    "move": {"study_root_find_support": True, "study_root_move_support": True},
+    "patient_root": {"patient_root_find_support": True, "patient_root_get_support": True},
+}
+
+
+def dimse_server(orthanc: OrthancServer, kind: str = "get", **overrides) -> DicomServer:
+    fields = {
+        "name": orthanc.ae_title,
+        "ae_title": orthanc.ae_title,
+        "host": "127.0.0.1",
+        "port": orthanc.dicom_port,
+        "store_scp_support": True,
+        **DIMSE_FLAGS[kind],
+    }
+    return DicomServer(**(fields | overrides))
+
+
+def dicomweb_server(orthanc: OrthancServer) -> DicomServer:
+    return DicomServer(
+        name=f"{orthanc.ae_title} web",
+        ae_title=f"{orthanc.ae_title}W",
+        dicomweb_root_url=orthanc.dicomweb_root,
+        dicomweb_qido_support=True,
+        dicomweb_wado_support=True,
+        dicomweb_stow_support=True,
+    )
+
+
+@pytest.fixture(params=["dimse", "dicomweb"])
+def source(request, orthanc1) -> DicomServer:
+    return dimse_server(orthanc1) if request.param == "dimse" else dicomweb_server(orthanc1)
+
+
+def _by_patient(studies: list[StudySummary], patient_id: str) -> set[str]:
+    return {study.study_instance_uid for study in studies if study.patient_id == patient_id}
+
+
+def _findscu_study_count(orthanc: OrthancServer, tmp_path: Path, *keys: str) -> int:
+    subprocess.run(
+        [
+            dcmtk("findscu"),
+            "-S",
+            "-aet",
+            "ADITTEST",
+            "-aec",
+            orthanc.ae_title,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "StudyInstanceUID",
+            *[part for key in keys for part in ("-k", key)],
+            "-X",
+            "-od",
+            str(tmp_path),
+            "127.0.0.1",
+            str(orthanc.dicom_port),
+        ],
+        env=DCMTK_ENV,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return len(list(tmp_path.glob("rsp*.dcm")))
+
+
+# -- queries ------------------------------------------------------------------------------
+
+
+def test_find_studies_of_a_patient(source, orthanc1, orthanc1_studies, tmp_path):
+    patient_id = orthanc1_studies[1].patient_id
+    found = list(DicomOperator(source).find_studies(PatientID=patient_id))
+    assert {str(study.StudyInstanceUID) for study in found} == _by_patient(
+        orthanc1_studies, patient_id
+    )
+    assert {study.PatientID for study in found} == {patient_id}
+    assert _findscu_study_count(orthanc1, tmp_path, f"PatientID={patient_id}") == len(found)
+
+
+def test_find_studies_by_name_wildcard_with_non_ascii_letters(source, orthanc1_studies):
+    found = list(DicomOperator(source).find_studies(PatientName="jäger*"))
+    assert {str(study.PatientName) for study in found} == {"Jäger^Günther"}
+    assert len(found) == 2
+
+
+def test_find_studies_in_a_date_range(source, orthanc1_studies):
+    start, end = datetime.date(2021, 1, 1), datetime.date(2023, 12, 31)
+    expected = {
+        study.study_instance_uid
+        for study in orthanc1_studies
+        if start <= datetime.datetime.strptime(study.study_date, "%Y%m%d").date() <= end
+    }
+    found = DicomOperator(source).find_studies(StudyDate=(start, end))
+    assert {str(study.StudyInstanceUID) for study in found} == expected
+    assert expected  # the range is not empty by accident
+
+
+def test_modalities_filter_keeps_studies_with_any_of_them(source, orthanc1_studies):
+    found = DicomOperator(source).find_studies(ModalitiesInStudy=["MR", "PR"])
+    expected = {
+        study.study_instance_uid
+        for study in orthanc1_studies
+        if {"MR", "PR"} & set(study.modalities)
+    }
+    assert {str(study.StudyInstanceUID) for study in found} == expected
+    assert len(expected) < len(orthanc1_studies)
+
+
+def test_result_limit_stops_the_query(source, orthanc1_studies):
+    found = list(DicomOperator(source).find_studies(limit=3, AccessionNumber="A0042*"))
+    assert len(found) == 3
+
+
+def test_find_series_and_images(source, orthanc1_studies):
+    study = orthanc1_studies[0]
+    operator = DicomOperator(source)
+    series = list(operator.find_series(study.study_instance_uid))
+    assert {str(item.SeriesInstanceUID) for item in series} == {
+        item.series_instance_uid for item in study.series
+    }
+    first = study.series[0]
+    images = list(operator.find_images(study.study_instance_uid, first.series_instance_uid))
+    assert sorted(str(image.SOPInstanceUID) for image in images) == sorted(first.sop_instance_uids)
+
+
+def test_patient_root_only_server_needs_an_exact_patient_id(orthanc1, orthanc1_studies):
+    operator = DicomOperator(dimse_server(orthanc1, "patient_root"))
+    study = orthanc1_studies[0]
+    found = list(operator.find_studies(PatientID=study.patient_id))
+    assert study.study_instance_uid in {str(item.StudyInstanceUID) for item in found}
+    with pytest.raises(DicomError, match="only supports patient root queries"):
+        list(operator.find_studies(PatientName="*"))
+
+
+@pytest.mark.parametrize(
+    ("filters", "message"),
+    [
+        ({"PatientID": "12\\34"}, "backslash"),
+        ({"StudyInstanceUID": "1.2.abc"}, "digits and dots"),
+        ({"StudyDate": "2024-13-01"}, "not a date"),
+        ({"StudyDate": (datetime.date(2024, 2, 1), datetime.date(2024, 1, 1))}, "starts after"),
+        ({"SeriesInstanceUID": "1.2"}, "not a query key at STUDY level"),
+        ({"ModalitiesInStudy": "CT\x00"}, "control characters"),
+    ],
+)
+def test_malformed_query_values_are_refused_before_anything_is_sent(filters, message):
+    server = DicomServer(name="Nowhere", ae_title="NOWHERE", host="127.0.0.1", port=9)
+    with pytest.raises(ValidationError, match=message):
+        list(DicomOperator(server).find_studies(**filters))
+
+
+# -- fetching -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["C-GET", "WADO-RS"])
+def test_fetch_study_delivers_each_instance_once(protocol, orthanc1, orthanc1_studies):
+    server = dimse_server(orthanc1) if protocol == "C-GET" else dicomweb_server(orthanc1)
+    study = orthanc1_studies[2]
+    received: list[Dataset] = []
+    count = DicomOperator(server).fetch_study(
+        study.patient_id, study.study_instance_uid, received.append
+    )
+    uids = [str(dataset.SOPInstanceUID) for dataset in received]
+    expected = sorted(uid for series in study.series for uid in series.sop_instance_uids)
+    assert sorted(uids) == expected
+    assert count == len(expected)
+    assert {dataset.PatientID for dataset in received} == {study.patient_id}
+    assert all("PixelData" in dataset for dataset in received if dataset.Modality == "CT")
+
+
+@pytest.mark.parametrize("protocol", ["C-GET", "WADO-RS"])
+def test_fetch_series_delivers_only_that_series(protocol, orthanc1, orthanc1_studies):
+    server = dimse_server(orthanc1) if protocol == "C-GET" else dicomweb_server(orthanc1)
+    study = orthanc1_studies[0]
+    series = study.series[0]
+    received: list[Dataset] = []
+    DicomOperator(server).fetch_series(
+        study.patient_id, study.study_instance_uid, series.series_instance_uid, received.append
+    )
+    assert sorted(str(item.SOPInstanceUID) for item in received) == sorted(series.sop_instance_uids)
+
+
+def test_exception_in_the_callback_stops_the_fetch_and_is_raised(orthanc1, orthanc1_studies):
+    study = orthanc1_studies[0]
+    received: list[Dataset] = []
+
+    def fail_on_third(dataset: Dataset) -> None:
+        received.append(dataset)
+        if len(received) == 3:
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        DicomOperator(dimse_server(orthanc1)).fetch_study(
+            study.patient_id, study.study_instance_uid, fail_on_third
+        )
+    assert len(received) == 3
+
+
+def test_server_without_fetch_service_says_what_to_enable(orthanc1, orthanc1_studies):
+    server = dimse_server(orthanc1, "get", study_root_get_support=False)
+    study = orthanc1_studies[0]
+    with pytest.raises(DicomError, match="enable WADO-RS, C-GET or C-MOVE"):
+        DicomOperator(server).fetch_study(study.patient_id, study.study_instance_uid, print)
+
+
+# -- storing ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["C-STORE", "STOW-RS"])
+def test_store_puts_every_instance_into_the_destination(protocol, empty_orthanc2):
+    server = (
+        dimse_server(empty_orthanc2) if protocol == "C-STORE" else dicomweb_server(empty_orthanc2)
+    )
+    datasets = list(generate_studies(seed=7, patients=1))
+    stored = DicomOperator(server).store(iter(datasets))
+    assert stored == len(datasets)
+    for study_uid in {str(dataset.StudyInstanceUID) for dataset in datasets}:
+        expected = sorted(
+            str(dataset.SOPInstanceUID)
+            for dataset in datasets
+            if str(dataset.StudyInstanceUID) == study_uid
+        )
+        assert empty_orthanc2.study_instance_uids(study_uid) == expected
+
+
+# -- errors a user meets ------------------------------------------------------------------
+
+
+def test_closed_port_gives_connection_refused_quickly():
+    (port,) = free_ports(1)
+    server = DicomServer(
+        name="Old PACS",
+        ae_title="OLDPACS",
+        host="127.0.0.1",
+        port=port,
+        study_root_find_support=True,
+    )
+    started = time.monotonic()
+    with pytest.raises(RetriableDicomError, match="connection refused"):
+        list(DicomOperator(server).find_studies(PatientID="1"))
+    assert time.monotonic() - started < 15
+
+
+def test_check_connection_reports_round_trip_or_reason(orthanc1):
+    check = DicomOperator(dimse_server(orthanc1)).check_connection()
+    assert check.ok, check.message
+    assert check.protocol == "C-ECHO"
+    web = DicomOperator(dicomweb_server(orthanc1)).check_connection()
+    assert web.ok, web.message
+    assert web.protocol == "QIDO-RS"
+
+    (port,) = free_ports(1)
+    broken = DicomServer(name="Gone", ae_title="GONE", host="127.0.0.1", port=port)
+    failed = DicomOperator(broken).check_connection()
+    assert not failed.ok
+    assert "connection refused" in failed.message
+
+
+@pytest.fixture(scope="module")
+def strict_orthanc(tmp_path_factory, orthanc1_studies):
+    """An Orthanc that checks the called AE title and refuses C-GET (a C-MOVE-only PACS)."""
+    server = OrthancServer(
+        "STRICT",
+        storage_dir=tmp_path_factory.mktemp("strict"),
+        check_called_aet=True,
+        allow_get=False,
+    )
+    server.start()
+    try:
+        server.upload(generate_studies(seed=42, patients=1))
+        yield server
+    finally:
+        server.stop()
+
+
+def test_wrong_called_ae_title_is_rejected_with_explanation(strict_orthanc):
+    server = dimse_server(strict_orthanc, ae_title="NOTSTRICT")
+    with pytest.raises(DicomError, match="rejected the association") as raised:
+        list(DicomOperator(server).find_studies(PatientID="1"))
+    assert not isinstance(raised.value, RetriableDicomError)
+    assert "NOTSTRICT" in str(raised.value)
+
+
+def test_pacs_killed_mid_fetch_gives_retriable_error_without_hanging(tmp_path):
+    orthanc = OrthancServer("DOOMED", storage_dir=tmp_path / "doomed")
+    orthanc.start()
+    try:
+        datasets = list(generate_studies(seed=3, patients=1))
+        orthanc.upload(datasets)
+        study = datasets[0]
+        received: list[Dataset] = []
+
+        def kill_after_first(dataset: Dataset) -> None:
+            received.append(dataset)
+            if len(received) == 1:
+                assert orthanc.pid is not None
+                subprocess.run(["kill", "-9", str(orthanc.pid)], check=True)
+
+        server = dimse_server(orthanc)
+        started = time.monotonic()
+        with pytest.raises(RetriableDicomError):
+            DicomOperator(server).fetch_study(
+                str(study.PatientID), str(study.StudyInstanceUID), kill_after_first
+            )
+        assert time.monotonic() - started < 60
+    finally:
+        orthanc.stop()

@@ -138,8 +138,15 @@ def _stop_embedded_database() -> None:
 def up(
     host: Annotated[str, typer.Option(help="Address the web server listens on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the web server.")] = 8000,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            help="Also run two Orthanc PACS filled with synthetic studies, registered as "
+            "DICOM servers, with example groups and users."
+        ),
+    ] = False,
 ) -> None:
-    """Start the whole app: database, web server and both task workers.
+    """Start the whole app: database, web server, both task workers and the DICOM receiver.
 
     Creates .env on the first run, applies migrations and creates the superuser. All logs are
     shown together; Ctrl-C stops everything.
@@ -148,12 +155,17 @@ def up(
 
     init_workspace(force=False)
     load_env()
+    if demo and os.environ["DJANGO_SETTINGS_MODULE"].endswith("production"):
+        raise _fail("The demo mode creates users with known passwords; not in production.")
     started_database = _start_embedded_database()
+    demo_servers: list = []
     try:
         _manage("migrate", "--noinput")
         _manage("create_superuser")
         if os.environ["DJANGO_SETTINGS_MODULE"].endswith("production"):
             _manage("collectstatic", "--noinput", "--verbosity", "0")
+        if demo:
+            demo_servers = _start_demo()
         _print_login_hint(host, port)
         python = _python()
         asgi_app = "adit.asgi:application"
@@ -167,9 +179,38 @@ def up(
         )
         exit_code = supervisor.run()
     finally:
+        if demo_servers:
+            from adit.core.dicom.orthanc import stop_servers
+
+            stop_servers(demo_servers)
         if started_database:
             _stop_embedded_database()
     raise typer.Exit(exit_code)
+
+
+def _start_demo() -> list:
+    """Starts the demo Orthancs, fills ORTHANC1 and registers both with example users."""
+    import django
+
+    django.setup()
+    from adit.core.demo import demo_pacs
+    from adit.core.dicom.orthanc import OrthancError, stop_servers
+    from adit.system_packages import MissingSystemPackage
+
+    servers = demo_pacs()
+    try:
+        for server in servers:
+            server.start()
+            typer.echo(f"Started {server.ae_title}: DICOM port {server.dicom_port}, {server.url}")
+        _manage("populate_orthancs")
+        _manage("populate_example_data")
+    except (OrthancError, MissingSystemPackage) as err:
+        stop_servers(servers)
+        raise _fail(f"The demo PACS could not start: {err}") from err
+    except BaseException:
+        stop_servers(servers)
+        raise
+    return servers
 
 
 def _print_login_hint(host: str, port: int) -> None:

@@ -100,6 +100,8 @@ class Supervisor:
         return False
 
     def _stop_all(self) -> None:
+        if self.processes:
+            print("Stopping all processes ...", file=self.out, flush=True)
         for process in self.processes.values():
             self._signal_group(process, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout

@@ -175,6 +175,8 @@ DICOM_RETRY_ATTEMPTS = env.int("DICOM_RETRY_ATTEMPTS", 3)
 # REST addresses of the demo Orthancs ('uv run cli up --demo', populate_orthancs).
 ORTHANC1_URL = env.str("ORTHANC1_URL", "http://127.0.0.1:6501")
 ORTHANC2_URL = env.str("ORTHANC2_URL", "http://127.0.0.1:6502")
+ORTHANC1_DICOM_PORT = env.int("ORTHANC1_DICOM_PORT", 7501)
+ORTHANC2_DICOM_PORT = env.int("ORTHANC2_DICOM_PORT", 7502)
 
 LOG_LEVEL = env.str("LOG_LEVEL", "INFO")
 LOGGING = {

@@ -174,6 +174,7 @@ def up(
                 "web": [python, "-m", "daphne", "-b", host, "-p", str(port), asgi_app],
                 "default_worker": [python, "manage.py", "worker", "--queue", "default"],
                 "dicom_worker": [python, "manage.py", "worker", "--queue", "dicom"],
+                "receiver": [python, "manage.py", "receiver"],
             },
             cwd=BASE_DIR,
         )

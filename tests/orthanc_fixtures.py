@@ -21,6 +21,7 @@ import pytest
 from django.conf import settings
 
 from adit.core.dicom.orthanc import OrthancServer, free_ports, stop_servers
+from adit.core.dicom.receiver import Receiver
 from adit.core.dicom.synthetic import StudySummary, describe_studies, generate_studies
 
 ORTHANC1_SEED = 42
@@ -124,3 +125,22 @@ def empty_orthanc2(orthanc2: OrthancServer) -> OrthancServer:
     """``orthanc2`` with nothing stored, for a test that stores into it."""
     orthanc2.clear()
     return orthanc2
+
+
+@pytest.fixture(scope="session")
+def receiver(receiver_port: int) -> Iterator[Receiver]:
+    """ADIT's real C-STORE receiver on ``receiver_port``, which both Orthancs know as ``ADIT``."""
+    (channel_port,) = free_ports(1)
+    server = Receiver(settings.RECEIVER_AE_TITLE, receiver_port, channel_port)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def receiving(receiver: Receiver, settings) -> Receiver:
+    """The receiver, with the settings pointing workers' file channel clients at it."""
+    settings.FILE_CHANNEL_HOST, settings.FILE_CHANNEL_PORT = receiver.channel_address
+    return receiver

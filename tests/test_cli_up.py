@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from adit import embedded_postgres
+from adit.core.dicom.orthanc import free_ports
 from adit.env import BASE_DIR as REPO_ROOT
 
 VENV_BIN = Path(sys.executable).parent
@@ -57,7 +58,13 @@ def test_up_serves_the_app_and_stops_every_process_on_sigterm(short_tmp_dir, fre
         for key, value in os.environ.items()
         if key not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")
     }
-    environment |= {"ENV_FILE": str(env_file), "ADIT_DATA_DIR": str(data_dir)}
+    receiver_port, channel_port = free_ports(2)
+    environment |= {
+        "ENV_FILE": str(env_file),
+        "ADIT_DATA_DIR": str(data_dir),
+        "RECEIVER_PORT": str(receiver_port),
+        "FILE_CHANNEL_PORT": str(channel_port),
+    }
     log_file = short_tmp_dir / "up.log"
     with log_file.open("w") as log:
         process = subprocess.Popen(
@@ -76,16 +83,19 @@ def test_up_serves_the_app_and_stops_every_process_on_sigterm(short_tmp_dir, fre
 
         # Both workers report ready before anything is stopped.
         deadline = time.monotonic() + 60
-        while log_file.read_text().count("is ready.") < 2 and time.monotonic() < deadline:
+        while time.monotonic() < deadline and (
+            log_file.read_text().count("is ready.") < 2 or "listening" not in log_file.read_text()
+        ):
             time.sleep(0.5)
         output = log_file.read_text()
         assert "Worker on queue(s) default is ready." in output
         assert "Worker on queue(s) dicom is ready." in output
+        assert "Receiver ADIT listening for C-STORE on port" in output
         assert f"Created {env_file} with random secrets." in output
         assert "Log in as 'admin' with password" in output
 
         children = psutil.Process(process.pid).children(recursive=True)
-        assert len(children) >= 3
+        assert len(children) >= 4
         pgdata = data_dir / "pgdata"
         postmaster = embedded_postgres.running_pid(pgdata)
         assert postmaster is not None

@@ -82,7 +82,8 @@ class DicomNode(models.Model):
         "auth.Group", through="DicomNodeGroupAccess", related_name="dicom_nodes", blank=True
     )
 
-    objects = DicomNodeQuerySet.as_manager()
+    # Typed as the queryset so that type checkers see its methods on the manager too.
+    objects: DicomNodeQuerySet = DicomNodeQuerySet.as_manager()  # pyright: ignore[reportAssignmentType]
 
     class Meta:
         ordering = ["-node_type", "name"]  # servers (SV) before folders (FO) in every list

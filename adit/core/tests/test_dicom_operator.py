@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -332,3 +333,83 @@ def test_pacs_killed_mid_fetch_gives_retriable_error_without_hanging(tmp_path):
         assert time.monotonic() - started < 60
     finally:
         orthanc.stop()
+
+
+# -- C-MOVE through ADIT's receiver ---------------------------------------------------------
+
+
+def test_c_move_only_pacs_delivers_the_study_through_the_receiver(
+    strict_orthanc, receiving, tmp_path
+):
+    strict_orthanc.add_modality("ADIT", "ADIT", "127.0.0.1", receiving.store_address[1])
+    server = dimse_server(strict_orthanc, "move")
+    study = next(iter(generate_studies(seed=42, patients=1)))
+    expected = strict_orthanc.study_instance_uids(str(study.StudyInstanceUID))
+    received: list[Dataset] = []
+    count = DicomOperator(server).fetch_study(
+        str(study.PatientID), str(study.StudyInstanceUID), received.append
+    )
+    assert sorted(str(item.SOPInstanceUID) for item in received) == expected
+    assert count == len(expected)
+
+
+def test_c_get_is_not_used_for_a_c_move_only_pacs(strict_orthanc):
+    """The strict Orthanc refuses C-GET; a server flagged C-GET would fail visibly."""
+    server = dimse_server(strict_orthanc, "get")
+    study = next(iter(generate_studies(seed=42, patients=1)))
+    with pytest.raises(RetriableDicomError):
+        DicomOperator(server).fetch_study(
+            str(study.PatientID), str(study.StudyInstanceUID), lambda dataset: None
+        )
+
+
+def test_two_concurrent_c_moves_receive_only_their_own_instances(
+    orthanc1, orthanc1_studies, receiving
+):
+    first, second = orthanc1_studies[0], orthanc1_studies[3]
+    results: dict[str, list[str]] = {}
+    errors: list[BaseException] = []
+
+    def fetch(study: StudySummary) -> None:
+        received: list[str] = []
+        try:
+            DicomOperator(dimse_server(orthanc1, "move")).fetch_study(
+                study.patient_id,
+                study.study_instance_uid,
+                lambda dataset: received.append(str(dataset.SOPInstanceUID)),
+            )
+        except BaseException as err:
+            errors.append(err)
+        results[study.study_instance_uid] = received
+
+    threads = [threading.Thread(target=fetch, args=(study,)) for study in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    for study in (first, second):
+        expected = sorted(uid for series in study.series for uid in series.sop_instance_uids)
+        assert sorted(results[study.study_instance_uid]) == expected
+
+
+def test_missing_instances_are_named_not_passed_over(orthanc1, orthanc1_studies, receiving):
+    """ORTHANC1 moves to a modality whose port nobody listens on: nothing can arrive."""
+    orthanc1.add_modality("ADIT", "ADIT", "127.0.0.1", free_ports(1)[0])
+    try:
+        study = orthanc1_studies[1]
+        with pytest.raises(RetriableDicomError, match=r"of \d+ instance\(s\) did not arrive"):
+            DicomOperator(dimse_server(orthanc1, "move")).fetch_study(
+                study.patient_id, study.study_instance_uid, lambda dataset: None
+            )
+    finally:
+        orthanc1.add_modality("ADIT", "ADIT", "127.0.0.1", receiving.store_address[1])
+
+
+def test_receiver_not_running_is_reported(orthanc1, orthanc1_studies, settings):
+    settings.FILE_CHANNEL_PORT = free_ports(1)[0]
+    study = orthanc1_studies[0]
+    with pytest.raises(RetriableDicomError, match="receiver is not reachable"):
+        DicomOperator(dimse_server(orthanc1, "move")).fetch_study(
+            study.patient_id, study.study_instance_uid, lambda dataset: None
+        )

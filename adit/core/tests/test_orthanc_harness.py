@@ -207,14 +207,13 @@ def test_c_move_from_orthanc1_to_orthanc2(orthanc1, orthanc1_studies, empty_orth
 
 
 @pytest.mark.integration
-def test_c_move_to_the_adit_receiver_port(orthanc1, orthanc1_studies, receiver_port, tmp_path):
+def test_c_move_to_a_known_modality(orthanc1, orthanc1_studies, storescp_port, tmp_path):
     series = orthanc1_studies[0].series[0]
-    receiver_ae_title = orthanc1.modalities["ADIT"][0]
 
-    # movescu's own storage SCP stands in for ADIT's receiver.
+    # movescu's own storage SCP poses as the modality STORESCP that both Orthancs know.
     _run(
-        dcmtk("movescu"), "-S", "-aet", receiver_ae_title, "-aec", "ORTHANC1",
-        "-aem", "ADIT", "--port", str(receiver_port), "-od", str(tmp_path),
+        dcmtk("movescu"), "-S", "-aet", "STORESCP", "-aec", "ORTHANC1",
+        "-aem", "STORESCP", "--port", str(storescp_port), "-od", str(tmp_path),
         "-k", "QueryRetrieveLevel=SERIES",
         "-k", f"StudyInstanceUID={orthanc1_studies[0].study_instance_uid}",
         "-k", f"SeriesInstanceUID={series.series_instance_uid}",

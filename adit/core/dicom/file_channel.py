@@ -1,0 +1,391 @@
+"""The file channel: how the receiver hands each stored instance to the worker that asked for it.
+
+A worker that fetches by C-MOVE cannot receive the instances itself: the PACS sends them by
+C-STORE to ADIT's receiver, a separate process. So the worker first subscribes at the receiver
+for what it is about to fetch, then sends the C-MOVE, then takes the instances from its
+subscription. This module holds the wire protocol and the worker's side; the receiver's side is
+in `receiver.py`.
+
+Wire protocol, one TCP connection per subscription. Every message is a frame: a 4-byte
+big-endian length, then that many bytes. A header frame holds a UTF-8 JSON object; an instance
+travels as its JSON header frame followed by one frame with the file's bytes.
+
+    worker -> receiver  {"type": "subscribe", "protocol": 1, "source_ae": ..., "study_uid": ...,
+                         "series_uids": [...]}
+    receiver -> worker  {"type": "subscribed"}
+                        or {"type": "refused", "reason": "conflict" | "invalid", "message": ...}
+    receiver -> worker  {"type": "instance", "sop_instance_uid": ..., "series_uid": ...,
+                         "calling_ae": ...}, then a frame with the DICOM Part 10 file
+    worker -> receiver  {"type": "ack", "sop_instance_uid": ...}
+
+The receiver answers the PACS's C-STORE with success only after the worker acknowledged the
+instance, and refuses it otherwise, so an instance is never reported as stored while nobody
+holds it. Closing the connection ends the subscription.
+
+The channel has no authentication: whoever can connect can subscribe to any study. Bind it to
+loopback or a network only ADIT's own hosts can reach.
+"""
+
+from __future__ import annotations
+
+import json
+import selectors
+import socket
+import struct
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import DicomError, RetriableDicomError
+
+PROTOCOL_VERSION = 1
+
+# Headers are a few hundred bytes; the cap keeps a confused peer from making us allocate
+# gigabytes for what should be JSON.
+MAX_HEADER_SIZE = 64 * 1024
+_LENGTH_PREFIX = struct.Struct(">I")
+MAX_FRAME_SIZE = 2**32 - 1
+
+# Once the first byte of a message has arrived, the rest is already on its way; a peer that
+# stops in the middle of a message for this long is gone.
+STALL_TIMEOUT = 30.0
+
+# DICOM (PS3.5 6.2) limits an AE title to 16 characters and a UID to 64.
+_MAX_AE_TITLE = 16
+_MAX_UID = 64
+
+
+class ChannelClosedError(ConnectionError):
+    """The peer closed the connection, or stopped sending in the middle of a frame."""
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not a valid message of this protocol."""
+
+
+class SubscriptionConflictError(RetriableDicomError):
+    """Another worker is already subscribed to (some of) the same instances from the same PACS.
+
+    The receiver could not tell to whom an instance belongs, so it allows one subscription per
+    source AE, study and series. Concurrent fetches of the same study from the same PACS must be
+    serialized by the caller; this error clears once the other fetch has ended.
+    """
+
+
+def send_frame(sock: socket.socket, payload: bytes) -> None:
+    """Sends one length-prefixed frame."""
+    if len(payload) > MAX_FRAME_SIZE:
+        raise ValueError(f"A frame holds at most {MAX_FRAME_SIZE} bytes, not {len(payload)}.")
+    sock.sendall(_LENGTH_PREFIX.pack(len(payload)))
+    sock.sendall(payload)
+
+
+def send_message(sock: socket.socket, message: dict[str, Any]) -> None:
+    """Sends a JSON header frame."""
+    send_frame(sock, json.dumps(message).encode())
+
+
+def recv_frame(sock: socket.socket, max_size: int = MAX_FRAME_SIZE) -> bytes:
+    """Receives one frame.
+
+    Raises:
+        ChannelClosedError: The connection ended, also in the middle of the frame.
+        ProtocolError: The frame is longer than `max_size`.
+    """
+    (size,) = _LENGTH_PREFIX.unpack(_recv_exactly(sock, _LENGTH_PREFIX.size))
+    if size > max_size:
+        raise ProtocolError(f"A frame of {size} bytes exceeds the limit of {max_size} bytes.")
+    return bytes(_recv_exactly(sock, size))
+
+
+def recv_message(sock: socket.socket) -> dict[str, Any]:
+    """Receives a JSON header frame.
+
+    Raises:
+        ChannelClosedError: The connection ended.
+        ProtocolError: The frame is not a JSON object with a "type".
+    """
+    payload = recv_frame(sock, MAX_HEADER_SIZE)
+    try:
+        message = json.loads(payload)
+    except ValueError as err:
+        raise ProtocolError(f"A header frame is not valid JSON: {err}") from err
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ProtocolError("A header frame is not a JSON object with a 'type'.")
+    return message
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytearray:
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    received = 0
+    while received < size:
+        try:
+            count = sock.recv_into(view[received:])
+        except TimeoutError as err:
+            raise ChannelClosedError(f"The peer stalled for more than {STALL_TIMEOUT} s.") from err
+        if count == 0:
+            raise ChannelClosedError("The peer closed the connection.")
+        received += count
+    return buffer
+
+
+def wait_readable(sock: socket.socket, timeout: float | None) -> bool:
+    """Waits until data (or the end of the connection) can be read; False after `timeout` s."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ)
+        return bool(selector.select(timeout))
+
+
+def _clean_value(value: object, name: str, max_length: int) -> str:
+    if not isinstance(value, str):
+        raise ProtocolError(f"The {name} is missing or not a string.")
+    # DICOM pads values with spaces, and leading and trailing spaces of an AE title are not
+    # significant (PS3.5 6.2), so both sides must compare them stripped.
+    value = value.strip()
+    if not value or len(value) > max_length:
+        raise ProtocolError(f"The {name} must have 1 to {max_length} characters, not {value!r}.")
+    return value
+
+
+@dataclass(frozen=True)
+class SubscriptionScope:
+    """Which instances a subscription receives.
+
+    Attributes:
+        source_ae: The calling AE title of the associations that deliver the instances, which
+            for a C-MOVE is the AE title of the PACS that was asked.
+        study_uid: The StudyInstanceUID.
+        series_uids: The SeriesInstanceUIDs to receive; empty means the whole study.
+    """
+
+    source_ae: str
+    study_uid: str
+    series_uids: frozenset[str] = frozenset()
+
+    @classmethod
+    def create(
+        cls, source_ae: str, study_uid: str, series_uids: Collection[str] = ()
+    ) -> SubscriptionScope:
+        """Validates and normalizes the caller's values.
+
+        Raises:
+            ValueError: A value is empty or too long for DICOM.
+        """
+        if isinstance(series_uids, str):
+            raise ValueError("series_uids must be a collection of UIDs, not one string.")
+        try:
+            return cls.from_message(
+                {"source_ae": source_ae, "study_uid": study_uid, "series_uids": list(series_uids)}
+            )
+        except ProtocolError as err:
+            raise ValueError(str(err)) from err
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> SubscriptionScope:
+        """Reads the scope from a subscribe message.
+
+        Raises:
+            ProtocolError: A field is missing or invalid.
+        """
+        series_uids = message.get("series_uids", [])
+        if not isinstance(series_uids, list):
+            raise ProtocolError("The field 'series_uids' must be a list.")
+        return cls(
+            source_ae=_clean_value(message.get("source_ae"), "source AE title", _MAX_AE_TITLE),
+            study_uid=_clean_value(message.get("study_uid"), "StudyInstanceUID", _MAX_UID),
+            series_uids=frozenset(
+                _clean_value(uid, "SeriesInstanceUID", _MAX_UID) for uid in series_uids
+            ),
+        )
+
+    def to_message(self) -> dict[str, Any]:
+        return {
+            "type": "subscribe",
+            "protocol": PROTOCOL_VERSION,
+            "source_ae": self.source_ae,
+            "study_uid": self.study_uid,
+            "series_uids": sorted(self.series_uids),
+        }
+
+    def covers(self, calling_ae: str, study_uid: str, series_uid: str) -> bool:
+        """Whether an instance stored by `calling_ae` belongs to this subscription."""
+        return (
+            calling_ae.strip() == self.source_ae
+            and study_uid == self.study_uid
+            and (not self.series_uids or series_uid in self.series_uids)
+        )
+
+    def overlaps(self, other: SubscriptionScope) -> bool:
+        """Whether some instance could belong to both scopes."""
+        if (self.source_ae, self.study_uid) != (other.source_ae, other.study_uid):
+            return False
+        whole_study = not self.series_uids or not other.series_uids
+        return whole_study or not self.series_uids.isdisjoint(other.series_uids)
+
+    def describe(self) -> str:
+        series = f" ({len(self.series_uids)} series)" if self.series_uids else ""
+        return f"study {self.study_uid}{series} from {self.source_ae}"
+
+
+@dataclass(frozen=True)
+class ReceivedInstance:
+    """One instance as the PACS stored it at the receiver.
+
+    Attributes:
+        sop_instance_uid: The instance's SOPInstanceUID.
+        series_uid: Its SeriesInstanceUID.
+        calling_ae: The AE title of the node that stored it.
+        data: The complete DICOM Part 10 file (preamble, file meta and data set), as received.
+    """
+
+    sop_instance_uid: str
+    series_uid: str
+    calling_ae: str
+    data: bytes
+
+
+class Subscription:
+    """An active subscription at the receiver; made by `FileChannelClient.subscribe`.
+
+    Not thread-safe: one thread takes the instances.
+    """
+
+    def __init__(self, sock: socket.socket, scope: SubscriptionScope, receiver_address: str):
+        self._sock = sock
+        self.scope = scope
+        self._receiver_address = receiver_address
+
+    def receive(self, timeout: float) -> ReceivedInstance | None:
+        """Takes the next instance, waiting at most `timeout` seconds for it.
+
+        The PACS's C-STORE of an instance waits until the instance is taken here. After the
+        receiver's delivery timeout (5 s by default) it refuses the instance and ends the
+        subscription. So call this in a loop while the C-MOVE runs in another thread, and do
+        little work between calls.
+
+        Returns:
+            The instance, or None when none arrived within `timeout` seconds.
+
+        Raises:
+            RetriableDicomError: The connection to the receiver was lost.
+            DicomError: The receiver sent something this client does not understand.
+        """
+        if not wait_readable(self._sock, timeout):
+            return None
+        try:
+            header = recv_message(self._sock)
+            if header["type"] != "instance":
+                raise ProtocolError(f"Expected an instance, got a '{header['type']}' message.")
+            instance = ReceivedInstance(
+                sop_instance_uid=str(header["sop_instance_uid"]),
+                series_uid=str(header["series_uid"]),
+                calling_ae=str(header["calling_ae"]),
+                data=recv_frame(self._sock),
+            )
+            send_message(self._sock, {"type": "ack", "sop_instance_uid": instance.sop_instance_uid})
+        except (KeyError, ProtocolError) as err:
+            raise DicomError(
+                f"The DICOM receiver at {self._receiver_address} sent an invalid message while "
+                f"delivering {self.scope.describe()}: {err}"
+            ) from err
+        except OSError as err:  # ChannelClosedError included
+            raise RetriableDicomError(
+                f"The connection to the DICOM receiver at {self._receiver_address} was lost "
+                f"while receiving {self.scope.describe()}: {err}"
+            ) from err
+        return instance
+
+
+class FileChannelClient:
+    """The worker's side of the file channel.
+
+    Args:
+        host: Where the receiver's file channel listens (settings.FILE_CHANNEL_HOST).
+        port: Its port (settings.FILE_CHANNEL_PORT).
+        connect_timeout: Seconds to wait for the connection and for the receiver's confirmation.
+    """
+
+    def __init__(self, host: str, port: int, connect_timeout: float = 5):
+        self.host = host
+        self.port = port
+        self.connect_timeout = connect_timeout
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @contextmanager
+    def subscribe(
+        self, source_ae: str, study_uid: str, series_uids: Collection[str] = ()
+    ) -> Iterator[Subscription]:
+        """Subscribes to the instances `source_ae` will store of a study or some of its series.
+
+        The subscription is active when the block is entered, so a C-MOVE sent inside it cannot
+        race ahead of it. It ends when the block is left.
+
+        Args:
+            source_ae: The AE title the PACS calls from when it stores (usually its own).
+            study_uid: The StudyInstanceUID.
+            series_uids: Only these series; empty means the whole study.
+
+        Raises:
+            ValueError: A value is empty or too long for DICOM.
+            SubscriptionConflictError: Another subscription overlaps this one.
+            RetriableDicomError: The receiver cannot be reached or did not confirm in time.
+            DicomError: The receiver refused the subscription as invalid.
+        """
+        scope = SubscriptionScope.create(source_ae, study_uid, series_uids)
+        sock = self._connect()
+        try:
+            self._register(sock, scope)
+            sock.settimeout(STALL_TIMEOUT)
+            yield Subscription(sock, scope, self.address)
+        finally:
+            sock.close()
+
+    def _connect(self) -> socket.socket:
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+        except ConnectionRefusedError as err:
+            raise RetriableDicomError(
+                f"The DICOM receiver is not reachable at {self.address} (connection refused). "
+                "Is the receiver running ('uv run cli up' starts it)?"
+            ) from err
+        except TimeoutError as err:
+            raise RetriableDicomError(
+                f"The DICOM receiver is not reachable at {self.address} (no answer within "
+                f"{self.connect_timeout} s)."
+            ) from err
+        except OSError as err:
+            raise RetriableDicomError(
+                f"The DICOM receiver is not reachable at {self.address} ({err})."
+            ) from err
+        # Acks are tiny; without this, Nagle's algorithm and the peer's delayed ACK would hold
+        # each one back for ~40 ms, and with it the PACS's next C-STORE.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _register(self, sock: socket.socket, scope: SubscriptionScope) -> None:
+        try:
+            send_message(sock, scope.to_message())
+            if not wait_readable(sock, self.connect_timeout):
+                raise RetriableDicomError(
+                    f"The DICOM receiver at {self.address} did not confirm the subscription to "
+                    f"{scope.describe()} within {self.connect_timeout} s."
+                )
+            reply = recv_message(sock)
+        except (OSError, ProtocolError) as err:
+            raise RetriableDicomError(
+                f"The connection to the DICOM receiver at {self.address} was lost while "
+                f"subscribing to {scope.describe()}: {err}"
+            ) from err
+        if reply["type"] == "subscribed":
+            return
+        message = str(reply.get("message", reply))
+        if reply["type"] == "refused" and reply.get("reason") == "conflict":
+            raise SubscriptionConflictError(message)
+        raise DicomError(
+            f"The DICOM receiver at {self.address} refused the subscription: {message}"
+        )

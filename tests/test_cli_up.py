@@ -1,5 +1,6 @@
 """`uv run cli up` as a new user runs it: the whole stack comes up and goes down cleanly."""
 
+import json
 import os
 import signal
 import subprocess
@@ -50,7 +51,9 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
-def test_up_serves_the_app_and_stops_every_process_on_sigterm(short_tmp_dir, free_port):
+def test_up_demo_serves_the_app_with_filled_pacs_and_stops_everything_on_sigterm(
+    short_tmp_dir, free_port
+):
     env_file = short_tmp_dir / ".env"
     data_dir = short_tmp_dir / "data"
     environment = {
@@ -58,17 +61,22 @@ def test_up_serves_the_app_and_stops_every_process_on_sigterm(short_tmp_dir, fre
         for key, value in os.environ.items()
         if key not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")
     }
-    receiver_port, channel_port = free_ports(2)
+    receiver_port, channel_port, *orthanc_ports = free_ports(6)
+    orthanc1_url = f"http://127.0.0.1:{orthanc_ports[0]}"
     environment |= {
         "ENV_FILE": str(env_file),
         "ADIT_DATA_DIR": str(data_dir),
         "RECEIVER_PORT": str(receiver_port),
         "FILE_CHANNEL_PORT": str(channel_port),
+        "ORTHANC1_URL": orthanc1_url,
+        "ORTHANC2_URL": f"http://127.0.0.1:{orthanc_ports[1]}",
+        "ORTHANC1_DICOM_PORT": str(orthanc_ports[2]),
+        "ORTHANC2_DICOM_PORT": str(orthanc_ports[3]),
     }
     log_file = short_tmp_dir / "up.log"
     with log_file.open("w") as log:
         process = subprocess.Popen(
-            [str(VENV_BIN / "cli"), "up", "--port", str(free_port)],
+            [str(VENV_BIN / "cli"), "up", "--demo", "--port", str(free_port)],
             cwd=REPO_ROOT,
             env=environment,
             stdout=log,
@@ -93,6 +101,15 @@ def test_up_serves_the_app_and_stops_every_process_on_sigterm(short_tmp_dir, fre
         assert "Receiver ADIT listening for C-STORE on port" in output
         assert f"Created {env_file} with random secrets." in output
         assert "Log in as 'admin' with password" in output
+        assert "Example users alice, bob (password 'adit-demo')" in output
+        status, statistics = _get(f"{orthanc1_url}/statistics")
+        assert json.loads(statistics)["CountInstances"] == 72
+        orthancs = [
+            process
+            for process in psutil.process_iter(["cmdline"])
+            if str(data_dir / "demo") in " ".join(process.info["cmdline"] or [])
+        ]
+        assert len(orthancs) == 2
 
         children = psutil.Process(process.pid).children(recursive=True)
         assert len(children) >= 4
@@ -109,7 +126,7 @@ def test_up_serves_the_app_and_stops_every_process_on_sigterm(short_tmp_dir, fre
         if process.poll() is None:
             process.kill()
 
-    survivors = [child for child in children if _alive(child)]
+    survivors = [process for process in [*children, *orthancs] if _alive(process)]
     assert survivors == []
     assert not _alive(postmaster_process)
     assert not (pgdata / "postmaster.pid").exists(), "a stale lock file would block the next start"

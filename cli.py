@@ -226,10 +226,11 @@ def _print_login_hint(host: str, port: int) -> None:
 
 
 def _ensure_system_packages() -> None:
+    from adit.core.dicom.orthanc import REQUIRED_COMMANDS
     from adit.system_packages import MissingSystemPackage, ensure_commands
 
     try:
-        ensure_commands({"/usr/bin/chromium": "chromium"})
+        ensure_commands({"/usr/bin/chromium": "chromium", **REQUIRED_COMMANDS})
     except MissingSystemPackage as err:
         raise _fail(str(err)) from err
 

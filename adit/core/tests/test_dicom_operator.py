@@ -413,3 +413,16 @@ def test_receiver_not_running_is_reported(orthanc1, orthanc1_studies, settings):
         DicomOperator(dimse_server(orthanc1, "move")).fetch_study(
             study.patient_id, study.study_instance_uid, lambda dataset: None
         )
+
+
+def test_patient_root_only_server_fetches_with_the_patient_id(orthanc1, orthanc1_studies):
+    study = orthanc1_studies[4]
+    received: list[str] = []
+    DicomOperator(dimse_server(orthanc1, "patient_root")).fetch_study(
+        study.patient_id,
+        study.study_instance_uid,
+        lambda dataset: received.append(str(dataset.SOPInstanceUID)),
+    )
+    assert sorted(received) == sorted(
+        uid for series in study.series for uid in series.sop_instance_uids
+    )

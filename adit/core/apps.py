@@ -7,7 +7,7 @@ class CoreConfig(AppConfig):
     verbose_name = "ADIT core"
 
     def ready(self):
-        from . import sections
+        from . import checks, sections  # noqa: F401 (checks register themselves on import)
 
         sections.register(
             sections.Section(

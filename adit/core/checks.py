@@ -1,0 +1,57 @@
+"""Start-up checks of the DICOM configuration, so a bad setting fails at once with a hint
+instead of in the middle of a transfer (run by every manage.py command and `cli up`)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from django.conf import settings
+from django.core import checks
+from django.core.exceptions import ValidationError
+
+from .validators import validate_ae_title
+
+
+@checks.register()
+def check_dicom_settings(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    messages: list[checks.CheckMessage] = []
+    for name in ("CALLING_AE_TITLE", "RECEIVER_AE_TITLE"):
+        try:
+            validate_ae_title(getattr(settings, name))
+        except ValidationError as err:
+            messages.append(
+                checks.Error(
+                    f"{name} is not a valid AE title: {' '.join(err.messages)}",
+                    hint=f"Set {name} in .env to 1-16 printable ASCII characters.",
+                    id="adit.E001",
+                )
+            )
+    if settings.RECEIVER_PORT == settings.FILE_CHANNEL_PORT:
+        messages.append(
+            checks.Error(
+                f"RECEIVER_PORT and FILE_CHANNEL_PORT are both {settings.RECEIVER_PORT}.",
+                hint="The receiver needs two ports; give FILE_CHANNEL_PORT another one.",
+                id="adit.E002",
+            )
+        )
+    if not _is_internal(settings.FILE_CHANNEL_HOST):
+        messages.append(
+            checks.Warning(
+                f"FILE_CHANNEL_HOST is {settings.FILE_CHANNEL_HOST}, an address outside this "
+                "host or private network.",
+                hint="The file channel has no authentication; keep it on loopback or a private "
+                "network that only ADIT's workers reach.",
+                id="adit.W001",
+            )
+        )
+    return messages
+
+
+def _is_internal(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return True  # a host name: its address is the operator's business
+    return address.is_loopback or address.is_private

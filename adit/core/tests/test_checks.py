@@ -1,0 +1,25 @@
+import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+
+
+def test_default_dicom_settings_pass_the_checks():
+    call_command("check")
+
+
+def test_invalid_ae_title_fails_at_start_up(settings):
+    settings.RECEIVER_AE_TITLE = "FAR_TOO_LONG_AE_TITLE"
+    with pytest.raises(SystemCheckError, match="RECEIVER_AE_TITLE is not a valid AE title"):
+        call_command("check")
+
+
+def test_receiver_and_file_channel_need_two_ports(settings):
+    settings.FILE_CHANNEL_PORT = settings.RECEIVER_PORT
+    with pytest.raises(SystemCheckError, match="adit.E002"):
+        call_command("check")
+
+
+def test_public_file_channel_address_is_warned_about(settings, capsys):
+    settings.FILE_CHANNEL_HOST = "8.8.8.8"
+    call_command("check")
+    assert "adit.W001" in capsys.readouterr().err

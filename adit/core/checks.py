@@ -26,7 +26,8 @@ def check_dicom_settings(app_configs, **kwargs) -> list[checks.CheckMessage]:
                     id="adit.E001",
                 )
             )
-    if settings.RECEIVER_PORT == settings.FILE_CHANNEL_PORT:
+    # Port 0 lets the system pick a free port for each, which never collides.
+    if settings.RECEIVER_PORT == settings.FILE_CHANNEL_PORT != 0:
         messages.append(
             checks.Error(
                 f"RECEIVER_PORT and FILE_CHANNEL_PORT are both {settings.RECEIVER_PORT}.",

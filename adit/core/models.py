@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+from typing import ClassVar
+
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import models, transaction
+from django.db.models import Count, F
+from django.utils import timezone
 
 from . import validators
+from .statuses import FINAL_JOB_STATUSES, JobOutcome, JobStatus, TaskStatus, derive_job_status
 
 
 class ProjectSettings(models.Model):
@@ -194,3 +200,118 @@ class DicomFolder(DicomNode):
     def save(self, *args, **kwargs):
         self.node_type = DicomNode.NodeType.FOLDER
         super().save(*args, **kwargs)
+
+
+class DicomJob(models.Model):
+    """A unit of work a user asked for, made of tasks that workers process one by one.
+
+    Concrete jobs live in the apps (selective transfer, batch query, …); each names its task
+    model's foreign key ``job`` with ``related_name="tasks"``.
+    """
+
+    Status = JobStatus
+
+    # Procrastinate runs higher priorities first.
+    default_priority: ClassVar[int] = 2
+    urgent_priority: ClassVar[int] = 6
+
+    status = models.CharField(max_length=2, choices=JobStatus.choices, default=JobStatus.UNVERIFIED)
+    urgent = models.BooleanField(default=False)
+    message = models.TextField(blank=True, default="")
+    send_finished_mail = models.BooleanField(default=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="%(app_label)s_%(class)s_set",
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    start = models.DateTimeField(blank=True, null=True)
+    end = models.DateTimeField(blank=True, null=True)
+
+    tasks: models.Manager  # the concrete task model's reverse relation
+
+    class Meta:
+        abstract = True
+        ordering = ["-created"]
+        permissions = [("can_process_urgently", "Can process jobs urgently")]
+
+    def __str__(self) -> str:
+        return f"{self._meta.verbose_name} {self.pk} [{JobStatus(self.status).label}]"
+
+    @property
+    def priority(self) -> int:
+        return self.urgent_priority if self.urgent else self.default_priority
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINAL_JOB_STATUSES
+
+    def refresh_status(self) -> JobOutcome:
+        """Derives the job's status from its tasks and saves it (under a row lock, so two
+        workers finishing tasks at the same time cannot overwrite each other)."""
+        with transaction.atomic():
+            job = type(self).objects.select_for_update().get(pk=self.pk)
+            counts = dict(job.tasks.values_list("status").annotate(count=Count("pk")))
+            outcome = derive_job_status(JobStatus(job.status), counts)
+            job.status = outcome.status
+            if outcome.message or outcome.finished:
+                job.message = outcome.message
+            if outcome.status == JobStatus.IN_PROGRESS and job.start is None:
+                job.start = timezone.now()
+            job.end = timezone.now() if outcome.finished else None
+            job.save(update_fields=["status", "message", "start", "end"])
+        self.status, self.message, self.start, self.end = (
+            job.status,
+            job.message,
+            job.start,
+            job.end,
+        )
+        return outcome
+
+
+class DicomTask(models.Model):
+    """One piece of a job a worker processes at once, e.g. one study to transfer."""
+
+    Status = TaskStatus
+
+    source = models.ForeignKey(DicomNode, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=2, choices=TaskStatus.choices, default=TaskStatus.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    message = models.TextField(blank=True, default="")
+    log = models.TextField(blank=True, default="")
+    queued_job_id = models.BigIntegerField(
+        blank=True, null=True, help_text="The id of this task's entry in the task queue."
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    start = models.DateTimeField(blank=True, null=True)
+    end = models.DateTimeField(blank=True, null=True)
+
+    job: models.ForeignKey  # declared by the concrete task model
+
+    class Meta:
+        abstract = True
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return f"{self._meta.verbose_name} {self.pk} [{TaskStatus(self.status).label}]"
+
+    def claim(self) -> bool:
+        """Marks the task as being processed, unless someone else got it first.
+
+        A conditional update: of two workers that got the same queue entry (a retry after a
+        worker was presumed dead, say), exactly one goes ahead. A task left "In Progress" by a
+        dead worker may be claimed again.
+        """
+        claimed = (
+            type(self)
+            .objects.filter(pk=self.pk, status__in=[TaskStatus.PENDING, TaskStatus.IN_PROGRESS])
+            .update(
+                status=TaskStatus.IN_PROGRESS,
+                attempts=F("attempts") + 1,
+                start=timezone.now(),
+                end=None,
+            )
+        )
+        if claimed:
+            self.refresh_from_db(fields=["status", "attempts", "start", "end"])
+        return claimed == 1

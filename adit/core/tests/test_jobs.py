@@ -1,0 +1,60 @@
+"""The job engine's model layer, through the test-only example app."""
+
+import pytest
+
+from adit.core.statuses import JobStatus, TaskStatus
+from adit.core.tests.example_app.models import ExampleJob, ExampleTask
+from adit.core.tests.factories import DicomServerFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def job(member):
+    return ExampleJob.objects.create(owner=member, status=JobStatus.PENDING)
+
+
+def _add_tasks(job, *statuses):
+    source = DicomServerFactory()
+    return [
+        ExampleTask.objects.create(job=job, source=source, status=status) for status in statuses
+    ]
+
+
+def test_job_status_follows_its_tasks(job):
+    first, second = _add_tasks(job, TaskStatus.PENDING, TaskStatus.PENDING)
+    assert job.refresh_status().status == JobStatus.PENDING
+
+    assert first.claim()
+    job.refresh_status()
+    assert job.status == JobStatus.IN_PROGRESS
+    assert job.start is not None and job.end is None
+
+    ExampleTask.objects.filter(pk=first.pk).update(status=TaskStatus.SUCCESS)
+    ExampleTask.objects.filter(pk=second.pk).update(status=TaskStatus.FAILURE)
+    outcome = job.refresh_status()
+    job.refresh_from_db()
+    assert (job.status, job.message) == (JobStatus.FAILURE, "Some tasks failed.")
+    assert outcome.finished and job.end is not None and job.is_finished
+
+
+def test_claim_starts_an_attempt_and_refuses_finished_tasks(job):
+    (task,) = _add_tasks(job, TaskStatus.PENDING)
+    assert task.claim()
+    assert (task.status, task.attempts) == (TaskStatus.IN_PROGRESS, 1)
+    # A worker that died left it in progress: the retried queue entry may claim it again.
+    assert task.claim()
+    assert task.attempts == 2
+
+    ExampleTask.objects.filter(pk=task.pk).update(status=TaskStatus.CANCELED)
+    assert not task.claim()
+    task.refresh_from_db()
+    assert (task.status, task.attempts) == (TaskStatus.CANCELED, 2)
+
+
+def test_urgent_jobs_get_the_urgent_priority(member):
+    assert ExampleJob(owner=member, urgent=True).priority > ExampleJob(owner=member).priority
+
+
+def test_each_job_model_has_the_urgent_permission():
+    assert ("can_process_urgently", "Can process jobs urgently") in ExampleJob._meta.permissions

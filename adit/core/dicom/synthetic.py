@@ -729,12 +729,16 @@ def _presentation_state(
     ds.PresentationCreationDate = _da(plan.date)
     ds.PresentationCreationTime = _tm(series.time)
 
-    image = Dataset()
-    image.ReferencedSOPClassUID = image_series.sop_class_uid
-    image.ReferencedSOPInstanceUID = image_series.sop_instance_uids[0]
+    def referenced_image() -> Dataset:
+        # A fresh item per sequence: a shared one would change in both places at once.
+        image = Dataset()
+        image.ReferencedSOPClassUID = image_series.sop_class_uid
+        image.ReferencedSOPInstanceUID = image_series.sop_instance_uids[0]
+        return image
+
     referenced_series = Dataset()
     referenced_series.SeriesInstanceUID = image_series.uid
-    referenced_series.ReferencedImageSequence = Sequence([image])
+    referenced_series.ReferencedImageSequence = Sequence([referenced_image()])
     ds.ReferencedSeriesSequence = Sequence([referenced_series])
 
     if plan.study_type.modality == "CT":
@@ -768,7 +772,7 @@ def _presentation_state(
     note.UnformattedTextValue = plan.report[2]
     annotation = Dataset()
     annotation.GraphicLayer = "BEFUND"
-    annotation.ReferencedImageSequence = Sequence([image])
+    annotation.ReferencedImageSequence = Sequence([referenced_image()])
     annotation.TextObjectSequence = Sequence([note])
     ds.GraphicAnnotationSequence = Sequence([annotation])
     return ds

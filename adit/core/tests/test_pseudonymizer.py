@@ -1043,7 +1043,7 @@ def test_an_item_shared_by_two_sequences_is_pseudonymized_once():
     """In-memory datasets may share item objects; a second pass would remap UIDs twice."""
     ds = _by_modality(_first_study_instances(), "PR")
     shared = ds.ReferencedSeriesSequence[0].ReferencedImageSequence[0]
-    assert shared is ds.GraphicAnnotationSequence[0].ReferencedImageSequence[0]
+    ds.GraphicAnnotationSequence[0].ReferencedImageSequence = Sequence([shared])
     shared.add_new(0x00080012, "DA", ds.StudyDate)  # InstanceCreationDate, to be shifted once
     unshared = copy.deepcopy(ds)
     unshared.GraphicAnnotationSequence[0].ReferencedImageSequence = Sequence(

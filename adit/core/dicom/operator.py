@@ -73,14 +73,28 @@ class DicomOperator:
 
     # -- retries ----------------------------------------------------------------------------
 
-    def _retrying(self, function: Callable[[], T]) -> T:
-        """Runs ``function`` again after transient failures, with exponential backoff."""
-        for attempt in stamina.retry_context(
-            on=RetriableDicomError,
+    def _retry_context(self, retry_on: Callable[[Exception], bool] | None = None):
+        """Attempts of one operation: transient failures are tried again with exponential
+        backoff, as long as ``retry_on`` (if given) agrees."""
+
+        def is_transient(error: Exception) -> bool:
+            if not isinstance(error, RetriableDicomError):
+                return False
+            if retry_on is not None and not retry_on(error):
+                return False
+            logger.warning("Trying again after a transient failure: %s", error)
+            return True
+
+        return stamina.retry_context(
+            on=is_transient,
             attempts=settings.DICOM_RETRY_ATTEMPTS,
+            timeout=None,
             wait_initial=0.5,
             wait_max=10,
-        ):
+        )
+
+    def _retrying(self, function: Callable[[], T]) -> T:
+        for attempt in self._retry_context():
             with attempt:
                 return function()
         raise AssertionError("stamina either returns or raises")
@@ -88,19 +102,17 @@ class DicomOperator:
     def _retrying_stream(self, start: Callable[[], Iterable[T]]) -> Iterator[T]:
         """Streams the results of ``start()``; starts over after a transient failure only as
         long as nothing was handed out yet (a half-delivered answer cannot be taken back)."""
-        attempts = settings.DICOM_RETRY_ATTEMPTS
-        for attempt in range(1, attempts + 1):
-            delivered = False
-            try:
+        delivered = False
+
+        def nothing_delivered_yet(error: Exception) -> bool:
+            return not delivered
+
+        for attempt in self._retry_context(retry_on=nothing_delivered_yet):
+            with attempt:
                 for item in start():
                     delivered = True
                     yield item
                 return
-            except RetriableDicomError as err:
-                if delivered or attempt == attempts:
-                    raise
-                logger.warning("Retrying after a transient failure: %s", err)
-                time.sleep(min(0.5 * 2 ** (attempt - 1), 10))
 
     # -- connection check -------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import models
 
@@ -40,10 +41,11 @@ class JobOutcome:
     finished: bool
 
 
-def derive_job_status(current: JobStatus, task_counts: Mapping[str, int]) -> JobOutcome:
+def derive_job_status(current: JobStatus, task_counts: Mapping[Any, int]) -> JobOutcome:
     """The job's status and message once its tasks have the given statuses.
 
-    ``task_counts`` maps a task status to how many tasks have it. A job being canceled stays
+    ``task_counts`` maps a task status (a TaskStatus or its two-letter value) to how many tasks
+    have it. A job being canceled stays
     "Canceling" while a task still runs and ends "Canceled" once none does; otherwise work still
     to do keeps the job pending or in progress, and a finished job sums up its tasks.
     """

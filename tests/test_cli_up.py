@@ -90,12 +90,13 @@ def test_up_demo_serves_the_app_with_filled_pacs_and_stops_everything_on_sigterm
         assert "Log in" in login_page
 
         # Both workers report ready before anything is stopped.
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline and (
             log_file.read_text().count("is ready.") < 2 or "listening" not in log_file.read_text()
         ):
             time.sleep(0.5)
         output = log_file.read_text()
+        print(output)  # shown by pytest when an assertion below fails
         assert "Worker on queue(s) default is ready." in output
         assert "Worker on queue(s) dicom is ready." in output
         assert "Receiver ADIT listening for C-STORE on port" in output

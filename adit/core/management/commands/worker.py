@@ -26,11 +26,13 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, queues, concurrency, **options):
+        self.stdout.write(f"Worker on queue(s) {', '.join(queues or ['all'])} is starting.")
         with app.replace_connector(app.connector.get_worker_connector()):  # type: ignore[attr-defined]
             asyncio.run(self._run(queues, concurrency))
 
     async def _run(self, queues: list[str] | None, concurrency: int) -> None:
         async with app.open_async():
+            self.stdout.write("Connected to the task queue; looking for stalled jobs.")
             retried = await retry_stalled_jobs(app)
             if retried:
                 self.stdout.write(f"Put {retried} stalled job(s) back in the queue.")

@@ -89,10 +89,15 @@ def test_up_demo_serves_the_app_with_filled_pacs_and_stops_everything_on_sigterm
         assert status == 200
         assert "Log in" in login_page
 
-        # Both workers report ready before anything is stopped.
+        # Both workers and the receiver report ready before anything is stopped.
+        ready_lines = (
+            "Worker on queue(s) default is ready.",
+            "Worker on queue(s) dicom is ready.",
+            "Receiver ADIT listening for C-STORE on port",
+        )
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and (
-            log_file.read_text().count("is ready.") < 2 or "listening" not in log_file.read_text()
+        while time.monotonic() < deadline and not all(
+            line in log_file.read_text() for line in ready_lines
         ):
             time.sleep(0.5)
         output = log_file.read_text()

@@ -27,6 +27,7 @@ from pynetdicom.status import (
     QR_GET_SERVICE_CLASS_STATUS,
     QR_MOVE_SERVICE_CLASS_STATUS,
     STORAGE_SERVICE_CLASS_STATUS,
+    code_to_category,
 )
 
 from .errors import DicomError, RetriableDicomError
@@ -69,8 +70,9 @@ _GET_STORAGE_KEYWORDS = (
     "SpatialRegistration",
 )
 
-# Statuses with this meaning are worth another try (PS3.4 C.4.1.1.4 / C.4.2.1.5 / C.4.3.1.4).
-_TRANSIENT_STATUS_CATEGORIES = {0xA700, 0xA701, 0xA702}
+# "Refused: Out of Resources" (0xA7xx) is worth another try (PS3.4 C.4.1.1.4 / C.4.2.1.5 /
+# C.4.3.1.4); other failures will fail again.
+_OUT_OF_RESOURCES = range(0xA700, 0xA800)
 
 
 @dataclass
@@ -103,14 +105,8 @@ class DimseTimeouts:
 
 def describe_status(code: int, table: dict) -> str:
     entry = table.get(code)
-    if entry is None:
-        for (low, high), value in (
-            (key, val) for key, val in table.items() if isinstance(key, tuple)
-        ):
-            if low <= code <= high:
-                entry = value
-                break
-    meaning = f"{entry[0]}: {entry[1]}" if entry else "unknown status"
+    # Codes outside the table fall in a range of a category (e.g. 0xCxxx "Failure").
+    meaning = f"{entry[0]}: {entry[1]}" if entry else code_to_category(code)
     return f"0x{code:04X} ({meaning})"
 
 
@@ -356,7 +352,7 @@ class DimseConnector:
                 more = len(result.failed_instances) - 5
                 message += f" (failed: {shown}{f' and {more} more' if more > 0 else ''})"
         message += "."
-        if code >> 8 in {0xA7} or code in _TRANSIENT_STATUS_CATEGORIES:
+        if code in _OUT_OF_RESOURCES:
             return RetriableDicomError(message)
         return DicomError(message)
 

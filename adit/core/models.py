@@ -1,16 +1,29 @@
 from __future__ import annotations
 
+import secrets
 from typing import ClassVar
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
-from django.db.models import Count, F
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from . import validators
-from .statuses import FINAL_JOB_STATUSES, JobOutcome, JobStatus, TaskStatus, derive_job_status
+from .statuses import (
+    FINAL_JOB_STATUSES,
+    FINAL_TASK_STATUSES,
+    JobOutcome,
+    JobStatus,
+    TaskStatus,
+    derive_job_status,
+)
+
+
+class ActionNotAllowed(Exception):
+    """A job or task action asked for in a state that does not allow it (HTTP 400)."""
 
 
 class ProjectSettings(models.Model):
@@ -96,6 +109,12 @@ class DicomNode(models.Model):
 
     def __str__(self) -> str:
         return f"{self.NodeType(self.node_type).label} {self.name}"
+
+    def concrete(self) -> DicomServer | DicomFolder:
+        """The server or folder this node is."""
+        if self.node_type == self.NodeType.SERVER:
+            return self.dicomserver  # pyright: ignore[reportAttributeAccessIssue]
+        return self.dicomfolder  # pyright: ignore[reportAttributeAccessIssue]
 
 
 class DicomNodeGroupAccess(models.Model):
@@ -202,11 +221,41 @@ class DicomFolder(DicomNode):
         super().save(*args, **kwargs)
 
 
+def _new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class Project(models.Model):
+    """A research project: jobs of one project pseudonymize with the same secret, so the same
+    patient gets the same pseudonymized UIDs (and dates, when shifted) in every job of it."""
+
+    name = models.CharField(max_length=64, unique=True)
+    description = models.TextField(blank=True, default="")
+    groups = models.ManyToManyField(
+        "auth.Group",
+        related_name="projects",
+        blank=True,
+        help_text="Members of these groups may transfer data within this project.",
+    )
+    secret = models.CharField(max_length=128, default=_new_secret, editable=False)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class DicomJob(models.Model):
     """A unit of work a user asked for, made of tasks that workers process one by one.
 
     Concrete jobs live in the apps (selective transfer, batch query, …); each names its task
     model's foreign key ``job`` with ``related_name="tasks"``.
+
+    The actions (verify, cancel, resume, …) change the status with a conditional UPDATE, so two
+    people (or a person and a worker) acting at once cannot both succeed; an action the current
+    state does not allow raises ActionNotAllowed.
     """
 
     Status = JobStatus
@@ -234,6 +283,7 @@ class DicomJob(models.Model):
         abstract = True
         ordering = ["-created"]
         permissions = [("can_process_urgently", "Can process jobs urgently")]
+        indexes = [models.Index(fields=["owner", "status"], name="%(app_label)s_%(class)s_own")]
 
     def __str__(self) -> str:
         return f"{self._meta.verbose_name} {self.pk} [{JobStatus(self.status).label}]"
@@ -248,9 +298,13 @@ class DicomJob(models.Model):
 
     def refresh_status(self) -> JobOutcome:
         """Derives the job's status from its tasks and saves it (under a row lock, so two
-        workers finishing tasks at the same time cannot overwrite each other)."""
+        workers finishing tasks at the same time cannot overwrite each other).
+
+        Sends the finish mail when this call finished the job and the owner asked for it.
+        """
         with transaction.atomic():
             job = type(self).objects.select_for_update().get(pk=self.pk)
+            was_finished = job.is_finished
             counts = dict(job.tasks.values_list("status").annotate(count=Count("pk")))
             outcome = derive_job_status(JobStatus(job.status), counts)
             job.status = outcome.status
@@ -260,6 +314,8 @@ class DicomJob(models.Model):
                 job.start = timezone.now()
             job.end = timezone.now() if outcome.finished else None
             job.save(update_fields=["status", "message", "start", "end"])
+            if outcome.finished and not was_finished and job.send_finished_mail:
+                transaction.on_commit(job.send_finished_mail_now)
         self.status, self.message, self.start, self.end = (
             job.status,
             job.message,
@@ -267,6 +323,181 @@ class DicomJob(models.Model):
             job.end,
         )
         return outcome
+
+    def send_finished_mail_now(self) -> None:
+        from .mail import send_job_finished_mail
+
+        send_job_finished_mail(self)
+
+    # -- actions ------------------------------------------------------------------------------
+
+    @property
+    def is_deletable(self) -> bool:
+        return self.status in (JobStatus.UNVERIFIED, JobStatus.PENDING) and not (
+            self.tasks.exclude(status=TaskStatus.PENDING).exists()
+        )
+
+    @property
+    def is_verifiable(self) -> bool:
+        return self.status == JobStatus.UNVERIFIED
+
+    @property
+    def is_cancelable(self) -> bool:
+        return self.status in (JobStatus.PENDING, JobStatus.IN_PROGRESS)
+
+    @property
+    def is_resumable(self) -> bool:
+        return self.status == JobStatus.CANCELED
+
+    @property
+    def is_retriable(self) -> bool:
+        return self.status == JobStatus.FAILURE
+
+    @property
+    def is_restartable(self) -> bool:
+        return self.status in FINAL_JOB_STATUSES
+
+    def _change_status(self, allowed: tuple[str, ...], new: str, action: str, **fields) -> None:
+        changed = (
+            type(self).objects.filter(pk=self.pk, status__in=allowed).update(status=new, **fields)
+        )
+        if not changed:
+            self.refresh_from_db(fields=["status"])
+            raise ActionNotAllowed(
+                f"Job {self.pk} cannot be {action} while it is "
+                f"{JobStatus(self.status).label.lower()}."
+            )
+        self.status = new
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    def queue_pending_tasks(self) -> int:
+        """Puts every pending task that has no queue entry yet into the task queue."""
+        queued = 0
+        for task in self.tasks.filter(status=TaskStatus.PENDING, queued_job_id__isnull=True):
+            task.queue()
+            queued += 1
+        return queued
+
+    def start_processing(self, *, verified: bool) -> None:
+        """Called once a new job and its tasks are saved: verified jobs are queued at once,
+        the others wait for staff to verify them."""
+        if verified:
+            self._change_status((JobStatus.UNVERIFIED,), JobStatus.PENDING, "started")
+            self.queue_pending_tasks()
+            self.refresh_status()
+
+    def verify(self) -> None:
+        with transaction.atomic():
+            self._change_status((JobStatus.UNVERIFIED,), JobStatus.PENDING, "verified")
+            self.queue_pending_tasks()
+        self.refresh_status()
+
+    def delete_untouched(self) -> None:
+        """Deletes a job none of whose tasks has started yet."""
+        from .processing import cancel_queue_entry
+
+        with transaction.atomic():
+            job = type(self).objects.select_for_update().get(pk=self.pk)
+            if not job.is_deletable:
+                raise ActionNotAllowed(
+                    f"Job {self.pk} cannot be deleted: only jobs whose tasks have not started "
+                    "yet can be deleted."
+                )
+            for task in job.tasks.exclude(queued_job_id=None):
+                cancel_queue_entry(task.queued_job_id, abort=False)
+            job.delete()
+
+    def cancel(self) -> None:
+        """Pending tasks are canceled at once; running ones are asked to stop after the
+        instance they are working on."""
+        from .processing import cancel_queue_entry
+
+        with transaction.atomic():
+            self._change_status(
+                (JobStatus.PENDING, JobStatus.IN_PROGRESS), JobStatus.CANCELING, "canceled"
+            )
+            pending = self.tasks.filter(status=TaskStatus.PENDING)
+            for queued_job_id in pending.exclude(queued_job_id=None).values_list(
+                "queued_job_id", flat=True
+            ):
+                cancel_queue_entry(queued_job_id, abort=False)
+            pending.update(
+                status=TaskStatus.CANCELED,
+                message="Task manually canceled.",
+                queued_job_id=None,
+                end=timezone.now(),
+            )
+            for task in self.tasks.filter(status=TaskStatus.IN_PROGRESS):
+                if task.queued_job_id:
+                    cancel_queue_entry(task.queued_job_id, abort=True)
+        self.refresh_status()
+
+    def resume(self) -> None:
+        with transaction.atomic():
+            self._change_status((JobStatus.CANCELED,), JobStatus.PENDING, "resumed", message="")
+            self.tasks.filter(status=TaskStatus.CANCELED).update(
+                status=TaskStatus.PENDING, message="", queued_job_id=None, start=None, end=None
+            )
+            self.queue_pending_tasks()
+        self.refresh_status()
+
+    def retry_failed(self) -> None:
+        with transaction.atomic():
+            self._change_status((JobStatus.FAILURE,), JobStatus.PENDING, "retried", message="")
+            for task in self.tasks.filter(status=TaskStatus.FAILURE):
+                task.clear_for_another_run()
+            self.queue_pending_tasks()
+        self.refresh_status()
+
+    def restart(self) -> None:
+        with transaction.atomic():
+            self._change_status(
+                tuple(FINAL_JOB_STATUSES), JobStatus.PENDING, "restarted", message="", end=None
+            )
+            for task in self.tasks.all():
+                task.clear_for_another_run()
+            self.queue_pending_tasks()
+        self.refresh_status()
+
+
+class TransferJob(DicomJob):
+    """A job that copies studies from a source to a destination, optionally pseudonymized."""
+
+    trial_protocol_id = models.CharField(
+        max_length=64, blank=True, default="", validators=[validators.validate_query_value]
+    )
+    trial_protocol_name = models.CharField(
+        max_length=64, blank=True, default="", validators=[validators.validate_query_value]
+    )
+    project = models.ForeignKey(
+        Project,
+        on_delete=models.PROTECT,
+        blank=True,
+        null=True,
+        related_name="%(app_label)s_%(class)s_set",
+        help_text="Jobs of one project give the same patient the same pseudonymized UIDs.",
+    )
+    pseudonymization_secret = models.CharField(max_length=128, default=_new_secret, editable=False)
+    shift_dates = models.BooleanField(
+        default=False,
+        help_text="Shift dates by an offset fixed per project instead of keeping them.",
+    )
+    archive_password = models.CharField(max_length=50, blank=True, default="")
+    convert_to_nifti = models.BooleanField(default=False)
+
+    class Meta(DicomJob.Meta):
+        abstract = True
+        permissions = [
+            *DicomJob.Meta.permissions,
+            ("can_transfer_unpseudonymized", "Can transfer unpseudonymized"),
+        ]
+
+    @property
+    def secret(self) -> str:
+        """The key of every pseudonymized value: the project's, else this job's own (kept with
+        the job so that a task run again after a crash produces the very same UIDs)."""
+        return self.project.secret if self.project else self.pseudonymization_secret
 
 
 class DicomTask(models.Model):
@@ -315,3 +546,118 @@ class DicomTask(models.Model):
         if claimed:
             self.refresh_from_db(fields=["status", "attempts", "start", "end"])
         return claimed == 1
+
+    def queue(self, schedule_in_seconds: int = 0) -> None:
+        """Adds the task to the ``dicom`` queue at its job's priority."""
+        from .processing import defer_task
+
+        self.queued_job_id = defer_task(self, schedule_in_seconds)
+        type(self).objects.filter(pk=self.pk).update(queued_job_id=self.queued_job_id)
+
+    def clear_for_another_run(self) -> None:
+        """Makes a finished task pending again, as if it had never run."""
+        fields = self.fields_of_a_fresh_run()
+        for name, value in fields.items():
+            setattr(self, name, value)
+        self.save(update_fields=list(fields))
+
+    def fields_of_a_fresh_run(self) -> dict:
+        return {
+            "status": TaskStatus.PENDING,
+            "attempts": 0,
+            "message": "",
+            "log": "",
+            "queued_job_id": None,
+            "start": None,
+            "end": None,
+        }
+
+    # -- actions ------------------------------------------------------------------------------
+
+    @property
+    def is_deletable(self) -> bool:
+        return self.status == TaskStatus.PENDING
+
+    @property
+    def is_resettable(self) -> bool:
+        return self.status in FINAL_TASK_STATUSES
+
+    @property
+    def is_killable(self) -> bool:
+        return self.status == TaskStatus.IN_PROGRESS
+
+    def _not_allowed(self, action: str) -> ActionNotAllowed:
+        return ActionNotAllowed(
+            f"Task {self.pk} cannot be {action} while it is "
+            f"{TaskStatus(self.status).label.lower()}."
+        )
+
+    def delete_pending(self) -> None:
+        from .processing import cancel_queue_entry
+
+        with transaction.atomic():
+            deleted, _ = type(self).objects.filter(pk=self.pk, status=TaskStatus.PENDING).delete()
+            if not deleted:
+                self.refresh_from_db(fields=["status"])
+                raise self._not_allowed("deleted")
+            if self.queued_job_id:
+                cancel_queue_entry(self.queued_job_id, abort=False)
+        self.job.refresh_status()
+
+    def reset(self) -> None:
+        with transaction.atomic():
+            task = type(self).objects.select_for_update().get(pk=self.pk)
+            if not task.is_resettable:
+                self.status = task.status
+                raise self._not_allowed("reset")
+            task.clear_for_another_run()
+            task.queue()
+        self.refresh_from_db()
+        self.job.refresh_status()
+
+    def kill(self) -> None:
+        """Asks the worker running this task to stop; the task ends "Canceled"."""
+        from .processing import cancel_queue_entry
+
+        self.refresh_from_db(fields=["status", "queued_job_id"])
+        if not self.is_killable:
+            raise self._not_allowed("killed")
+        if self.queued_job_id:
+            cancel_queue_entry(self.queued_job_id, abort=True)
+
+
+class TransferTask(DicomTask):
+    """One study (or some of its series) to copy to the destination."""
+
+    destination = models.ForeignKey(DicomNode, on_delete=models.PROTECT, related_name="+")
+    patient_id = models.CharField(
+        max_length=64, blank=True, default="", validators=[validators.validate_query_value]
+    )
+    study_uid = models.CharField(max_length=64, validators=[validators.validate_uid])
+    series_uids = ArrayField(
+        models.CharField(max_length=64, validators=[validators.validate_uid]),
+        blank=True,
+        default=list,
+        help_text="Empty: the whole study.",
+    )
+    pseudonym = models.CharField(
+        max_length=64, blank=True, default="", validators=[validators.validate_query_value]
+    )
+    pseudonymized_study_uid = models.CharField(
+        max_length=64, blank=True, default="", help_text="The study's UID at the destination."
+    )
+    instances_done = models.PositiveIntegerField(default=0)
+    instances_total = models.PositiveIntegerField(blank=True, null=True)
+
+    job: models.ForeignKey  # to a TransferJob, declared by the concrete task model
+
+    class Meta(DicomTask.Meta):
+        abstract = True
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(study_uid=""), name="%(app_label)s_%(class)s_study_uid"
+            )
+        ]
+
+    def fields_of_a_fresh_run(self) -> dict:
+        return {**super().fields_of_a_fresh_run(), "instances_done": 0, "instances_total": None}

@@ -32,6 +32,9 @@ class TaskStatus(models.TextChoices):
 FINAL_JOB_STATUSES = frozenset(
     {JobStatus.CANCELED, JobStatus.SUCCESS, JobStatus.WARNING, JobStatus.FAILURE}
 )
+FINAL_TASK_STATUSES = frozenset(
+    {TaskStatus.CANCELED, TaskStatus.SUCCESS, TaskStatus.WARNING, TaskStatus.FAILURE}
+)
 
 
 @dataclass(frozen=True)

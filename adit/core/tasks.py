@@ -50,3 +50,7 @@ def delete_expired_channel_messages(timestamp: int) -> None:
     with connections["default"].cursor() as cursor:
         cursor.execute("DELETE FROM channels_postgres_message WHERE expire < now()")
         cursor.execute("DELETE FROM channels_postgres_groupchannel WHERE expire < now()")
+
+
+# The engine's task lives with the engine; importing it here lets the worker discover it.
+from .processing import process_dicom_task  # noqa: E402, F401

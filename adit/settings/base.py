@@ -20,6 +20,8 @@ CSRF_TRUSTED_ORIGINS: list[str] = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 INTERNAL_IPS: list[str] = env.list("DJANGO_INTERNAL_IPS", ["127.0.0.1"])
 
 SITE_NAME = env.str("SITE_NAME", "ADIT")
+# Where users reach ADIT; links in e-mails start with it.
+SITE_URL = env.str("SITE_URL", "http://localhost:8000")
 
 INSTALLED_APPS = [
     "daphne",
@@ -171,6 +173,19 @@ DICOM_NETWORK_TIMEOUT = env.int("DICOM_NETWORK_TIMEOUT", 120)
 DICOMWEB_TIMEOUT = env.int("DICOMWEB_TIMEOUT", 60)
 # Retries of transient network failures inside one operation (connection refused, timeouts).
 DICOM_RETRY_ATTEMPTS = env.int("DICOM_RETRY_ATTEMPTS", 3)
+
+# Tasks (one study of a job each). A task failing with a transient error is tried again up to
+# DICOM_TASK_MAX_ATTEMPTS times, waiting DICOM_TASK_RETRY_WAIT seconds times (attempt + 1)
+# between attempts (2, 4, 6 minutes); a task running longer than DICOM_TASK_TIMEOUT seconds fails.
+DICOM_TASK_MAX_ATTEMPTS = env.int("DICOM_TASK_MAX_ATTEMPTS", 3)
+DICOM_TASK_RETRY_WAIT = env.int("DICOM_TASK_RETRY_WAIT", 120)
+DICOM_TASK_TIMEOUT = env.int("DICOM_TASK_TIMEOUT", 20 * 60)
+# Instances retrieved but not yet stored; bounds a worker's memory whatever the study size.
+TRANSFER_PIPELINE_DEPTH = env.int("TRANSFER_PIPELINE_DEPTH", 16)
+# Modalities left out when pseudonymizing (they often carry burned-in or free-text PHI).
+EXCLUDE_MODALITIES = env.list("EXCLUDE_MODALITIES", ["PR", "SR"])
+# Each folder destination is checked daily and staff e-mailed when it grows past its warn size.
+DISK_SPACE_CHECK_CRON = env.str("DISK_SPACE_CHECK_CRON", "0 7 * * *")
 
 # REST addresses of the demo Orthancs ('uv run cli up --demo', populate_orthancs).
 ORTHANC1_URL = env.str("ORTHANC1_URL", "http://127.0.0.1:6501")

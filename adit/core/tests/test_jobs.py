@@ -17,7 +17,10 @@ def job(member):
 def _add_tasks(job, *statuses):
     source = DicomServerFactory()
     return [
-        ExampleTask.objects.create(job=job, source=source, status=status) for status in statuses
+        ExampleTask.objects.create(
+            job=job, source=source, destination=source, study_uid="1.2.3", status=status
+        )
+        for status in statuses
     ]
 
 

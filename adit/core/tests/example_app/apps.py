@@ -6,3 +6,11 @@ class ExampleAppConfig(AppConfig):
 
     name = "adit.core.tests.example_app"
     label = "example_app"
+
+    def ready(self) -> None:
+        from adit.core.processing import register_processor
+        from adit.core.transfer import TransferProcessor
+
+        from .models import ExampleTask
+
+        register_processor(ExampleTask, TransferProcessor)

@@ -1,12 +1,12 @@
 from django.db import models
 
-from adit.core.models import DicomJob, DicomTask
+from adit.core.models import TransferJob, TransferTask
 
 
-class ExampleJob(DicomJob):
-    class Meta(DicomJob.Meta):
+class ExampleJob(TransferJob):
+    class Meta(TransferJob.Meta):
         pass
 
 
-class ExampleTask(DicomTask):
+class ExampleTask(TransferTask):
     job = models.ForeignKey(ExampleJob, on_delete=models.CASCADE, related_name="tasks")

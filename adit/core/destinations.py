@@ -1,0 +1,308 @@
+"""Where a transfer task puts the instances: a DICOM server, or a folder (plain files, a
+password-protected ZIP per study, or NIfTI files converted by dcm2niix).
+
+Each destination consumes a stream of instances and holds at most one of them at a time.
+Files are written under a temporary name and renamed when complete, so a task that runs again
+after a crash replaces its earlier output instead of doubling it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from io import BytesIO
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+
+from . import folder_layout
+from .dicom.errors import DicomError
+from .dicom.operator import DicomOperator
+from .dicom.query import Level, Query
+from .models import DicomFolder, DicomServer
+
+if TYPE_CHECKING:
+    from .models import TransferJob, TransferTask
+    from .processing import TaskLog
+    from .transfer import StudyToTransfer
+
+# dcm2niix makes no images of these (documents, key objects, presentation states).
+NON_IMAGE_MODALITIES = frozenset({"SR", "KO", "PR", "DOC"})
+
+
+class Destination:
+    """Consumes the task's instances; used as a context manager around ``consume``."""
+
+    def __enter__(self) -> Destination:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        return None
+
+    def consume(self, instances: Iterable[Dataset]) -> int:
+        """Takes every instance; returns how many it took."""
+        raise NotImplementedError
+
+    def verify(self, log: TaskLog) -> None:
+        """Checks afterwards that everything arrived; raises DicomError if not."""
+
+
+def destination_for(task: TransferTask, study: StudyToTransfer, log: TaskLog) -> Destination:
+    node = task.destination.concrete()
+    if isinstance(node, DicomServer):
+        job: TransferJob = task.job
+        if job.archive_password or job.convert_to_nifti:
+            log.warning(
+                "Archive password and NIfTI conversion apply to folder destinations only; "
+                f"the study goes to {node.name} as DICOM."
+            )
+        return ServerDestination(node)
+    assert isinstance(node, DicomFolder)
+    layout = FolderLayout(task, study, node)
+    if task.job.archive_password:
+        return ZipDestination(layout, task.job.archive_password)
+    if task.job.convert_to_nifti:
+        return NiftiDestination(layout, log)
+    return FolderDestination(layout)
+
+
+class ServerDestination(Destination):
+    """C-STORE (one association for the stream) or STOW-RS, then a check by query that the
+    server holds every instance sent."""
+
+    def __init__(self, server: DicomServer):
+        self.server = server
+        self.operator = DicomOperator(server)
+        self.sent: dict[tuple[str, str, str], set[str]] = {}
+
+    def consume(self, instances: Iterable[Dataset]) -> int:
+        def recorded() -> Iterator[Dataset]:
+            for dataset in instances:
+                key = (
+                    str(dataset.get("PatientID", "")),
+                    str(dataset.StudyInstanceUID),
+                    str(dataset.SeriesInstanceUID),
+                )
+                self.sent.setdefault(key, set()).add(str(dataset.SOPInstanceUID))
+                yield dataset
+
+        return self.operator.store(recorded())
+
+    def verify(self, log: TaskLog) -> None:
+        server = self.server
+        can_query = (
+            server.study_root_find_support
+            or server.patient_root_find_support
+            or server.dicomweb_qido_support
+        )
+        if not self.sent:
+            return
+        if not can_query:
+            log.warning(f"Could not check what arrived: {server.name} offers no C-FIND or QIDO-RS.")
+            return
+        missing: list[str] = []
+        total = 0
+        for (patient_id, study_uid, series_uid), sent in self.sent.items():
+            query = Query.create(
+                Level.IMAGE,
+                PatientID=patient_id,
+                StudyInstanceUID=study_uid,
+                SeriesInstanceUID=series_uid,
+            )
+            held = {str(image.SOPInstanceUID) for image in self.operator.find(query)}
+            missing += sorted(sent - held)
+            total += len(sent)
+        if missing:
+            shown = ", ".join(missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise DicomError(
+                f"{server.name} holds only {total - len(missing)} of the {total} instances "
+                f"sent; missing: {shown}{more}."
+            )
+        log.info(f"Checked: {server.name} holds all {total} instance(s) sent.")
+
+
+class FolderLayout:
+    """Paths of the documented folder layout for one task."""
+
+    def __init__(self, task: TransferTask, study: StudyToTransfer, folder: DicomFolder):
+        job = task.job
+        self.root = Path(folder.path)
+        self.job_folder = folder_layout.job_folder_name(
+            job._meta.app_label, job.pk, job.created, job.owner.get_username()
+        )
+        self.patient = task.pseudonym or study.patient_id
+        self.modalities = study.modalities
+        self.study_folder = ""
+
+    def study_path(self, first_instance: Dataset) -> Path:
+        """The study folder; named from the first instance as it will be stored (so that
+        shifted dates name the folder, not the original ones)."""
+        if not self.study_folder:
+            self.study_folder = folder_layout.study_folder_name(
+                str(first_instance.get("StudyDate", "")),
+                str(first_instance.get("StudyTime", "")),
+                self.modalities or [str(first_instance.get("Modality", ""))],
+            )
+        return (
+            self.root
+            / self.job_folder
+            / folder_layout.sanitize_part(self.patient)
+            / (self.study_folder)
+        )
+
+    @staticmethod
+    def series_folder(dataset: Dataset) -> str:
+        return folder_layout.series_folder_name(
+            dataset.get("SeriesNumber"),
+            str(dataset.get("SeriesDescription", "")),
+            str(dataset.SeriesInstanceUID),
+        )
+
+    def instance_path(self, dataset: Dataset) -> Path:
+        self.study_path(dataset)
+        return folder_layout.instance_path(
+            self.root,
+            self.job_folder,
+            self.patient,
+            self.study_folder,
+            self.series_folder(dataset),
+            str(dataset.SOPInstanceUID),
+        )
+
+
+class FolderDestination(Destination):
+    def __init__(self, layout: FolderLayout):
+        self.layout = layout
+
+    def consume(self, instances: Iterable[Dataset]) -> int:
+        count = 0
+        for dataset in instances:
+            write_instance(dataset, self.layout.instance_path(dataset))
+            count += 1
+        return count
+
+
+class ZipDestination(Destination):
+    """One AES-encrypted ZIP per study: <job folder>/<patient>/<study folder>.zip."""
+
+    def __init__(self, layout: FolderLayout, password: str):
+        self.layout = layout
+        self.password = password
+        self.writer = None
+
+    def consume(self, instances: Iterable[Dataset]) -> int:
+        from .archive import EncryptedZipWriter
+
+        count = 0
+        for dataset in instances:
+            if self.writer is None:
+                path = self.layout.study_path(dataset).with_suffix(".zip")
+                _check_inside(path, self.layout.root)
+                self.writer = EncryptedZipWriter(path, self.password)
+                self.writer.__enter__()
+            arcname = (
+                f"{self.layout.study_folder}/{self.layout.series_folder(dataset)}/"
+                f"{folder_layout.sanitize_part(str(dataset.SOPInstanceUID))}.dcm"
+            )
+            self.writer.add(arcname, encode_instance(dataset))
+            count += 1
+        return count
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.writer is not None:
+            self.writer.__exit__(exc_type, exc, tb)
+
+
+class NiftiDestination(Destination):
+    """Writes the instances to a scratch folder per series, then converts each image series
+    with dcm2niix into the study folder."""
+
+    def __init__(self, layout: FolderLayout, log: TaskLog):
+        self.layout = layout
+        self.log = log
+        self.scratch = tempfile.TemporaryDirectory(prefix="adit-nifti-")
+        self.series: dict[str, tuple[Path, str, str]] = {}  # uid -> folder, name, modality
+        self.output: Path | None = None
+
+    def consume(self, instances: Iterable[Dataset]) -> int:
+        count = 0
+        for dataset in instances:
+            if self.output is None:
+                self.output = self.layout.study_path(dataset)
+                _check_inside(self.output, self.layout.root)
+            uid = str(dataset.SeriesInstanceUID)
+            if uid not in self.series:
+                folder = Path(self.scratch.name) / str(len(self.series))
+                self.series[uid] = (
+                    folder,
+                    self.layout.series_folder(dataset),
+                    str(dataset.get("Modality", "")),
+                )
+            folder = self.series[uid][0]
+            write_instance(
+                dataset, folder / f"{folder_layout.sanitize_part(str(dataset.SOPInstanceUID))}.dcm"
+            )
+            count += 1
+        self._convert()
+        return count
+
+    def _convert(self) -> None:
+        from .nifti import convert_series_to_nifti
+
+        written = 0
+        for uid, (folder, name, modality) in self.series.items():
+            if modality in NON_IMAGE_MODALITIES:
+                self.log.info(f"Series {uid} ({modality}) has no images to convert to NIfTI.")
+                continue
+            assert self.output is not None
+            result = convert_series_to_nifti(folder, self.output, name)
+            for warning in result.warnings:
+                self.log.warning(f"Series {uid}: {warning}")
+            written += len(result.files)
+            self.log.info(f"Series {uid} converted to {len(result.files)} NIfTI/JSON file(s).")
+        if self.series and not written:
+            self.log.warning("NIfTI conversion skipped: no series could be converted.")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.scratch.cleanup()
+
+
+def encode_instance(dataset: Dataset) -> bytes:
+    _ensure_file_meta(dataset)
+    buffer = BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def write_instance(dataset: Dataset, path: Path) -> None:
+    """Writes a DICOM file completely or not at all (a temporary name, then a rename)."""
+    _ensure_file_meta(dataset)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        dataset.save_as(partial, enforce_file_format=True)
+        os.replace(partial, path)
+    except OSError as err:
+        partial.unlink(missing_ok=True)
+        if err.errno == errno.ENOSPC:
+            raise DicomError(f"Out of disk space while trying to save '{path}'.") from err
+        raise DicomError(f"Could not save '{path}': {err.strerror or err}.") from err
+
+
+def _ensure_file_meta(dataset: Dataset) -> None:
+    file_meta = getattr(dataset, "file_meta", None)
+    if file_meta is None:
+        file_meta = dataset.file_meta = FileMetaDataset()
+    if "TransferSyntaxUID" not in file_meta:
+        file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+
+
+def _check_inside(path: Path, root: Path) -> None:
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise folder_layout.UnsafePathError(f"{path} lies outside the destination folder {root}.")

@@ -1,0 +1,238 @@
+"""The one engine that runs every app's tasks on the ``dicom`` queue.
+
+An app registers a processor for its task model; a worker then takes the task's queue entry,
+claims the task (a conditional UPDATE, so two workers never run one task), runs the processor,
+stores the outcome and lets the job derive its status. Transient DICOM failures put the task
+back in the queue with a growing wait; a canceled or killed task stops between two instances.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, cast
+
+from django.apps import apps
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+from procrastinate import JobContext
+from procrastinate.contrib.django import app
+from procrastinate.job_context import AbortReason
+
+from .dicom.errors import RetriableDicomError
+from .statuses import JobStatus, TaskStatus
+
+if TYPE_CHECKING:
+    from .models import DicomJob, DicomTask
+
+logger = logging.getLogger(__name__)
+
+_PROCESSORS: dict[str, type[TaskProcessor]] = {}
+
+
+class TaskCanceled(Exception):
+    """The job was canceled or the task killed while the task ran."""
+
+
+class WorkerStopping(Exception):
+    """The worker shuts down; the task goes back to the queue and resumes later."""
+
+
+class TaskTimedOut(Exception):
+    """The task ran longer than DICOM_TASK_TIMEOUT."""
+
+
+@dataclass
+class TaskOutcome:
+    status: TaskStatus
+    message: str
+
+
+@dataclass
+class TaskLog:
+    """What a person reads on the task page: timestamped lines, warnings marked."""
+
+    lines: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def info(self, text: str) -> None:
+        self.lines.append(f"{timezone.localtime():%Y-%m-%d %H:%M:%S} {text}")
+
+    def warning(self, text: str) -> None:
+        self.warnings.append(text)
+        self.lines.append(f"{timezone.localtime():%Y-%m-%d %H:%M:%S} Warning: {text}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+class TaskControl:
+    """What a running processor asks between two instances: may I go on? It also records
+    progress where the job page can show it."""
+
+    check_interval: ClassVar[float] = 0.5
+
+    def __init__(self, task: DicomTask, context: JobContext | None, timeout_seconds: float):
+        self.task = task
+        self.context = context
+        self.deadline = time.monotonic() + timeout_seconds
+        self.timeout_seconds = timeout_seconds
+        self._next_check = 0.0
+        self._next_progress = 0.0
+
+    def check(self) -> None:
+        """Raises TaskCanceled, WorkerStopping or TaskTimedOut when the task must stop."""
+        now = time.monotonic()
+        if now > self.deadline:
+            raise TaskTimedOut()
+        if self.context is not None:
+            reason = self.context.abort_reason()
+            if reason == AbortReason.SHUTDOWN:
+                raise WorkerStopping()
+            if reason is not None:
+                raise TaskCanceled()
+        if now >= self._next_check:  # the job's status costs a query; ask twice a second
+            self._next_check = now + self.check_interval
+            job_model = type(self.task.job)
+            status = job_model.objects.filter(pk=self.task.job.pk).values_list("status", flat=True)
+            if status.first() in (JobStatus.CANCELING, JobStatus.CANCELED, None):
+                raise TaskCanceled()
+
+    def progress(self, done: int, total: int | None = None, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._next_progress:
+            return
+        self._next_progress = now + self.check_interval
+        fields = {"instances_done": done}
+        if total is not None:
+            fields["instances_total"] = total
+        type(self.task).objects.filter(pk=self.task.pk).update(**fields)
+
+
+class TaskProcessor(ABC):
+    """Does the work of one task. Subclasses implement ``process`` and call
+    ``self.control.check()`` between two pieces of work (instances, series, queries)."""
+
+    def __init__(self, task: DicomTask, control: TaskControl):
+        self.task = task
+        self.control = control
+        self.log = TaskLog()
+
+    @abstractmethod
+    def process(self) -> TaskOutcome: ...
+
+
+def register_processor(task_model: type[DicomTask], processor: type[TaskProcessor]) -> None:
+    """Tells the engine how to process tasks of ``task_model`` (call from AppConfig.ready)."""
+    _PROCESSORS[task_model._meta.label_lower] = processor
+
+
+def processor_for(task: DicomTask) -> type[TaskProcessor]:
+    label = task._meta.label_lower
+    if label not in _PROCESSORS:
+        raise LookupError(f"No processor is registered for {label} tasks.")
+    return _PROCESSORS[label]
+
+
+def defer_task(task: DicomTask, schedule_in_seconds: int = 0) -> int:
+    """Adds a queue entry for the task; returns its id."""
+    job: DicomJob = task.job
+    options: dict = {"priority": job.priority}
+    if schedule_in_seconds:
+        options["schedule_in"] = {"seconds": schedule_in_seconds}
+    return process_dicom_task.configure(**options).defer(
+        task_label=task._meta.label_lower, task_id=task.pk
+    )
+
+
+def cancel_queue_entry(queued_job_id: int, abort: bool) -> None:
+    """Removes a waiting queue entry; with ``abort``, also asks a running one to stop."""
+    app.job_manager.cancel_job_by_id(queued_job_id, abort=abort)
+
+
+def retry_wait_seconds(attempt: int) -> int:
+    """Waits between task attempts grow linearly (2, 4, 6 minutes by default)."""
+    return settings.DICOM_TASK_RETRY_WAIT * (1 + attempt)
+
+
+@app.task(queue="dicom", pass_context=True, name="adit.core.process_dicom_task")
+def process_dicom_task(context: JobContext, task_label: str, task_id: int) -> str:
+    """Runs one task of any app; returns what happened, for the queue's own log."""
+    close_old_connections()
+    try:
+        return run_task(context, task_label, task_id)
+    finally:
+        close_old_connections()
+
+
+def run_task(context: JobContext | None, task_label: str, task_id: int) -> str:
+    task_model = apps.get_model(task_label)
+    found = task_model.objects.select_related("job").filter(pk=task_id).first()
+    if found is None:
+        return "task was deleted"
+    task = cast("DicomTask", found)
+    queue_id = context.job.id if context is not None else None
+    if queue_id is not None and task.queued_job_id not in (None, queue_id):
+        return "task was queued again; this entry is outdated"
+    if not task.claim():
+        return f"task is {TaskStatus(task.status).label.lower()}; nothing to do"
+    task.job.refresh_status()
+    logger.info("Processing %s of %s (attempt %d)", task, task.job, task.attempts)
+
+    control = TaskControl(task, context, settings.DICOM_TASK_TIMEOUT)
+    processor = processor_for(task)(task, control)
+    requeue_in: int | None = None
+    try:
+        control.check()
+        outcome = processor.process()
+    except TaskCanceled:
+        outcome = TaskOutcome(TaskStatus.CANCELED, "Task was canceled.")
+    except WorkerStopping:
+        outcome = TaskOutcome(
+            TaskStatus.PENDING, "The worker stopped; the task resumes when a worker runs."
+        )
+        requeue_in = 0
+    except TaskTimedOut:
+        minutes = settings.DICOM_TASK_TIMEOUT / 60
+        outcome = TaskOutcome(
+            TaskStatus.FAILURE,
+            f"Task was aborted due to timeout: it ran longer than {minutes:g} minutes.",
+        )
+    except RetriableDicomError as err:
+        processor.log.info(f"Error: {err}")
+        if task.attempts < settings.DICOM_TASK_MAX_ATTEMPTS:
+            requeue_in = retry_wait_seconds(task.attempts)
+            outcome = TaskOutcome(
+                TaskStatus.PENDING,
+                f"Task failed, but will be retried (attempt {task.attempts + 1} of "
+                f"{settings.DICOM_TASK_MAX_ATTEMPTS} in {requeue_in} s): {err}",
+            )
+        else:
+            outcome = TaskOutcome(TaskStatus.FAILURE, str(err))
+    except Exception as err:
+        logger.exception("%s failed", task)
+        outcome = TaskOutcome(TaskStatus.FAILURE, str(err) or type(err).__name__)
+        processor.log.info(f"Error: {outcome.message}")
+        processor.log.lines += ["---", traceback.format_exc()]
+
+    log = processor.log.text()
+    previous_log = task_model.objects.filter(pk=task.pk).values_list("log", flat=True).first()
+    if previous_log:  # keep what earlier attempts wrote
+        log = f"{previous_log}\n{log}" if log else previous_log
+    task_model.objects.filter(pk=task.pk).update(
+        status=outcome.status,
+        message=outcome.message,
+        log=log,
+        end=None if outcome.status == TaskStatus.PENDING else timezone.now(),
+        queued_job_id=None if requeue_in is not None else task.queued_job_id,
+    )
+    task.refresh_from_db()
+    if requeue_in is not None:
+        task.queue(schedule_in_seconds=requeue_in)
+    task.job.refresh_status()
+    logger.info("%s ended: %s", task, outcome.message)
+    return outcome.message

@@ -1,0 +1,321 @@
+"""Transfer tasks end to end against two real Orthancs: what arrives, and how it looks.
+
+Tasks run in this process through the same entry point a worker uses (``run_task``); the
+worker itself, cancel and crash recovery are tested in test_worker_transfers.py.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import struct
+from pathlib import Path
+
+import pytest
+import pyzipper
+from pydicom import Dataset, dcmread
+
+from adit.core.dicom.operator import DicomOperator
+from adit.core.dicom.synthetic import StudySummary
+from adit.core.models import DicomFolder, DicomServer, Project
+from adit.core.processing import run_task
+from adit.core.statuses import JobStatus, TaskStatus
+from adit.core.tests.example_app.models import ExampleJob, ExampleTask
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+
+
+def _server(orthanc, **flags) -> DicomServer:
+    fields = {
+        "host": "127.0.0.1",
+        "port": orthanc.dicom_port,
+        "study_root_find_support": True,
+        "study_root_get_support": True,
+        "store_scp_support": True,
+    }
+    server, _ = DicomServer.objects.update_or_create(
+        ae_title=orthanc.ae_title, defaults={"name": orthanc.ae_title, **fields, **flags}
+    )
+    return server
+
+
+@pytest.fixture
+def source(orthanc1) -> DicomServer:
+    return _server(orthanc1)
+
+
+@pytest.fixture
+def destination(empty_orthanc2) -> DicomServer:
+    return _server(empty_orthanc2)
+
+
+@pytest.fixture
+def folder(tmp_path) -> DicomFolder:
+    return DicomFolder.objects.create(name="Export", path=str(tmp_path / "export"))
+
+
+def _kept_instances(study: StudySummary, excluded=("PR", "SR")) -> int:
+    """Instances of the study left once the excluded modalities are dropped."""
+    return sum(series.instance_count for series in study.series if series.modality not in excluded)
+
+
+def _study(studies: list[StudySummary], with_modality: str | None = None) -> StudySummary:
+    for study in studies:
+        if with_modality is None or with_modality in study.modalities:
+            return study
+    raise AssertionError(f"no study with {with_modality}")
+
+
+def transfer(owner, source, destination, study: StudySummary, **options) -> ExampleTask:
+    """Creates a one-task job and runs the task as a worker would; returns it refreshed."""
+    task_fields = {key: options.pop(key) for key in ("pseudonym", "series_uids") if key in options}
+    job = ExampleJob.objects.create(owner=owner, status=JobStatus.PENDING, **options)
+    task = ExampleTask.objects.create(
+        job=job,
+        source=source,
+        destination=destination,
+        patient_id=study.patient_id,
+        study_uid=study.study_instance_uid,
+        **task_fields,
+    )
+    run_task(None, task._meta.label_lower, task.pk)
+    task.refresh_from_db()
+    job.refresh_from_db()
+    return task
+
+
+def _instances_at(server: DicomServer, study_uid: str) -> list[Dataset]:
+    """Every instance the server holds of the study, as full datasets."""
+    received: list[Dataset] = []
+    DicomOperator(server).fetch_study("", study_uid, received.append)
+    return received
+
+
+def _all_texts(dataset: Dataset) -> str:
+    """Every value in the dataset, nested sequences and file meta included, as one string."""
+    parts: list[str] = []
+
+    def walk(ds: Dataset) -> None:
+        for element in ds:
+            if element.VR == "SQ":
+                for item in element.value:
+                    walk(item)
+            elif element.VR not in ("OB", "OW", "OF", "OD", "OL", "UN"):
+                parts.append(str(element.value))
+
+    walk(dataset)
+    if hasattr(dataset, "file_meta"):
+        walk(dataset.file_meta)
+    return "\n".join(parts)
+
+
+def test_server_to_server_copies_every_instance_unchanged(
+    member, source, destination, orthanc1_studies
+):
+    study = _study(orthanc1_studies)
+    task = transfer(member, source, destination, study)
+
+    assert (task.status, task.message) == (
+        TaskStatus.SUCCESS,
+        "Transfer task completed successfully.",
+    )
+    assert task.job.status == JobStatus.SUCCESS
+    arrived = destination_uids = {
+        str(ds.SOPInstanceUID) for ds in _instances_at(destination, study.study_instance_uid)
+    }
+    expected = {uid for series in study.series for uid in series.sop_instance_uids}
+    assert arrived == expected
+    assert destination_uids  # the study is not empty
+    assert task.instances_done == study.instance_count
+    assert f"holds all {study.instance_count} instance(s) sent" in task.log
+
+
+def test_pseudonymized_transfer_leaves_no_identity_and_keeps_dates(
+    member, source, destination, orthanc1_studies
+):
+    study = _study(orthanc1_studies)
+    task = transfer(member, source, destination, study, pseudonym="SUBJ-001")
+    assert task.status == TaskStatus.SUCCESS, task.message
+
+    assert task.pseudonymized_study_uid and task.pseudonymized_study_uid != study.study_instance_uid
+    arrived = _instances_at(destination, task.pseudonymized_study_uid)
+    assert arrived
+    family_name = study.patient_name.split("^")[0]
+    for dataset in arrived:
+        assert (dataset.PatientID, str(dataset.PatientName)) == ("SUBJ-001", "SUBJ-001")
+        texts = _all_texts(dataset)
+        assert study.patient_id not in texts
+        assert family_name not in texts
+        assert study.patient_birth_date not in texts
+        assert study.accession_number not in texts
+        assert dataset.StudyDate == study.study_date  # dates are kept unless asked otherwise
+        assert dataset.PatientIdentityRemoved == "YES"
+    assert len({ds.StudyInstanceUID for ds in arrived}) == 1
+    # nothing under the original UID arrived
+    assert (
+        list(DicomOperator(destination).find_studies(StudyInstanceUID=study.study_instance_uid))
+        == []
+    )
+
+
+def test_excluded_modalities_are_dropped_only_when_pseudonymizing(
+    member, source, destination, orthanc1_studies, settings
+):
+    settings.EXCLUDE_MODALITIES = ["SR"]
+    study = _study(orthanc1_studies, with_modality="SR")
+    kept = sum(series.instance_count for series in study.series if series.modality != "SR")
+
+    task = transfer(member, source, destination, study, pseudonym="SUBJ-SR")
+    assert task.status == TaskStatus.SUCCESS, task.message
+    modalities = {ds.Modality for ds in _instances_at(destination, task.pseudonymized_study_uid)}
+    assert "SR" not in modalities
+    assert task.instances_done == kept
+
+    plain = transfer(member, source, destination, study)
+    assert plain.status == TaskStatus.SUCCESS
+    arrived = _instances_at(destination, study.study_instance_uid)
+    assert "SR" in {ds.Modality for ds in arrived}
+
+
+def test_same_project_gives_the_same_pseudonymized_uids_across_jobs(
+    member, source, destination, orthanc1_studies
+):
+    study = _study(orthanc1_studies)
+    project = Project.objects.create(name="Lung study")
+    first = transfer(member, source, destination, study, pseudonym="P1", project=project)
+    second = transfer(member, source, destination, study, pseudonym="P1", project=project)
+    other = transfer(member, source, destination, study, pseudonym="P1")
+
+    assert first.pseudonymized_study_uid == second.pseudonymized_study_uid
+    assert other.pseudonymized_study_uid != first.pseudonymized_study_uid
+    # Stored twice with identical UIDs: the destination holds each instance once.
+    arrived = _instances_at(destination, first.pseudonymized_study_uid)
+    assert len(arrived) == _kept_instances(study)
+
+
+def test_series_subset_is_all_that_arrives(member, source, destination, orthanc1_studies):
+    study = next(s for s in orthanc1_studies if len(s.series) > 1)
+    chosen = study.series[0]
+    task = transfer(member, source, destination, study, series_uids=[chosen.series_instance_uid])
+    assert task.status == TaskStatus.SUCCESS, task.message
+    arrived = _instances_at(destination, study.study_instance_uid)
+    assert {str(ds.SOPInstanceUID) for ds in arrived} == set(chosen.sop_instance_uids)
+
+
+def test_unknown_study_fails_with_a_clear_message(member, source, destination, orthanc1_studies):
+    study = _study(orthanc1_studies)
+    missing = StudySummary(**{**study.__dict__, "study_instance_uid": "1.2.3.4.5.6.7"})
+    task = transfer(member, source, destination, missing)
+    assert (task.status, task.message) == (
+        TaskStatus.FAILURE,
+        "No study found with Study Instance UID 1.2.3.4.5.6.7.",
+    )
+    assert task.job.status == JobStatus.FAILURE
+    assert task.job.message == "All tasks failed."
+
+
+def test_mismatching_patient_id_transfers_with_a_warning(
+    member, source, destination, orthanc1_studies
+):
+    study = _study(orthanc1_studies)
+    renamed = StudySummary(**{**study.__dict__, "patient_id": "MERGED-4711"})
+    task = transfer(member, source, destination, renamed)
+    assert task.status == TaskStatus.WARNING
+    assert "Mismatching patient IDs" in task.message and study.patient_id in task.message
+    assert task.job.status == JobStatus.WARNING
+    assert len(_instances_at(destination, study.study_instance_uid)) == study.instance_count
+
+
+def test_unreachable_source_will_be_retried(member, destination, orthanc1_studies):
+    closed = DicomServer.objects.create(
+        name="Closed",
+        ae_title="CLOSED",
+        host="127.0.0.1",
+        port=1,
+        study_root_find_support=True,
+        study_root_get_support=True,
+    )
+    task = transfer(member, closed, destination, _study(orthanc1_studies))
+    assert task.status == TaskStatus.PENDING
+    assert task.message.startswith("Task failed, but will be retried (attempt 2 of 3")
+    assert task.queued_job_id is not None  # back in the queue, scheduled for later
+    assert "connection refused" in task.log.lower()
+    assert task.job.status == JobStatus.PENDING
+
+
+def test_folder_destination_uses_the_documented_layout(member, source, folder, orthanc1_studies):
+    study = _study(orthanc1_studies)
+    task = transfer(member, source, folder, study, pseudonym="SUBJ-7")
+    assert task.status == TaskStatus.SUCCESS, task.message
+
+    job = task.job
+    job_folder = f"adit_example_app_{job.pk}_{job.created:%Y%m%d}_{member.username}"
+    files = sorted(Path(folder.path).rglob("*.dcm"))
+    assert len(files) == _kept_instances(study)
+    modalities = sorted(set(study.modalities) - {"PR", "SR"})
+    study_folder = f"{study.study_date}-{study.study_time[:6]}-{','.join(modalities)}"
+    for path in files:
+        relative = path.relative_to(folder.path)
+        assert relative.parts[:3] == (job_folder, "SUBJ-7", study_folder)
+        dataset = dcmread(path)
+        assert relative.parts[4] == f"{dataset.SOPInstanceUID}.dcm"
+        assert relative.parts[3].startswith(f"{dataset.SeriesNumber}-")
+        assert dataset.PatientID == "SUBJ-7"
+    assert not list(Path(folder.path).rglob("*.partial"))
+
+
+def test_zip_destination_needs_the_password(member, source, folder, orthanc1_studies):
+    study = _study(orthanc1_studies)
+    task = transfer(member, source, folder, study, pseudonym="Z1", archive_password="s3cret!")
+    assert task.status == TaskStatus.SUCCESS, task.message
+
+    (archive,) = Path(folder.path).rglob("*.zip")
+    assert not list(Path(folder.path).rglob("*.dcm"))
+    with pyzipper.AESZipFile(archive) as zipped:
+        names = [name for name in zipped.namelist() if name.endswith(".dcm")]
+        assert len(names) == _kept_instances(study)
+        with pytest.raises(RuntimeError):
+            zipped.read(names[0])
+        zipped.setpassword(b"s3cret!")
+        from io import BytesIO
+
+        assert dcmread(BytesIO(zipped.read(names[0]))).PatientID == "Z1"
+
+
+def test_nifti_destination_writes_volumes(member, source, folder, orthanc1_studies):
+    study = _study(orthanc1_studies, with_modality="CT")
+    task = transfer(member, source, folder, study, pseudonym="N1", convert_to_nifti=True)
+    assert task.status in (TaskStatus.SUCCESS, TaskStatus.WARNING), task.message
+
+    volumes = sorted(Path(folder.path).rglob("*.nii.gz"))
+    assert volumes, task.log
+    assert list(Path(folder.path).rglob("*.json"))
+    assert not list(Path(folder.path).rglob("*.dcm"))
+    with gzip.open(volumes[0]) as nifti:
+        header = nifti.read(348)
+    assert struct.unpack("<i", header[:4])[0] == 348
+    dims = struct.unpack("<8h", header[40:56])
+    assert dims[0] >= 3 and all(size > 0 for size in dims[1:4])
+
+
+def test_finish_mail_is_sent_when_asked(
+    member, source, destination, orthanc1_studies, mailoutbox, django_capture_on_commit_callbacks
+):
+    member.email = "alice@example.org"
+    member.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        transfer(member, source, destination, _study(orthanc1_studies), send_finished_mail=True)
+    (mail,) = mailoutbox
+    assert mail.to == ["alice@example.org"]
+    assert "finished" in mail.subject and "Success" in mail.subject
+    assert "All tasks succeeded." in mail.body
+
+
+def test_dates_can_be_shifted_on_request(member, source, destination, orthanc1_studies):
+    study = _study(orthanc1_studies)
+    task = transfer(member, source, destination, study, pseudonym="D1", shift_dates=True)
+    assert task.status == TaskStatus.SUCCESS, task.message
+    (first, *_) = _instances_at(destination, task.pseudonymized_study_uid)
+    original = datetime.datetime.strptime(study.study_date, "%Y%m%d").date()
+    shifted = datetime.datetime.strptime(first.StudyDate, "%Y%m%d").date()
+    assert 62 <= (original - shifted).days <= 731

@@ -1,0 +1,289 @@
+"""Transfer of one study (or some of its series) from a PACS to a server or a folder.
+
+Instances stream through a short pipeline: the source's fetch delivers them on one thread into
+a bounded queue, and this thread modifies (pseudonymizes) each one and hands it to the
+destination. Fetching and storing thus overlap, memory stays bounded by the queue whatever the
+study size, and a cancel is noticed between two instances.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from pydicom import Dataset
+
+from .destinations import Destination, destination_for
+from .dicom.errors import DicomError
+from .dicom.operator import DicomOperator
+from .models import DicomServer
+from .processing import TaskControl, TaskOutcome, TaskProcessor
+from .pseudonymizer import Pseudonymizer
+from .statuses import TaskStatus
+
+if TYPE_CHECKING:
+    from .models import TransferJob, TransferTask
+
+_END = object()
+
+
+@dataclass
+class StudyToTransfer:
+    """What the source PACS says about the study, and which of its series go."""
+
+    patient_id: str
+    study_uid: str
+    study_date: str
+    study_time: str
+    modalities: list[str]
+    series: list[Dataset] | None  # None: the whole study in one fetch
+    expected_instances: int | None
+
+
+class TransferProcessor(TaskProcessor):
+    """Fetch -> modify -> store for every TransferTask, whatever app it belongs to."""
+
+    task: TransferTask
+
+    def process(self) -> TaskOutcome:
+        task = self.task
+        job: TransferJob = task.job
+        source = task.source.concrete()
+        if not isinstance(source, DicomServer):
+            raise DicomError(f"The source {source.name} is not a DICOM server.")
+        operator = DicomOperator(source)
+        pseudonymizer = self._pseudonymizer(job)
+        study = self._find_study(operator, exclude=bool(pseudonymizer))
+        self.log.info(
+            f"Transferring study {study.study_uid} of patient {study.patient_id} from "
+            f"{source.name} to {task.destination.name}"
+            + (f" as {task.pseudonym}" if task.pseudonym else "")
+            + "."
+        )
+        self.control.progress(0, study.expected_instances, force=True)
+
+        destination = destination_for(task, study, self.log)
+        modify = _Modifier(task, job, pseudonymizer)
+        with destination:
+            transferred = destination.consume(
+                self._modified_instances(operator, study, modify, destination)
+            )
+        self.control.progress(transferred, force=True)
+        if modify.study_uid_at_destination and modify.study_uid_at_destination != task.study_uid:
+            type(task).objects.filter(pk=task.pk).update(
+                pseudonymized_study_uid=modify.study_uid_at_destination
+            )
+        if transferred == 0:
+            self.log.warning("The study has no instances to transfer.")
+        destination.verify(self.log)
+        self.log.info(f"{transferred} instance(s) transferred.")
+
+        if self.log.warnings:
+            return TaskOutcome(TaskStatus.WARNING, self.log.warnings[-1])
+        return TaskOutcome(TaskStatus.SUCCESS, "Transfer task completed successfully.")
+
+    # -- what to fetch ----------------------------------------------------------------------
+
+    def _pseudonymizer(self, job: TransferJob) -> Pseudonymizer | None:
+        if not self.task.pseudonym:
+            return None
+        return Pseudonymizer(
+            self.task.pseudonym,
+            job.secret,
+            shift_dates=job.shift_dates,
+            trial_protocol_id=job.trial_protocol_id,
+            trial_protocol_name=job.trial_protocol_name,
+        )
+
+    def _find_study(self, operator: DicomOperator, exclude: bool) -> StudyToTransfer:
+        task = self.task
+        studies = list(
+            operator.find_studies(PatientID=task.patient_id, StudyInstanceUID=task.study_uid)
+            if task.patient_id
+            else []
+        )
+        if not studies:  # the patient may have been merged or renamed since
+            studies = list(operator.find_studies(StudyInstanceUID=task.study_uid))
+        if not studies:
+            raise DicomError(f"No study found with Study Instance UID {task.study_uid}.")
+        if len(studies) > 1:
+            raise DicomError(f"Multiple studies found with Study Instance UID {task.study_uid}.")
+        found = studies[0]
+        patient_id = str(found.get("PatientID", ""))
+        if task.patient_id and patient_id != task.patient_id:
+            self.log.warning(
+                f"Mismatching patient IDs: the task names {task.patient_id}, "
+                f"{operator.server.name} has the study under {patient_id}."
+            )
+        self.control.check()
+
+        excluded = set(settings.EXCLUDE_MODALITIES) if exclude else set()
+        series: list[Dataset] | None = None
+        if task.series_uids or excluded:
+            all_series = list(operator.find_series(task.study_uid))
+            by_uid = {str(item.SeriesInstanceUID): item for item in all_series}
+            if task.series_uids:
+                missing = [uid for uid in task.series_uids if uid not in by_uid]
+                if missing:
+                    raise DicomError(
+                        f"No series found with Series Instance UID {', '.join(missing)}."
+                    )
+                series = [by_uid[uid] for uid in task.series_uids]
+            else:
+                series = all_series
+            kept = [item for item in series if str(item.get("Modality", "")) not in excluded]
+            for item in series:
+                if item not in kept:
+                    self.log.info(
+                        f"Series {item.SeriesInstanceUID} ({item.get('Modality')}) left out: "
+                        "its modality is excluded when pseudonymizing."
+                    )
+            series = kept
+            modalities = sorted({str(item.get("Modality", "")) for item in series} - {""})
+            counts = [item.get("NumberOfSeriesRelatedInstances") for item in series]
+            expected = sum(int(count) for count in counts) if None not in counts else None
+        else:
+            modalities = _as_list(found.get("ModalitiesInStudy"))
+            count = found.get("NumberOfStudyRelatedInstances")
+            expected = int(count) if count not in (None, "") else None
+
+        return StudyToTransfer(
+            patient_id=patient_id,
+            study_uid=task.study_uid,
+            study_date=str(found.get("StudyDate", "")),
+            study_time=str(found.get("StudyTime", "")),
+            modalities=modalities,
+            series=series,
+            expected_instances=expected,
+        )
+
+    # -- the pipeline -----------------------------------------------------------------------
+
+    def _modified_instances(
+        self,
+        operator: DicomOperator,
+        study: StudyToTransfer,
+        modify: _Modifier,
+        destination: Destination,
+    ) -> Iterator[Dataset]:
+        """Yields each fetched instance once modified; stops the fetch when the consumer (the
+        destination) stops early, and re-raises a fetch failure here."""
+        fetcher = _Fetcher(operator, study, self.control)
+        fetcher.start()
+        done = 0
+        try:
+            for dataset in fetcher.instances():
+                self.control.check()
+                if modify(dataset):
+                    yield dataset
+                    done += 1
+                    self.control.progress(done)
+        finally:
+            fetcher.stop()
+
+
+class _Modifier:
+    """Pseudonymizes and stamps one instance; says whether it goes to the destination."""
+
+    def __init__(self, task: TransferTask, job: TransferJob, pseudonymizer: Pseudonymizer | None):
+        self.pseudonymizer = pseudonymizer
+        self.excluded = set(settings.EXCLUDE_MODALITIES) if pseudonymizer else set()
+        self.trial_protocol_id = job.trial_protocol_id
+        self.trial_protocol_name = job.trial_protocol_name
+        self.study_uid_at_destination = ""
+
+    def __call__(self, dataset: Dataset) -> bool:
+        if str(dataset.get("Modality", "")) in self.excluded:
+            return False
+        if self.pseudonymizer is not None:
+            self.pseudonymizer.pseudonymize(dataset)
+        else:
+            if self.trial_protocol_id:
+                dataset.ClinicalTrialProtocolID = self.trial_protocol_id
+            if self.trial_protocol_name:
+                dataset.ClinicalTrialProtocolName = self.trial_protocol_name
+        self.study_uid_at_destination = str(dataset.StudyInstanceUID)
+        return True
+
+
+class _Fetcher:
+    """Runs the source's fetch on its own thread and hands instances over through a bounded
+    queue, so the PACS is answered while the previous instance is still being stored."""
+
+    def __init__(self, operator: DicomOperator, study: StudyToTransfer, control: TaskControl):
+        self.operator = operator
+        self.study = study
+        self.control = control
+        self.handover: queue.Queue = queue.Queue(maxsize=settings.TRANSFER_PIPELINE_DEPTH)
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="fetch", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        study = self.study
+        try:
+            if study.series is None:
+                self.operator.fetch_study(study.patient_id, study.study_uid, self._deliver)
+            else:
+                for series in study.series:
+                    self.operator.fetch_series(
+                        study.patient_id, study.study_uid, str(series.SeriesInstanceUID),
+                        self._deliver,
+                    )  # fmt: skip
+        except _Stopped:
+            pass
+        except BaseException as err:  # handed to the consuming thread
+            self.error = err
+        finally:
+            self._put(_END, final=True)
+
+    def _deliver(self, dataset: Dataset) -> None:
+        self._put(dataset)
+
+    def _put(self, item: object, final: bool = False) -> None:
+        while True:
+            if self.stopping.is_set():
+                if final:
+                    return
+                raise _Stopped()
+            try:
+                self.handover.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def instances(self) -> Iterator[Dataset]:
+        while True:
+            try:
+                item = self.handover.get(timeout=0.5)
+            except queue.Empty:
+                self.control.check()  # a cancel is noticed even while the PACS is slow
+                continue
+            if item is _END:
+                if self.error is not None:
+                    raise self.error
+                return
+            yield item
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=settings.DICOM_DIMSE_TIMEOUT + 5)
+
+
+class _Stopped(Exception):
+    """The consumer stopped; the fetch is abandoned."""
+
+
+def _as_list(value: object) -> list[str]:
+    if value in (None, ""):
+        return []
+    if isinstance(value, str):
+        return [part for part in value.split("\\") if part]
+    return [str(part) for part in value]  # pyright: ignore[reportGeneralTypeIssues]

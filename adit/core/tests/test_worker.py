@@ -6,23 +6,15 @@ import subprocess
 import sys
 import time
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 from django.conf import settings
 from django.db import connection
 
 from adit.core.tasks import delete_expired_channel_messages
+from adit.core.tests.worker_process import database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _database_url() -> str:
-    database = connection.settings_dict
-    host = quote(database["HOST"], safe="")
-    port = f":{database['PORT']}" if database["PORT"] else ""
-    password = f":{quote(database['PASSWORD'])}" if database["PASSWORD"] else ""
-    return f"postgres://{database['USER']}{password}@{host}{port}/{database['NAME']}"
 
 
 def _fetch_value(query: str, params: list) -> Any:
@@ -62,7 +54,7 @@ def test_worker_start_retries_jobs_of_dead_workers():
         env={
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "adit.settings.test",
-            "DATABASE_URL": _database_url(),
+            "DATABASE_URL": database_url(),
         },
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

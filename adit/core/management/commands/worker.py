@@ -40,6 +40,10 @@ class Command(BaseCommand):
             options: WorkerOptions = {
                 "concurrency": concurrency,
                 "install_signal_handlers": True,
+                # On SIGTERM a running task gets this long to finish; then it is asked to stop
+                # after its current instance and goes back to the queue (well before the
+                # supervisor's SIGKILL after 8 s).
+                "shutdown_graceful_timeout": 2.0,
             }
             if queues:  # procrastinate spells "every queue" as no queues option at all
                 options["queues"] = queues

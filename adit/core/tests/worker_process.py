@@ -1,0 +1,80 @@
+"""A real task worker in a subprocess, on the test database, for tests of what workers do."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from urllib.parse import quote
+
+from django.conf import settings
+from django.db import connection
+
+
+def database_url() -> str:
+    database = connection.settings_dict
+    host = quote(database["HOST"], safe="")
+    port = f":{database['PORT']}" if database["PORT"] else ""
+    password = f":{quote(database['PASSWORD'])}" if database["PASSWORD"] else ""
+    return f"postgres://{database['USER']}{password}@{host}{port}/{database['NAME']}"
+
+
+class WorkerProcess:
+    """``manage.py worker`` with the test settings; its output goes to a file for failures."""
+
+    def __init__(self, *queues: str, env: dict[str, str] | None = None):
+        arguments = [argument for queue in queues for argument in ("--queue", queue)]
+        self.output = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
+            mode="w+", prefix="worker-", suffix=".log"
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "worker", *arguments],
+            cwd=settings.BASE_DIR,
+            env={
+                **os.environ,
+                "DJANGO_SETTINGS_MODULE": "adit.settings.test",
+                "DATABASE_URL": database_url(),
+                **(env or {}),
+            },
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def log(self) -> str:
+        self.output.flush()
+        with open(self.output.name) as log:
+            return log.read()
+
+    def wait_until_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while "is ready." not in self.log():
+            assert self.process.poll() is None, f"the worker exited:\n{self.log()}"
+            assert time.monotonic() < deadline, f"the worker did not get ready:\n{self.log()}"
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """What a crash or `kill -9` does: no chance to clean up."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        returncode = self.process.returncode
+        self.output.close()
+        return returncode
+
+    def __enter__(self) -> WorkerProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import secrets
 from typing import ClassVar
 
@@ -219,6 +220,17 @@ class DicomFolder(DicomNode):
     def save(self, *args, **kwargs):
         self.node_type = DicomNode.NodeType.FOLDER
         super().save(*args, **kwargs)
+
+    def used_bytes(self) -> int:
+        """Bytes of all files below the folder (0 if it does not exist yet)."""
+        total = 0
+        for directory, _, files in os.walk(self.path):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(directory, name)).st_size
+                except OSError:  # removed while counting
+                    pass
+        return total
 
 
 def _new_secret() -> str:

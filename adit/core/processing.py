@@ -21,6 +21,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 from procrastinate import JobContext
 from procrastinate.contrib.django import app
+from procrastinate.contrib.django.models import ProcrastinateJob
 from procrastinate.job_context import AbortReason
 
 from .dicom.errors import RetriableDicomError
@@ -236,3 +237,36 @@ def run_task(context: JobContext | None, task_label: str, task_id: int) -> str:
     task.job.refresh_status()
     logger.info("%s ended: %s", task, outcome.message)
     return outcome.message
+
+
+def clean_up_stuck_tasks() -> list[str]:
+    """Ends tasks left "In Progress" that no worker runs or will run again (their queue entry
+    was removed or ended), and settles jobs left "Canceling"; returns what it did.
+
+    A task whose worker died keeps a queue entry that the stalled-job retry puts back; this is
+    for everything else, so that no task stays "In Progress" forever.
+    """
+    from .models import DicomJob, DicomTask
+
+    done: list[str] = []
+    live_queue_ids = ProcrastinateJob.objects.filter(status__in=["todo", "doing"]).values("id")
+    for model in apps.get_models():
+        if issubclass(model, DicomTask):
+            stuck = model.objects.filter(status=TaskStatus.IN_PROGRESS).exclude(
+                queued_job_id__in=live_queue_ids
+            )
+            for task in stuck.select_related("job"):
+                updated = model.objects.filter(pk=task.pk, status=TaskStatus.IN_PROGRESS).update(
+                    status=TaskStatus.FAILURE,
+                    message="Task was interrupted and cannot resume by itself; reset it to "
+                    "run it again.",
+                    end=timezone.now(),
+                )
+                if updated:
+                    task.job.refresh_status()
+                    done.append(f"{task} of {task.job} ended as failed.")
+        elif issubclass(model, DicomJob):
+            for job in model.objects.filter(status=JobStatus.CANCELING):
+                if job.refresh_status().status != JobStatus.CANCELING:
+                    done.append(f"{job} is now {JobStatus(job.status).label}.")
+    return done

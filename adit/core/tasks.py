@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections
 from procrastinate import App, JobContext
 from procrastinate.contrib.django import app
+
+# The engine's task lives with the engine; importing it here lets the worker discover it.
+from .processing import clean_up_stuck_tasks, process_dicom_task  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +36,29 @@ async def retry_stalled_jobs(procrastinate_app: App) -> int:
 @app.task(queue="default", queueing_lock="retry_stalled_jobs", pass_context=True)
 async def retry_stalled_jobs_periodically(context: JobContext, timestamp: int) -> None:
     await retry_stalled_jobs(context.app)
+    for line in await sync_to_async(clean_up_stuck_tasks)():
+        logger.warning(line)
+
+
+@app.periodic(cron=settings.DISK_SPACE_CHECK_CRON, periodic_id="check_disk_space")
+@app.task(queue="default", queueing_lock="check_disk_space")
+def check_disk_space(timestamp: int) -> list[str]:
+    """E-mails the admins about folder destinations grown past their warn size."""
+    from .mail import send_low_disk_space_mail
+    from .models import DicomFolder
+
+    over = []
+    for folder in DicomFolder.objects.exclude(warn_size=None):
+        used = folder.used_bytes() / 1e9
+        if folder.warn_size is not None and used > folder.warn_size:
+            quota = folder.quota if folder.quota else "?"
+            over.append(
+                f"{folder.name} ({folder.path}): {used:.1f} GB of {quota} GB used "
+                f"(warn size {folder.warn_size} GB)."
+            )
+    if over:
+        send_low_disk_space_mail(over)
+    return over
 
 
 @app.periodic(cron="17 * * * *", periodic_id="delete_old_queue_jobs")
@@ -50,7 +77,3 @@ def delete_expired_channel_messages(timestamp: int) -> None:
     with connections["default"].cursor() as cursor:
         cursor.execute("DELETE FROM channels_postgres_message WHERE expire < now()")
         cursor.execute("DELETE FROM channels_postgres_groupchannel WHERE expire < now()")
-
-
-# The engine's task lives with the engine; importing it here lets the worker discover it.
-from .processing import process_dicom_task  # noqa: E402, F401

@@ -61,3 +61,35 @@ def test_urgent_jobs_get_the_urgent_priority(member):
 
 def test_each_job_model_has_the_urgent_permission():
     assert ("can_process_urgently", "Can process jobs urgently") in ExampleJob._meta.permissions
+
+
+def test_urgent_jobs_are_queued_ahead_of_normal_ones(member):
+    from procrastinate.contrib.django.models import ProcrastinateJob
+
+    normal = ExampleJob.objects.create(owner=member)
+    urgent = ExampleJob.objects.create(owner=member, urgent=True)
+    (normal_task,) = _add_tasks(normal, TaskStatus.PENDING)
+    (urgent_task,) = _add_tasks(urgent, TaskStatus.PENDING)
+    normal.start_processing(verified=True)
+    urgent.start_processing(verified=True)
+    normal_task.refresh_from_db()
+    urgent_task.refresh_from_db()
+
+    entries = ProcrastinateJob.objects.filter(
+        id__in=[normal_task.queued_job_id, urgent_task.queued_job_id]
+    ).order_by("-priority", "id")
+    assert [entry.id for entry in entries] == [urgent_task.queued_job_id, normal_task.queued_job_id]
+    assert all(entry.queue_name == "dicom" for entry in entries)
+    assert normal.status == urgent.status == JobStatus.PENDING
+
+
+def test_unverified_jobs_wait_until_staff_verify_them(member):
+    job = ExampleJob.objects.create(owner=member)
+    (task,) = _add_tasks(job, TaskStatus.PENDING)
+    job.start_processing(verified=False)
+    task.refresh_from_db()
+    assert (job.status, task.queued_job_id) == (JobStatus.UNVERIFIED, None)
+
+    job.verify()
+    task.refresh_from_db()
+    assert job.status == JobStatus.PENDING and task.queued_job_id is not None

@@ -319,3 +319,54 @@ def test_dates_can_be_shifted_on_request(member, source, destination, orthanc1_s
     original = datetime.datetime.strptime(study.study_date, "%Y%m%d").date()
     shifted = datetime.datetime.strptime(first.StudyDate, "%Y%m%d").date()
     assert 62 <= (original - shifted).days <= 731
+
+
+SOURCE_KINDS = {
+    "c-get": {},
+    "c-move": {"study_root_get_support": False, "study_root_move_support": True},
+    "dicomweb": {
+        "host": "",
+        "port": None,
+        "study_root_find_support": False,
+        "study_root_get_support": False,
+        "dicomweb_qido_support": True,
+        "dicomweb_wado_support": True,
+    },
+}
+
+
+@pytest.mark.parametrize("kind", SOURCE_KINDS)
+def test_every_source_protocol_delivers_the_study(
+    kind, member, orthanc1, destination, orthanc1_studies, receiving
+):
+    flags = dict(SOURCE_KINDS[kind])
+    if kind == "dicomweb":
+        flags["dicomweb_root_url"] = orthanc1.dicomweb_root
+    source = _server(orthanc1, **flags)
+    study = _study(orthanc1_studies)
+    task = transfer(member, source, destination, study, pseudonym=f"SRC-{kind}")
+    assert task.status == TaskStatus.SUCCESS, task.message
+    arrived = _instances_at(destination, task.pseudonymized_study_uid)
+    assert len(arrived) == _kept_instances(study)
+
+
+def test_stow_destination_receives_and_is_verified_by_qido(
+    member, source, empty_orthanc2, orthanc1_studies
+):
+    web_only = _server(
+        empty_orthanc2,
+        host="",
+        port=None,
+        study_root_find_support=False,
+        study_root_get_support=False,
+        store_scp_support=False,
+        dicomweb_root_url=empty_orthanc2.dicomweb_root,
+        dicomweb_qido_support=True,
+        dicomweb_wado_support=True,
+        dicomweb_stow_support=True,
+    )
+    study = _study(orthanc1_studies)
+    task = transfer(member, source, web_only, study)
+    assert task.status == TaskStatus.SUCCESS, task.message
+    assert empty_orthanc2.count_instances() == study.instance_count
+    assert f"holds all {study.instance_count} instance(s) sent" in task.log

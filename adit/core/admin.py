@@ -66,6 +66,7 @@ class DicomServerAdmin(admin.ModelAdmin):
                     ("patient_root_get_support", "study_root_get_support"),
                     ("patient_root_move_support", "study_root_move_support"),
                     "store_scp_support",
+                    "moves_to_destinations",
                 ]
             },
         ),

@@ -80,6 +80,10 @@ class ServerDestination(Destination):
         self.operator = DicomOperator(server)
         self.sent: dict[tuple[str, str, str], set[str]] = {}
 
+    def expect(self, patient_id: str, study_uid: str, series_uid: str, sop_uid: str) -> None:
+        """Notes an instance that reached the server by other means (a direct C-MOVE)."""
+        self.sent.setdefault((patient_id, study_uid, series_uid), set()).add(sop_uid)
+
     def consume(self, instances: Iterable[Dataset]) -> int:
         def recorded() -> Iterator[Dataset]:
             for dataset in instances:
@@ -88,7 +92,7 @@ class ServerDestination(Destination):
                     str(dataset.StudyInstanceUID),
                     str(dataset.SeriesInstanceUID),
                 )
-                self.sent.setdefault(key, set()).add(str(dataset.SOPInstanceUID))
+                self.expect(*key, str(dataset.SOPInstanceUID))
                 yield dataset
 
         return self.operator.store(recorded())

@@ -152,6 +152,13 @@ class DicomServer(DicomNode):
     study_root_get_support = models.BooleanField("study root C-GET", default=False)
     study_root_move_support = models.BooleanField("study root C-MOVE", default=False)
     store_scp_support = models.BooleanField("C-STORE", default=False)
+    moves_to_destinations = models.BooleanField(
+        "C-MOVE to destinations",
+        default=False,
+        help_text="This PACS knows ADIT's destination servers by their AE titles, so studies "
+        "transferred unmodified go straight from it to them by C-MOVE (checked afterwards "
+        "like any transfer).",
+    )
 
     dicomweb_root_url = models.URLField(
         "DICOMweb root URL", max_length=2000, blank=True, default=""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from pydicom import Dataset
 
-from .destinations import Destination, destination_for
+from .destinations import Destination, ServerDestination, destination_for
 from .dicom.errors import DicomError
 from .dicom.operator import DicomOperator
 from .models import DicomServer
@@ -66,6 +66,10 @@ class TransferProcessor(TaskProcessor):
         )
         self.control.progress(0, study.expected_instances, force=True)
 
+        direct_to = self._direct_move_destination(source, job, pseudonymizer)
+        if direct_to is not None:
+            return self._move_directly(operator, study, direct_to)
+
         destination = destination_for(task, study, self.log)
         modify = _Modifier(task, job, pseudonymizer)
         with destination:
@@ -81,10 +85,60 @@ class TransferProcessor(TaskProcessor):
             self.log.warning("The study has no instances to transfer.")
         destination.verify(self.log)
         self.log.info(f"{transferred} instance(s) transferred.")
+        return self._outcome()
 
+    def _outcome(self) -> TaskOutcome:
         if self.log.warnings:
             return TaskOutcome(TaskStatus.WARNING, self.log.warnings[-1])
         return TaskOutcome(TaskStatus.SUCCESS, "Transfer task completed successfully.")
+
+    # -- straight from PACS to PACS ---------------------------------------------------------
+
+    def _direct_move_destination(
+        self, source: DicomServer, job: TransferJob, pseudonymizer: Pseudonymizer | None
+    ) -> DicomServer | None:
+        """The destination server, when the study may go there by the source's own C-MOVE:
+        nothing is to be changed in the instances, and the source knows the destination."""
+        if pseudonymizer or job.trial_protocol_id or job.trial_protocol_name:
+            return None
+        if not (source.moves_to_destinations and source.supports_dimse):
+            return None
+        if not (source.study_root_move_support or source.patient_root_move_support):
+            return None
+        destination = self.task.destination.concrete()
+        if not isinstance(destination, DicomServer):
+            return None
+        if not (destination.store_scp_support and destination.supports_dimse):
+            return None
+        return destination
+
+    def _move_directly(
+        self, operator: DicomOperator, study: StudyToTransfer, destination: DicomServer
+    ) -> TaskOutcome:
+        series_uids = [str(item.SeriesInstanceUID) for item in study.series or []] or [None]
+        check = ServerDestination(destination)
+        moved_before = 0
+        self.log.info(
+            f"{operator.server.name} moves the study straight to {destination.name} "
+            f"({destination.ae_title}) by C-MOVE."
+        )
+        for series_uid in series_uids:
+            expected = operator.expected_instances(study.patient_id, study.study_uid, series_uid)
+            for sop_uid, in_series in expected.items():
+                check.expect(study.patient_id, study.study_uid, in_series, sop_uid)
+
+            def progress(moved: int, before: int = moved_before) -> None:
+                self.control.check()
+                self.control.progress(before + moved)
+
+            moved_before += operator.move_to(
+                destination.ae_title, study.patient_id, study.study_uid, series_uid, progress
+            )
+            self.control.check()
+        self.control.progress(moved_before, force=True)
+        check.verify(self.log)
+        self.log.info(f"{moved_before} instance(s) transferred.")
+        return self._outcome()
 
     # -- what to fetch ----------------------------------------------------------------------
 

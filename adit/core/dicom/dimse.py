@@ -284,8 +284,18 @@ class DimseConnector:
                 raise callback_error[0]
         return result
 
-    def move(self, query: Dataset, root: str, destination_ae: str) -> RetrieveResult:
-        """C-MOVE to ``destination_ae``; returns when the peer reports the move finished."""
+    def move(
+        self,
+        query: Dataset,
+        root: str,
+        destination_ae: str,
+        on_pending: Callable[[RetrieveResult], None] | None = None,
+    ) -> RetrieveResult:
+        """C-MOVE to ``destination_ae``; returns when the peer reports the move finished.
+
+        ``on_pending`` sees the counts after every pending response; an exception it raises
+        aborts the association (the peer then stops sending) and is raised here.
+        """
         model = MOVE_MODELS[root]
         with self.associate([build_context(model)]) as assoc:
             return self._run_retrieve(
@@ -293,9 +303,17 @@ class DimseConnector:
                 "C-MOVE",
                 QR_MOVE_SERVICE_CLASS_STATUS,
                 assoc,
+                on_pending,
             )
 
-    def _run_retrieve(self, responses, operation: str, table: dict, assoc) -> RetrieveResult:
+    def _run_retrieve(
+        self,
+        responses,
+        operation: str,
+        table: dict,
+        assoc,
+        on_pending: Callable[[RetrieveResult], None] | None = None,
+    ) -> RetrieveResult:
         result = RetrieveResult()
         for status, identifier in responses:
             self._check_response_arrived(status, operation)
@@ -304,6 +322,8 @@ class DimseConnector:
             result.warning = int(getattr(status, "NumberOfWarningSuboperations", 0) or 0)
             code = status.Status
             if code in (0xFF00,):
+                if on_pending is not None:
+                    on_pending(result)
                 continue
             if identifier is not None and "FailedSOPInstanceUIDList" in identifier:
                 failed = identifier.FailedSOPInstanceUIDList

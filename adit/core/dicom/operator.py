@@ -402,6 +402,55 @@ class DicomOperator:
                 expected[str(image.SOPInstanceUID)] = uid
         return expected
 
+    # -- moving straight to another node ----------------------------------------------------
+
+    def move_to(
+        self,
+        destination_ae: str,
+        patient_id: str,
+        study_uid: str,
+        series_uid: str | None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Asks the server to C-MOVE the study (or one series) to ``destination_ae`` itself,
+        so no instance passes through ADIT; returns how many it moved.
+
+        ``on_progress`` gets the number moved so far after every pending response; an
+        exception it raises stops the move. Whether everything arrived is for the caller to
+        check at the destination: the server's counts are its own view.
+        """
+        server = self.server
+        root = self._retrieve_root(
+            server.study_root_move_support, server.patient_root_move_support, patient_id
+        )
+        if root is None:
+            raise DicomError(f"{server.name} does not support C-MOVE.")
+        level = Level.SERIES if series_uid else Level.STUDY
+        identifier = _retrieve_identifier(level, patient_id, study_uid, series_uid, None)
+
+        def report(result: RetrieveResult) -> None:
+            if on_progress is not None:
+                on_progress(result.completed + result.warning)
+
+        def run() -> RetrieveResult:
+            result = self.dimse.move(identifier, root, destination_ae, on_pending=report)
+            if result.failed:
+                raise RetriableDicomError(
+                    f"C-MOVE from {server.name} to {destination_ae}: {result.failed} "
+                    f"instance(s) failed "
+                    f"({', '.join(result.failed_instances[:5]) or 'UIDs not reported'})."
+                )
+            return result
+
+        result = self._retrying(run)
+        return result.completed + result.warning
+
+    def expected_instances(
+        self, patient_id: str, study_uid: str, series_uid: str | None
+    ) -> dict[str, str]:
+        """SOPInstanceUID -> SeriesInstanceUID of every instance of the study or series."""
+        return self._expected_instances(patient_id, study_uid, series_uid, None)
+
     # -- storing ----------------------------------------------------------------------------
 
     def store(self, datasets: Iterable[Dataset]) -> int:

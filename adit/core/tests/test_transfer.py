@@ -370,3 +370,41 @@ def test_stow_destination_receives_and_is_verified_by_qido(
     assert task.status == TaskStatus.SUCCESS, task.message
     assert empty_orthanc2.count_instances() == study.instance_count
     assert f"holds all {study.instance_count} instance(s) sent" in task.log
+
+
+def test_unmodified_transfer_goes_straight_from_pacs_to_pacs_when_allowed(
+    member, orthanc1, destination, orthanc1_studies
+):
+    source = _server(orthanc1, study_root_move_support=True, moves_to_destinations=True)
+    study = _study(orthanc1_studies)
+    task = transfer(member, source, destination, study)
+
+    assert task.status == TaskStatus.SUCCESS, task.message
+    assert "moves the study straight to ORTHANC2" in task.log
+    assert f"holds all {study.instance_count} instance(s) sent" in task.log
+    held = {str(ds.SOPInstanceUID) for ds in _instances_at(destination, study.study_instance_uid)}
+    assert held == {uid for series in study.series for uid in series.sop_instance_uids}
+    assert task.instances_done == study.instance_count
+
+    # Pseudonymized data must pass through ADIT, whatever the option says.
+    pseudonymized = transfer(member, source, destination, study, pseudonym="VIA-ADIT")
+    assert pseudonymized.status == TaskStatus.SUCCESS, pseudonymized.message
+    assert "straight" not in pseudonymized.log
+
+
+def test_direct_move_to_a_destination_the_pacs_does_not_know_fails_clearly(
+    member, orthanc1, orthanc1_studies, empty_orthanc2
+):
+    source = _server(orthanc1, study_root_move_support=True, moves_to_destinations=True)
+    unknown = DicomServer.objects.create(
+        name="Unknown to ORTHANC1",
+        ae_title="NOTKNOWN",
+        host="127.0.0.1",
+        port=empty_orthanc2.dicom_port,
+        study_root_find_support=True,
+        store_scp_support=True,
+    )
+    task = transfer(member, source, unknown, _study(orthanc1_studies))
+    assert task.status == TaskStatus.FAILURE
+    assert "C-MOVE" in task.message and "ORTHANC1" in task.message
+    assert empty_orthanc2.count_instances() == 0

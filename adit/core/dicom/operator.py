@@ -442,7 +442,15 @@ class DicomOperator:
                 )
             return result
 
-        result = self._retrying(run)
+        try:
+            result = self._retrying(run)
+        except RetriableDicomError:
+            raise
+        except DicomError as err:
+            raise DicomError(
+                f"{err} The study was to go to {destination_ae}: check that {server.name} knows "
+                "this AE title (with host and port) as a move destination."
+            ) from err
         return result.completed + result.warning
 
     def expected_instances(

@@ -406,5 +406,6 @@ def test_direct_move_to_a_destination_the_pacs_does_not_know_fails_clearly(
     )
     task = transfer(member, source, unknown, _study(orthanc1_studies))
     assert task.status == TaskStatus.FAILURE
-    assert "C-MOVE" in task.message and "ORTHANC1" in task.message
+    assert "C-MOVE on ORTHANC1 failed" in task.message
+    assert "check that ORTHANC1 knows this AE title" in task.message and "NOTKNOWN" in task.message
     assert empty_orthanc2.count_instances() == 0

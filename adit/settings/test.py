@@ -20,3 +20,4 @@ DICOM_TASK_RETRY_WAIT = 1
 DICOM_TASK_TIMEOUT = 300
 
 INSTALLED_APPS = [*INSTALLED_APPS, "adit.core.tests.example_app"]  # noqa: F405
+ROOT_URLCONF = "adit.core.tests.urls"

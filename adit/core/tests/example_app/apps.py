@@ -6,6 +6,7 @@ class ExampleAppConfig(AppConfig):
 
     name = "adit.core.tests.example_app"
     label = "example_app"
+    verbose_name = "Example"
 
     def ready(self) -> None:
         from adit.core.processing import register_processor

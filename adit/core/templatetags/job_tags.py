@@ -1,0 +1,29 @@
+from django import template
+
+from ..statuses import JobStatus
+from ..tables import app_url
+
+register = template.Library()
+
+# Job and task statuses share their codes, so one map colours both.
+_BADGE_CLASSES: dict[str, str] = {
+    JobStatus.UNVERIFIED: "text-bg-light border",
+    JobStatus.PENDING: "text-bg-secondary",
+    JobStatus.IN_PROGRESS: "text-bg-info",
+    JobStatus.CANCELING: "text-bg-dark",
+    JobStatus.CANCELED: "text-bg-dark",
+    JobStatus.SUCCESS: "text-bg-success",
+    JobStatus.WARNING: "text-bg-warning",
+    JobStatus.FAILURE: "text-bg-danger",
+}
+
+
+@register.filter
+def status_badge_class(status: str) -> str:
+    return _BADGE_CLASSES.get(status, "text-bg-secondary")
+
+
+@register.simple_tag
+def job_url(name: str, obj) -> str:
+    """``{% job_url "job_detail" job %}``: a page of the generic job views of obj's app."""
+    return app_url(name, obj)

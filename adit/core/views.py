@@ -6,12 +6,14 @@ from django.contrib.auth.decorators import login_not_required  # pyright: ignore
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from . import sections
+from . import job_registry, sections
 from .forms import SectionLockForm
 from .models import ProjectSettings, SectionLock
+from .statuses import JobStatus
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -39,8 +41,31 @@ def admin_section(request: HttpRequest) -> HttpResponse:
         for section in sections.all_sections()
         if section.lockable
     ]
-    context = {"project_settings": ProjectSettings.get(), "lockable_sections": lockable}
+    context = {
+        "project_settings": ProjectSettings.get(),
+        "lockable_sections": lockable,
+        "job_status_labels": JobStatus.labels,
+        "job_overview": _job_overview(),
+    }
     return render(request, "core/admin_section.html", context)
+
+
+def _job_overview() -> list[dict]:
+    """One row per job app: the number of jobs (of all users) in each status, each linked to
+    the app's job list filtered to that status."""
+    rows = []
+    for job_app in job_registry.all_job_apps():
+        counts = job_app.status_counts()
+        list_url = reverse(f"{job_app.namespace}:job_list")
+        cells = [
+            {
+                "count": counts.get(status, 0),
+                "url": f"{list_url}?all=1&status={status}",
+            }
+            for status in JobStatus
+        ]
+        rows.append({"label": job_app.label, "list_url": list_url, "cells": cells})
+    return rows
 
 
 @staff_member_required

@@ -4,15 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('core', '0003_projects'),
+        ("core", "0003_projects"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='dicomserver',
-            name='moves_to_destinations',
-            field=models.BooleanField(default=False, help_text="This PACS knows ADIT's destination servers by their AE titles, so studies transferred unmodified go straight from it to them by C-MOVE (checked afterwards like any transfer).", verbose_name='C-MOVE to destinations'),
+            model_name="dicomserver",
+            name="moves_to_destinations",
+            field=models.BooleanField(
+                default=False,
+                help_text="This PACS knows ADIT's destination servers by their AE titles, so studies transferred unmodified go straight from it to them by C-MOVE (checked afterwards like any transfer).",
+                verbose_name="C-MOVE to destinations",
+            ),
         ),
     ]

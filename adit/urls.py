@@ -9,6 +9,7 @@ urlpatterns = [
     path("accounts/", include("adit.accounts.urls")),
     path("admin-section/", include("adit.core.urls")),
     path("token-authentication/", include("adit.token_authentication.urls")),
+    path("selective-transfer/", include("adit.selective_transfer.urls")),
     path("api/", include("adit.accounts.api_urls")),
     path("django-admin/", admin.site.urls),
 ]

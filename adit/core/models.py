@@ -302,7 +302,7 @@ class DicomJob(models.Model):
         abstract = True
         ordering = ["-created"]
         permissions = [("can_process_urgently", "Can process jobs urgently")]
-        indexes = [models.Index(fields=["owner", "status"], name="%(app_label)s_%(class)s_own")]
+        indexes = [models.Index(fields=["owner", "status"], name="%(class)s_own")]
 
     def __str__(self) -> str:
         return f"{self._meta.verbose_name} {self.pk} [{JobStatus(self.status).label}]"

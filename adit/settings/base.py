@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "adit.core",
     "adit.accounts",
     "adit.token_authentication",
+    "adit.selective_transfer",
 ]
 
 MIDDLEWARE = [
@@ -173,6 +174,9 @@ DICOM_NETWORK_TIMEOUT = env.int("DICOM_NETWORK_TIMEOUT", 120)
 DICOMWEB_TIMEOUT = env.int("DICOMWEB_TIMEOUT", 60)
 # Retries of transient network failures inside one operation (connection refused, timeouts).
 DICOM_RETRY_ATTEMPTS = env.int("DICOM_RETRY_ATTEMPTS", 3)
+
+# Whether jobs of non-staff users wait until staff verify them (else they start at once).
+JOBS_NEED_STAFF_VERIFICATION = env.bool("JOBS_NEED_STAFF_VERIFICATION", False)
 
 # Tasks (one study of a job each). A task failing with a transient error is tried again up to
 # DICOM_TASK_MAX_ATTEMPTS times, waiting DICOM_TASK_RETRY_WAIT seconds times (attempt + 1)

@@ -21,3 +21,5 @@ DICOM_TASK_TIMEOUT = 300
 
 INSTALLED_APPS = [*INSTALLED_APPS, "adit.core.tests.example_app"]  # noqa: F405
 ROOT_URLCONF = "adit.core.tests.urls"
+# Browser tests against daphne (not the WSGI live server) get static files from the finders.
+WHITENOISE_USE_FINDERS = True

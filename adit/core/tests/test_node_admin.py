@@ -60,3 +60,9 @@ def test_example_data_gives_each_group_the_demo_nodes(settings):
     assert orthanc2.dicomweb_root_url == settings.ORTHANC2_URL + "/dicom-web"
     assert DicomFolder.objects.get().path == str(settings.DATA_DIR / "downloads")
     assert DicomServer.objects.count() == 2
+    # alice can search and transfer pseudonymized, bob also unpseudonymized
+    assert alice.has_perm("selective_transfer.add_selectivetransferjob")
+    assert alice.has_perm("selective_transfer.can_download_study")
+    assert not alice.has_perm("selective_transfer.can_transfer_unpseudonymized")
+    bob = User.objects.get(username="bob")
+    assert bob.has_perm("selective_transfer.can_transfer_unpseudonymized")

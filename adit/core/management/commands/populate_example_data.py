@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from adit.accounts.models import User
-from adit.core.models import DicomFolder, DicomNodeGroupAccess, DicomServer
+from adit.core.models import DicomFolder, DicomNodeGroupAccess, DicomServer, Project
 
 EXAMPLE_GROUPS = ("Thoraxklinik", "Neuroradiologie", "Studienzentrum")
 # (username, first name, last name, groups); the first group is the active one.
@@ -54,6 +54,26 @@ class Command(BaseCommand):
         # A study center runs long-lived scripts against the API.
         permissions = Permission.objects.filter(codename="can_generate_never_expiring_token")
         groups["Studienzentrum"].permissions.add(*permissions)
+        # Everybody may search, transfer pseudonymized and download; only the neuroradiology
+        # group may transfer unpseudonymized, only the thorax clinic urgently.
+        selective = Permission.objects.filter(content_type__app_label="selective_transfer")
+        everybody = selective.filter(
+            codename__in=[
+                "add_selectivetransferjob",
+                "view_selectivetransferjob",
+                "can_download_study",
+            ]
+        )
+        for group in groups.values():
+            group.permissions.add(*everybody)
+        groups["Neuroradiologie"].permissions.add(
+            *selective.filter(codename="can_transfer_unpseudonymized")
+        )
+        groups["Thoraxklinik"].permissions.add(*selective.filter(codename="can_process_urgently"))
+        project, _ = Project.objects.get_or_create(
+            name="Demo study", defaults={"description": "Pseudonyms stable across its jobs."}
+        )
+        project.groups.add(*groups.values())
 
     def _create_nodes(self, groups: dict[str, Group]) -> None:
         orthanc1 = self._demo_server(

@@ -1,0 +1,24 @@
+from django.apps import AppConfig
+
+
+class SelectiveTransferConfig(AppConfig):
+    name = "adit.selective_transfer"
+    label = "selective_transfer"
+    verbose_name = "Selective Transfer"
+
+    def ready(self) -> None:
+        from adit.core import sections
+        from adit.core.processing import register_processor
+        from adit.core.transfer import TransferProcessor
+
+        from .models import SelectiveTransferTask
+
+        register_processor(SelectiveTransferTask, TransferProcessor)
+        sections.register(
+            sections.Section(
+                namespace="selective_transfer",
+                label="Selective Transfer",
+                url_name="selective_transfer:job_create",
+                order=10,
+            )
+        )

@@ -1,0 +1,52 @@
+from django.db import models
+
+from adit.core.models import TransferJob, TransferTask
+
+
+class SelectiveTransferJob(TransferJob):
+    """Studies a user picked from a live search of one PACS, sent to one destination."""
+
+    # People wait for these at their desk; batch work can wait for them.
+    default_priority = 4
+    urgent_priority = 8
+
+    class Meta(TransferJob.Meta):
+        permissions = [
+            *TransferJob.Meta.permissions,
+            ("can_download_study", "Can download a study directly as a ZIP file"),
+        ]
+
+
+class SelectiveTransferTask(TransferTask):
+    job = models.ForeignKey(SelectiveTransferJob, on_delete=models.CASCADE, related_name="tasks")
+
+
+def create_transfer_job(
+    owner,
+    source,
+    destination,
+    studies: list[tuple[str, str]],
+    pseudonym: str = "",
+    **job_fields,
+) -> SelectiveTransferJob:
+    """A job with one task per (PatientID, StudyInstanceUID), queued unless staff must
+    verify it first."""
+    from django.conf import settings
+    from django.db import transaction
+
+    with transaction.atomic():
+        job = SelectiveTransferJob.objects.create(owner=owner, **job_fields)
+        SelectiveTransferTask.objects.bulk_create(
+            SelectiveTransferTask(
+                job=job,
+                source=source,
+                destination=destination,
+                patient_id=patient_id,
+                study_uid=study_uid,
+                pseudonym=pseudonym,
+            )
+            for patient_id, study_uid in studies
+        )
+        needs_verification = settings.JOBS_NEED_STAFF_VERIFICATION and not owner.is_staff
+        job.start_processing(verified=not needs_verification)
+    return job

@@ -1,0 +1,274 @@
+"""The live search WebSocket: what a user sees for every action and every error."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from html import unescape
+
+import pytest
+from channels.testing import WebsocketCommunicator
+
+from adit.core.models import DicomServer, ProjectSettings, SectionLock
+from adit.selective_transfer.consumers import SelectiveTransferConsumer
+from adit.selective_transfer.models import SelectiveTransferJob
+
+from .conftest import give
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+class Page:
+    """One browser tab's WebSocket, sending the form as htmx's ws extension does.
+
+    The communicator must live in one event loop for its whole life; this one runs on a
+    thread of its own while the test talks to it synchronously.
+    """
+
+    def __init__(self, user):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.communicator = WebsocketCommunicator(
+            SelectiveTransferConsumer.as_asgi(), "/ws/selective-transfer"
+        )
+        self.communicator.scope["user"] = user  # pyright: ignore[reportGeneralTypeIssues]
+
+    def _run(self, coroutine, timeout: float = 30):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def connect(self):
+        return self._run(self.communicator.connect())
+
+    def send_raw(self, text: str) -> None:
+        self._run(self.communicator.send_to(text_data=text))
+
+    def send(self, action: str, **fields) -> None:
+        self.send_raw(json.dumps({"action": action, **fields, "HEADERS": {"HX-Request": "true"}}))
+
+    def receive(self, timeout: float = 20) -> str:
+        received = self._run(self.communicator.receive_from(timeout), timeout + 5)
+        assert isinstance(received, str)
+        return received
+
+    def receive_until(self, text: str, timeout: float = 20) -> str:
+        """Fragments until one contains ``text`` (a search first sends "Searching…")."""
+        received = []
+        for _ in range(20):
+            html = self.receive(timeout)
+            received.append(html)
+            if text in html:
+                return html
+        raise AssertionError(f"{text!r} never came; got {received}")
+
+    def close(self) -> None:
+        try:
+            self._run(self.communicator.disconnect())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def page(researcher):
+    page = Page(researcher)
+    connected, _ = page.connect()
+    assert connected
+    yield page
+    page.close()
+
+
+def _study_rows(html: str) -> int:
+    return html.count('data-testid="study-row"')
+
+
+def test_anonymous_connections_are_refused(db):
+    from django.contrib.auth.models import AnonymousUser
+
+    page = Page(AnonymousUser())
+    connected, code = page.connect()
+    page.loop.call_soon_threadsafe(page.loop.stop)
+    assert not connected and code == 4401
+
+
+def test_search_by_patient_id_streams_the_studies_newest_first(
+    page, source_server, orthanc1_studies
+):
+    patient_id = orthanc1_studies[0].patient_id
+    expected = sorted(
+        (study for study in orthanc1_studies if study.patient_id == patient_id),
+        key=lambda study: (study.study_date, study.study_time),
+        reverse=True,
+    )
+    page.send("search", source=source_server.pk, patient_id=patient_id)
+    assert "Searching" in page.receive()
+    html = page.receive_until("results-table")
+    while "still searching" in html:
+        html = page.receive()
+    assert _study_rows(html) == len(expected)
+    positions = [html.index(study.study_instance_uid) for study in expected]
+    assert positions == sorted(positions)  # newest first
+
+
+def test_search_by_name_as_last_comma_first(page, source_server, orthanc1_studies):
+    study = orthanc1_studies[0]
+    family, given = study.patient_name.split("^")[:2]
+    page.send("search", source=source_server.pk, patient_name=f"{family}, {given[:2]}")
+    html = page.receive_until("study-row")
+    assert study.patient_id in html
+
+
+def test_no_match_says_so(page, source_server):
+    page.send("search", source=source_server.pk, patient_id="NOBODY-4711")
+    assert "No studies found for your query." in page.receive_until("No studies")
+
+
+def test_too_many_results_ask_to_refine(page, source_server, settings, monkeypatch):
+    monkeypatch.setattr("adit.selective_transfer.consumers.MAX_SEARCH_RESULTS", 2)
+    page.send("search", source=source_server.pk, patient_id="*")
+    html = page.receive_until("refine your search")
+    assert "More than 2 studies found" in html
+    assert _study_rows(html) == 2
+
+
+def test_unreachable_pacs_is_a_message_not_a_broken_page(page, researcher):
+    from adit.core.tests.factories import grant
+
+    dead = DicomServer.objects.create(
+        name="Down", ae_title="DOWN", host="127.0.0.1", port=1, study_root_find_support=True
+    )
+    grant(dead, researcher.active_group, source=True)
+    page.send("search", source=dead.pk, patient_id="X")
+    html = page.receive_until("The search failed")
+    assert "connection refused" in html
+
+
+def test_invalid_form_lists_the_errors(page, source_server):
+    page.send("search", source=source_server.pk, patient_id="A\\B", modality="C-T")
+    html = page.receive()
+    assert "form-errors" in html
+    assert "backslash" in html and "Modalities are letters" in html
+
+
+def test_a_source_of_another_group_is_refused(page, researcher, orthanc2):
+    foreign = DicomServer.objects.create(
+        name="Foreign", ae_title="FOREIGN", host="127.0.0.1", port=orthanc2.dicom_port
+    )
+    page.send("search", source=foreign.pk, patient_id="X")
+    html = page.receive()
+    assert "Select a valid choice" in html
+
+
+def test_unknown_action_and_garbage_are_answered(page):
+    page.send("explode")
+    assert "Invalid action to process: &#x27;explode&#x27;." in page.receive()
+    page.send_raw("not json")
+    assert "unreadable" in page.receive()
+
+
+def test_without_permission_access_is_denied(member, source_server):
+    member.active_group.permissions.clear()
+    page = Page(member)
+    page.connect()
+    page.send("search", source=source_server.pk, patient_id="X")
+    assert "Access denied. You don't have the proper permission." in unescape(page.receive())
+    page.close()
+
+
+def test_locked_section_and_maintenance_stop_non_staff(page, source_server):
+    SectionLock.objects.create(namespace="selective_transfer", reason="upgrade")
+    page.send("search", source=source_server.pk, patient_id="X")
+    assert "locked" in page.receive()
+    SectionLock.objects.all().delete()
+    settings_row = ProjectSettings.get()
+    settings_row.maintenance = True
+    settings_row.save()
+    page.send("search", source=source_server.pk, patient_id="X")
+    assert "maintenance" in page.receive()
+
+
+def test_transfer_creates_a_queued_job_with_one_task_per_study(
+    page, researcher, source_server, destination_server, orthanc1_studies
+):
+    first, second = orthanc1_studies[:2]
+    page.send(
+        "transfer",
+        source=source_server.pk,
+        destination=destination_server.pk,
+        pseudonym="SUBJ-1",
+        trial_protocol_id="LUNG",
+        selected_studies=[
+            f"{first.patient_id}\\{first.study_instance_uid}",
+            f"{second.patient_id}\\{second.study_instance_uid}",
+        ],
+    )
+    html = page.receive()
+    job = SelectiveTransferJob.objects.get(owner=researcher)
+    assert f"Successfully submitted transfer job with ID {job.pk}" in html
+    assert f"/selective-transfer/jobs/{job.pk}/" in html
+    assert job.status == SelectiveTransferJob.Status.PENDING
+    assert job.trial_protocol_id == "LUNG"
+    tasks = list(job.tasks.order_by("pk"))
+    assert [(task.patient_id, task.study_uid, task.pseudonym) for task in tasks] == [
+        (first.patient_id, first.study_instance_uid, "SUBJ-1"),
+        (second.patient_id, second.study_instance_uid, "SUBJ-1"),
+    ]
+    assert all(task.queued_job_id for task in tasks)
+    researcher.refresh_from_db()
+    assert researcher.preferences["selective_transfer"]["destination"] == destination_server.pk
+
+
+def test_pseudonym_is_required_without_the_permission(
+    page, source_server, destination_server, orthanc1_studies
+):
+    study = orthanc1_studies[0]
+    page.send(
+        "transfer",
+        source=source_server.pk,
+        destination=destination_server.pk,
+        selected_studies=f"{study.patient_id}\\{study.study_instance_uid}",
+    )
+    html = page.receive()
+    assert "Pseudonym:</strong> This field is required." in html
+    assert not SelectiveTransferJob.objects.exists()
+
+
+def test_unpseudonymized_transfer_with_the_permission(
+    page, researcher, source_server, destination_server, orthanc1_studies
+):
+    give(researcher, "can_transfer_unpseudonymized")
+    study = orthanc1_studies[0]
+    page.send(
+        "transfer",
+        source=source_server.pk,
+        destination=destination_server.pk,
+        selected_studies=f"{study.patient_id}\\{study.study_instance_uid}",
+    )
+    assert "Successfully submitted" in page.receive()
+
+
+def test_transfer_limits(page, source_server, destination_server, destination_folder):
+    page.send("transfer", source=source_server.pk, destination=destination_server.pk, pseudonym="P")
+    assert "At least one study to transfer must be selected." in page.receive()
+
+    many = [f"P{number}\\1.2.3.{number}" for number in range(11)]
+    page.send(
+        "transfer",
+        source=source_server.pk,
+        destination=destination_server.pk,
+        pseudonym="P",
+        selected_studies=many,
+    )
+    assert "Maximum 10 studies per selective transfer are allowed." in page.receive()
+
+    page.send(
+        "transfer",
+        source=source_server.pk,
+        destination=destination_server.pk,
+        pseudonym="P",
+        archive_password="secret",
+        selected_studies=many[:1],
+    )
+    assert "An archive password only works for folder destinations." in page.receive()
+    assert not SelectiveTransferJob.objects.exists()

@@ -1,0 +1,18 @@
+from django.urls import path
+
+from adit.core.job_views import job_urlpatterns
+
+from . import download, views
+from .models import SelectiveTransferJob, SelectiveTransferTask
+
+app_name = "selective_transfer"
+
+urlpatterns = [
+    path("", views.job_create, name="job_create"),
+    path(
+        "download/<int:server_id>/<str:study_uid>/",
+        download.download_study,
+        name="download_study",
+    ),
+    *job_urlpatterns(job_model=SelectiveTransferJob, task_model=SelectiveTransferTask),
+]

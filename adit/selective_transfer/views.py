@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from django.contrib.auth.decorators import permission_required
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.shortcuts import render
+
+from .forms import MAX_SEARCH_RESULTS, MAX_STUDIES_FOR_NON_STAFF, SelectiveTransferForm
+
+SEARCH_FIELDS = (
+    "patient_id",
+    "patient_name",
+    "patient_birth_date",
+    "study_date",
+    "study_date_until",
+    "modality",
+    "accession_number",
+)
+OPTION_FIELDS = ("project", "trial_protocol_id", "trial_protocol_name")
+CHECKBOX_FIELDS = ("urgent", "send_finished_mail", "convert_to_nifti")
+
+
+@permission_required("selective_transfer.add_selectivetransferjob", raise_exception=True)
+def job_create(request: HttpRequest) -> HttpResponse:
+    """The search-and-transfer page; searching and transferring go over its WebSocket."""
+    if request.method != "GET":
+        return HttpResponseNotAllowed(["GET"], "This form works through its WebSocket only.")
+    preferences = request.user.preferences.get("selective_transfer", {})  # pyright: ignore[reportAttributeAccessIssue]
+    form = SelectiveTransferForm(initial=preferences, user=request.user)
+    _style(form)
+    context = {
+        "form": form,
+        "destinations": form.fields["destination"].queryset,  # pyright: ignore[reportAttributeAccessIssue]
+        "search_fields": [form[name] for name in SEARCH_FIELDS],
+        "option_fields": [form[name] for name in OPTION_FIELDS],
+        "checkbox_fields": [form[name] for name in CHECKBOX_FIELDS if name in form.fields],
+        "websocket_path": "/ws/selective-transfer",
+        "max_studies": MAX_STUDIES_FOR_NON_STAFF,
+        "max_results": MAX_SEARCH_RESULTS,
+    }
+    return render(request, "selective_transfer/job_form.html", context)
+
+
+def _style(form: SelectiveTransferForm) -> None:
+    for name, field in form.fields.items():
+        widget = field.widget
+        if widget.input_type == "checkbox":  # pyright: ignore[reportAttributeAccessIssue]
+            continue
+        css = "form-select" if widget.input_type == "select" else "form-control"  # pyright: ignore[reportAttributeAccessIssue]
+        widget.attrs.setdefault("class", css)
+        if widget.input_type == "date" or name.endswith("date") or name.endswith("until"):  # pyright: ignore[reportAttributeAccessIssue]
+            widget.input_type = "date"  # pyright: ignore[reportAttributeAccessIssue]
+        widget.attrs.setdefault("data-testid", name.replace("_", "-"))

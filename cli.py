@@ -252,7 +252,7 @@ def test(ctx: typer.Context) -> None:
 @app.command()
 def bench(
     benchmark: Annotated[
-        str, typer.Argument(help="Which benchmark to run; 'fetch' is the only one so far.")
+        str, typer.Argument(help="Which benchmark to run: 'fetch' or 'transfer'.")
     ],
     instances: Annotated[
         int, typer.Option(min=1, help="CT slices (512x512, 16 bit, ~0.5 MB each) in the study.")
@@ -263,32 +263,58 @@ def bench(
     profile: Annotated[
         bool,
         typer.Option(
-            help="Add cProfile runs of the operator's C-GET and C-MOVE and per-instance costs."
+            help="fetch: add cProfile runs of the operator's C-GET and C-MOVE and per-instance "
+            "costs. transfer: add a plain run (N) and a pseudonymized one (small study) by a "
+            "worker under cProfile."
         ),
     ] = True,
     what_if: Annotated[
         bool,
         typer.Option(
-            help="Add variants that show what a change would gain (a bare pynetdicom C-GET, "
-            "writing raw bytes, a faster pynetdicom poll, a C-MOVE without its C-FIND listing)."
+            help="Add variants that show what a change would gain. fetch: a bare pynetdicom "
+            "C-GET, writing raw bytes, a faster pynetdicom poll, a C-MOVE without its C-FIND "
+            "listing. transfer: plain and pseudonymized with TCP_NODELAY on the worker's "
+            "pynetdicom sockets."
         ),
     ] = False,
+    small_instances: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="transfer only: slices of the smaller study whose plain transfer the worker's "
+            "peak memory is compared with (default: a quarter of --instances).",
+        ),
+    ] = None,
     record: Annotated[
         bool, typer.Option(help="Append a dated section with the results to bench/RESULTS.md.")
     ] = True,
 ) -> None:
-    """Benchmark the DICOM layer against a real Orthanc and dcmtk (see bench/README.md).
+    """Benchmark the DICOM layer or the job engine against real Orthancs (see bench/README.md).
 
     fetch: uploads a synthetic CT study to a temporary Orthanc, then fetches it with dcmtk
     getscu (C-GET) and movescu (C-MOVE), and with DicomOperator.fetch_study by C-GET, by C-MOVE
     through ADIT's receiver and by WADO-RS, each with and without writing the instances to disk.
     Prints seconds, instances/s, the ratio to dcmtk, CPU and peak memory per method. A full run
     at the defaults takes about three minutes, five with --what-if.
+
+    transfer: copies a synthetic CT study from one temporary Orthanc to another through a real
+    job run by a real worker, plain and pseudonymized, and compares it with Orthanc's own C-MOVE
+    between the same two Orthancs; also a smaller study, for the worker's peak memory. Runs in
+    a throwaway database (adit_bench) on the same PostgreSQL server, dropped at the end. Prints
+    instances/s, ratios and PASS/MISS for the issue's targets. About seven minutes at the
+    defaults, nine with --what-if.
     """
-    if benchmark != "fetch":
+    if benchmark not in ("fetch", "transfer"):
         raise typer.BadParameter(
-            f"unknown benchmark {benchmark!r}; the only one is 'fetch'.", param_hint="BENCHMARK"
+            f"unknown benchmark {benchmark!r}; use 'fetch' or 'transfer'.", param_hint="BENCHMARK"
         )
+    if benchmark == "transfer":
+        _bench_transfer(
+            instances, small_instances, repeat, profile=profile, what_if=what_if, record=record
+        )
+        return
+    if small_instances is not None:
+        raise typer.BadParameter("applies to 'transfer' only.", param_hint="--small-instances")
     load_env()
     started_database = _start_embedded_database()
     try:
@@ -303,6 +329,56 @@ def bench(
             run_fetch_benchmark(
                 instances,
                 repeat,
+                profile=profile,
+                what_if=what_if,
+                record=record,
+                echo=typer.echo,
+            )
+        except (BenchmarkError, OrthancError, MissingSystemPackage) as err:
+            raise _fail(f"The benchmark failed: {err}") from err
+    finally:
+        if started_database:
+            _stop_embedded_database()
+
+
+def _bench_transfer(
+    instances: int,
+    small_instances: int | None,
+    repeat: int,
+    *,
+    profile: bool,
+    what_if: bool,
+    record: bool,
+) -> None:
+    """``bench transfer``: on the server of ADIT's database, in a database of its own."""
+    if small_instances is not None and small_instances >= instances:
+        raise typer.BadParameter(
+            "must be smaller than --instances.", param_hint="--small-instances"
+        )
+    load_env()
+    started_database = _start_embedded_database()
+    try:
+        # Django is set up by the benchmark itself, on its throwaway database.
+        from adit import embedded_postgres
+        from adit.core.dicom.orthanc import OrthancError
+        from adit.system_packages import MissingSystemPackage
+        from bench.fetch import BenchmarkError
+        from bench.transfer import DatabaseServer, run_transfer_benchmark
+
+        url = os.environ.get("DATABASE_URL")
+        if url:
+            server = DatabaseServer.from_url(url)
+        else:
+            socket_dir = embedded_postgres.socket_dir(_pgdata())
+            if socket_dir is None:
+                raise _fail("The embedded PostgreSQL server is not running.")
+            server = DatabaseServer.embedded(socket_dir)
+        try:
+            run_transfer_benchmark(
+                server,
+                instances,
+                repeat,
+                small_instances=small_instances,
                 profile=profile,
                 what_if=what_if,
                 record=record,

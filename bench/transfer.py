@@ -1,0 +1,1484 @@
+"""The transfer benchmark of ADIT's job engine: ``uv run cli bench transfer``.
+
+Two Orthancs run side by side: A (the source) holds a synthetic CT study of N slices (512x512,
+16 bit, about 0.5 MB each), B (the destination) starts empty. The study is copied from A to B
+
+* by Orthanc itself, the native baseline: B's REST API ``POST /modalities/A/move`` makes B send
+  a C-MOVE to A with B as the destination, and A C-STOREs every instance to B;
+* by ADIT, through a real job processed by a real worker (``manage.py worker --queue dicom``): a
+  job with one transfer task is queued, the worker claims it and runs the TransferProcessor
+  (C-FIND of the study, C-GET from A, C-STORE to B, C-FIND of every instance at B to verify),
+  once plain and once pseudonymized;
+* by ADIT, plain, for a smaller study too (N/4 by default), so that the worker's peak memory can
+  be compared at two study sizes.
+* optionally (``what_if``) by ADIT with TCP_NODELAY on the worker's pynetdicom sockets, plain
+  and pseudonymized: pynetdicom leaves Nagle's algorithm on, which stalls every C-STORE on the
+  peer's delayed ACK. The option is patched in that worker process only, never in ADIT's code.
+
+Every method runs ``repeat`` times, interleaved round by round; the median counts. B is cleared
+before every run, and after every run B must hold exactly what was sent: a run that does not
+deliver every instance is an error, not a number.
+
+The engine needs database tables, and the bench must not touch the user's data: it creates a
+throwaway database (``adit_bench``) on the same PostgreSQL server, migrates it, points this
+process and every worker at it through DATABASE_URL and drops it at the end. The job and task
+models are those of the test settings' example app (``adit.settings.test``: ExampleJob and
+ExampleTask, processed by the TransferProcessor), written before ``adit.selective_transfer``
+existed; its jobs run the very same processor.
+
+Every ADIT run gets a fresh worker, so the worker's memory of one run is not inherited from the
+run before: the worker is started, its "is ready." line awaited, and a 5-instance pseudonymized
+warm-up job run in it (imports, first associations), before the timed job is queued. The bench
+samples the worker's RSS with psutil every 0.2 s and reads the kernel's high-water mark (reset
+before the timed job). Optionally (``profile``) one more plain run and one more pseudonymized
+run of the small study use a worker that runs under cProfile in every thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import cProfile
+import datetime
+import functools
+import io
+import logging
+import os
+import pstats
+import runpy
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
+
+from bench.fetch import (
+    RESULTS_FILE,
+    BenchmarkError,
+    Echo,
+    ProfileSummary,
+    _category,
+    _load_average,
+    _machine,
+    _process_cpu_seconds,
+    _terminate_as_interrupt,
+    _versions,
+)
+
+if TYPE_CHECKING:
+    import psutil
+
+    from adit.core.dicom.orthanc import OrthancServer
+    from adit.core.models import DicomServer
+
+_Result = TypeVar("_Result")
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+BENCH_DATABASE = "adit_bench"
+# The settings with the test-only example app, whose jobs the bench queues.
+SETTINGS_MODULE = "adit.settings.test"
+LOOPBACK = "127.0.0.1"
+
+SOURCE_AE = "BENCHSRC"
+DESTINATION_AE = "BENCHDST"
+SOURCE_NAME = "SOURCE"  # how B names A among its modalities (the C-MOVE's peer)
+DESTINATION_NAME = "DESTINATION"  # how A names B (the C-MOVE's destination)
+
+ROWS = COLUMNS = 512
+SEED = 0
+SMALL_SEED = 1  # another seed, so the small study has UIDs of its own on A
+WARM_UP_SEED = 2
+WARM_UP_INSTANCES = 5
+PSEUDONYM = "BENCH-001"
+
+TARGET_PLAIN_RATIO = 0.8  # the issue: plain >= 0.8x of Orthanc's own C-MOVE
+TARGET_PSEUDONYMIZED_RATE = 40.0  # the issue: pseudonymized >= 40 instances/s
+# "Does not grow with the study size": the worker's peak at N may exceed its peak at the small
+# size by at most this share of the study at N (at least FLAT_PEAK_MIN_MB, for allocator noise),
+# and RSS may rise by at most FLAT_SLOPE_MB_PER_100 within a run. A worker that held the study
+# would show ~50 MB per 100 instances.
+FLAT_PEAK_SHARE = 0.05
+FLAT_PEAK_MIN_MB = 10.0
+FLAT_SLOPE_MB_PER_100 = 1.0
+
+POLL_SECONDS = 0.05  # how often the task's status is read while a job runs
+RSS_SAMPLE_SECONDS = 0.2
+WORKER_READY_TIMEOUT = 60.0
+WORKER_STOP_TIMEOUT = 30.0
+MIN_SLOPE_SPAN = 100  # instances the RSS samples must span for a slope
+PROFILE_TOP = 15
+LOG_TAIL_LINES = 30
+
+
+class TransferFailed(BenchmarkError):
+    """A run did not deliver the study: the task failed, or B does not hold what was sent.
+
+    Attributes:
+        summary: One line for the report: the task's message and the worker's warnings.
+    """
+
+    def __init__(self, message: str, summary: str):
+        super().__init__(message)
+        self.summary = summary
+
+
+class Kind:
+    ORTHANC = "orthanc"
+    PLAIN = "plain"
+    PSEUDONYMIZED = "pseudonymized"
+
+
+@dataclass(frozen=True)
+class Method:
+    """One way of copying a study from A to B.
+
+    Attributes:
+        key: Short name.
+        label: Name in the table.
+        kind: Kind.ORTHANC, Kind.PLAIN or Kind.PSEUDONYMIZED.
+        small: Whether it copies the small study instead of the N-instance one.
+        tcp_nodelay: A what-if: the worker's pynetdicom sockets get TCP_NODELAY (patched in
+            the worker process only, never in ADIT's code).
+    """
+
+    key: str
+    label: str
+    kind: str
+    small: bool = False
+    tcp_nodelay: bool = False
+
+    @property
+    def by_worker(self) -> bool:
+        return self.kind != Kind.ORTHANC
+
+
+METHODS = [
+    Method("orthanc", "Orthanc C-MOVE (B pulls from A)", Kind.ORTHANC),
+    Method("plain", "ADIT transfer, plain", Kind.PLAIN),
+    Method("pseudonymized", "ADIT transfer, pseudonymized", Kind.PSEUDONYMIZED),
+    Method("plain-small", "ADIT transfer, plain", Kind.PLAIN, small=True),
+]
+WHAT_IF_METHODS = [
+    Method("plain-nodelay", "what-if: plain, TCP_NODELAY", Kind.PLAIN, tcp_nodelay=True),
+    Method(
+        "pseudonymized-nodelay",
+        "what-if: pseudonymized, TCP_NODELAY",
+        Kind.PSEUDONYMIZED,
+        tcp_nodelay=True,
+    ),
+]
+# Under cProfile a run takes 2-3 times as long; the pseudonymized one at the small size keeps
+# the whole benchmark within about ten minutes and still shows the per-instance costs.
+PROFILED_METHODS = [
+    METHODS[1],
+    Method("pseudonymized-small", "ADIT transfer, pseudonymized", Kind.PSEUDONYMIZED, small=True),
+]
+
+
+@dataclass(frozen=True)
+class Study:
+    """One synthetic CT study on A."""
+
+    instances: int
+    patient_id: str
+    study_uid: str
+    sop_uids: frozenset[str]
+    mib: float = 0.0
+
+
+@dataclass
+class Run:
+    """One timed copy of a study.
+
+    Attributes:
+        seconds: From queueing the job (or calling Orthanc) until the task's status read
+            Success (or Orthanc answered).
+        task_seconds: The task's own start-to-end timestamps (claim to outcome).
+        pickup_seconds: From queueing until the worker claimed the task.
+        cpu_worker: User + system CPU seconds of the worker during the run.
+        cpu_orthanc: CPU seconds of both Orthancs during the run.
+        rss_ready_mb: The worker's RSS just before the job was queued (after the warm-up).
+        peak_rss_mb: Highest sampled RSS of the worker during the run.
+        hwm_mb: The kernel's RSS high-water mark of the worker (VmHWM), reset before the run.
+        samples: (instances done, RSS MiB) every RSS_SAMPLE_SECONDS.
+    """
+
+    seconds: float
+    task_seconds: float | None = None
+    pickup_seconds: float | None = None
+    cpu_worker: float | None = None
+    cpu_orthanc: float = 0.0
+    rss_ready_mb: float | None = None
+    peak_rss_mb: float | None = None
+    hwm_mb: float | None = None
+    samples: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def slope_mb_per_100(self) -> float | None:
+        """Least-squares slope of RSS over instances done, in MiB per 100 instances."""
+        points = [(done, rss) for done, rss in self.samples if done > 0]
+        if len(points) < 3:
+            return None
+        xs = [float(done) for done, _ in points]
+        if max(xs) - min(xs) < MIN_SLOPE_SPAN:
+            return None
+        return 100 * statistics.linear_regression(xs, [rss for _, rss in points]).slope
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else None
+
+
+def _maximum(values: list[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return max(known) if known else None
+
+
+@dataclass
+class MethodResult:
+    """All runs of one method and the figures derived from them."""
+
+    method: Method
+    instances: int
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(run.seconds for run in self.runs)
+
+    @property
+    def rate(self) -> float:
+        return self.instances / self.seconds
+
+    @property
+    def ms_per_instance(self) -> float:
+        return 1000 * self.seconds / self.instances
+
+    @property
+    def task_seconds(self) -> float | None:
+        return _median([run.task_seconds for run in self.runs])
+
+    @property
+    def pickup_seconds(self) -> float | None:
+        return _median([run.pickup_seconds for run in self.runs])
+
+    @property
+    def cpu_worker(self) -> float | None:
+        return _median([run.cpu_worker for run in self.runs])
+
+    @property
+    def cpu_orthanc(self) -> float:
+        return statistics.median(run.cpu_orthanc for run in self.runs)
+
+    @property
+    def rss_ready_mb(self) -> float | None:
+        return _median([run.rss_ready_mb for run in self.runs])
+
+    @property
+    def peak_rss_mb(self) -> float | None:
+        """The highest peak of all runs: memory is judged by the worst run."""
+        return _maximum([run.peak_rss_mb for run in self.runs])
+
+    @property
+    def hwm_mb(self) -> float | None:
+        return _maximum([run.hwm_mb for run in self.runs])
+
+    @property
+    def slope_mb_per_100(self) -> float | None:
+        return _median([run.slope_mb_per_100 for run in self.runs])
+
+
+@dataclass
+class Report:
+    """Everything one benchmark session measured."""
+
+    instances: int
+    small_instances: int
+    repeat: int
+    study_mib: float
+    small_study_mib: float
+    upload_seconds: float
+    machine: dict[str, str]
+    versions: dict[str, str]
+    results: list[MethodResult]
+    load_before: float
+    load_after: float = 0.0
+    started: datetime.datetime = field(default_factory=lambda: datetime.datetime.now(datetime.UTC))
+    profiles: list[ProfileSummary] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # runs that did not deliver, not counted
+
+    def result(self, key: str) -> MethodResult | None:
+        return next((result for result in self.results if result.method.key == key), None)
+
+    def need(self, key: str) -> MethodResult:
+        result = self.result(key)
+        if result is None:
+            raise KeyError(key)
+        return result
+
+    def ratio(self, result: MethodResult) -> float:
+        """Throughput relative to Orthanc's own C-MOVE of the N-instance study."""
+        return result.rate / self.need("orthanc").rate
+
+
+# -- the throwaway database ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatabaseServer:
+    """A PostgreSQL server and an account on it that may create and drop databases.
+
+    Attributes:
+        host: Host name, or the directory of a unix socket.
+        port: Port ("" for the default).
+        user: Account name.
+        password: Its password ("" for none).
+        maintenance_database: A database to connect to while creating or dropping another one.
+    """
+
+    host: str
+    port: str
+    user: str
+    password: str
+    maintenance_database: str
+
+    @classmethod
+    def from_url(cls, url: str) -> DatabaseServer:
+        """The server of a DATABASE_URL; its own database serves as the maintenance database."""
+        import dj_database_url
+
+        parsed = dj_database_url.parse(url)
+        return cls(
+            host=str(parsed.get("HOST") or ""),
+            port=str(parsed.get("PORT") or ""),
+            user=str(parsed.get("USER") or ""),
+            password=str(parsed.get("PASSWORD") or ""),
+            maintenance_database=str(parsed.get("NAME") or "postgres"),
+        )
+
+    @classmethod
+    def embedded(cls, socket_dir: str) -> DatabaseServer:
+        """The embedded server (see adit.embedded_postgres), reached through its socket."""
+        from adit import embedded_postgres
+
+        return cls(socket_dir, "", embedded_postgres.SUPERUSER, "", "postgres")
+
+    def url(self, database: str) -> str:
+        """A DATABASE_URL for ``database`` on this server."""
+        # A socket directory goes into the host part percent-encoded, as dj-database-url reads it.
+        host = quote(self.host, safe="")
+        port = f":{self.port}" if self.port else ""
+        password = f":{quote(self.password, safe='')}" if self.password else ""
+        return f"postgres://{quote(self.user, safe='')}{password}@{host}{port}/{database}"
+
+    def recreate(self, database: str) -> None:
+        """Drops ``database`` if it exists (a leftover of a killed run) and creates it empty."""
+        from psycopg import sql
+
+        if database == self.maintenance_database:
+            raise BenchmarkError(f"Refusing to recreate {database}: it is the configured database.")
+        with self._connect() as connection:
+            name = sql.Identifier(database)
+            connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(name))
+
+    def drop(self, database: str) -> None:
+        from psycopg import sql
+
+        with self._connect() as connection:
+            name = sql.Identifier(database)
+            connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+
+    def _connect(self) -> Any:
+        import psycopg
+        from psycopg.conninfo import make_conninfo
+
+        parameters = {"dbname": self.maintenance_database, "user": self.user}
+        for key, value in (("host", self.host), ("port", self.port), ("password", self.password)):
+            if value:
+                parameters[key] = value
+        try:
+            return psycopg.connect(make_conninfo(**parameters), autocommit=True)
+        except psycopg.Error as err:
+            raise BenchmarkError(f"Cannot reach the PostgreSQL server: {err}") from err
+
+
+@contextlib.contextmanager
+def bench_database(server: DatabaseServer) -> Iterator[str]:
+    """Creates the throwaway database, points this process at it and sets Django up.
+
+    Yields the database's URL. Afterwards the connections are closed, the database dropped and
+    the environment restored. Django must not have been set up in this process before.
+    """
+    import django
+
+    url = server.url(BENCH_DATABASE)
+    server.recreate(BENCH_DATABASE)
+    saved = {name: os.environ.get(name) for name in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")}
+    os.environ["DATABASE_URL"] = url
+    os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS_MODULE
+    try:
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", interactive=False, verbosity=0)
+        yield url
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        server.drop(BENCH_DATABASE)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+# -- the worker ----------------------------------------------------------------------------------
+
+
+class Worker:
+    """``manage.py worker --queue dicom`` on the bench database, its output in a log file.
+
+    With ``profile_to`` the worker runs under cProfile in every thread and writes the merged
+    statistics there when it stops; with ``tcp_nodelay`` its pynetdicom sockets get
+    TCP_NODELAY (see ``_wrapped_manage``).
+    """
+
+    def __init__(self, log_path: Path, profile_to: Path | None = None, tcp_nodelay: bool = False):
+        self.log_path = log_path
+        self.profile_to = profile_to
+        self.tcp_nodelay = tcp_nodelay
+        self.process: subprocess.Popen[bytes] | None = None
+        self._ps: psutil.Process | None = None
+
+    def start(self) -> None:
+        import psutil
+
+        from adit.core.dicom.orthanc import _parent_death_signal
+
+        command = [sys.executable, "manage.py", "worker", "--queue", "dicom"]
+        if self.profile_to is not None or self.tcp_nodelay:
+            wrapper = [sys.executable, "-m", "bench.transfer"]
+            if self.profile_to is not None:
+                wrapper += ["--profile-to", str(self.profile_to)]
+            if self.tcp_nodelay:
+                wrapper += ["--tcp-nodelay"]
+            command = [*wrapper, "--", *command[2:]]
+        env = {
+            **os.environ,
+            # Inherited from this process already; named here so the worker's database and
+            # settings never depend on what .env says.
+            "DATABASE_URL": os.environ["DATABASE_URL"],
+            "DJANGO_SETTINGS_MODULE": SETTINGS_MODULE,
+            # A failed attempt must show as a failure, not be retried and timed as one run.
+            "DICOM_TASK_MAX_ATTEMPTS": "1",
+            # The ready line must reach the log file at once, not when a buffer fills.
+            "PYTHONUNBUFFERED": "1",
+        }
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=BASE_DIR,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # A benchmark killed with SIGKILL must not leave a worker polling a dropped
+                # database behind.
+                preexec_fn=_parent_death_signal(),
+            )
+        self._ps = psutil.Process(self.process.pid)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self) -> str:
+        return "\n".join(self.log().splitlines()[-LOG_TAIL_LINES:]) or "(empty log)"
+
+    def check_alive(self) -> None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise BenchmarkError(
+                f"The worker exited with code {self.process.returncode}:\n{self.log_tail()}"
+            )
+
+    def wait_until_ready(self, timeout: float = WORKER_READY_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while "is ready." not in self.log():
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise BenchmarkError(
+                    f"The worker was not ready after {timeout:g} s:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
+
+    def rss_mb(self) -> float:
+        assert self._ps is not None
+        return self._ps.memory_info().rss / 2**20
+
+    def cpu_seconds(self) -> float:
+        assert self._ps is not None
+        times = self._ps.cpu_times()
+        return times.user + times.system
+
+    def reset_high_water_mark(self) -> bool:
+        """Makes VmHWM the peak from now on (Linux >= 4.0); False where not allowed."""
+        try:
+            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        except OSError:
+            return False
+        return True
+
+    def high_water_mark_mb(self) -> float | None:
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+        except (OSError, ValueError, IndexError):
+            return None
+        return None
+
+    def stop(self) -> None:
+        """SIGTERM (procrastinate shuts down gracefully), SIGKILL if it does not end."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(WORKER_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _failure_summary(outcome: str, worker_log: str) -> str:
+    """The outcome plus the worker's first warnings and errors, on one line."""
+    noted = [
+        line.split(" ", 3)[-1]  # without level, date and time
+        for line in worker_log.splitlines()
+        if line.startswith(("WARNING", "ERROR"))
+    ]
+    return outcome + (f" (worker log: {'; '.join(noted[:3])})" if noted else "")
+
+
+def _wrapped_manage(argv: list[str]) -> int:
+    """``python -m bench.transfer [--profile-to PATH] [--tcp-nodelay] -- MANAGE.PY-ARGS``.
+
+    Runs manage.py in this process, changed for an explanation or a what-if only.
+    """
+    usage = "usage: python -m bench.transfer [--profile-to PATH] [--tcp-nodelay] -- ARGS..."
+    profile_to: Path | None = None
+    tcp_nodelay = False
+    while argv and argv[0] != "--":
+        if argv[0] == "--profile-to" and len(argv) > 1:
+            profile_to, argv = Path(argv[1]), argv[2:]
+        elif argv[0] == "--tcp-nodelay":
+            tcp_nodelay, argv = True, argv[1:]
+        else:
+            print(usage)
+            return 2
+    sys.argv = ["manage.py", *argv[1:]]
+    if tcp_nodelay:
+        _give_pynetdicom_sockets_tcp_nodelay()
+    manage = functools.partial(runpy.run_path, str(BASE_DIR / "manage.py"), run_name="__main__")
+    if profile_to is None:
+        manage()
+    else:
+        _run_profiled(manage, profile_to)
+    return 0
+
+
+def _give_pynetdicom_sockets_tcp_nodelay() -> None:
+    """Sets TCP_NODELAY on every socket pynetdicom opens as the requestor from now on.
+
+    pynetdicom leaves Nagle's algorithm on and has no option for it: the last, short TCP
+    segment of each C-STORE request then waits for the peer's delayed ACK (~40 ms on Linux).
+    """
+    import socket
+
+    from pynetdicom.transport import AssociationSocket
+
+    create = AssociationSocket._create_socket
+
+    def create_without_nagle(self: Any, address: Any) -> socket.socket:
+        sock = create(self, address)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    setattr(AssociationSocket, "_create_socket", create_without_nagle)  # noqa: B010
+
+
+def _run_profiled(target: Callable[[], object], output: Path) -> None:
+    """Runs ``target`` under cProfile in this thread and every thread started meanwhile.
+
+    cProfile alone sees only the main thread, but the worker runs each task on a thread of an
+    executor and the task starts its own threads (the fetch, pynetdicom's reactors). Every
+    thread started here gets a profiler of its own; all are merged and written to ``output``
+    when ``target`` returns (on SIGTERM the worker shuts down gracefully and returns).
+    """
+    profilers: list[cProfile.Profile] = []
+    lock = threading.Lock()
+
+    def start_profiling(frame: Any, event: str, arg: Any) -> None:
+        # The first event of a new thread replaces this hook by a profiler of its own.
+        profiler = cProfile.Profile()
+        with lock:
+            profilers.append(profiler)
+        profiler.enable()
+
+    main = cProfile.Profile()
+    threading.setprofile(start_profiling)
+    main.enable()
+    try:
+        target()
+    finally:
+        main.disable()
+        threading.setprofile(None)  # pyright: ignore[reportArgumentType]
+        stats = pstats.Stats(main)
+        with lock:
+            for profiler in profilers:
+                stats.add(profiler)
+            threads = len(profilers) + 1
+        stats.dump_stats(str(output))
+        output.with_suffix(".threads").write_text(str(threads))
+
+
+# -- the benchmark -------------------------------------------------------------------------------
+
+
+class TransferBenchmark:
+    """The two Orthancs, the database rows and the temporary folders of one session.
+
+    Use as a context manager; leaving it stops every server and worker and removes every folder,
+    also on Ctrl-C.
+    """
+
+    def __init__(self, instances: int, small_instances: int, echo: Echo):
+        self.instances = instances
+        self.small_instances = small_instances
+        self.echo = echo
+        self.workdir = Path(tempfile.mkdtemp(prefix="adit-bench-transfer-", dir="/tmp"))
+        self._stack = contextlib.ExitStack()
+        self._stack.callback(shutil.rmtree, self.workdir, ignore_errors=True)
+        self.source: OrthancServer | None = None
+        self.destination: OrthancServer | None = None
+        self.study: Study | None = None
+        self.small_study: Study | None = None
+        self.warm_up_study: Study | None = None
+        self.upload_seconds = 0.0
+        self._source_row: DicomServer | None = None
+        self._destination_row: DicomServer | None = None
+        self._owner: Any = None
+        self._last_task: Any = None  # the ExampleTask of the latest run by a worker
+        self._runs = 0
+
+    def __enter__(self) -> TransferBenchmark:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.close()
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Starts both Orthancs, uploads the studies to A and creates the database rows."""
+        from adit.core.dicom.orthanc import OrthancServer, free_ports, stop_servers
+
+        source_dicom, source_http, destination_dicom, destination_http = free_ports(4)
+        source = OrthancServer(
+            SOURCE_AE,
+            storage_dir=self.workdir / "source",
+            dicom_port=source_dicom,
+            http_port=source_http,
+            modalities={DESTINATION_NAME: (DESTINATION_AE, LOOPBACK, destination_dicom)},
+            dicomweb=False,
+        )
+        destination = OrthancServer(
+            DESTINATION_AE,
+            storage_dir=self.workdir / "destination",
+            dicom_port=destination_dicom,
+            http_port=destination_http,
+            modalities={SOURCE_NAME: (SOURCE_AE, LOOPBACK, source_dicom)},
+            dicomweb=False,
+        )
+        self._stack.callback(stop_servers, [source, destination])
+        source.start()
+        destination.start()
+        self.source, self.destination = source, destination
+
+        self.echo(
+            f"Uploading CT studies of {self.instances}, {self.small_instances} and "
+            f"{WARM_UP_INSTANCES} instances ({ROWS}x{COLUMNS}, 16 bit) to Orthanc {SOURCE_AE} ..."
+        )
+        started = time.perf_counter()
+        self.study = self._upload(self.instances, SEED)
+        self.small_study = self._upload(self.small_instances, SMALL_SEED)
+        self.warm_up_study = self._upload(WARM_UP_INSTANCES, WARM_UP_SEED)
+        self.upload_seconds = time.perf_counter() - started
+        total = self.instances + self.small_instances + WARM_UP_INSTANCES
+        self.echo(
+            f"Uploaded {self.study.mib + self.small_study.mib:.0f} MiB in "
+            f"{self.upload_seconds:.1f} s ({total / self.upload_seconds:.0f} instances/s)."
+        )
+        self._create_rows()
+
+    def _upload(self, instances: int, seed: int) -> Study:
+        from adit.core.dicom.synthetic import describe_ct_series, generate_ct_series
+
+        assert self.source is not None
+        summary = describe_ct_series(instances, seed=seed)
+        self.source.upload(generate_ct_series(instances, rows=ROWS, columns=COLUMNS, seed=seed))
+        uid = summary.study_instance_uid
+        held = self.source.study_instance_uids(uid)
+        if len(held) != instances:
+            raise BenchmarkError(f"{SOURCE_AE} holds {len(held)} of the {instances} instances.")
+        query = {"Level": "Study", "Query": {"StudyInstanceUID": uid}}
+        (orthanc_id,) = self.source.rest("POST", "/tools/find", query)
+        size = int(self.source.rest("GET", f"/studies/{orthanc_id}/statistics")["DiskSize"])
+        return Study(
+            instances=instances,
+            patient_id=summary.patient_id,
+            study_uid=uid,
+            sop_uids=frozenset(
+                uid for series in summary.series for uid in series.sop_instance_uids
+            ),
+            mib=size / 2**20,
+        )
+
+    def _create_rows(self) -> None:
+        from django.contrib.auth import get_user_model
+
+        from adit.core.models import DicomServer
+
+        assert self.source is not None and self.destination is not None
+        self._owner = get_user_model().objects.create_user(username="bench")
+        # C-GET is what the engine uses when a source offers it; C-MOVE would also need the
+        # receiver process running, and was 35% slower in the fetch benchmark.
+        self._source_row = DicomServer.objects.create(
+            name="Bench source",
+            ae_title=SOURCE_AE,
+            host=LOOPBACK,
+            port=self.source.dicom_port,
+            study_root_find_support=True,
+            study_root_get_support=True,
+        )
+        # C-FIND too, or the task could not verify what arrived and would end with a warning.
+        self._destination_row = DicomServer.objects.create(
+            name="Bench destination",
+            ae_title=DESTINATION_AE,
+            host=LOOPBACK,
+            port=self.destination.dicom_port,
+            study_root_find_support=True,
+            store_scp_support=True,
+        )
+
+    # -- the methods ----------------------------------------------------------------------
+
+    def study_of(self, method: Method) -> Study:
+        study = self.small_study if method.small else self.study
+        assert study is not None
+        return study
+
+    def measure(self, method: Method, profile_to: Path | None = None) -> Run:
+        """Copies the method's study from A to B once; returns the figures of the run."""
+        assert self.destination is not None
+        self.destination.clear()
+        if self.destination.count_instances():
+            raise BenchmarkError(f"{DESTINATION_AE} still holds instances after clearing it.")
+        study = self.study_of(method)
+        if method.kind == Kind.ORTHANC:
+            run = self._orthanc_move(study)
+        else:
+            run = self._by_worker(method, study, profile_to)
+        self._verify(method, study)
+        return run
+
+    def _orthanc_cpu(self) -> float:
+        assert self.source is not None and self.destination is not None
+        return _process_cpu_seconds(self.source.pid) + _process_cpu_seconds(self.destination.pid)
+
+    def _orthanc_move(self, study: Study) -> Run:
+        """B's C-MOVE SCU asks A to send the study to B: Orthanc's own server-to-server copy."""
+        assert self.destination is not None
+        body = {
+            "Level": "Study",
+            "Resources": [{"StudyInstanceUID": study.study_uid}],
+            "TargetAet": DESTINATION_AE,
+            "Synchronous": True,  # Orthanc 1.10 always is; later versions need asking
+        }
+        cpu_before = self._orthanc_cpu()
+        started = time.perf_counter()
+        self.destination.rest("POST", f"/modalities/{SOURCE_NAME}/move", body)
+        seconds = time.perf_counter() - started
+        return Run(seconds=seconds, cpu_orthanc=self._orthanc_cpu() - cpu_before)
+
+    def _by_worker(self, method: Method, study: Study, profile_to: Path | None) -> Run:
+        assert self.destination is not None and self.warm_up_study is not None
+        self._runs += 1
+        worker = Worker(
+            self.workdir / f"worker-{self._runs}-{method.key}.log", profile_to, method.tcp_nodelay
+        )
+        try:
+            worker.start()
+            worker.wait_until_ready()
+            # The first job of a worker pays for imports and first associations; a real worker
+            # has long paid for them, so a small pseudonymized job warms this one up untimed.
+            self._run_job(worker, self.warm_up_study, pseudonymized=True)
+            self.destination.clear()
+            return self._run_job(worker, study, pseudonymized=method.kind == Kind.PSEUDONYMIZED)
+        finally:
+            worker.stop()
+            if worker.process is not None and worker.process.returncode not in (0, None):
+                self.echo(f"(The worker exited with code {worker.process.returncode}.)")
+
+    def _run_job(self, worker: Worker, study: Study, *, pseudonymized: bool) -> Run:
+        """Queues one job with one task and waits for its success, sampling the worker."""
+        from adit.core.statuses import TaskStatus
+        from adit.core.tests.example_app.models import ExampleJob, ExampleTask
+
+        job = ExampleJob.objects.create(owner=self._owner)
+        task = ExampleTask.objects.create(
+            job=job,
+            source=self._source_row,
+            destination=self._destination_row,
+            patient_id=study.patient_id,
+            study_uid=study.study_uid,
+            pseudonym=PSEUDONYM if pseudonymized else "",
+        )
+        hwm_reset = worker.reset_high_water_mark()
+        rss_ready = worker.rss_mb()
+        samples: list[tuple[int, float]] = [(0, rss_ready)]
+        cpu_worker = worker.cpu_seconds()
+        cpu_orthanc = self._orthanc_cpu()
+        # Fail rather than wait forever, but leave room for slow (profiled) runs.
+        deadline = time.monotonic() + 120 + study.instances
+        queued_at = datetime.datetime.now(datetime.UTC)
+        started = time.perf_counter()
+        job.start_processing(verified=True)
+        next_sample = time.monotonic() + RSS_SAMPLE_SECONDS
+        tasks = ExampleTask.objects.filter(pk=task.pk)
+        while True:
+            status, done = tasks.values_list("status", "instances_done").get()
+            if status == TaskStatus.SUCCESS:
+                break
+            if status in (TaskStatus.FAILURE, TaskStatus.WARNING, TaskStatus.CANCELED):
+                task.refresh_from_db()
+                outcome = f"the task ended {TaskStatus(status).label}: {task.message}"
+                raise TransferFailed(
+                    f"{outcome}\nTask log:\n{task.log}\nWorker log:\n{worker.log_tail()}",
+                    _failure_summary(outcome, worker.log()),
+                )
+            worker.check_alive()
+            if time.monotonic() > deadline:
+                outcome = (
+                    f"the task was still {TaskStatus(status).label} after "
+                    f"{time.perf_counter() - started:.0f} s ({done} instances done)"
+                )
+                raise TransferFailed(
+                    f"{outcome}:\n{worker.log_tail()}", _failure_summary(outcome, worker.log())
+                )
+            if time.monotonic() >= next_sample:
+                samples.append((done, worker.rss_mb()))
+                next_sample += RSS_SAMPLE_SECONDS
+            time.sleep(POLL_SECONDS)
+        seconds = time.perf_counter() - started
+        samples.append((study.instances, worker.rss_mb()))
+        task.refresh_from_db()
+        task_seconds = pickup = None
+        if task.start is not None and task.end is not None:
+            task_seconds = (task.end - task.start).total_seconds()
+            pickup = (task.start - queued_at).total_seconds()
+        self._last_task = task
+        return Run(
+            seconds=seconds,
+            task_seconds=task_seconds,
+            pickup_seconds=pickup,
+            cpu_worker=worker.cpu_seconds() - cpu_worker,
+            cpu_orthanc=self._orthanc_cpu() - cpu_orthanc,
+            rss_ready_mb=rss_ready,
+            peak_rss_mb=max(rss for _, rss in samples),
+            hwm_mb=worker.high_water_mark_mb() if hwm_reset else None,
+            samples=samples,
+        )
+
+    def _verify(self, method: Method, study: Study) -> None:
+        """B must hold exactly the study: every instance, nothing else."""
+        assert self.destination is not None
+        held_total = self.destination.count_instances()
+        if method.kind == Kind.PSEUDONYMIZED:
+            task = self._last_task
+            uid = task.pseudonymized_study_uid
+            if not uid or uid == study.study_uid:
+                message = f"the task recorded no pseudonymized study UID ({uid!r})"
+                raise TransferFailed(message, message)
+            held = set(self.destination.study_instance_uids(uid))
+            if held & study.sop_uids:
+                message = "the pseudonymized copy kept original SOPInstanceUIDs"
+                raise TransferFailed(message, message)
+        else:
+            held = set(self.destination.study_instance_uids(study.study_uid))
+            uid = study.study_uid
+            if held != study.sop_uids:
+                missing = len(study.sop_uids - held)
+                message = (
+                    f"{DESTINATION_AE} misses {missing} of the {study.instances} instances of {uid}"
+                )
+                raise TransferFailed(message, message)
+        if len(held) != study.instances or held_total != study.instances:
+            message = (
+                f"{DESTINATION_AE} holds {len(held)} instances under {uid} and {held_total} in "
+                f"all; expected {study.instances}"
+            )
+            raise TransferFailed(message, message)
+
+    # -- explanations -----------------------------------------------------------------------
+
+    def profile(self, method: Method) -> ProfileSummary:
+        """One more run of ``method`` with the worker under cProfile in every thread."""
+        output = self.workdir / f"profile-{method.key}.prof"
+        run = self.measure(method, profile_to=output)
+        if not output.exists():
+            raise BenchmarkError(f"The profiled worker wrote no statistics to {output}.")
+        threads_file = output.with_suffix(".threads")
+        threads = int(threads_file.read_text()) if threads_file.exists() else 0
+        return _summarize_profile(
+            f"{method.label} (N={self.study_of(method).instances})",
+            self.study_of(method).instances,
+            pstats.Stats(str(output)),
+            run.seconds,
+            threads,
+        )
+
+
+# (what, end of the file name, function name) of functions whose cumulative time explains a run.
+_KEY_FUNCTIONS = [
+    ("whole task (TransferProcessor.process)", "adit/core/transfer.py", "process"),
+    ("C-FIND of the study on A", "adit/core/transfer.py", "_find_study"),
+    # _Fetcher._run: fetch_study, or fetch_series per series when pseudonymizing (which lists
+    # the series to leave excluded modalities out).
+    ("fetch thread: C-GET from A (_Fetcher._run)", "adit/core/transfer.py", "_run"),
+    ("fetch thread: C-STORE handler of the C-GET", "adit/core/dicom/dimse.py", "handle_store"),
+    ("fetch thread: Dataset from the received bytes", "pynetdicom/events.py", "dataset"),
+    ("fetch thread: hand-over to the queue (waits when full)", "adit/core/transfer.py", "_put"),
+    ("store thread: waits for the next instance", "adit/core/transfer.py", "instances"),
+    ("store thread: pseudonymize or stamp (_Modifier)", "adit/core/transfer.py", "__call__"),
+    ("store thread: Pseudonymizer.pseudonymize", "adit/core/pseudonymizer.py", "pseudonymize"),
+    ("store thread: C-STORE to B per instance", "adit/core/dicom/dimse.py", "send"),
+    ("pynetdicom send_c_store (encode, send, await)", "pynetdicom/association.py", "send_c_store"),
+    ("pydicom encodes a Dataset (write_dataset)", "pydicom/filewriter.py", "write_dataset"),
+    ("verify: C-FIND of every instance on B", "adit/core/destinations.py", "verify"),
+    ("TaskControl.check (job status query)", "adit/core/processing.py", "check"),
+    ("TaskControl.progress (progress update)", "adit/core/processing.py", "progress"),
+    ("pynetdicom DUL reads PDUs", "pynetdicom/dul.py", "_is_transport_event"),
+    ("pynetdicom state machine, per PDU", "pynetdicom/fsm.py", "do_action"),
+    ("idle sleeps (pynetdicom reactors and others)", "~", "<built-in method time.sleep>"),
+]
+
+
+def _summarize_profile(
+    label: str, instances: int, stats: pstats.Stats, wall: float, threads: int
+) -> ProfileSummary:
+    raw: dict[tuple[str, int, str], tuple[int, int, float, float, Any]] = stats.stats  # pyright: ignore[reportAttributeAccessIssue]
+    categories: dict[str, float] = {}
+    for (filename, _line, function), (_cc, _nc, own, _cum, _callers) in raw.items():
+        name = _category(filename, function)
+        categories[name] = categories.get(name, 0.0) + own
+    key_functions = []
+    for what, file_end, function in _KEY_FUNCTIONS:
+        cumulative = 0.0
+        calls = 0
+        for (filename, _line, name), (_cc, nc, _own, cum, _callers) in raw.items():
+            if name == function and filename.endswith(file_end):
+                cumulative += cum
+                calls += nc
+        if calls:
+            key_functions.append((what, cumulative, calls))
+    stats.strip_dirs()
+    return ProfileSummary(
+        label=label,
+        instances=instances,
+        wall_seconds=wall,
+        threads=threads,
+        categories=sorted(categories.items(), key=lambda item: -item[1]),
+        key_functions=key_functions,
+        top_cumulative=_top(stats, "cumulative"),
+        top_self=_top(stats, "tottime"),
+    )
+
+
+def _top(stats: pstats.Stats, order: str) -> str:
+    """The PROFILE_TOP lines of ``stats`` in ``order``, without pstats' preamble."""
+    buffer = io.StringIO()
+    stats.stream = buffer  # pyright: ignore[reportAttributeAccessIssue]
+    stats.sort_stats(order).print_stats(PROFILE_TOP)
+    lines = buffer.getvalue().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.lstrip().startswith("ncalls")), 0)
+    return "\n".join(line.rstrip() for line in lines[start:] if line.strip())
+
+
+# -- reporting -----------------------------------------------------------------------------------
+
+
+def _number(value: float | None, digits: int = 0, sign: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def result_rows(report: Report) -> list[list[str]]:
+    header = [
+        "method",
+        "N",
+        "s (median)",
+        "min-max s",
+        "inst/s",
+        "vs Orthanc",
+        "task s",
+        "pickup s",
+        "CPU s: worker",
+        "Orthancs",
+        "worker RSS MiB: ready",
+        "peak",
+        "VmHWM",
+        "slope MiB/100",
+    ]
+    rows = [header]
+    for result in report.results:
+        seconds = [run.seconds for run in result.runs]
+        rows.append(
+            [
+                result.method.label,
+                str(result.instances),
+                f"{result.seconds:.2f}",
+                f"{min(seconds):.2f}-{max(seconds):.2f}",
+                f"{result.rate:.0f}",
+                f"{report.ratio(result):.2f}x",
+                _number(result.task_seconds, 2),
+                _number(result.pickup_seconds, 2),
+                _number(result.cpu_worker, 2),
+                f"{result.cpu_orthanc:.2f}",
+                _number(result.rss_ready_mb),
+                _number(result.peak_rss_mb),
+                _number(result.hwm_mb),
+                _number(result.slope_mb_per_100, 2, sign=True),
+            ]
+        )
+    return rows
+
+
+def format_console_table(report: Report) -> str:
+    rows = result_rows(report)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for number, row in enumerate(rows):
+        cells = [
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells))
+        if number == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def format_markdown_table(report: Report) -> str:
+    rows = result_rows(report)
+    lines = ["| " + " | ".join(rows[0]) + " |"]
+    lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(rows[0]))) + "|")
+    lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    return "\n".join(lines)
+
+
+def _verdict(met: bool) -> str:
+    return "PASS" if met else "MISS"
+
+
+def memory_verdict(report: Report) -> tuple[bool, str]:
+    """Whether the worker's peak memory stays flat with the study size, and why."""
+    large, small = report.need("plain"), report.need("plain-small")
+    growth_limit = max(FLAT_PEAK_MIN_MB, FLAT_PEAK_SHARE * report.study_mib)
+    # Growth is what matters, and over the long runs: on the small study a few MiB of allocator
+    # noise make a steep-looking slope either way.
+    slopes = [
+        result.slope_mb_per_100
+        for result in report.results
+        if result.method.by_worker
+        and not result.method.small
+        and result.slope_mb_per_100 is not None
+    ]
+    if large.peak_rss_mb is None or small.peak_rss_mb is None:
+        return False, "the worker's memory was not measured"
+    growth = large.peak_rss_mb - small.peak_rss_mb
+    steepest = max(slopes) if slopes else None
+    flat = growth <= growth_limit and (steepest is None or steepest <= FLAT_SLOPE_MB_PER_100)
+    text = (
+        f"worker peak RSS {large.peak_rss_mb:.0f} MiB at N={report.instances} vs "
+        f"{small.peak_rss_mb:.0f} MiB at N={report.small_instances} ({growth:+.0f} MiB, limit "
+        f"+{growth_limit:.0f}); steepest median in-run slope at N={report.instances} "
+        f"{_number(steepest, 2, sign=True)} MiB per 100 instances (limit "
+        f"+{FLAT_SLOPE_MB_PER_100:g}; holding the study would be ~"
+        f"{100 * report.study_mib / report.instances:.0f})"
+    )
+    return flat, text
+
+
+def target_lines(report: Report) -> list[str]:
+    plain, pseudonymized = report.need("plain"), report.need("pseudonymized")
+    ratio = report.ratio(plain)
+    flat, memory_text = memory_verdict(report)
+    return [
+        f"{_verdict(ratio >= TARGET_PLAIN_RATIO)} plain >= {TARGET_PLAIN_RATIO}x Orthanc's own "
+        f"C-MOVE: {ratio:.2f}x ({plain.rate:.0f} vs {report.need('orthanc').rate:.0f} "
+        "instances/s)",
+        f"{_verdict(pseudonymized.rate >= TARGET_PSEUDONYMIZED_RATE)} pseudonymized >= "
+        f"{TARGET_PSEUDONYMIZED_RATE:.0f} instances/s: {pseudonymized.rate:.0f} instances/s",
+        f"{_verdict(flat)} worker peak memory does not grow with the study size: {memory_text}",
+    ]
+
+
+def reading(report: Report) -> str:
+    """A paragraph on where the time goes, built from this session's measurements."""
+    n = report.instances
+    orthanc, plain = report.need("orthanc"), report.need("plain")
+    pseudonymized, small = report.need("pseudonymized"), report.need("plain-small")
+    parts = [
+        f"Orthanc copies the study in {orthanc.ms_per_instance:.1f} ms per instance "
+        f"({1000 * orthanc.cpu_orthanc / n:.1f} ms CPU of both Orthancs). ADIT needs "
+        f"{plain.ms_per_instance:.1f} ms plain and {pseudonymized.ms_per_instance:.1f} ms "
+        f"pseudonymized, so pseudonymizing costs "
+        f"{pseudonymized.ms_per_instance - plain.ms_per_instance:.1f} ms per instance.",
+    ]
+    if plain.cpu_worker is not None and pseudonymized.cpu_worker is not None:
+        parts.append(
+            f"The worker burns {1000 * plain.cpu_worker / n:.1f} ms CPU per instance plain "
+            f"({100 * plain.cpu_worker / plain.seconds:.0f}% of one core over the run) and "
+            f"{1000 * pseudonymized.cpu_worker / n:.1f} ms pseudonymized "
+            f"({100 * pseudonymized.cpu_worker / pseudonymized.seconds:.0f}%); the Orthancs "
+            f"{1000 * plain.cpu_orthanc / n:.1f} ms during the plain transfer."
+        )
+    if plain.task_seconds is not None and plain.pickup_seconds is not None:
+        parts.append(
+            f"Of the plain {plain.seconds:.2f} s, the worker took {plain.pickup_seconds:.2f} s "
+            f"to claim the task and the task itself ran {plain.task_seconds:.2f} s (claim to "
+            f"outcome, the verifying C-FIND included); the small study (N={small.instances}) "
+            f"went at {small.rate:.0f} instances/s against {plain.rate:.0f} at N={n}."
+        )
+    for profile in report.profiles:
+        wall = profile.wall_seconds
+        task, _ = profile.cumulative("whole task")
+        fetch, _ = profile.cumulative("fetch thread: C-GET")
+        store, _ = profile.cumulative("store thread: C-STORE")
+        waits, _ = profile.cumulative("store thread: waits")
+        put, _ = profile.cumulative("fetch thread: hand-over")
+        verify, _ = profile.cumulative("verify")
+        modify, _ = profile.cumulative("store thread: pseudonymize or stamp")
+        parts.append(
+            f"Under cProfile ({profile.label}: {wall:.1f} s, {profile.threads} threads) the "
+            f"worker's two tasks (the 5-instance warm-up and the timed one) ran {task:.1f} s: "
+            f"the fetch thread's C-GET {fetch:.1f} s, of which {put:.1f} s waiting to hand "
+            "over to the full queue; the store thread's C-STOREs "
+            f"{store:.1f} s, waiting for the next instance {waits:.1f} s, modifying "
+            f"{modify:.1f} s; the verifying C-FIND {verify:.1f} s."
+        )
+    effects = []
+    for key, reference_key in (
+        ("plain-nodelay", "plain"),
+        ("pseudonymized-nodelay", "pseudonymized"),
+    ):
+        result, reference = report.result(key), report.result(reference_key)
+        if result is not None and reference is not None:
+            effects.append(
+                f"{reference.method.label.removeprefix('ADIT transfer, ')} "
+                f"{result.seconds:.2f} s against {reference.seconds:.2f} s "
+                f"({100 * (result.seconds / reference.seconds - 1):+.0f}%, "
+                f"{report.ratio(result):.2f}x Orthanc)"
+            )
+    if effects:
+        parts.append(
+            "What-if, same session, with TCP_NODELAY on the worker's pynetdicom sockets: "
+            + "; ".join(effects)
+            + "."
+        )
+    parts.append(
+        f"Load average (1 min) was {report.load_before:.2f} before and "
+        f"{report.load_after:.2f} after the runs."
+    )
+    return " ".join(parts)
+
+
+def format_markdown_section(report: Report) -> str:
+    machine = report.machine
+    versions = ", ".join(f"{name} {version}" for name, version in report.versions.items())
+    lines = [
+        f"## {report.started:%Y-%m-%d %H:%M %Z}: transfer, N={report.instances} "
+        f"(and {report.small_instances}), repeat={report.repeat}",
+        "",
+        f"- Machine: {machine['nproc']} CPUs (nproc), {machine['arch']}, {machine['cpu']}, "
+        f"{machine['ram']} RAM, Linux {machine['kernel']}; load average "
+        f"{report.load_before:.2f} before, {report.load_after:.2f} after.",
+        f"- Software: {versions}.",
+        f"- Studies: {report.instances} CT instances, {ROWS}x{COLUMNS}, 16 bit, "
+        f"{report.study_mib:.0f} MiB in Orthanc, and {report.small_instances} instances "
+        f"({report.small_study_mib:.0f} MiB); uploaded to A by REST in "
+        f"{report.upload_seconds:.1f} s.",
+        f"- Orthanc A ({SOURCE_AE}) -> Orthanc B ({DESTINATION_AE}) on loopback. Orthanc: B's "
+        f"`POST /modalities/{SOURCE_NAME}/move` (B's C-MOVE SCU, A C-STOREs to B). ADIT: one "
+        "ExampleJob with one task, queued with `start_processing(verified=True)` and run by a "
+        "fresh `manage.py worker --queue dicom` (warmed up with a 5-instance job), C-GET from "
+        "A, C-STORE to B, verifying C-FIND; timed from queueing until the task reads Success "
+        f"(polled every {POLL_SECONDS} s). Each method ran {report.repeat} times, round by "
+        "round; seconds are the median. *task s* is the task's own start-to-end, *pickup s* "
+        "queueing to claim. CPU is per run (median). Worker RSS: *ready* before queueing, "
+        f"*peak* the highest psutil sample (every {RSS_SAMPLE_SECONDS} s; highest of all "
+        "runs), *VmHWM* the kernel's high-water mark (reset before the job; highest of all "
+        "runs), *slope* the least-squares RSS slope over instances done (median of runs)."
+        + (
+            " *what-if* rows: the same with TCP_NODELAY set on the worker's pynetdicom sockets "
+            "(patched in that worker process only)."
+            if report.result("plain-nodelay")
+            else ""
+        ),
+        "",
+        format_markdown_table(report),
+        "",
+        "Targets (issue):",
+        "",
+        *[f"- {line}" for line in target_lines(report)],
+        "",
+        "Reading: " + reading(report),
+        "",
+    ]
+    if report.failures:
+        lines += [
+            "Failed runs (they delivered less than the study; not counted, each run again):",
+            "",
+            *[f"- {failure}" for failure in report.failures],
+            "",
+        ]
+    for profile in report.profiles:
+        lines += [
+            f"<details><summary>cProfile of the worker during one {profile.label} "
+            f"({profile.wall_seconds:.1f} s under the profiler, {profile.threads} threads "
+            "merged; the worker's start-up and warm-up included)</summary>",
+            "",
+            "Self time by category (s): "
+            + ", ".join(f"{name} {seconds:.2f}" for name, seconds in profile.categories)
+            + ".",
+            "",
+            "Cumulative time of key functions (s, calls): "
+            + "; ".join(f"{what} {cum:.2f} ({calls})" for what, cum, calls in profile.key_functions)
+            + ".",
+            "",
+            f"Top {PROFILE_TOP} by cumulative time:",
+            "",
+            "```",
+            profile.top_cumulative,
+            "```",
+            "",
+            f"Top {PROFILE_TOP} by self time:",
+            "",
+            "```",
+            profile.top_self,
+            "```",
+            "",
+            "</details>",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def append_results(report: Report, path: Path = RESULTS_FILE) -> None:
+    section = format_markdown_section(report)
+    if not path.exists():
+        path.write_text(
+            "# Benchmark results\n\nAppended by `uv run cli bench ...`; newest last. "
+            "README.md says what the columns mean.\n"
+        )
+    with path.open("a") as results:
+        results.write("\n" + section)
+
+
+def _more_versions() -> dict[str, str]:
+    """Versions that matter to the engine beyond those the fetch benchmark records."""
+    from django.db import connection
+
+    versions: dict[str, str] = {}
+    for package in ("django", "procrastinate", "dicognito", "psycopg"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
+    with contextlib.suppress(Exception), connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        row = cursor.fetchone()
+        if row:
+            versions["postgresql"] = str(row[0]).split()[0]
+    return versions
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet_queue_log() -> Iterator[None]:
+    """Hides procrastinate's line per deferred job in this process; its warnings still show."""
+    queue_logger = logging.getLogger("procrastinate")
+    level = queue_logger.level
+    queue_logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        queue_logger.setLevel(level)
+
+
+def _once_more_on_failure(
+    label: str, attempt: Callable[[], _Result], failures: list[str], echo: Echo
+) -> _Result:
+    """Runs ``attempt``; a run that did not deliver is recorded and run once more.
+
+    A failed run is no number, but one rare failure should not cost the whole session: it is
+    listed in the report and replaced by another run. A second failure of the same method ends
+    the benchmark.
+    """
+    while True:
+        try:
+            return attempt()
+        except TransferFailed as err:
+            earlier = sum(1 for failure in failures if failure.startswith(label + ":"))
+            failures.append(f"{label}: {err.summary}")
+            if earlier:
+                raise
+            echo(f"FAILED {label}: {err.summary}; not counted, running it once more ...")
+
+
+def run_transfer_benchmark(
+    database_server: DatabaseServer,
+    instances: int = 1000,
+    repeat: int = 3,
+    *,
+    small_instances: int | None = None,
+    profile: bool = True,
+    what_if: bool = False,
+    record: bool = True,
+    results_file: Path = RESULTS_FILE,
+    echo: Echo = print,
+) -> Report:
+    """Runs the transfer benchmark in a throwaway database; returns the report it printed.
+
+    Django must not be set up yet: this sets it up with the test settings on the throwaway
+    database.
+
+    Args:
+        database_server: The PostgreSQL server to create the throwaway database on.
+        instances: Slices of the large CT study.
+        repeat: Runs per method; the median counts.
+        small_instances: Slices of the small study (default: a quarter of ``instances``).
+        profile: Whether to add a plain run (N) and a pseudonymized one (small study) by a
+            worker under cProfile.
+        what_if: Whether to add plain and pseudonymized runs by a worker whose pynetdicom
+            sockets get TCP_NODELAY (patched in that worker only); with ``profile``, one plain
+            run of that kind is profiled too.
+        record: Whether to append the results to ``results_file``.
+        results_file: The Markdown file the results are appended to.
+        echo: Where progress and results are printed.
+    """
+    small = small_instances if small_instances is not None else max(1, instances // 4)
+    if instances < 1 or small < 1 or repeat < 1:
+        raise ValueError("instances, small_instances and repeat must be at least 1.")
+    if small >= instances:
+        raise ValueError("small_instances must be smaller than instances.")
+    load_before = _load_average()
+    with _terminate_as_interrupt():
+        echo(f"Creating the throwaway database {BENCH_DATABASE} ...")
+        # Left to right: Django is set up (and its logging configured) before the log is quieted.
+        with (
+            bench_database(database_server),
+            _quiet_queue_log(),
+            TransferBenchmark(instances, small, echo) as bench,
+        ):
+            bench.start()
+            assert bench.source is not None
+            assert bench.study is not None and bench.small_study is not None
+            methods = METHODS + (WHAT_IF_METHODS if what_if else [])
+            results = [MethodResult(method, bench.study_of(method).instances) for method in methods]
+            width = max(len(method.label) for method in methods)
+            failures: list[str] = []
+            for round_number in range(1, repeat + 1):
+                for result in results:
+                    run = _once_more_on_failure(
+                        f"{result.method.label} (N={result.instances})",
+                        functools.partial(bench.measure, result.method),
+                        failures,
+                        echo,
+                    )
+                    result.runs.append(run)
+                    echo(
+                        f"[{round_number}/{repeat}] {result.method.label:<{width}} "
+                        f"N={result.instances:<5} {run.seconds:6.2f} s "
+                        f"{result.instances / run.seconds:6.0f} inst/s"
+                        + (f", worker peak {run.peak_rss_mb:.0f} MiB" if run.peak_rss_mb else "")
+                    )
+            report = Report(
+                instances=instances,
+                small_instances=small,
+                repeat=repeat,
+                study_mib=bench.study.mib,
+                small_study_mib=bench.small_study.mib,
+                upload_seconds=bench.upload_seconds,
+                machine=_machine(),
+                versions={**_versions(bench.source), **_more_versions()},
+                results=results,
+                load_before=load_before,
+                failures=failures,
+            )
+            if profile:
+                # With the what-ifs, also where the time goes once the Nagle stalls are gone.
+                profiled = PROFILED_METHODS + (WHAT_IF_METHODS[:1] if what_if else [])
+                for method in profiled:
+                    echo(
+                        f"Profiling the worker during one {method.label}, "
+                        f"N={bench.study_of(method).instances} ..."
+                    )
+                    report.profiles.append(
+                        _once_more_on_failure(
+                            f"profiled {method.label} (N={bench.study_of(method).instances})",
+                            functools.partial(bench.profile, method),
+                            failures,
+                            echo,
+                        )
+                    )
+            report.load_after = _load_average()
+    echo(f"Dropped the throwaway database {BENCH_DATABASE}.")
+    echo("")
+    echo(format_console_table(report))
+    echo("")
+    for line in target_lines(report):
+        echo(line)
+    for failure in report.failures:
+        echo(f"Failed run (not counted): {failure}")
+    echo("")
+    echo("Reading: " + reading(report))
+    if record:
+        append_results(report, results_file)
+        echo(f"\nAppended the results to {results_file}.")
+    return report
+
+
+if __name__ == "__main__":
+    sys.exit(_wrapped_manage(sys.argv[1:]))

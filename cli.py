@@ -55,6 +55,10 @@ VENDORED_FILES = {
     "alpinejs": [
         ("dist/cdn.min.js", "alpinejs/alpine.min.js"),
     ],
+    "htmx-ext-ws": [
+        ("dist/ws.min.js", "htmx-ext-ws/ws.min.js"),
+        ("LICENSE", "htmx-ext-ws/LICENSE"),
+    ],
 }
 COMPOSE_DEV_FILE = BASE_DIR / "docker-compose.dev.yml"
 

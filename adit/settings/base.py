@@ -155,6 +155,9 @@ CHANNEL_LAYERS = {"default": postgres_layer_config(DATABASES["default"])}
 
 # How long a worker may stay silent before its running jobs count as stalled and are retried.
 STALLED_WORKER_SECONDS = env.int("STALLED_WORKER_SECONDS", 60)
+# Seconds a stopping worker lets a running task go on before asking it to stop and requeueing
+# it (keep it well below the 8 s after which `cli up` kills what still runs).
+WORKER_SHUTDOWN_GRACE_SECONDS = env.float("WORKER_SHUTDOWN_GRACE_SECONDS", 2.0)
 
 # DICOM networking. ADIT calls other nodes as CALLING_AE_TITLE; its receiver (the C-STORE SCP
 # that C-MOVE sends to) answers as RECEIVER_AE_TITLE on RECEIVER_PORT and hands every instance to

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -172,6 +173,7 @@ class DimseConnector:
         if not assoc.is_established:
             raise self._association_error(assoc, rejection)
         _disable_nagle(assoc)
+        reactor_hold = _hold_reactor(assoc)
         try:
             yield assoc
         except BaseException:
@@ -180,6 +182,8 @@ class DimseConnector:
         else:
             if assoc.is_established:
                 assoc.release()
+        finally:
+            reactor_hold.let_go()
 
     def _association_error(self, assoc: Association, rejection: dict[str, str]) -> DicomError:
         where = f"{self.peer.name} ({self.peer.ae_title} at {self.peer.host}:{self.peer.port})"
@@ -436,3 +440,40 @@ def _disable_nagle(assoc: Association) -> None:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:  # already closed by the peer; the next send reports that
             pass
+
+
+class _HeldReactorCheckpoint(threading.Event):
+    """Keeps pynetdicom's reactor thread paused for the whole life of an association we request.
+
+    pynetdicom pauses the association's reactor (its own reader of incoming messages) around
+    every request it sends and lets it run again afterwards. The pause is racy: a reactor that
+    has just passed its checkpoint can still take the next message off the queue; when that is
+    the response the sender waits for, it is logged as "Received unexpected C-STORE service
+    message" and the sender times out (pynetdicom issues #875, #435). With TCP_NODELAY the
+    response arrives fast enough to lose that race about once per few hundred C-STOREs. A
+    requestor needs no reactor between its own requests (responses and C-GET sub-operations
+    are read by the sending call itself), so it stays paused until the association ends.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reactor_waits = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.reactor_waits.set()
+        return super().wait(timeout)
+
+    def set(self) -> None:
+        """pynetdicom's "let the reactor run again": ignored while we hold it."""
+
+    def let_go(self) -> None:
+        super().set()
+
+
+def _hold_reactor(assoc: Association) -> _HeldReactorCheckpoint:
+    hold = _HeldReactorCheckpoint()
+    assoc._reactor_checkpoint = hold  # pyright: ignore[reportAttributeAccessIssue]
+    # Nothing was sent yet, so the reactor has nothing to take while it reaches the hold.
+    if not hold.reactor_waits.wait(timeout=5):
+        logger.warning("pynetdicom's reactor did not pause within 5 s on %s", assoc)
+    return hold

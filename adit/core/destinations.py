@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,18 +71,31 @@ def destination_for(task: TransferTask, study: StudyToTransfer, log: TaskLog) ->
     return FolderDestination(layout)
 
 
+SeriesKey = tuple[str, str, str]  # PatientID, StudyInstanceUID, SeriesInstanceUID
+
+
 class ServerDestination(Destination):
     """C-STORE (one association for the stream) or STOW-RS, then a check by query that the
-    server holds every instance sent."""
+    server holds every instance sent.
+
+    The check compares counts per series first (one C-FIND answer per series) and lists the
+    instances of a series only when its count differs, to name exactly what is missing.
+    """
 
     def __init__(self, server: DicomServer):
         self.server = server
         self.operator = DicomOperator(server)
-        self.sent: dict[tuple[str, str, str], set[str]] = {}
+        self.sent: dict[SeriesKey, set[str]] = {}
+        # Series that reached the server without passing through ADIT (a direct C-MOVE): how
+        # many instances they should have, and how to list them if the count is off.
+        self.moved: dict[SeriesKey, int] = {}
+        self.list_moved: Callable[[SeriesKey], set[str]] | None = None
 
-    def expect(self, patient_id: str, study_uid: str, series_uid: str, sop_uid: str) -> None:
-        """Notes an instance that reached the server by other means (a direct C-MOVE)."""
-        self.sent.setdefault((patient_id, study_uid, series_uid), set()).add(sop_uid)
+    def expect_moved(
+        self, key: SeriesKey, count: int, list_instances: Callable[[SeriesKey], set[str]]
+    ) -> None:
+        self.moved[key] = count
+        self.list_moved = list_instances
 
     def consume(self, instances: Iterable[Dataset]) -> int:
         def recorded() -> Iterator[Dataset]:
@@ -92,35 +105,43 @@ class ServerDestination(Destination):
                     str(dataset.StudyInstanceUID),
                     str(dataset.SeriesInstanceUID),
                 )
-                self.expect(*key, str(dataset.SOPInstanceUID))
+                self.sent.setdefault(key, set()).add(str(dataset.SOPInstanceUID))
                 yield dataset
 
         return self.operator.store(recorded())
 
+    def _expected_count(self, key: SeriesKey) -> int:
+        return len(self.sent[key]) if key in self.sent else self.moved[key]
+
+    def _expected_uids(self, key: SeriesKey) -> set[str]:
+        if key in self.sent:
+            return self.sent[key]
+        assert self.list_moved is not None
+        return self.list_moved(key)
+
     def verify(self, log: TaskLog) -> None:
         server = self.server
+        keys = [*self.sent, *(key for key in self.moved if key not in self.sent)]
+        if not keys:
+            return
         can_query = (
             server.study_root_find_support
             or server.patient_root_find_support
             or server.dicomweb_qido_support
         )
-        if not self.sent:
-            return
         if not can_query:
             log.warning(f"Could not check what arrived: {server.name} offers no C-FIND or QIDO-RS.")
             return
+        held_counts = self._held_counts({(patient, study) for patient, study, _ in keys})
         missing: list[str] = []
         total = 0
-        for (patient_id, study_uid, series_uid), sent in self.sent.items():
-            query = Query.create(
-                Level.IMAGE,
-                PatientID=patient_id,
-                StudyInstanceUID=study_uid,
-                SeriesInstanceUID=series_uid,
-            )
-            held = {str(image.SOPInstanceUID) for image in self.operator.find(query)}
-            missing += sorted(sent - held)
-            total += len(sent)
+        for key in keys:
+            expected = self._expected_count(key)
+            total += expected
+            if held_counts.get(key) == expected:
+                continue
+            held = self._held_uids(key)
+            missing += sorted(self._expected_uids(key) - held)
         if missing:
             shown = ", ".join(missing[:5])
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
@@ -129,6 +150,28 @@ class ServerDestination(Destination):
                 f"sent; missing: {shown}{more}."
             )
         log.info(f"Checked: {server.name} holds all {total} instance(s) sent.")
+
+    def _held_counts(self, studies: set[tuple[str, str]]) -> dict[SeriesKey, int]:
+        """Instances per series as the server reports them (series it leaves uncounted are
+        missing here and get checked instance by instance)."""
+        counts: dict[SeriesKey, int] = {}
+        for patient_id, study_uid in studies:
+            query = Query.create(Level.SERIES, PatientID=patient_id, StudyInstanceUID=study_uid)
+            for series in self.operator.find(query):
+                count = series.get("NumberOfSeriesRelatedInstances")
+                if count not in (None, ""):
+                    counts[(patient_id, study_uid, str(series.SeriesInstanceUID))] = int(count)
+        return counts
+
+    def _held_uids(self, key: SeriesKey) -> set[str]:
+        patient_id, study_uid, series_uid = key
+        query = Query.create(
+            Level.IMAGE,
+            PatientID=patient_id,
+            StudyInstanceUID=study_uid,
+            SeriesInstanceUID=series_uid,
+        )
+        return {str(image.SOPInstanceUID) for image in self.operator.find(query)}
 
 
 class FolderLayout:

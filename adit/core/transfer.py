@@ -115,17 +115,33 @@ class TransferProcessor(TaskProcessor):
     def _move_directly(
         self, operator: DicomOperator, study: StudyToTransfer, destination: DicomServer
     ) -> TaskOutcome:
-        series_uids = [str(item.SeriesInstanceUID) for item in study.series or []] or [None]
-        check = ServerDestination(destination)
-        moved_before = 0
+        """The source C-MOVEs the study (or each chosen series) to the destination; the check
+        afterwards compares the destination's counts per series with the source's."""
         self.log.info(
             f"{operator.server.name} moves the study straight to {destination.name} "
             f"({destination.ae_title}) by C-MOVE."
         )
-        for series_uid in series_uids:
-            expected = operator.expected_instances(study.patient_id, study.study_uid, series_uid)
-            for sop_uid, in_series in expected.items():
-                check.expect(study.patient_id, study.study_uid, in_series, sop_uid)
+        series_list = study.series
+        if series_list is None:
+            series_list = list(operator.find_series(study.study_uid))
+        check = ServerDestination(destination)
+
+        def list_at_source(key: tuple[str, str, str]) -> set[str]:
+            return set(operator.expected_instances(key[0], key[1], key[2]))
+
+        for series in series_list:
+            key = (study.patient_id, study.study_uid, str(series.SeriesInstanceUID))
+            count = series.get("NumberOfSeriesRelatedInstances")
+            if count in (None, ""):  # the source does not count: list what must arrive
+                count = len(list_at_source(key))
+            check.expect_moved(key, int(count), list_at_source)
+
+        moved_before = 0
+        # One move for the whole study when it all goes, else one per chosen series.
+        targets = (
+            [None] if study.series is None else [str(s.SeriesInstanceUID) for s in series_list]
+        )
+        for series_uid in targets:
 
             def progress(moved: int, before: int = moved_before) -> None:
                 self.control.check()

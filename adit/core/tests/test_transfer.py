@@ -409,3 +409,72 @@ def test_direct_move_to_a_destination_the_pacs_does_not_know_fails_clearly(
     assert "C-MOVE on ORTHANC1 failed" in task.message
     assert "check that ORTHANC1 knows this AE title" in task.message and "NOTKNOWN" in task.message
     assert empty_orthanc2.count_instances() == 0
+
+
+def test_last_attempt_of_a_transient_error_fails_with_the_error(
+    member, destination, orthanc1_studies
+):
+    closed = DicomServer.objects.create(
+        name="Closed",
+        ae_title="CLOSED",
+        host="127.0.0.1",
+        port=1,
+        study_root_find_support=True,
+        study_root_get_support=True,
+    )
+    study = _study(orthanc1_studies)
+    job = ExampleJob.objects.create(owner=member, status=JobStatus.PENDING)
+    task = ExampleTask.objects.create(
+        job=job,
+        source=closed,
+        destination=destination,
+        patient_id=study.patient_id,
+        study_uid=study.study_instance_uid,
+        attempts=2,  # two attempts already failed
+    )
+    run_task(None, task._meta.label_lower, task.pk)
+    task.refresh_from_db()
+    assert (task.status, task.attempts) == (TaskStatus.FAILURE, 3)
+    assert "Could not connect to Closed" in task.message
+    job.refresh_from_db()
+    assert (job.status, job.message) == (JobStatus.FAILURE, "All tasks failed.")
+
+
+def test_a_task_running_past_the_timeout_fails_saying_so(
+    member, source, destination, orthanc1_studies, settings
+):
+    settings.DICOM_TASK_TIMEOUT = 0
+    task = transfer(member, source, destination, _study(orthanc1_studies))
+    assert task.status == TaskStatus.FAILURE
+    assert task.message == "Task was aborted due to timeout: it ran longer than 0 minutes."
+
+
+def test_verification_names_instances_the_destination_lost(
+    source, destination, empty_orthanc2, orthanc1_studies
+):
+    """The check after storing: counts agree → fine; an instance gone → failure naming it."""
+    from adit.core.destinations import ServerDestination
+    from adit.core.dicom.errors import DicomError
+    from adit.core.processing import TaskLog
+
+    study = next(s for s in orthanc1_studies if any(x.instance_count > 2 for x in s.series))
+    series = next(x for x in study.series if x.instance_count > 2)
+    fetched: list[Dataset] = []
+    DicomOperator(source).fetch_series(
+        study.patient_id, study.study_instance_uid, series.series_instance_uid, fetched.append
+    )
+    check = ServerDestination(destination)
+    assert check.consume(fetched) == series.instance_count
+
+    log = TaskLog()
+    check.verify(log)
+    assert f"holds all {series.instance_count} instance(s) sent" in log.text()
+
+    lost = str(fetched[1].SOPInstanceUID)
+    (instance_id,) = empty_orthanc2.rest(
+        "POST", "/tools/find", {"Level": "Instance", "Query": {"SOPInstanceUID": lost}}
+    )
+    empty_orthanc2.rest("DELETE", f"/instances/{instance_id}")
+    total = series.instance_count
+    with pytest.raises(DicomError, match=rf"holds only {total - 1} of the {total} .*{lost}"):
+        check.verify(TaskLog())

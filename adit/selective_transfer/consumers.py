@@ -44,7 +44,6 @@ class SelectiveTransferConsumer(AsyncWebsocketConsumer):
             await self.close(code=UNAUTHENTICATED)
             return
         self.user = user
-        self.current_message = 0
         self.search_stopped: threading.Event | None = None
         await self.accept()
 
@@ -110,9 +109,16 @@ class SelectiveTransferConsumer(AsyncWebsocketConsumer):
         await self._send(results_html([], "Searching…", "info", searching=True))
         loop = asyncio.get_running_loop()
 
+        async def send_unless_superseded(html: str) -> None:
+            # Checked on the event loop, where the next message is handled: a result of this
+            # search can never follow the answer to a later message.
+            if not stopped.is_set():
+                await self._send(html)
+
         def send_from_thread(html: str) -> None:
             if not stopped.is_set():
-                asyncio.run_coroutine_threadsafe(self._send(html), loop).result(timeout=30)
+                future = asyncio.run_coroutine_threadsafe(send_unless_superseded(html), loop)
+                future.result(timeout=30)
 
         server = form.cleaned_data["source"].concrete()
         # Kept so the running search is not garbage-collected mid-way.

@@ -52,6 +52,9 @@ class Page:
         assert isinstance(received, str)
         return received
 
+    def receive_nothing(self, seconds: float) -> bool:
+        return self._run(self.communicator.receive_nothing(timeout=seconds), seconds + 5)
+
     def receive_until(self, text: str, timeout: float = 20) -> str:
         """Fragments until one contains ``text`` (a search first sends "Searching…")."""
         received = []
@@ -272,3 +275,13 @@ def test_transfer_limits(page, source_server, destination_server, destination_fo
     )
     assert "An archive password only works for folder destinations." in page.receive()
     assert not SelectiveTransferJob.objects.exists()
+
+
+def test_a_new_message_supersedes_a_running_search(page, source_server):
+    page.send("search", source=source_server.pk, patient_id="*")
+    page.send("reset")
+    received = [page.receive()]
+    while "Choose a DICOM source" not in received[-1]:
+        received.append(page.receive())
+    # Nothing of the superseded search comes after the answer to the reset.
+    assert page.receive_nothing(seconds=2)

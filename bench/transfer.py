@@ -7,13 +7,23 @@ Two Orthancs run side by side: A (the source) holds a synthetic CT study of N sl
   a C-MOVE to A with B as the destination, and A C-STOREs every instance to B;
 * by ADIT, through a real job processed by a real worker (``manage.py worker --queue dicom``): a
   job with one transfer task is queued, the worker claims it and runs the TransferProcessor
-  (C-FIND of the study, C-GET from A, C-STORE to B, C-FIND of every instance at B to verify),
+  (C-FIND of the study, C-GET from A, C-STORE to B, then the check that B holds it all),
   once plain and once pseudonymized;
+* by ADIT, plain, with a direct C-MOVE: for that run A's DicomServer row has "C-MOVE to
+  destinations" (``moves_to_destinations``, a per-server option in the admin) and study-root
+  C-MOVE on, so the worker asks A to C-MOVE the unmodified study straight to B; no instance
+  passes through the worker, which only orchestrates and checks;
 * by ADIT, plain, for a smaller study too (N/4 by default), so that the worker's peak memory can
   be compared at two study sizes.
-* optionally (``what_if``) by ADIT with TCP_NODELAY on the worker's pynetdicom sockets, plain
-  and pseudonymized: pynetdicom leaves Nagle's algorithm on, which stalls every C-STORE on the
-  peer's delayed ACK. The option is patched in that worker process only, never in ADIT's code.
+
+The check is ADIT's own (``ServerDestination.verify``): one C-FIND at series level on B gives
+the instances per series (NumberOfSeriesRelatedInstances), compared with what was sent, or, after
+a direct C-MOVE, with the source's counts; the instances of a series are listed by C-FIND only
+where the counts differ, to name what is missing.
+
+Two lines judge the plain target (>= 0.8x Orthanc's own C-MOVE): the direct C-MOVE, the lever
+ADIT has for it, and the transfer through the worker, reported too (it misses: every instance
+is fetched into the worker and stored again).
 
 Every method runs ``repeat`` times, interleaved round by round; the median counts. B is cleared
 before every run, and after every run B must hold exactly what was sent: a run that does not
@@ -145,8 +155,6 @@ class Method:
         label: Name in the table.
         kind: Kind.ORTHANC, Kind.PLAIN or Kind.PSEUDONYMIZED.
         small: Whether it copies the small study instead of the N-instance one.
-        tcp_nodelay: A what-if: the worker's pynetdicom sockets get TCP_NODELAY (patched in
-            the worker process only, never in ADIT's code).
         direct: The source row has "C-MOVE to destinations" on, so an unmodified study goes
             from A to B by A's own C-MOVE, ordered and verified by the worker.
     """
@@ -155,7 +163,6 @@ class Method:
     label: str
     kind: str
     small: bool = False
-    tcp_nodelay: bool = False
     direct: bool = False
 
     @property
@@ -169,15 +176,6 @@ METHODS = [
     Method("plain-direct", "ADIT transfer, plain, direct C-MOVE", Kind.PLAIN, direct=True),
     Method("pseudonymized", "ADIT transfer, pseudonymized", Kind.PSEUDONYMIZED),
     Method("plain-small", "ADIT transfer, plain", Kind.PLAIN, small=True),
-]
-WHAT_IF_METHODS = [
-    Method("plain-nodelay", "what-if: plain, TCP_NODELAY", Kind.PLAIN, tcp_nodelay=True),
-    Method(
-        "pseudonymized-nodelay",
-        "what-if: pseudonymized, TCP_NODELAY",
-        Kind.PSEUDONYMIZED,
-        tcp_nodelay=True,
-    ),
 ]
 # Under cProfile a run takes 2-3 times as long; the pseudonymized one at the small size keeps
 # the whole benchmark within about ten minutes and still shows the per-instance costs.
@@ -455,14 +453,12 @@ class Worker:
     """``manage.py worker --queue dicom`` on the bench database, its output in a log file.
 
     With ``profile_to`` the worker runs under cProfile in every thread and writes the merged
-    statistics there when it stops; with ``tcp_nodelay`` its pynetdicom sockets get
-    TCP_NODELAY (see ``_wrapped_manage``).
+    statistics there when it stops (see ``_wrapped_manage``).
     """
 
-    def __init__(self, log_path: Path, profile_to: Path | None = None, tcp_nodelay: bool = False):
+    def __init__(self, log_path: Path, profile_to: Path | None = None):
         self.log_path = log_path
         self.profile_to = profile_to
-        self.tcp_nodelay = tcp_nodelay
         self.process: subprocess.Popen[bytes] | None = None
         self._ps: psutil.Process | None = None
 
@@ -472,13 +468,16 @@ class Worker:
         from adit.core.dicom.orthanc import _parent_death_signal
 
         command = [sys.executable, "manage.py", "worker", "--queue", "dicom"]
-        if self.profile_to is not None or self.tcp_nodelay:
-            wrapper = [sys.executable, "-m", "bench.transfer"]
-            if self.profile_to is not None:
-                wrapper += ["--profile-to", str(self.profile_to)]
-            if self.tcp_nodelay:
-                wrapper += ["--tcp-nodelay"]
-            command = [*wrapper, "--", *command[2:]]
+        if self.profile_to is not None:
+            command = [
+                sys.executable,
+                "-m",
+                "bench.transfer",
+                "--profile-to",
+                str(self.profile_to),
+                "--",
+                *command[2:],
+            ]
         env = {
             **os.environ,
             # Inherited from this process already; named here so the worker's database and
@@ -584,50 +583,25 @@ def _failure_summary(outcome: str, worker_log: str) -> str:
 
 
 def _wrapped_manage(argv: list[str]) -> int:
-    """``python -m bench.transfer [--profile-to PATH] [--tcp-nodelay] -- MANAGE.PY-ARGS``.
+    """``python -m bench.transfer [--profile-to PATH] -- MANAGE.PY-ARGS``.
 
-    Runs manage.py in this process, changed for an explanation or a what-if only.
+    Runs manage.py in this process, under cProfile in every thread with ``--profile-to``.
     """
-    usage = "usage: python -m bench.transfer [--profile-to PATH] [--tcp-nodelay] -- ARGS..."
+    usage = "usage: python -m bench.transfer [--profile-to PATH] -- ARGS..."
     profile_to: Path | None = None
-    tcp_nodelay = False
     while argv and argv[0] != "--":
         if argv[0] == "--profile-to" and len(argv) > 1:
             profile_to, argv = Path(argv[1]), argv[2:]
-        elif argv[0] == "--tcp-nodelay":
-            tcp_nodelay, argv = True, argv[1:]
         else:
             print(usage)
             return 2
     sys.argv = ["manage.py", *argv[1:]]
-    if tcp_nodelay:
-        _give_pynetdicom_sockets_tcp_nodelay()
     manage = functools.partial(runpy.run_path, str(BASE_DIR / "manage.py"), run_name="__main__")
     if profile_to is None:
         manage()
     else:
         _run_profiled(manage, profile_to)
     return 0
-
-
-def _give_pynetdicom_sockets_tcp_nodelay() -> None:
-    """Sets TCP_NODELAY on every socket pynetdicom opens as the requestor from now on.
-
-    pynetdicom leaves Nagle's algorithm on and has no option for it: the last, short TCP
-    segment of each C-STORE request then waits for the peer's delayed ACK (~40 ms on Linux).
-    """
-    import socket
-
-    from pynetdicom.transport import AssociationSocket
-
-    create = AssociationSocket._create_socket
-
-    def create_without_nagle(self: Any, address: Any) -> socket.socket:
-        sock = create(self, address)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
-
-    setattr(AssociationSocket, "_create_socket", create_without_nagle)  # noqa: B010
 
 
 def _run_profiled(target: Callable[[], object], output: Path) -> None:
@@ -837,9 +811,7 @@ class TransferBenchmark:
     def _by_worker(self, method: Method, study: Study, profile_to: Path | None) -> Run:
         assert self.destination is not None and self.warm_up_study is not None
         self._runs += 1
-        worker = Worker(
-            self.workdir / f"worker-{self._runs}-{method.key}.log", profile_to, method.tcp_nodelay
-        )
+        worker = Worker(self.workdir / f"worker-{self._runs}-{method.key}.log", profile_to)
         try:
             worker.start()
             worker.wait_until_ready()
@@ -1000,7 +972,7 @@ _KEY_FUNCTIONS = [
     ("store thread: C-STORE to B per instance", "adit/core/dicom/dimse.py", "send"),
     ("pynetdicom send_c_store (encode, send, await)", "pynetdicom/association.py", "send_c_store"),
     ("pydicom encodes a Dataset (write_dataset)", "pydicom/filewriter.py", "write_dataset"),
-    ("verify: C-FIND of every instance on B", "adit/core/destinations.py", "verify"),
+    ("verify: counts per series on B (C-FIND)", "adit/core/destinations.py", "verify"),
     ("TaskControl.check (job status query)", "adit/core/processing.py", "check"),
     ("TaskControl.progress (progress update)", "adit/core/processing.py", "progress"),
     ("pynetdicom DUL reads PDUs", "pynetdicom/dul.py", "_is_transport_event"),
@@ -1202,6 +1174,18 @@ def reading(report: Report) -> str:
             f"outcome, the verifying C-FIND included); the small study (N={small.instances}) "
             f"went at {small.rate:.0f} instances/s against {plain.rate:.0f} at N={n}."
         )
+    direct = report.need("plain-direct")
+    parts.append(
+        f"With A's C-MOVE straight to B (no instance passes the worker) the plain transfer "
+        f"takes {direct.ms_per_instance:.1f} ms per instance, {report.ratio(direct):.2f}x "
+        "Orthanc's own C-MOVE"
+        + (
+            f"; the worker burns {1000 * direct.cpu_worker / n:.1f} ms CPU per instance "
+            "ordering the move, following its progress and checking the counts."
+            if direct.cpu_worker is not None
+            else "."
+        )
+    )
     for profile in report.profiles:
         wall = profile.wall_seconds
         task, _ = profile.cumulative("whole task")
@@ -1218,25 +1202,6 @@ def reading(report: Report) -> str:
             "over to the full queue; the store thread's C-STOREs "
             f"{store:.1f} s, waiting for the next instance {waits:.1f} s, modifying "
             f"{modify:.1f} s; the verifying C-FIND {verify:.1f} s."
-        )
-    effects = []
-    for key, reference_key in (
-        ("plain-nodelay", "plain"),
-        ("pseudonymized-nodelay", "pseudonymized"),
-    ):
-        result, reference = report.result(key), report.result(reference_key)
-        if result is not None and reference is not None:
-            effects.append(
-                f"{reference.method.label.removeprefix('ADIT transfer, ')} "
-                f"{result.seconds:.2f} s against {reference.seconds:.2f} s "
-                f"({100 * (result.seconds / reference.seconds - 1):+.0f}%, "
-                f"{report.ratio(result):.2f}x Orthanc)"
-            )
-    if effects:
-        parts.append(
-            "What-if, same session, with TCP_NODELAY on the worker's pynetdicom sockets: "
-            + "; ".join(effects)
-            + "."
         )
     parts.append(
         f"Load average (1 min) was {report.load_before:.2f} before and "
@@ -1264,19 +1229,17 @@ def format_markdown_section(report: Report) -> str:
         f"`POST /modalities/{SOURCE_NAME}/move` (B's C-MOVE SCU, A C-STOREs to B). ADIT: one "
         "ExampleJob with one task, queued with `start_processing(verified=True)` and run by a "
         "fresh `manage.py worker --queue dicom` (warmed up with a 5-instance job), C-GET from "
-        "A, C-STORE to B, verifying C-FIND; timed from queueing until the task reads Success "
+        "A, C-STORE to B, then the check (C-FIND of B's series, comparing the instances per "
+        "series with what was sent; instances listed only where a count differs); *direct "
+        'C-MOVE*: the same job with A\'s row set to "C-MOVE to destinations" (and study-root '
+        "C-MOVE), so A C-MOVEs the study straight to B and the check compares B's counts per "
+        "series with A's. Timed from queueing until the task reads Success "
         f"(polled every {POLL_SECONDS} s). Each method ran {report.repeat} times, round by "
         "round; seconds are the median. *task s* is the task's own start-to-end, *pickup s* "
         "queueing to claim. CPU is per run (median). Worker RSS: *ready* before queueing, "
         f"*peak* the highest psutil sample (every {RSS_SAMPLE_SECONDS} s; highest of all "
         "runs), *VmHWM* the kernel's high-water mark (reset before the job; highest of all "
-        "runs), *slope* the least-squares RSS slope over instances done (median of runs)."
-        + (
-            " *what-if* rows: the same with TCP_NODELAY set on the worker's pynetdicom sockets "
-            "(patched in that worker process only)."
-            if report.result("plain-nodelay")
-            else ""
-        ),
+        "runs), *slope* the least-squares RSS slope over instances done (median of runs).",
         "",
         format_markdown_table(report),
         "",
@@ -1395,7 +1358,6 @@ def run_transfer_benchmark(
     *,
     small_instances: int | None = None,
     profile: bool = True,
-    what_if: bool = False,
     record: bool = True,
     results_file: Path = RESULTS_FILE,
     echo: Echo = print,
@@ -1412,9 +1374,6 @@ def run_transfer_benchmark(
         small_instances: Slices of the small study (default: a quarter of ``instances``).
         profile: Whether to add a plain run (N) and a pseudonymized one (small study) by a
             worker under cProfile.
-        what_if: Whether to add plain and pseudonymized runs by a worker whose pynetdicom
-            sockets get TCP_NODELAY (patched in that worker only); with ``profile``, one plain
-            run of that kind is profiled too.
         record: Whether to append the results to ``results_file``.
         results_file: The Markdown file the results are appended to.
         echo: Where progress and results are printed.
@@ -1436,9 +1395,8 @@ def run_transfer_benchmark(
             bench.start()
             assert bench.source is not None
             assert bench.study is not None and bench.small_study is not None
-            methods = METHODS + (WHAT_IF_METHODS if what_if else [])
-            results = [MethodResult(method, bench.study_of(method).instances) for method in methods]
-            width = max(len(method.label) for method in methods)
+            results = [MethodResult(method, bench.study_of(method).instances) for method in METHODS]
+            width = max(len(method.label) for method in METHODS)
             failures: list[str] = []
             for round_number in range(1, repeat + 1):
                 for result in results:
@@ -1469,9 +1427,7 @@ def run_transfer_benchmark(
                 failures=failures,
             )
             if profile:
-                # With the what-ifs, also where the time goes once the Nagle stalls are gone.
-                profiled = PROFILED_METHODS + (WHAT_IF_METHODS[:1] if what_if else [])
-                for method in profiled:
+                for method in PROFILED_METHODS:
                     echo(
                         f"Profiling the worker during one {method.label}, "
                         f"N={bench.study_of(method).instances} ..."

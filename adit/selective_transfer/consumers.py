@@ -24,7 +24,7 @@ from pydicom import Dataset
 
 from adit.core.dicom.errors import DicomError
 from adit.core.dicom.operator import DicomOperator
-from adit.core.models import ProjectSettings, SectionLock
+from adit.core.models import DicomServer, ProjectSettings, SectionLock
 
 from .forms import MAX_SEARCH_RESULTS, SelectiveTransferForm
 from .models import create_transfer_job
@@ -120,14 +120,20 @@ class SelectiveTransferConsumer(AsyncWebsocketConsumer):
                 future = asyncio.run_coroutine_threadsafe(send_unless_superseded(html), loop)
                 future.result(timeout=30)
 
-        server = form.cleaned_data["source"].concrete()
+        server, may_download = await self._search_source(form)
         # Kept so the running search is not garbage-collected mid-way.
         self.search_task = asyncio.create_task(
             asyncio.to_thread(
-                run_search, server, form.search_filters(), form.may_download, stopped,
+                run_search, server, form.search_filters(), may_download, stopped,
                 send_from_thread,
             )
         )  # fmt: skip
+
+    @database_sync_to_async
+    def _search_source(self, form: SelectiveTransferForm) -> tuple[DicomServer, bool]:
+        server = form.cleaned_data["source"].concrete()
+        assert isinstance(server, DicomServer)  # the form offers servers only
+        return server, form.may_download
 
     def _stop_search(self) -> None:
         if self.search_stopped is not None:

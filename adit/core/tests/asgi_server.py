@@ -39,7 +39,9 @@ class AsgiServer:
             ],  # fmt: skip
             cwd=settings.BASE_DIR,
             env={
-                **os.environ,
+                # The test process allows sync ORM calls from async code (Playwright needs it);
+                # the server must not, or a consumer doing so would pass here and fail in use.
+                **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
                 "DJANGO_SETTINGS_MODULE": "adit.settings.test",
                 "DATABASE_URL": database_url(),
                 # The test settings keep channel layers in memory; this server needs none.

@@ -73,6 +73,13 @@ class Page:
             self.thread.join(timeout=5)
 
 
+@pytest.fixture(autouse=True)
+def async_safety(monkeypatch):
+    """The consumer must never call the ORM from its event loop; the suite allows that for
+    Playwright, so it is forbidden again here."""
+    monkeypatch.delenv("DJANGO_ALLOW_ASYNC_UNSAFE", raising=False)
+
+
 @pytest.fixture
 def page(researcher):
     page = Page(researcher)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 from html import unescape
 
@@ -36,7 +37,15 @@ class Page:
         self.communicator.scope["user"] = user  # pyright: ignore[reportGeneralTypeIssues]
 
     def _run(self, coroutine, timeout: float = 30):
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+        # The suite allows sync ORM calls from async code (Playwright needs that in the main
+        # thread); while the consumer runs they are forbidden again, as in production. The
+        # main thread only waits meanwhile.
+        allowed = os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        try:
+            return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+        finally:
+            if allowed is not None:
+                os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = allowed
 
     def connect(self):
         return self._run(self.communicator.connect())
@@ -71,13 +80,6 @@ class Page:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=5)
-
-
-@pytest.fixture(autouse=True)
-def async_safety(monkeypatch):
-    """The consumer must never call the ORM from its event loop; the suite allows that for
-    Playwright, so it is forbidden again here."""
-    monkeypatch.delenv("DJANGO_ALLOW_ASYNC_UNSAFE", raising=False)
 
 
 @pytest.fixture

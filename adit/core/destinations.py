@@ -12,6 +12,7 @@ import errno
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,10 +22,12 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from . import folder_layout
+from .archive import EncryptedZipWriter
 from .dicom.errors import DicomError
 from .dicom.operator import DicomOperator
 from .dicom.query import Level, Query
 from .models import DicomFolder, DicomServer
+from .nifti import convert_series_to_nifti
 
 if TYPE_CHECKING:
     from .models import TransferJob, TransferTask
@@ -241,18 +244,20 @@ class ZipDestination(Destination):
     def __init__(self, layout: FolderLayout, password: str):
         self.layout = layout
         self.password = password
-        self.writer = None
+        self.writer: EncryptedZipWriter | None = None
+        # The archive is opened with the first instance (it names the study folder) and
+        # completed, or removed after a failure, when the destination's with-block ends.
+        self.open_archive = ExitStack()
 
     def consume(self, instances: Iterable[Dataset]) -> int:
-        from .archive import EncryptedZipWriter
-
         count = 0
         for dataset in instances:
             if self.writer is None:
                 path = self.layout.study_path(dataset).with_suffix(".zip")
                 _check_inside(path, self.layout.root)
-                self.writer = EncryptedZipWriter(path, self.password)
-                self.writer.__enter__()
+                self.writer = self.open_archive.enter_context(
+                    EncryptedZipWriter(path, self.password)
+                )
             arcname = (
                 f"{self.layout.study_folder}/{self.layout.series_folder(dataset)}/"
                 f"{folder_layout.sanitize_part(str(dataset.SOPInstanceUID))}.dcm"
@@ -262,8 +267,7 @@ class ZipDestination(Destination):
         return count
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self.writer is not None:
-            self.writer.__exit__(exc_type, exc, tb)
+        self.open_archive.__exit__(exc_type, exc, tb)
 
 
 class NiftiDestination(Destination):
@@ -300,8 +304,6 @@ class NiftiDestination(Destination):
         return count
 
     def _convert(self) -> None:
-        from .nifti import convert_series_to_nifti
-
         written = 0
         for uid, (folder, name, modality) in self.series.items():
             if modality in NON_IMAGE_MODALITIES:

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from channels.db import database_sync_to_async
@@ -204,8 +205,6 @@ def run_search(
     send: Callable[[str], None],
 ) -> None:
     """Queries the PACS and sends the growing result table, newest study first."""
-    import time
-
     studies: list[dict] = []
     last_sent = time.monotonic()
     try:

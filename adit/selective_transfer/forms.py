@@ -8,7 +8,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from adit.core import validators
-from adit.core.models import DicomFolder, DicomNode, DicomServer, Project
+from adit.core.models import DicomNode, Project
 
 MAX_STUDIES_FOR_NON_STAFF = 10
 MAX_SEARCH_RESULTS = 100
@@ -210,11 +210,3 @@ class SelectiveTransferForm(forms.Form):
             "urgent": bool(data.get("urgent")),
             "send_finished_mail": bool(data.get("send_finished_mail")),
         }
-
-
-def is_server(node: DicomNode) -> bool:
-    return isinstance(node.concrete(), DicomServer)
-
-
-def is_folder(node: DicomNode) -> bool:
-    return isinstance(node.concrete(), DicomFolder)

@@ -27,3 +27,50 @@ def grant(node, group, source=False, destination=False) -> DicomNodeGroupAccess:
     return DicomNodeGroupAccess.objects.create(
         dicom_node=node, group=group, source=source, destination=destination
     )
+
+
+# How a server that offers each way of fetching is configured (flags over server_for's
+# C-FIND + C-GET + C-STORE defaults); "dicomweb" also needs dicomweb_root_url.
+SOURCE_KINDS: dict[str, dict] = {
+    "c-get": {},
+    "c-move": {"study_root_get_support": False, "study_root_move_support": True},
+    "dicomweb": {
+        "host": "",
+        "port": None,
+        "study_root_find_support": False,
+        "study_root_get_support": False,
+        "dicomweb_qido_support": True,
+        "dicomweb_wado_support": True,
+    },
+}
+
+
+def server_for(orthanc, name: str | None = None, kind: str = "c-get", **flags) -> DicomServer:
+    """The DicomServer row of a test Orthanc (created, or updated to these flags)."""
+    fields = {
+        "name": name or orthanc.ae_title,
+        "host": "127.0.0.1",
+        "port": orthanc.dicom_port,
+        "study_root_find_support": True,
+        "study_root_get_support": True,
+        "store_scp_support": True,
+        **SOURCE_KINDS[kind],
+        **flags,
+    }
+    if kind == "dicomweb":
+        fields.setdefault("dicomweb_root_url", orthanc.dicomweb_root)
+    ae_title = fields.pop("ae_title", orthanc.ae_title)  # another row for the same Orthanc
+    server, _ = DicomServer.objects.update_or_create(ae_title=ae_title, defaults=fields)
+    return server
+
+
+def unreachable_server(name: str = "Closed") -> DicomServer:
+    """A server on a port nobody listens on: every connection is refused at once."""
+    return DicomServer.objects.create(
+        name=name,
+        ae_title=name.upper()[:16],
+        host="127.0.0.1",
+        port=1,
+        study_root_find_support=True,
+        study_root_get_support=True,
+    )

@@ -21,32 +21,19 @@ from adit.core.models import DicomFolder, DicomServer, Project
 from adit.core.processing import run_task
 from adit.core.statuses import JobStatus, TaskStatus
 from adit.core.tests.example_app.models import ExampleJob, ExampleTask
+from adit.core.tests.factories import server_for, unreachable_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
 
-def _server(orthanc, **flags) -> DicomServer:
-    fields = {
-        "host": "127.0.0.1",
-        "port": orthanc.dicom_port,
-        "study_root_find_support": True,
-        "study_root_get_support": True,
-        "store_scp_support": True,
-    }
-    server, _ = DicomServer.objects.update_or_create(
-        ae_title=orthanc.ae_title, defaults={"name": orthanc.ae_title, **fields, **flags}
-    )
-    return server
-
-
 @pytest.fixture
 def source(orthanc1) -> DicomServer:
-    return _server(orthanc1)
+    return server_for(orthanc1)
 
 
 @pytest.fixture
 def destination(empty_orthanc2) -> DicomServer:
-    return _server(empty_orthanc2)
+    return server_for(empty_orthanc2)
 
 
 @pytest.fixture
@@ -227,14 +214,7 @@ def test_mismatching_patient_id_transfers_with_a_warning(
 
 
 def test_unreachable_source_will_be_retried(member, destination, orthanc1_studies):
-    closed = DicomServer.objects.create(
-        name="Closed",
-        ae_title="CLOSED",
-        host="127.0.0.1",
-        port=1,
-        study_root_find_support=True,
-        study_root_get_support=True,
-    )
+    closed = unreachable_server()
     task = transfer(member, closed, destination, _study(orthanc1_studies))
     assert task.status == TaskStatus.PENDING
     assert task.message.startswith("Task failed, but will be retried (attempt 2 of 3")
@@ -321,28 +301,11 @@ def test_dates_can_be_shifted_on_request(member, source, destination, orthanc1_s
     assert 62 <= (original - shifted).days <= 731
 
 
-SOURCE_KINDS = {
-    "c-get": {},
-    "c-move": {"study_root_get_support": False, "study_root_move_support": True},
-    "dicomweb": {
-        "host": "",
-        "port": None,
-        "study_root_find_support": False,
-        "study_root_get_support": False,
-        "dicomweb_qido_support": True,
-        "dicomweb_wado_support": True,
-    },
-}
-
-
-@pytest.mark.parametrize("kind", SOURCE_KINDS)
+@pytest.mark.parametrize("kind", ["c-get", "c-move", "dicomweb"])
 def test_every_source_protocol_delivers_the_study(
     kind, member, orthanc1, destination, orthanc1_studies, receiving
 ):
-    flags = dict(SOURCE_KINDS[kind])
-    if kind == "dicomweb":
-        flags["dicomweb_root_url"] = orthanc1.dicomweb_root
-    source = _server(orthanc1, **flags)
+    source = server_for(orthanc1, kind=kind)
     study = _study(orthanc1_studies)
     task = transfer(member, source, destination, study, pseudonym=f"SRC-{kind}")
     assert task.status == TaskStatus.SUCCESS, task.message
@@ -353,7 +316,7 @@ def test_every_source_protocol_delivers_the_study(
 def test_stow_destination_receives_and_is_verified_by_qido(
     member, source, empty_orthanc2, orthanc1_studies
 ):
-    web_only = _server(
+    web_only = server_for(
         empty_orthanc2,
         host="",
         port=None,
@@ -375,7 +338,7 @@ def test_stow_destination_receives_and_is_verified_by_qido(
 def test_unmodified_transfer_goes_straight_from_pacs_to_pacs_when_allowed(
     member, orthanc1, destination, orthanc1_studies
 ):
-    source = _server(orthanc1, study_root_move_support=True, moves_to_destinations=True)
+    source = server_for(orthanc1, study_root_move_support=True, moves_to_destinations=True)
     study = _study(orthanc1_studies)
     task = transfer(member, source, destination, study)
 
@@ -395,7 +358,7 @@ def test_unmodified_transfer_goes_straight_from_pacs_to_pacs_when_allowed(
 def test_direct_move_to_a_destination_the_pacs_does_not_know_fails_clearly(
     member, orthanc1, orthanc1_studies, empty_orthanc2
 ):
-    source = _server(orthanc1, study_root_move_support=True, moves_to_destinations=True)
+    source = server_for(orthanc1, study_root_move_support=True, moves_to_destinations=True)
     unknown = DicomServer.objects.create(
         name="Unknown to ORTHANC1",
         ae_title="NOTKNOWN",
@@ -414,14 +377,7 @@ def test_direct_move_to_a_destination_the_pacs_does_not_know_fails_clearly(
 def test_last_attempt_of_a_transient_error_fails_with_the_error(
     member, destination, orthanc1_studies
 ):
-    closed = DicomServer.objects.create(
-        name="Closed",
-        ae_title="CLOSED",
-        host="127.0.0.1",
-        port=1,
-        study_root_find_support=True,
-        study_root_get_support=True,
-    )
+    closed = unreachable_server()
     study = _study(orthanc1_studies)
     job = ExampleJob.objects.create(owner=member, status=JobStatus.PENDING)
     task = ExampleTask.objects.create(

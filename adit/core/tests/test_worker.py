@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import connection
 
 from adit.core.tasks import delete_expired_channel_messages
-from adit.core.tests.worker_process import clear_task_queue, database_url
+from adit.core.tests.app_processes import clear_task_queue, database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -12,8 +12,8 @@ from adit.core.dicom.orthanc import OrthancServer
 from adit.core.dicom.synthetic import describe_ct_series, generate_ct_series
 from adit.core.models import DicomServer
 from adit.core.statuses import JobStatus, TaskStatus
+from adit.core.tests.app_processes import WorkerProcess, clear_task_queue
 from adit.core.tests.example_app.models import ExampleJob, ExampleTask
-from adit.core.tests.worker_process import WorkerProcess, clear_task_queue
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth.models import Permission
 
 from adit.core.models import DicomFolder, DicomServer
-from adit.core.tests.factories import grant
+from adit.core.tests.factories import grant, server_for
 
 BASIC_PERMISSIONS = ("add_selectivetransferjob", "view_selectivetransferjob")
 
@@ -22,20 +22,6 @@ def give(user, *codenames: str) -> None:
     for cache in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
         if hasattr(user, cache):
             delattr(user, cache)
-
-
-def server_for(orthanc, name: str | None = None, **flags) -> DicomServer:
-    fields = {
-        "name": name or orthanc.ae_title,
-        "host": "127.0.0.1",
-        "port": orthanc.dicom_port,
-        "study_root_find_support": True,
-        "study_root_get_support": True,
-        "store_scp_support": True,
-        **flags,
-    }
-    server, _ = DicomServer.objects.update_or_create(ae_title=orthanc.ae_title, defaults=fields)
-    return server
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""A real task worker in a subprocess, on the test database, for tests of what workers do."""
+"""Processes of the app (workers, daphne) in subprocesses on the test database, for tests."""
 
 from __future__ import annotations
 
@@ -22,19 +22,21 @@ def database_url() -> str:
     return f"postgres://{database['USER']}{password}@{host}{port}/{database['NAME']}"
 
 
-class WorkerProcess:
-    """``manage.py worker`` with the test settings; its output goes to a file for failures."""
+class AppProcess:
+    """A process of the app (``manage.py …``, daphne) with the test settings on the test
+    database; its output goes to a file, for the message of a failing test."""
 
-    def __init__(self, *queues: str, env: dict[str, str] | None = None):
-        arguments = [argument for queue in queues for argument in ("--queue", queue)]
+    def __init__(self, command: list[str], name: str, env: dict[str, str] | None = None):
         self.output = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
-            mode="w+", prefix="worker-", suffix=".log"
+            mode="w+", prefix=f"{name}-", suffix=".log"
         )
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "worker", *arguments],
+            command,
             cwd=settings.BASE_DIR,
             env={
-                **os.environ,
+                # The test process allows sync ORM calls from async code (Playwright needs
+                # it); the app must not, or code doing so would pass here and fail in use.
+                **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
                 "DJANGO_SETTINGS_MODULE": "adit.settings.test",
                 "DATABASE_URL": database_url(),
                 **(env or {}),
@@ -49,18 +51,6 @@ class WorkerProcess:
         with open(self.output.name) as log:
             return log.read()
 
-    def wait_until_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while "is ready." not in self.log():
-            assert self.process.poll() is None, f"the worker exited:\n{self.log()}"
-            assert time.monotonic() < deadline, f"the worker did not get ready:\n{self.log()}"
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        """What a crash or `kill -9` does: no chance to clean up."""
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
     def stop(self, timeout: float = 30) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -72,6 +62,26 @@ class WorkerProcess:
         returncode = self.process.returncode
         self.output.close()
         return returncode
+
+
+class WorkerProcess(AppProcess):
+    """``manage.py worker`` on the given queues."""
+
+    def __init__(self, *queues: str, env: dict[str, str] | None = None):
+        arguments = [argument for queue in queues for argument in ("--queue", queue)]
+        super().__init__([sys.executable, "manage.py", "worker", *arguments], "worker", env)
+
+    def wait_until_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while "is ready." not in self.log():
+            assert self.process.poll() is None, f"the worker exited:\n{self.log()}"
+            assert time.monotonic() < deadline, f"the worker did not get ready:\n{self.log()}"
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """What a crash or `kill -9` does: no chance to clean up."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
 
     def __enter__(self) -> WorkerProcess:
         return self

@@ -28,28 +28,24 @@ Nothing here needs database tables: the DicomServer rows stay unsaved.
 from __future__ import annotations
 
 import contextlib
-import cProfile
 import datetime
 import io
-import logging
 import os
-import platform
-import pstats
 import queue
-import re
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from bench import common
+from bench.common import RESULTS_FILE, BenchmarkError, Echo, ProfileSummary
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -58,9 +54,6 @@ if TYPE_CHECKING:
     from adit.core.dicom.orthanc import OrthancServer
     from adit.core.models import DicomServer
 
-RESULTS_FILE = Path(__file__).resolve().parent / "RESULTS.md"
-
-GETSCU = "/usr/bin/getscu"
 MOVESCU = "/usr/bin/movescu"
 # dcmtk keeps Nagle's algorithm on unless this is set; every C-STORE then stalls for ~40 ms.
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
@@ -81,12 +74,6 @@ PROFILE_TOP = 10
 # pynetdicom's reactors sleep this long whenever nothing is waiting (DULServiceProvider).
 PYNETDICOM_POLL_SECONDS = 0.001
 FAST_POLL_SECONDS = 0.0001  # the what-if value
-
-Echo = Callable[[str], None]
-
-
-class BenchmarkError(RuntimeError):
-    """A fetch failed or delivered the wrong number of instances."""
 
 
 @dataclass(frozen=True)
@@ -154,25 +141,8 @@ class Run:
     rss_samples: list[tuple[int, float]] = field(default_factory=list)
 
 
-@dataclass
-class MethodResult:
+class MethodResult(common.MethodResultBase[Method, Run]):
     """All runs of one method and the figures derived from them."""
-
-    method: Method
-    instances: int
-    runs: list[Run] = field(default_factory=list)
-
-    @property
-    def seconds(self) -> float:
-        return statistics.median(run.seconds for run in self.runs)
-
-    @property
-    def rate(self) -> float:
-        return self.instances / self.seconds
-
-    @property
-    def ms_per_instance(self) -> float:
-        return 1000 * self.seconds / self.instances
 
     @property
     def cpu_self(self) -> float:
@@ -181,10 +151,6 @@ class MethodResult:
     @property
     def cpu_children(self) -> float:
         return statistics.median(run.cpu_children for run in self.runs)
-
-    @property
-    def cpu_orthanc(self) -> float:
-        return statistics.median(run.cpu_orthanc for run in self.runs)
 
     @property
     def core_share(self) -> float:
@@ -219,27 +185,6 @@ class MethodResult:
 
 
 @dataclass(frozen=True)
-class ProfileSummary:
-    """What cProfile saw in one run, all threads merged."""
-
-    label: str
-    instances: int
-    wall_seconds: float
-    threads: int
-    categories: list[tuple[str, float]]  # self time by category, seconds
-    key_functions: list[tuple[str, float, int]]  # (what, cumulative seconds, calls)
-    top_cumulative: str
-    top_self: str
-
-    def cumulative(self, what_prefix: str) -> tuple[float, int]:
-        """Cumulative seconds and calls of the key function whose description starts so."""
-        for what, seconds, calls in self.key_functions:
-            if what.startswith(what_prefix):
-                return seconds, calls
-        return 0.0, 0
-
-
-@dataclass(frozen=True)
 class UnitCosts:
     """Per-instance costs measured in this process, milliseconds (median)."""
 
@@ -251,7 +196,7 @@ class UnitCosts:
 
 
 @dataclass
-class Report:
+class Report(common.ResultsByKey[MethodResult]):
     instances: int
     repeat: int
     study_mib: float
@@ -266,14 +211,6 @@ class Report:
     profiles: list[ProfileSummary] = field(default_factory=list)
     peak_rss_reset: bool = True
     started: datetime.datetime = field(default_factory=lambda: datetime.datetime.now().astimezone())
-
-    def result(self, key: str) -> MethodResult | None:
-        return next((result for result in self.results if result.method.key == key), None)
-
-    def need(self, key: str) -> MethodResult:
-        result = self.result(key)
-        assert result is not None, key
-        return result
 
     def ratio(self, result: MethodResult) -> float | None:
         """Throughput relative to the matching dcmtk baseline (1.0 = as fast as dcmtk)."""
@@ -290,83 +227,13 @@ def _cpu_seconds(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _process_cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds of another process (all its threads), 0 if unknown."""
-    if pid is None:
-        return 0.0
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = text.rsplit(")", 1)[1].split()
-    # After the command name: state is field 3 of stat(5); utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _rss_mb() -> float:
     pages = int(Path("/proc/self/statm").read_text().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _reset_peak_rss() -> bool:
-    """Resets the kernel's RSS high-water mark, which getrusage's ru_maxrss reports.
-
-    Writing 5 to clear_refs (Linux >= 4.0) makes the next ru_maxrss the peak since now (it
-    never reports less than the RSS the process had before it exec'd Python, a few MB).
-    Returns False where that is not allowed; ru_maxrss is then the peak since start.
-    """
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def _load_average() -> float:
-    return os.getloadavg()[0]
-
-
-def _machine() -> dict[str, str]:
-    cpu_model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    ram = "unknown"
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram = f"{int(line.split()[1]) / 2**20:.1f} GiB"
-                break
-    return {
-        "nproc": str(len(os.sched_getaffinity(0))),
-        "arch": platform.machine(),
-        "cpu": cpu_model,
-        "ram": ram,
-        "kernel": platform.release(),
-    }
-
-
-def _versions(orthanc: OrthancServer) -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for package in ("pydicom", "pynetdicom", "dicomweb-client"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[package] = metadata.version(package)
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        output = subprocess.run(
-            [GETSCU, "--version"], capture_output=True, text=True, timeout=10
-        ).stdout
-        match = re.search(r"v(\d+\.\d+\.\d+)", output)
-        if match:
-            versions["dcmtk"] = match.group(1)
-    with contextlib.suppress(Exception):
-        versions["orthanc"] = str(orthanc.rest("GET", "/system")["Version"])
-    return versions
 
 
 @contextlib.contextmanager
@@ -417,7 +284,7 @@ class _Sink:
             self.samples.append((self.count, _rss_mb()))
 
 
-class FetchBenchmark:
+class FetchBenchmark(common.Session):
     """The Orthanc, the receiver and the temporary folders of one benchmark session.
 
     Use as a context manager; leaving it stops every server and removes every folder, also on
@@ -425,11 +292,9 @@ class FetchBenchmark:
     """
 
     def __init__(self, instances: int, echo: Echo):
+        super().__init__("adit-bench-fetch-")
         self.instances = instances
         self.echo = echo
-        self.workdir = Path(tempfile.mkdtemp(prefix="adit-bench-fetch-", dir="/tmp"))
-        self._stack = contextlib.ExitStack()
-        self._stack.callback(shutil.rmtree, self.workdir, ignore_errors=True)
         self.orthanc: OrthancServer | None = None
         self.study_uid = ""
         self.patient_id = ""
@@ -439,12 +304,6 @@ class FetchBenchmark:
         self.peak_rss_reset = True
         self._expected: dict[str, str] = {}
         self._movescu_port = 0
-
-    def __enter__(self) -> FetchBenchmark:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stack.close()
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -457,7 +316,7 @@ class FetchBenchmark:
         from adit.core.dicom.synthetic import describe_ct_series, generate_ct_series
         from adit.system_packages import ensure_commands
 
-        ensure_commands({GETSCU: "dcmtk", MOVESCU: "dcmtk"})
+        ensure_commands({common.GETSCU: "dcmtk", MOVESCU: "dcmtk"})
         dicom_port, http_port, store_port, channel_port, movescu_port = free_ports(5)
         self._movescu_port = movescu_port
 
@@ -548,7 +407,7 @@ class FetchBenchmark:
         output = Path(tempfile.mkdtemp(prefix=f"{method.key}-", dir=self.workdir))
         try:
             if method.in_process:
-                self.peak_rss_reset = _reset_peak_rss() and self.peak_rss_reset
+                self.peak_rss_reset = common.reset_high_water_mark() and self.peak_rss_reset
             rss_before = _rss_mb()
             cpu_self = _cpu_seconds(resource.RUSAGE_SELF)
             cpu_children = _cpu_seconds(resource.RUSAGE_CHILDREN)
@@ -580,7 +439,7 @@ class FetchBenchmark:
             os.sync()  # no write-back of this run's files during the next one
 
     def _orthanc_cpu(self) -> float:
-        return _process_cpu_seconds(self.orthanc.pid if self.orthanc else None)
+        return common.process_cpu_seconds(self.orthanc.pid if self.orthanc else None)
 
     def _fetch(self, method: Method, output: Path, sink: _Sink) -> None:
         key = method.key
@@ -633,7 +492,7 @@ class FetchBenchmark:
 
     def _getscu(self, output: Path) -> None:
         self._dcmtk(
-            [GETSCU, "-S", "-aet", DCMTK_CALLING_AE, "-aec", PACS_AE]
+            [common.GETSCU, "-S", "-aet", DCMTK_CALLING_AE, "-aec", PACS_AE]
             + self._dcmtk_retrieve_arguments(output)
         )
 
@@ -758,66 +617,34 @@ class FetchBenchmark:
 
     def profile(self, method: Method) -> ProfileSummary:
         """Runs ``method`` once under cProfile, in this thread and every thread it starts."""
-        profilers: list[cProfile.Profile] = []
-        lock = threading.Lock()
-
-        def start_profiling(frame: Any, event: str, arg: Any) -> None:
-            # The first event of a new thread replaces this hook by a profiler of its own.
-            profiler = cProfile.Profile()
-            with lock:
-                profilers.append(profiler)
-            profiler.enable()
-
         before = set(threading.enumerate())
         output = Path(tempfile.mkdtemp(prefix="profile-", dir=self.workdir))
         sink = _Sink(output if method.writes else None, self.instances)
-        main = cProfile.Profile()
-        threading.setprofile(start_profiling)
+        profiler = common.ThreadProfiler()
         try:
-            main.enable()
-            started = time.perf_counter()
-            try:
-                self._fetch(method, output, sink)
-            finally:
-                wall = time.perf_counter() - started
-                main.disable()
+            with profiler:
+                started = time.perf_counter()
+                try:
+                    self._fetch(method, output, sink)
+                finally:
+                    wall = time.perf_counter() - started
         finally:
-            threading.setprofile(None)  # pyright: ignore[reportArgumentType]
             shutil.rmtree(output, ignore_errors=True)
         for thread in set(threading.enumerate()) - before:
             thread.join(timeout=10)
-        stats = pstats.Stats(main)
-        for profiler in profilers:
-            stats.add(profiler)
-        return _summarize_profile(method.label, self.instances, stats, wall, len(profilers) + 1)
+        return common.summarize_profile(
+            method.label,
+            self.instances,
+            profiler.stats(),
+            wall,
+            profiler.threads,
+            key_functions=_KEY_FUNCTIONS,
+            top=PROFILE_TOP,
+        )
 
 
-# Self time of these built-ins is time spent waiting, not working.
-_WAIT_NAMES = ("acquire", "sleep", "select", "poll", "wait", "join")
-_SOCKET_NAMES = ("recv", "send", "_socket")
-_FILE_NAMES = ("_io.BufferedWriter", "_io.FileIO", "io.open", "posix.", "write'")
-WAITING = "waiting (locks, select, sleep)"
-
-
-def _category(filename: str, function: str) -> str:
-    if filename == "~":  # a built-in
-        if any(name in function for name in _WAIT_NAMES):
-            return WAITING
-        if any(name in function for name in _SOCKET_NAMES):
-            return "socket I/O"
-        if any(name in function for name in _FILE_NAMES):
-            return "file I/O"
-        return "other built-ins"
-    for package in ("pydicom", "pynetdicom", "adit", "dicomweb_client", "requests", "urllib3"):
-        if f"/{package}/" in filename:
-            return f"{package} code"
-    if filename.endswith(("/threading.py", "/queue.py")):
-        return "threading and queue hand-offs"
-    return "other Python code"
-
-
-# (what, end of the file name, function name) of functions whose cumulative time explains a run.
-_KEY_FUNCTIONS = [
+# Functions whose cumulative time explains a fetch.
+_KEY_FUNCTIONS: list[common.KeyFunction] = [
     ("pynetdicom DUL reads PDUs (poll socket, recv, decode)", "dul.py", "_is_transport_event"),
     ("pynetdicom state machine, per PDU", "pynetdicom/fsm.py", "do_action"),
     ("pynetdicom encodes and sends each C-STORE response", "pynetdicom/dimse.py", "send_msg"),
@@ -834,46 +661,6 @@ _KEY_FUNCTIONS = [
     ("bench callback (dcmwrite to a file)", "bench/fetch.py", "__call__"),
     ("pydicom dcmwrite", "pydicom/filewriter.py", "dcmwrite"),
 ]
-
-
-def _summarize_profile(
-    label: str, instances: int, stats: pstats.Stats, wall: float, threads: int
-) -> ProfileSummary:
-    raw: dict[tuple[str, int, str], tuple[int, int, float, float, Any]] = stats.stats  # pyright: ignore[reportAttributeAccessIssue]
-    categories: dict[str, float] = {}
-    for (filename, _line, function), (_cc, _nc, own, _cum, _callers) in raw.items():
-        name = _category(filename, function)
-        categories[name] = categories.get(name, 0.0) + own
-    key_functions = []
-    for what, file_end, function in _KEY_FUNCTIONS:
-        cumulative = 0.0
-        calls = 0
-        for (filename, _line, name), (_cc, nc, _own, cum, _callers) in raw.items():
-            if name == function and filename.endswith(file_end):
-                cumulative += cum
-                calls += nc
-        if calls:
-            key_functions.append((what, cumulative, calls))
-    stats.strip_dirs()
-    return ProfileSummary(
-        label=label,
-        instances=instances,
-        wall_seconds=wall,
-        threads=threads,
-        categories=sorted(categories.items(), key=lambda item: -item[1]),
-        key_functions=key_functions,
-        top_cumulative=_print_stats(stats, "cumulative"),
-        top_self=_print_stats(stats, "tottime"),
-    )
-
-
-def _print_stats(stats: pstats.Stats, order: str) -> str:
-    buffer = io.StringIO()
-    stats.stream = buffer  # pyright: ignore[reportAttributeAccessIssue]
-    stats.sort_stats(order).print_stats(PROFILE_TOP)
-    lines = buffer.getvalue().splitlines()
-    start = next((i for i, line in enumerate(lines) if line.lstrip().startswith("ncalls")), 0)
-    return "\n".join(line.rstrip() for line in lines[start:] if line.strip())
 
 
 def measure_unit_costs(instances: int = UNIT_COST_INSTANCES) -> UnitCosts:
@@ -916,10 +703,6 @@ def measure_unit_costs(instances: int = UNIT_COST_INSTANCES) -> UnitCosts:
 # -- reporting ---------------------------------------------------------------------------------
 
 
-def _mb(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
-
-
 def result_rows(report: Report) -> list[list[str]]:
     header = [
         "method",
@@ -939,7 +722,6 @@ def result_rows(report: Report) -> list[list[str]]:
         ratio = report.ratio(result)
         seconds = [run.seconds for run in result.runs]
         in_process = result.method.in_process
-        slope = result.rss_slope_mb_per_1000
         rows.append(
             [
                 result.method.label,
@@ -950,35 +732,12 @@ def result_rows(report: Report) -> list[list[str]]:
                 f"{result.cpu_self:.2f}" if in_process else "-",
                 "-" if in_process else f"{result.cpu_children:.2f}",
                 f"{result.cpu_orthanc:.2f}",
-                _mb(result.peak_rss_mb),
-                _mb(result.rss_growth_mb),
-                "-" if slope is None else f"{slope:+.1f}",
+                common.number(result.peak_rss_mb),
+                common.number(result.rss_growth_mb),
+                common.number(result.rss_slope_mb_per_1000, 1, sign=True),
             ]
         )
     return rows
-
-
-def format_console_table(report: Report) -> str:
-    rows = result_rows(report)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for number, row in enumerate(rows):
-        cells = [
-            cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells))
-        if number == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
-def format_markdown_table(report: Report) -> str:
-    rows = result_rows(report)
-    lines = ["| " + " | ".join(rows[0]) + " |"]
-    lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(rows[0]))) + "|")
-    lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
-    return "\n".join(lines)
 
 
 def target_lines(report: Report) -> list[str]:
@@ -1138,8 +897,7 @@ def reading(report: Report) -> str:
     if effects:
         parts.append("What-if runs, same session: " + "; ".join(effects) + ".")
     parts.append(
-        f"Load average (1 min) was {report.load_before:.2f} before and "
-        f"{report.load_after:.2f} after the runs"
+        common.load_sentence(report)
         + (
             "; other processes shared the two cores, so single runs vary by 10-30%."
             if max(report.load_before, report.load_after) > 1.5
@@ -1150,16 +908,8 @@ def reading(report: Report) -> str:
 
 
 def format_markdown_section(report: Report) -> str:
-    machine = report.machine
-    versions = ", ".join(f"{name} {version}" for name, version in report.versions.items())
     lines = [
-        f"## {report.started:%Y-%m-%d %H:%M %Z}: fetch, N={report.instances}, "
-        f"repeat={report.repeat}",
-        "",
-        f"- Machine: {machine['nproc']} CPUs (nproc), {machine['arch']}, {machine['cpu']}, "
-        f"{machine['ram']} RAM, Linux {machine['kernel']}; load average "
-        f"{report.load_before:.2f} before, {report.load_after:.2f} after.",
-        f"- Software: {versions}.",
+        *common.section_head(report, f"fetch, N={report.instances}, repeat={report.repeat}"),
         f"- Study: {report.instances} CT instances, {ROWS}x{COLUMNS}, 16 bit, "
         f"{report.study_mib:.0f} MiB in Orthanc; uploaded by REST in "
         f"{report.upload_seconds:.1f} s. The operator's C-FIND listing of its instances took "
@@ -1170,7 +920,7 @@ def format_markdown_section(report: Report) -> str:
         "included. Peak RSS is getrusage's ru_maxrss after resetting the high-water mark "
         "before each run in this process; growth is the peak minus the RSS at the start.",
         "",
-        format_markdown_table(report),
+        common.markdown_table(result_rows(report)),
         "",
         "Target (issue): " + "; ".join(target_lines(report)) + ".",
         "",
@@ -1188,77 +938,16 @@ def format_markdown_section(report: Report) -> str:
         ]
     lines += ["Reading: " + reading(report), ""]
     for profile in report.profiles:
-        lines += [
-            f"<details><summary>cProfile of one {profile.label} ({profile.wall_seconds:.1f} s "
-            f"wall under the profiler, {profile.threads} threads merged)</summary>",
-            "",
-            "Self time by category (s): "
-            + ", ".join(f"{name} {seconds:.2f}" for name, seconds in profile.categories)
-            + ".",
-            "",
-            "Cumulative time of key functions (s, calls): "
-            + "; ".join(f"{what} {cum:.2f} ({calls})" for what, cum, calls in profile.key_functions)
-            + ".",
-            "",
-            f"Top {PROFILE_TOP} by cumulative time:",
-            "",
-            "```",
-            profile.top_cumulative,
-            "```",
-            "",
-            f"Top {PROFILE_TOP} by self time:",
-            "",
-            "```",
-            profile.top_self,
-            "```",
-            "",
-            "</details>",
-            "",
-        ]
+        lines += common.profile_details(
+            profile,
+            f"cProfile of one {profile.label} ({profile.wall_seconds:.1f} s wall under the "
+            f"profiler, {profile.threads} threads merged)",
+            PROFILE_TOP,
+        )
     return "\n".join(lines)
 
 
-def append_results(report: Report, path: Path = RESULTS_FILE) -> None:
-    section = format_markdown_section(report)
-    if not path.exists():
-        path.write_text(
-            "# Benchmark results\n\nAppended by `uv run cli bench ...`; newest last. "
-            "README.md says what the columns mean.\n"
-        )
-    with path.open("a") as results:
-        results.write("\n" + section)
-
-
 # -- entry point -------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """Turns SIGTERM into KeyboardInterrupt, so that a killed benchmark cleans up too."""
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def _quiet_receiver_log() -> Iterator[None]:
-    """Hides the receiver's log line per subscription; its warnings still show."""
-    receiver_logger = logging.getLogger("adit.core.dicom.receiver")
-    level = receiver_logger.level
-    receiver_logger.setLevel(max(level, logging.WARNING))
-    try:
-        yield
-    finally:
-        receiver_logger.setLevel(level)
 
 
 def run_fetch_benchmark(
@@ -1284,11 +973,12 @@ def run_fetch_benchmark(
     """
     if instances < 1 or repeat < 1:
         raise ValueError("instances and repeat must be at least 1.")
-    load_before = _load_average()
+    load_before = common.load_average()
     methods = METHODS + (WHAT_IF_METHODS if what_if else [])
     with (
-        _terminate_as_interrupt(),
-        _quiet_receiver_log(),
+        common.terminate_as_interrupt(),
+        # Hides the receiver's log line per subscription; its warnings still show.
+        common.quiet_logger("adit.core.dicom.receiver"),
         FetchBenchmark(instances, echo) as bench,
     ):
         bench.start()
@@ -1308,8 +998,8 @@ def run_fetch_benchmark(
             repeat=repeat,
             study_mib=bench.study_bytes / 2**20,
             upload_seconds=bench.upload_seconds,
-            machine=_machine(),
-            versions=_versions(bench.orthanc),
+            machine=common.machine(),
+            versions=common.versions(bench.orthanc),
             results=results,
             listing_seconds=bench.listing_seconds,
             load_before=load_before,
@@ -1320,15 +1010,13 @@ def run_fetch_benchmark(
                 echo(f"Profiling one {METHODS_BY_KEY[key].label} ...")
                 report.profiles.append(bench.profile(METHODS_BY_KEY[key]))
             report.unit_costs = measure_unit_costs()
-        report.load_after = _load_average()
-    echo("")
-    echo(format_console_table(report))
-    echo("")
-    for line in [*target_lines(report), memory_summary(report)]:
-        echo(line)
-    echo("")
-    echo("Reading: " + reading(report))
-    if record:
-        append_results(report, results_file)
-        echo(f"\nAppended the results to {results_file}.")
+        report.load_after = common.load_average()
+    common.print_results(
+        echo,
+        common.console_table(result_rows(report)),
+        [*target_lines(report), memory_summary(report)],
+        reading(report),
+        section=(lambda: format_markdown_section(report)) if record else None,
+        results_file=results_file,
+    )
     return report

@@ -47,21 +47,15 @@ run of the small study use a worker that runs under cProfile in every thread.
 from __future__ import annotations
 
 import contextlib
-import cProfile
 import datetime
 import functools
-import io
-import logging
 import os
 import pstats
 import runpy
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -70,18 +64,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
-from bench.fetch import (
-    RESULTS_FILE,
-    BenchmarkError,
-    Echo,
-    ProfileSummary,
-    _category,
-    _load_average,
-    _machine,
-    _process_cpu_seconds,
-    _terminate_as_interrupt,
-    _versions,
-)
+from bench import common
+from bench.common import RESULTS_FILE, BenchmarkError, Echo, ProfileSummary
 
 if TYPE_CHECKING:
     import psutil
@@ -245,25 +229,8 @@ def _maximum(values: list[float | None]) -> float | None:
     return max(known) if known else None
 
 
-@dataclass
-class MethodResult:
+class MethodResult(common.MethodResultBase[Method, Run]):
     """All runs of one method and the figures derived from them."""
-
-    method: Method
-    instances: int
-    runs: list[Run] = field(default_factory=list)
-
-    @property
-    def seconds(self) -> float:
-        return statistics.median(run.seconds for run in self.runs)
-
-    @property
-    def rate(self) -> float:
-        return self.instances / self.seconds
-
-    @property
-    def ms_per_instance(self) -> float:
-        return 1000 * self.seconds / self.instances
 
     @property
     def task_seconds(self) -> float | None:
@@ -276,10 +243,6 @@ class MethodResult:
     @property
     def cpu_worker(self) -> float | None:
         return _median([run.cpu_worker for run in self.runs])
-
-    @property
-    def cpu_orthanc(self) -> float:
-        return statistics.median(run.cpu_orthanc for run in self.runs)
 
     @property
     def rss_ready_mb(self) -> float | None:
@@ -300,7 +263,7 @@ class MethodResult:
 
 
 @dataclass
-class Report:
+class Report(common.ResultsByKey[MethodResult]):
     """Everything one benchmark session measured."""
 
     instances: int
@@ -317,15 +280,6 @@ class Report:
     started: datetime.datetime = field(default_factory=lambda: datetime.datetime.now(datetime.UTC))
     profiles: list[ProfileSummary] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # runs that did not deliver, not counted
-
-    def result(self, key: str) -> MethodResult | None:
-        return next((result for result in self.results if result.method.key == key), None)
-
-    def need(self, key: str) -> MethodResult:
-        result = self.result(key)
-        if result is None:
-            raise KeyError(key)
-        return result
 
     def ratio(self, result: MethodResult) -> float:
         """Throughput relative to Orthanc's own C-MOVE of the N-instance study."""
@@ -545,11 +499,7 @@ class Worker:
 
     def reset_high_water_mark(self) -> bool:
         """Makes VmHWM the peak from now on (Linux >= 4.0); False where not allowed."""
-        try:
-            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
-        except OSError:
-            return False
-        return True
+        return common.reset_high_water_mark(self.pid)
 
     def high_water_mark_mb(self) -> float | None:
         try:
@@ -612,37 +562,19 @@ def _run_profiled(target: Callable[[], object], output: Path) -> None:
     thread started here gets a profiler of its own; all are merged and written to ``output``
     when ``target`` returns (on SIGTERM the worker shuts down gracefully and returns).
     """
-    profilers: list[cProfile.Profile] = []
-    lock = threading.Lock()
-
-    def start_profiling(frame: Any, event: str, arg: Any) -> None:
-        # The first event of a new thread replaces this hook by a profiler of its own.
-        profiler = cProfile.Profile()
-        with lock:
-            profilers.append(profiler)
-        profiler.enable()
-
-    main = cProfile.Profile()
-    threading.setprofile(start_profiling)
-    main.enable()
+    profiler = common.ThreadProfiler()
     try:
-        target()
+        with profiler:
+            target()
     finally:
-        main.disable()
-        threading.setprofile(None)  # pyright: ignore[reportArgumentType]
-        stats = pstats.Stats(main)
-        with lock:
-            for profiler in profilers:
-                stats.add(profiler)
-            threads = len(profilers) + 1
-        stats.dump_stats(str(output))
-        output.with_suffix(".threads").write_text(str(threads))
+        profiler.stats().dump_stats(str(output))
+        output.with_suffix(".threads").write_text(str(profiler.threads))
 
 
 # -- the benchmark -------------------------------------------------------------------------------
 
 
-class TransferBenchmark:
+class TransferBenchmark(common.Session):
     """The two Orthancs, the database rows and the temporary folders of one session.
 
     Use as a context manager; leaving it stops every server and worker and removes every folder,
@@ -650,12 +582,10 @@ class TransferBenchmark:
     """
 
     def __init__(self, instances: int, small_instances: int, echo: Echo):
+        super().__init__("adit-bench-transfer-")
         self.instances = instances
         self.small_instances = small_instances
         self.echo = echo
-        self.workdir = Path(tempfile.mkdtemp(prefix="adit-bench-transfer-", dir="/tmp"))
-        self._stack = contextlib.ExitStack()
-        self._stack.callback(shutil.rmtree, self.workdir, ignore_errors=True)
         self.source: OrthancServer | None = None
         self.destination: OrthancServer | None = None
         self.study: Study | None = None
@@ -667,12 +597,6 @@ class TransferBenchmark:
         self._owner: Any = None
         self._last_task: Any = None  # the ExampleTask of the latest run by a worker
         self._runs = 0
-
-    def __enter__(self) -> TransferBenchmark:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stack.close()
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -791,7 +715,9 @@ class TransferBenchmark:
 
     def _orthanc_cpu(self) -> float:
         assert self.source is not None and self.destination is not None
-        return _process_cpu_seconds(self.source.pid) + _process_cpu_seconds(self.destination.pid)
+        return common.process_cpu_seconds(self.source.pid) + common.process_cpu_seconds(
+            self.destination.pid
+        )
 
     def _orthanc_move(self, study: Study) -> Run:
         """B's C-MOVE SCU asks A to send the study to B: Orthanc's own server-to-server copy."""
@@ -947,17 +873,19 @@ class TransferBenchmark:
             raise BenchmarkError(f"The profiled worker wrote no statistics to {output}.")
         threads_file = output.with_suffix(".threads")
         threads = int(threads_file.read_text()) if threads_file.exists() else 0
-        return _summarize_profile(
+        return common.summarize_profile(
             f"{method.label} (N={self.study_of(method).instances})",
             self.study_of(method).instances,
             pstats.Stats(str(output)),
             run.seconds,
             threads,
+            key_functions=_KEY_FUNCTIONS,
+            top=PROFILE_TOP,
         )
 
 
-# (what, end of the file name, function name) of functions whose cumulative time explains a run.
-_KEY_FUNCTIONS = [
+# Functions whose cumulative time explains a transfer.
+_KEY_FUNCTIONS: list[common.KeyFunction] = [
     ("whole task (TransferProcessor.process)", "adit/core/transfer.py", "process"),
     ("C-FIND of the study on A", "adit/core/transfer.py", "_find_study"),
     # _Fetcher._run: fetch_study, or fetch_series per series when pseudonymizing (which lists
@@ -981,54 +909,7 @@ _KEY_FUNCTIONS = [
 ]
 
 
-def _summarize_profile(
-    label: str, instances: int, stats: pstats.Stats, wall: float, threads: int
-) -> ProfileSummary:
-    raw: dict[tuple[str, int, str], tuple[int, int, float, float, Any]] = stats.stats  # pyright: ignore[reportAttributeAccessIssue]
-    categories: dict[str, float] = {}
-    for (filename, _line, function), (_cc, _nc, own, _cum, _callers) in raw.items():
-        name = _category(filename, function)
-        categories[name] = categories.get(name, 0.0) + own
-    key_functions = []
-    for what, file_end, function in _KEY_FUNCTIONS:
-        cumulative = 0.0
-        calls = 0
-        for (filename, _line, name), (_cc, nc, _own, cum, _callers) in raw.items():
-            if name == function and filename.endswith(file_end):
-                cumulative += cum
-                calls += nc
-        if calls:
-            key_functions.append((what, cumulative, calls))
-    stats.strip_dirs()
-    return ProfileSummary(
-        label=label,
-        instances=instances,
-        wall_seconds=wall,
-        threads=threads,
-        categories=sorted(categories.items(), key=lambda item: -item[1]),
-        key_functions=key_functions,
-        top_cumulative=_top(stats, "cumulative"),
-        top_self=_top(stats, "tottime"),
-    )
-
-
-def _top(stats: pstats.Stats, order: str) -> str:
-    """The PROFILE_TOP lines of ``stats`` in ``order``, without pstats' preamble."""
-    buffer = io.StringIO()
-    stats.stream = buffer  # pyright: ignore[reportAttributeAccessIssue]
-    stats.sort_stats(order).print_stats(PROFILE_TOP)
-    lines = buffer.getvalue().splitlines()
-    start = next((i for i, line in enumerate(lines) if line.lstrip().startswith("ncalls")), 0)
-    return "\n".join(line.rstrip() for line in lines[start:] if line.strip())
-
-
 # -- reporting -----------------------------------------------------------------------------------
-
-
-def _number(value: float | None, digits: int = 0, sign: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
 def result_rows(report: Report) -> list[list[str]]:
@@ -1059,40 +940,17 @@ def result_rows(report: Report) -> list[list[str]]:
                 f"{min(seconds):.2f}-{max(seconds):.2f}",
                 f"{result.rate:.0f}",
                 f"{report.ratio(result):.2f}x",
-                _number(result.task_seconds, 2),
-                _number(result.pickup_seconds, 2),
-                _number(result.cpu_worker, 2),
+                common.number(result.task_seconds, 2),
+                common.number(result.pickup_seconds, 2),
+                common.number(result.cpu_worker, 2),
                 f"{result.cpu_orthanc:.2f}",
-                _number(result.rss_ready_mb),
-                _number(result.peak_rss_mb),
-                _number(result.hwm_mb),
-                _number(result.slope_mb_per_100, 2, sign=True),
+                common.number(result.rss_ready_mb),
+                common.number(result.peak_rss_mb),
+                common.number(result.hwm_mb),
+                common.number(result.slope_mb_per_100, 2, sign=True),
             ]
         )
     return rows
-
-
-def format_console_table(report: Report) -> str:
-    rows = result_rows(report)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for number, row in enumerate(rows):
-        cells = [
-            cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells))
-        if number == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
-def format_markdown_table(report: Report) -> str:
-    rows = result_rows(report)
-    lines = ["| " + " | ".join(rows[0]) + " |"]
-    lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(rows[0]))) + "|")
-    lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
-    return "\n".join(lines)
 
 
 def _verdict(met: bool) -> str:
@@ -1121,7 +979,7 @@ def memory_verdict(report: Report) -> tuple[bool, str]:
         f"worker peak RSS {large.peak_rss_mb:.0f} MiB at N={report.instances} vs "
         f"{small.peak_rss_mb:.0f} MiB at N={report.small_instances} ({growth:+.0f} MiB, limit "
         f"+{growth_limit:.0f}); steepest median in-run slope at N={report.instances} "
-        f"{_number(steepest, 2, sign=True)} MiB per 100 instances (limit "
+        f"{common.number(steepest, 2, sign=True)} MiB per 100 instances (limit "
         f"+{FLAT_SLOPE_MB_PER_100:g}; holding the study would be ~"
         f"{100 * report.study_mib / report.instances:.0f})"
     )
@@ -1203,24 +1061,17 @@ def reading(report: Report) -> str:
             f"{store:.1f} s, waiting for the next instance {waits:.1f} s, modifying "
             f"{modify:.1f} s; the verifying C-FIND {verify:.1f} s."
         )
-    parts.append(
-        f"Load average (1 min) was {report.load_before:.2f} before and "
-        f"{report.load_after:.2f} after the runs."
-    )
+    parts.append(common.load_sentence(report) + ".")
     return " ".join(parts)
 
 
 def format_markdown_section(report: Report) -> str:
-    machine = report.machine
-    versions = ", ".join(f"{name} {version}" for name, version in report.versions.items())
     lines = [
-        f"## {report.started:%Y-%m-%d %H:%M %Z}: transfer, N={report.instances} "
-        f"(and {report.small_instances}), repeat={report.repeat}",
-        "",
-        f"- Machine: {machine['nproc']} CPUs (nproc), {machine['arch']}, {machine['cpu']}, "
-        f"{machine['ram']} RAM, Linux {machine['kernel']}; load average "
-        f"{report.load_before:.2f} before, {report.load_after:.2f} after.",
-        f"- Software: {versions}.",
+        *common.section_head(
+            report,
+            f"transfer, N={report.instances} (and {report.small_instances}), "
+            f"repeat={report.repeat}",
+        ),
         f"- Studies: {report.instances} CT instances, {ROWS}x{COLUMNS}, 16 bit, "
         f"{report.study_mib:.0f} MiB in Orthanc, and {report.small_instances} instances "
         f"({report.small_study_mib:.0f} MiB); uploaded to A by REST in "
@@ -1241,7 +1092,7 @@ def format_markdown_section(report: Report) -> str:
         "runs), *VmHWM* the kernel's high-water mark (reset before the job; highest of all "
         "runs), *slope* the least-squares RSS slope over instances done (median of runs).",
         "",
-        format_markdown_table(report),
+        common.markdown_table(result_rows(report)),
         "",
         "Targets (issue):",
         "",
@@ -1258,46 +1109,14 @@ def format_markdown_section(report: Report) -> str:
             "",
         ]
     for profile in report.profiles:
-        lines += [
-            f"<details><summary>cProfile of the worker during one {profile.label} "
-            f"({profile.wall_seconds:.1f} s under the profiler, {profile.threads} threads "
-            "merged; the worker's start-up and warm-up included)</summary>",
-            "",
-            "Self time by category (s): "
-            + ", ".join(f"{name} {seconds:.2f}" for name, seconds in profile.categories)
-            + ".",
-            "",
-            "Cumulative time of key functions (s, calls): "
-            + "; ".join(f"{what} {cum:.2f} ({calls})" for what, cum, calls in profile.key_functions)
-            + ".",
-            "",
-            f"Top {PROFILE_TOP} by cumulative time:",
-            "",
-            "```",
-            profile.top_cumulative,
-            "```",
-            "",
-            f"Top {PROFILE_TOP} by self time:",
-            "",
-            "```",
-            profile.top_self,
-            "```",
-            "",
-            "</details>",
-            "",
-        ]
-    return "\n".join(lines)
-
-
-def append_results(report: Report, path: Path = RESULTS_FILE) -> None:
-    section = format_markdown_section(report)
-    if not path.exists():
-        path.write_text(
-            "# Benchmark results\n\nAppended by `uv run cli bench ...`; newest last. "
-            "README.md says what the columns mean.\n"
+        lines += common.profile_details(
+            profile,
+            f"cProfile of the worker during one {profile.label} ({profile.wall_seconds:.1f} s "
+            f"under the profiler, {profile.threads} threads merged; the worker's start-up and "
+            "warm-up included)",
+            PROFILE_TOP,
         )
-    with path.open("a") as results:
-        results.write("\n" + section)
+    return "\n".join(lines)
 
 
 def _more_versions() -> dict[str, str]:
@@ -1317,18 +1136,6 @@ def _more_versions() -> dict[str, str]:
 
 
 # -- entry point -------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _quiet_queue_log() -> Iterator[None]:
-    """Hides procrastinate's line per deferred job in this process; its warnings still show."""
-    queue_logger = logging.getLogger("procrastinate")
-    level = queue_logger.level
-    queue_logger.setLevel(max(level, logging.WARNING))
-    try:
-        yield
-    finally:
-        queue_logger.setLevel(level)
 
 
 def _once_more_on_failure(
@@ -1383,13 +1190,14 @@ def run_transfer_benchmark(
         raise ValueError("instances, small_instances and repeat must be at least 1.")
     if small >= instances:
         raise ValueError("small_instances must be smaller than instances.")
-    load_before = _load_average()
-    with _terminate_as_interrupt():
+    load_before = common.load_average()
+    with common.terminate_as_interrupt():
         echo(f"Creating the throwaway database {BENCH_DATABASE} ...")
         # Left to right: Django is set up (and its logging configured) before the log is quieted.
         with (
             bench_database(database_server),
-            _quiet_queue_log(),
+            # Hides procrastinate's line per deferred job in this process; warnings still show.
+            common.quiet_logger("procrastinate"),
             TransferBenchmark(instances, small, echo) as bench,
         ):
             bench.start()
@@ -1420,8 +1228,8 @@ def run_transfer_benchmark(
                 study_mib=bench.study.mib,
                 small_study_mib=bench.small_study.mib,
                 upload_seconds=bench.upload_seconds,
-                machine=_machine(),
-                versions={**_versions(bench.source), **_more_versions()},
+                machine=common.machine(),
+                versions={**common.versions(bench.source), **_more_versions()},
                 results=results,
                 load_before=load_before,
                 failures=failures,
@@ -1440,20 +1248,19 @@ def run_transfer_benchmark(
                             echo,
                         )
                     )
-            report.load_after = _load_average()
+            report.load_after = common.load_average()
     echo(f"Dropped the throwaway database {BENCH_DATABASE}.")
-    echo("")
-    echo(format_console_table(report))
-    echo("")
-    for line in target_lines(report):
-        echo(line)
-    for failure in report.failures:
-        echo(f"Failed run (not counted): {failure}")
-    echo("")
-    echo("Reading: " + reading(report))
-    if record:
-        append_results(report, results_file)
-        echo(f"\nAppended the results to {results_file}.")
+    common.print_results(
+        echo,
+        common.console_table(result_rows(report)),
+        [
+            *target_lines(report),
+            *[f"Failed run (not counted): {failure}" for failure in report.failures],
+        ],
+        reading(report),
+        section=(lambda: format_markdown_section(report)) if record else None,
+        results_file=results_file,
+    )
     return report
 
 

@@ -8,8 +8,6 @@ study size, and a cancel is noticed between two instances.
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,16 +17,16 @@ from pydicom import Dataset
 
 from .destinations import Destination, ServerDestination, destination_for
 from .dicom.errors import DicomError
+from .dicom.instance_stream import InstanceStream
 from .dicom.operator import DicomOperator
+from .dicom.query import as_list
 from .models import DicomServer
-from .processing import TaskControl, TaskOutcome, TaskProcessor
+from .processing import TaskOutcome, TaskProcessor
 from .pseudonymizer import Pseudonymizer
 from .statuses import TaskStatus
 
 if TYPE_CHECKING:
     from .models import TransferJob, TransferTask
-
-_END = object()
 
 
 @dataclass
@@ -217,7 +215,7 @@ class TransferProcessor(TaskProcessor):
             counts = [item.get("NumberOfSeriesRelatedInstances") for item in series]
             expected = sum(int(count) for count in counts) if None not in counts else None
         else:
-            modalities = _as_list(found.get("ModalitiesInStudy"))
+            modalities = as_list(found.get("ModalitiesInStudy"))
             count = found.get("NumberOfStudyRelatedInstances")
             expected = int(count) if count not in (None, "") else None
 
@@ -242,18 +240,28 @@ class TransferProcessor(TaskProcessor):
     ) -> Iterator[Dataset]:
         """Yields each fetched instance once modified; stops the fetch when the consumer (the
         destination) stops early, and re-raises a fetch failure here."""
-        fetcher = _Fetcher(operator, study, self.control)
-        fetcher.start()
+        series_uids = None
+        if study.series is not None:
+            series_uids = [str(series.SeriesInstanceUID) for series in study.series]
+        stream = InstanceStream(
+            operator,
+            study.patient_id,
+            study.study_uid,
+            series_uids,
+            depth=settings.TRANSFER_PIPELINE_DEPTH,
+            on_wait=self.control.check,  # a cancel is noticed even while the PACS is slow
+        )
+        stream.start()
         done = 0
         try:
-            for dataset in fetcher.instances():
+            for dataset in stream:
                 self.control.check()
                 if modify(dataset):
                     yield dataset
                     done += 1
                     self.control.progress(done)
         finally:
-            fetcher.stop()
+            stream.stop(wait=settings.DICOM_DIMSE_TIMEOUT + 5)
 
 
 class _Modifier:
@@ -278,82 +286,3 @@ class _Modifier:
                 dataset.ClinicalTrialProtocolName = self.trial_protocol_name
         self.study_uid_at_destination = str(dataset.StudyInstanceUID)
         return True
-
-
-class _Fetcher:
-    """Runs the source's fetch on its own thread and hands instances over through a bounded
-    queue, so the PACS is answered while the previous instance is still being stored."""
-
-    def __init__(self, operator: DicomOperator, study: StudyToTransfer, control: TaskControl):
-        self.operator = operator
-        self.study = study
-        self.control = control
-        self.handover: queue.Queue = queue.Queue(maxsize=settings.TRANSFER_PIPELINE_DEPTH)
-        self.stopping = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="fetch", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def _run(self) -> None:
-        study = self.study
-        try:
-            if study.series is None:
-                self.operator.fetch_study(study.patient_id, study.study_uid, self._deliver)
-            else:
-                for series in study.series:
-                    self.operator.fetch_series(
-                        study.patient_id, study.study_uid, str(series.SeriesInstanceUID),
-                        self._deliver,
-                    )  # fmt: skip
-        except _Stopped:
-            pass
-        except BaseException as err:  # handed to the consuming thread
-            self.error = err
-        finally:
-            self._put(_END, final=True)
-
-    def _deliver(self, dataset: Dataset) -> None:
-        self._put(dataset)
-
-    def _put(self, item: object, final: bool = False) -> None:
-        while True:
-            if self.stopping.is_set():
-                if final:
-                    return
-                raise _Stopped()
-            try:
-                self.handover.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
-
-    def instances(self) -> Iterator[Dataset]:
-        while True:
-            try:
-                item = self.handover.get(timeout=0.5)
-            except queue.Empty:
-                self.control.check()  # a cancel is noticed even while the PACS is slow
-                continue
-            if item is _END:
-                if self.error is not None:
-                    raise self.error
-                return
-            yield item
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.thread.join(timeout=settings.DICOM_DIMSE_TIMEOUT + 5)
-
-
-class _Stopped(Exception):
-    """The consumer stopped; the fetch is abandoned."""
-
-
-def _as_list(value: object) -> list[str]:
-    if value in (None, ""):
-        return []
-    if isinstance(value, str):
-        return [part for part in value.split("\\") if part]
-    return [str(part) for part in value]  # pyright: ignore[reportGeneralTypeIssues]

@@ -25,6 +25,7 @@ from pydicom import Dataset
 
 from adit.core.dicom.errors import DicomError
 from adit.core.dicom.operator import DicomOperator
+from adit.core.dicom.query import as_list
 from adit.core.models import DicomServer, ProjectSettings, SectionLock
 
 from .forms import MAX_SEARCH_RESULTS, SelectiveTransferForm
@@ -242,9 +243,7 @@ def run_search(
 
 
 def study_row(dataset: Dataset, server_id: int) -> dict:
-    modalities = dataset.get("ModalitiesInStudy", "")
-    if not isinstance(modalities, str):
-        modalities = ", ".join(str(item) for item in modalities)
+    modalities = ", ".join(as_list(dataset.get("ModalitiesInStudy")))
     name = str(dataset.get("PatientName", "") or "")
     family, _, given = name.partition("^")
     return {

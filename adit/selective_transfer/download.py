@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import re
 import secrets
-import threading
 import time
 import zipfile
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from urllib.parse import quote
 
 from django import forms
@@ -46,6 +43,7 @@ from pydicom import Dataset
 from adit.core import folder_layout
 from adit.core.destinations import encode_instance
 from adit.core.dicom.errors import DicomError, RetriableDicomError
+from adit.core.dicom.instance_stream import InstanceStream, StreamStopped
 from adit.core.dicom.operator import DicomOperator
 from adit.core.models import DicomNode, DicomServer
 from adit.core.pseudonymizer import Pseudonymizer
@@ -55,8 +53,6 @@ logger = logging.getLogger(__name__)
 
 # Instances fetched ahead of the client: bounds a download's memory to a few instances.
 QUEUE_SIZE = 8
-# How often a thread blocked on the queue looks whether the other side has given up.
-POLL_SECONDS = 0.5
 ERROR_ENTRY = "error.txt"
 
 # A Code String (VR CS) as PACS name modalities: "CT", "MR", "OT", "RTSTRUCT", ...
@@ -154,7 +150,9 @@ def download_study(request: HttpRequest, server_id: int, study_uid: str) -> Http
                 404,
             )
 
-    fetcher = _Fetcher(operator, params["patient_id"], study_uid, series_uids)
+    fetcher = InstanceStream(
+        operator, params["patient_id"], study_uid, series_uids, depth=QUEUE_SIZE
+    )
     archive = _StudyArchive(fetcher, pseudonymizer, pseudonym or params["patient_id"], modalities)
     fetcher.start()
     try:
@@ -252,114 +250,12 @@ def _kept_series(
     return [str(item.SeriesInstanceUID) for item in kept], modalities
 
 
-class _Stopped(Exception):
-    """The download was given up (the client went away); ends the fetch quietly."""
-
-
-@dataclass(frozen=True)
-class _Failure:
-    error: Exception
-
-
-_END = object()
-
-
-class _Fetcher:
-    """Fetches the study on its own thread and hands the instances over through a bounded
-    queue.
-
-    DicomOperator's fetches call back synchronously for every instance; on a thread of their
-    own they can run ahead of the client by at most ``QUEUE_SIZE`` instances. An exception
-    raised from the callback is the way to end a fetch early, which ``stop`` arranges.
-    """
-
-    def __init__(
-        self,
-        operator: DicomOperator,
-        patient_id: str,
-        study_uid: str,
-        series_uids: list[str] | None,
-    ):
-        self.operator = operator
-        self.patient_id = patient_id
-        self.study_uid = study_uid
-        self.series_uids = series_uids
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=QUEUE_SIZE)
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="study-download", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Ends the fetch at its next instance; safe from any thread, and more than once."""
-        self._stopping.set()
-
-    @property
-    def stopped(self) -> bool:
-        return self._stopping.is_set()
-
-    def next_instance(self) -> Dataset | None:
-        """The next instance, or None after the last one.
-
-        Raises:
-            Exception: What made the fetch fail.
-            _Stopped: If the download was stopped meanwhile.
-        """
-        while True:
-            try:
-                item = self._queue.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                # A stopped fetch hands nothing more over; waiting on would block forever.
-                if self.stopped:
-                    raise _Stopped from None
-                continue
-            if item is _END:
-                return None
-            if isinstance(item, _Failure):
-                raise item.error
-            assert isinstance(item, Dataset)
-            return item
-
-    def _run(self) -> None:
-        try:
-            operator = self.operator
-            if self.series_uids is None:
-                count = operator.fetch_study(self.patient_id, self.study_uid, self._put)
-            else:
-                count = sum(
-                    operator.fetch_series(self.patient_id, self.study_uid, uid, self._put)
-                    for uid in self.series_uids
-                )
-            if not count:
-                raise DicomError(f"No study found with Study Instance UID {self.study_uid}.")
-            outcome: object = _END
-        except _Stopped:
-            return
-        except Exception as err:  # reported by the response, which has the client
-            outcome = _Failure(err)
-        try:
-            self._put(outcome)
-        except _Stopped:
-            pass
-
-    def _put(self, item: object) -> None:
-        while True:
-            if self.stopped:
-                raise _Stopped
-            try:
-                self._queue.put(item, timeout=POLL_SECONDS)
-                return
-            except queue.Full:
-                continue
-
-
 class _StudyArchive:
     """Turns the fetched instances into the entries of the study's ZIP archive."""
 
     def __init__(
         self,
-        fetcher: _Fetcher,
+        fetcher: InstanceStream,
         pseudonymizer: Pseudonymizer | None,
         patient: str,
         modalities: list[str],
@@ -381,6 +277,8 @@ class _StudyArchive:
             DicomError: If the study cannot be fetched or holds nothing to download.
         """
         entry = self._next_entry()
+        if entry is None and not self.fetcher.delivered:
+            raise DicomError(f"No study found with Study Instance UID {self.fetcher.study_uid}.")
         if entry is None:
             raise DicomError("The study holds no instances to download.")
         return entry
@@ -400,7 +298,7 @@ class _StudyArchive:
                         written += 1
                         yield sink.take()
                         entry = self._next_entry()
-                except _Stopped:
+                except StreamStopped:
                     return
                 except Exception as err:
                     # The status line is sent already: the archive itself must say it is

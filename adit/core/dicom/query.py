@@ -177,7 +177,7 @@ class Query:
     def matches(self, dataset: Dataset) -> bool:
         """Whether a PACS answer really fits the filters the PACS may have ignored."""
         if self.modalities and self.level == Level.STUDY:
-            found = _as_list(dataset.get("ModalitiesInStudy", ""))
+            found = as_list(dataset.get("ModalitiesInStudy", ""))
             if found and not set(self.modalities) & {value.upper() for value in found}:
                 return False
         for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
@@ -193,7 +193,10 @@ class Query:
         return True
 
 
-def _as_list(value) -> list[str]:
+def as_list(value) -> list[str]:
+    """A DICOM multi-value (a backslash-joined string, a MultiValue, None) as a list."""
+    if value is None:
+        return []
     if isinstance(value, str):
         return [item for item in value.split("\\") if item]
     if isinstance(value, Iterable):

@@ -13,6 +13,7 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 from pydicom import dcmread
 
+from adit.core.dicom.instance_stream import InstanceStream
 from adit.core.dicom.orthanc import free_ports
 from adit.core.dicom.synthetic import StudySummary
 from adit.core.models import DicomServer
@@ -275,8 +276,8 @@ def test_client_going_away_stops_the_fetch(downloader, source, study, monkeypatc
     response.close()  # what the server does when the client disconnects
 
     (fetcher,) = fetchers
-    fetcher._thread.join(timeout=10)
-    assert not fetcher._thread.is_alive()
+    fetcher.thread.join(timeout=10)
+    assert not fetcher.thread.is_alive()
     assert len(fetched) < total
 
 
@@ -333,24 +334,23 @@ def test_attachment_names_outside_ascii_are_encoded():
 def _count_fetched(monkeypatch) -> list[object]:
     """Records every instance the fetch thread hands over (or tries to)."""
     handed_over: list[object] = []
-    put = download._Fetcher._put
+    deliver = InstanceStream._deliver
 
-    def counting_put(self, item):
-        if item is not download._END and not isinstance(item, download._Failure):
-            handed_over.append(item)
-        put(self, item)
+    def counting_deliver(self, dataset):
+        handed_over.append(dataset)
+        deliver(self, dataset)
 
-    monkeypatch.setattr(download._Fetcher, "_put", counting_put)
+    monkeypatch.setattr(InstanceStream, "_deliver", counting_deliver)
     return handed_over
 
 
-def _record_fetchers(monkeypatch) -> list[download._Fetcher]:
-    fetchers: list[download._Fetcher] = []
-    start = download._Fetcher.start
+def _record_fetchers(monkeypatch) -> list[InstanceStream]:
+    fetchers: list[InstanceStream] = []
+    start = InstanceStream.start
 
     def recording_start(self):
         fetchers.append(self)
         start(self)
 
-    monkeypatch.setattr(download._Fetcher, "start", recording_start)
+    monkeypatch.setattr(InstanceStream, "start", recording_start)
     return fetchers

@@ -191,28 +191,11 @@ class FolderLayout:
         self.study_folder = ""
 
     def study_path(self, first_instance: Dataset) -> Path:
-        """The study folder; named from the first instance as it will be stored (so that
-        shifted dates name the folder, not the original ones)."""
+        """The study folder, named from the first instance as it will be stored."""
         if not self.study_folder:
-            self.study_folder = folder_layout.study_folder_name(
-                str(first_instance.get("StudyDate", "")),
-                str(first_instance.get("StudyTime", "")),
-                self.modalities or [str(first_instance.get("Modality", ""))],
-            )
-        return (
-            self.root
-            / self.job_folder
-            / folder_layout.sanitize_part(self.patient)
-            / (self.study_folder)
-        )
-
-    @staticmethod
-    def series_folder(dataset: Dataset) -> str:
-        return folder_layout.series_folder_name(
-            dataset.get("SeriesNumber"),
-            str(dataset.get("SeriesDescription", "")),
-            str(dataset.SeriesInstanceUID),
-        )
+            self.study_folder = folder_layout.study_folder_of(first_instance, self.modalities)
+        patient = folder_layout.sanitize_part(self.patient)
+        return self.root / self.job_folder / patient / self.study_folder
 
     def instance_path(self, dataset: Dataset) -> Path:
         self.study_path(dataset)
@@ -221,7 +204,7 @@ class FolderLayout:
             self.job_folder,
             self.patient,
             self.study_folder,
-            self.series_folder(dataset),
+            folder_layout.series_folder_of(dataset),
             str(dataset.SOPInstanceUID),
         )
 
@@ -258,9 +241,12 @@ class ZipDestination(Destination):
                 self.writer = self.open_archive.enter_context(
                     EncryptedZipWriter(path, self.password)
                 )
-            arcname = (
-                f"{self.layout.study_folder}/{self.layout.series_folder(dataset)}/"
-                f"{folder_layout.sanitize_part(str(dataset.SOPInstanceUID))}.dcm"
+            arcname = "/".join(
+                (
+                    self.layout.study_folder,
+                    folder_layout.series_folder_of(dataset),
+                    folder_layout.instance_file_name(dataset),
+                )
             )
             self.writer.add(arcname, encode_instance(dataset))
             count += 1
@@ -292,13 +278,11 @@ class NiftiDestination(Destination):
                 folder = Path(self.scratch.name) / str(len(self.series))
                 self.series[uid] = (
                     folder,
-                    self.layout.series_folder(dataset),
+                    folder_layout.series_folder_of(dataset),
                     str(dataset.get("Modality", "")),
                 )
             folder = self.series[uid][0]
-            write_instance(
-                dataset, folder / f"{folder_layout.sanitize_part(str(dataset.SOPInstanceUID))}.dcm"
-            )
+            write_instance(dataset, folder / folder_layout.instance_file_name(dataset))
             count += 1
         self._convert()
         return count

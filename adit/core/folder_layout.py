@@ -15,6 +15,10 @@ import unicodedata
 from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 # Characters Windows, macOS or Linux refuse or treat specially in file names, plus controls.
 _UNSAFE = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
@@ -57,6 +61,28 @@ def series_folder_name(series_number: str | int | None, description: str, series
         return sanitize_part(series_uid)
     name = f"{series_number}-{description}" if description else str(series_number)
     return sanitize_part(name, fallback=sanitize_part(series_uid))
+
+
+def study_folder_of(first_instance: Dataset, modalities: Iterable[str]) -> str:
+    """The study folder, named from an instance as it is stored (so that shifted dates name
+    the folder, not the original ones); ``modalities`` default to the instance's own."""
+    return study_folder_name(
+        str(first_instance.get("StudyDate", "")),
+        str(first_instance.get("StudyTime", "")),
+        list(modalities) or [str(first_instance.get("Modality", ""))],
+    )
+
+
+def series_folder_of(dataset: Dataset) -> str:
+    return series_folder_name(
+        dataset.get("SeriesNumber"),
+        str(dataset.get("SeriesDescription", "")),
+        str(dataset.SeriesInstanceUID),
+    )
+
+
+def instance_file_name(dataset: Dataset) -> str:
+    return f"{sanitize_part(str(dataset.SOPInstanceUID))}.dcm"
 
 
 def instance_path(

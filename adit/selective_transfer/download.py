@@ -332,23 +332,14 @@ class _StudyArchive:
         if not self._study_folder:
             # Named from the first instance as stored, like the study folders of transfers.
             self.study_date = str(dataset.get("StudyDate", ""))
-            self._study_folder = folder_layout.study_folder_name(
-                self.study_date,
-                str(dataset.get("StudyTime", "")),
-                self.modalities or [str(dataset.get("Modality", ""))],
-            )
+            self._study_folder = folder_layout.study_folder_of(dataset, self.modalities)
             self.patient = self.patient or str(dataset.get("PatientID", "")).strip()
-        series_folder = folder_layout.series_folder_name(
-            dataset.get("SeriesNumber"),
-            str(dataset.get("SeriesDescription", "")),
-            str(dataset.SeriesInstanceUID),
-        )
         name = "/".join(
             (
                 folder_layout.sanitize_part(self.patient),
                 self._study_folder,
-                series_folder,
-                f"{folder_layout.sanitize_part(str(dataset.SOPInstanceUID))}.dcm",
+                folder_layout.series_folder_of(dataset),
+                folder_layout.instance_file_name(dataset),
             )
         )
         return name, encode_instance(dataset)

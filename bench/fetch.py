@@ -552,14 +552,16 @@ class FetchBenchmark(common.Session):
         """
         from django.conf import settings
         from pydicom import Dataset
+        from pydicom.uid import CTImageStorage
         from pynetdicom import AE, build_context, build_role, evt
 
         from adit.core.dicom.dimse import GET_MODELS, _storage_contexts_for_get
 
         assert self.orthanc is not None
         folder = sink.folder
-        storage_contexts = _storage_contexts_for_get()
-        roles = [build_role(str(cx.abstract_syntax), scp_role=True) for cx in storage_contexts]
+        # The study holds CT slices only, as the operator finds out by a query.
+        storage_contexts = _storage_contexts_for_get([CTImageStorage])
+        roles = [build_role(CTImageStorage, scp_role=True)]
         pending: queue.Queue[tuple[Path, bytes] | None] = queue.Queue(maxsize=16)
         write_errors: list[BaseException] = []
 

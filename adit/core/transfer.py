@@ -9,17 +9,16 @@ study size, and a cancel is noticed between two instances.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 from pydicom import Dataset
 
-from .destinations import Destination, ServerDestination, destination_for
+from .destinations import Destination, SeriesKey, ServerDestination, destination_for, series_key
 from .dicom.errors import DicomError
 from .dicom.instance_stream import InstanceStream
-from .dicom.operator import DicomOperator
-from .dicom.query import as_list
+from .dicom.operator import DicomOperator, SeriesCounts
 from .models import DicomServer
 from .processing import TaskOutcome, TaskProcessor
 from .pseudonymizer import Pseudonymizer
@@ -38,8 +37,23 @@ class StudyToTransfer:
     study_date: str
     study_time: str
     modalities: list[str]
-    series: list[Dataset] | None  # None: the whole study in one fetch
-    expected_instances: int | None
+    series: list[Dataset]  # those that go
+    whole_study: bool  # every series goes: one fetch for the study
+    # SeriesInstanceUID -> instances the source holds, for the series that go.
+    counts: SeriesCounts
+    # Modality -> instances the source holds that stay behind (excluded when pseudonymizing).
+    left_out: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def expected_instances(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def series_uids(self) -> list[str] | None:
+        """The series to fetch one by one; None: the whole study in one fetch."""
+        if self.whole_study:
+            return None
+        return [str(series.SeriesInstanceUID) for series in self.series]
 
 
 class TransferProcessor(TaskProcessor):
@@ -81,14 +95,17 @@ class TransferProcessor(TaskProcessor):
             )
         if transferred == 0:
             self.log.warning("The study has no instances to transfer.")
-        destination.verify(self.log)
+        destination.verify(self.log, modify.expected_at_destination(study.counts), source.name)
         self.log.info(f"{transferred} instance(s) transferred.")
-        return self._outcome()
+        return self._outcome(study)
 
-    def _outcome(self) -> TaskOutcome:
+    def _outcome(self, study: StudyToTransfer) -> TaskOutcome:
         if self.log.warnings:
             return TaskOutcome(TaskStatus.WARNING, self.log.warnings[-1])
-        return TaskOutcome(TaskStatus.SUCCESS, "Transfer task completed successfully.")
+        message = "Transfer task completed successfully."
+        if study.left_out:
+            message += f" {_left_out_text(study.left_out)}"
+        return TaskOutcome(TaskStatus.SUCCESS, message)
 
     # -- straight from PACS to PACS ---------------------------------------------------------
 
@@ -120,25 +137,16 @@ class TransferProcessor(TaskProcessor):
             f"({destination.ae_title}) by C-MOVE."
         )
         series_list = study.series
-        if series_list is None:
-            series_list = list(operator.find_series(study.study_uid))
-        check = ServerDestination(destination)
 
-        def list_at_source(key: tuple[str, str, str]) -> set[str]:
+        def list_at_source(key: SeriesKey) -> set[str]:
             return set(operator.expected_instances(key[0], key[1], key[2]))
 
-        for series in series_list:
-            key = (study.patient_id, study.study_uid, str(series.SeriesInstanceUID))
-            count = series.get("NumberOfSeriesRelatedInstances")
-            if count in (None, ""):  # the source does not count: list what must arrive
-                count = len(list_at_source(key))
-            check.expect_moved(key, int(count), list_at_source)
-
+        expected = {
+            (study.patient_id, study.study_uid, uid): count for uid, count in study.counts.items()
+        }
         moved_before = 0
         # One move for the whole study when it all goes, else one per chosen series.
-        targets = (
-            [None] if study.series is None else [str(s.SeriesInstanceUID) for s in series_list]
-        )
+        targets = [None] if study.whole_study else [str(s.SeriesInstanceUID) for s in series_list]
         for series_uid in targets:
 
             def progress(moved: int, before: int = moved_before) -> None:
@@ -150,9 +158,11 @@ class TransferProcessor(TaskProcessor):
             )
             self.control.check()
         self.control.progress(moved_before, force=True)
-        check.verify(self.log)
+        ServerDestination(destination, self.log).verify(
+            self.log, expected, operator.server.name, list_at_source
+        )
         self.log.info(f"{moved_before} instance(s) transferred.")
-        return self._outcome()
+        return self._outcome(study)
 
     # -- what to fetch ----------------------------------------------------------------------
 
@@ -190,43 +200,38 @@ class TransferProcessor(TaskProcessor):
         self.control.check()
 
         excluded = set(settings.EXCLUDE_MODALITIES) if exclude else set()
-        series: list[Dataset] | None = None
-        if task.series_uids or excluded:
-            all_series = list(operator.find_series(task.study_uid))
-            by_uid = {str(item.SeriesInstanceUID): item for item in all_series}
-            if task.series_uids:
-                missing = [uid for uid in task.series_uids if uid not in by_uid]
-                if missing:
-                    raise DicomError(
-                        f"No series found with Series Instance UID {', '.join(missing)}."
-                    )
-                series = [by_uid[uid] for uid in task.series_uids]
-            else:
-                series = all_series
-            kept = [item for item in series if str(item.get("Modality", "")) not in excluded]
-            for item in series:
-                if item not in kept:
-                    self.log.info(
-                        f"Series {item.SeriesInstanceUID} ({item.get('Modality')}) left out: "
-                        "its modality is excluded when pseudonymizing."
-                    )
-            series = kept
-            modalities = sorted({str(item.get("Modality", "")) for item in series} - {""})
-            counts = [item.get("NumberOfSeriesRelatedInstances") for item in series]
-            expected = sum(int(count) for count in counts) if None not in counts else None
-        else:
-            modalities = as_list(found.get("ModalitiesInStudy"))
-            count = found.get("NumberOfStudyRelatedInstances")
-            expected = int(count) if count not in (None, "") else None
-
+        all_series = operator.find_counted_series(patient_id, task.study_uid)
+        by_uid = {str(item.SeriesInstanceUID): item for item in all_series}
+        chosen = all_series
+        if task.series_uids:
+            missing = [uid for uid in task.series_uids if uid not in by_uid]
+            if missing:
+                raise DicomError(f"No series found with Series Instance UID {', '.join(missing)}.")
+            chosen = [by_uid[uid] for uid in task.series_uids]
+        kept = [item for item in chosen if str(item.get("Modality", "")) not in excluded]
+        left_out: dict[str, int] = {}
+        for item in chosen:
+            if item not in kept:
+                modality = str(item.get("Modality", ""))
+                count = int(item.NumberOfSeriesRelatedInstances)
+                left_out[modality] = left_out.get(modality, 0) + count
+                self.log.info(
+                    f"Series {item.SeriesInstanceUID} ({modality}, {count} instance(s)) left "
+                    "out: its modality is excluded when pseudonymizing."
+                )
         return StudyToTransfer(
             patient_id=patient_id,
             study_uid=task.study_uid,
             study_date=str(found.get("StudyDate", "")),
             study_time=str(found.get("StudyTime", "")),
-            modalities=modalities,
-            series=series,
-            expected_instances=expected,
+            modalities=sorted({str(item.get("Modality", "")) for item in kept} - {""}),
+            series=kept,
+            whole_study=len(kept) == len(all_series),
+            counts={
+                str(item.SeriesInstanceUID): int(item.NumberOfSeriesRelatedInstances)
+                for item in kept
+            },
+            left_out=left_out,
         )
 
     # -- the pipeline -----------------------------------------------------------------------
@@ -240,16 +245,14 @@ class TransferProcessor(TaskProcessor):
     ) -> Iterator[Dataset]:
         """Yields each fetched instance once modified; stops the fetch when the consumer (the
         destination) stops early, and re-raises a fetch failure here."""
-        series_uids = None
-        if study.series is not None:
-            series_uids = [str(series.SeriesInstanceUID) for series in study.series]
         stream = InstanceStream(
             operator,
             study.patient_id,
             study.study_uid,
-            series_uids,
+            study.series_uids,
             depth=settings.TRANSFER_PIPELINE_DEPTH,
             on_wait=self.control.check,  # a cancel is noticed even while the PACS is slow
+            expected=study.counts,
         )
         stream.start()
         done = 0
@@ -265,7 +268,11 @@ class TransferProcessor(TaskProcessor):
 
 
 class _Modifier:
-    """Pseudonymizes and stamps one instance; says whether it goes to the destination."""
+    """Pseudonymizes and stamps one instance; says whether it goes to the destination.
+
+    It remembers where each of the source's series lands (pseudonymization gives it new UIDs)
+    and what it left out, so the check at the destination can compare with the source.
+    """
 
     def __init__(self, task: TransferTask, job: TransferJob, pseudonymizer: Pseudonymizer | None):
         self.pseudonymizer = pseudonymizer
@@ -273,9 +280,14 @@ class _Modifier:
         self.trial_protocol_id = job.trial_protocol_id
         self.trial_protocol_name = job.trial_protocol_name
         self.study_uid_at_destination = ""
+        self.series_at_destination: dict[str, SeriesKey] = {}
+        self.dropped: dict[str, int] = {}  # source series UID -> instances left out
 
     def __call__(self, dataset: Dataset) -> bool:
+        source_series = str(dataset.get("SeriesInstanceUID", ""))
         if str(dataset.get("Modality", "")) in self.excluded:
+            # The series' own Modality disagreed with its instances'.
+            self.dropped[source_series] = self.dropped.get(source_series, 0) + 1
             return False
         if self.pseudonymizer is not None:
             self.pseudonymizer.pseudonymize(dataset)
@@ -285,4 +297,24 @@ class _Modifier:
             if self.trial_protocol_name:
                 dataset.ClinicalTrialProtocolName = self.trial_protocol_name
         self.study_uid_at_destination = str(dataset.StudyInstanceUID)
+        if source_series not in self.series_at_destination:
+            self.series_at_destination[source_series] = series_key(dataset)
         return True
+
+    def expected_at_destination(self, counts: SeriesCounts) -> dict[SeriesKey, int]:
+        """How many instances each series must have at the destination: as many as the source
+        holds, less those left out on purpose."""
+        expected: dict[SeriesKey, int] = {}
+        for uid, count in counts.items():
+            key = self.series_at_destination.get(uid)
+            if key is not None:
+                expected[key] = count - self.dropped.get(uid, 0)
+        return expected
+
+
+def _left_out_text(left_out: dict[str, int]) -> str:
+    parts = ", ".join(f"{count} {modality}" for modality, count in sorted(left_out.items()))
+    return (
+        f"Left out: {parts} instance(s), as the modalities {', '.join(sorted(left_out))} are "
+        "excluded when pseudonymizing (setting EXCLUDE_MODALITIES)."
+    )

@@ -5,13 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from io import BytesIO
 from itertools import islice
 from typing import TypeVar
 
 import requests
+import urllib3
 from dicomweb_client.api import DICOMwebClient
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
 
+from . import multipart
 from .errors import DicomError, RetriableDicomError
 
 T = TypeVar("T")
@@ -19,6 +22,11 @@ T = TypeVar("T")
 # HTTP answers that say "not now" rather than "never" (RFC 9110, DICOM PS3.18 8.6).
 _TRANSIENT_HTTP_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
 STOW_BATCH_SIZE = 50
+# Instances as the server holds them (PS3.18 8.7.3.5.2): a server that had to transcode a
+# JPEG 2000 or JPEG-LS image to the default syntax may fail ("Cannot transcode") or lose
+# nothing only at great cost.
+WADO_ANY_SYNTAX = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+WADO_DEFAULT_SYNTAX = 'multipart/related; type="application/dicom"'
 
 
 class _WildcardSession(requests.Session):
@@ -50,20 +58,23 @@ class DicomWebConnector:
         self.timeout = timeout
         if not peer.root_url:
             raise DicomError(f"{peer.name} has no DICOMweb root URL.")
-        headers = {"Authorization": peer.authorization} if peer.authorization else None
+        self.session = _WildcardSession()
+        if peer.authorization:
+            self.session.headers["Authorization"] = peer.authorization
         self.client = DICOMwebClient(
             url=peer.root_url.rstrip("/"),
-            session=_WildcardSession(),
+            session=self.session,
             timeout=timeout,
             qido_url_prefix=peer.qido_prefix or None,
             wado_url_prefix=peer.wado_prefix or None,
             stow_url_prefix=peer.stow_prefix or None,
-            headers=headers,
         )
 
     def _call(self, operation: str, function: Callable[[], T]) -> T:
         try:
             return function()
+        except multipart.MultipartError as err:
+            raise RetriableDicomError(f"{operation} on {self.peer.name}: {err}") from err
         except requests.HTTPError as err:
             raise self._http_error(operation, err) from err
         except requests.Timeout as err:
@@ -131,27 +142,65 @@ class DicomWebConnector:
     def retrieve(
         self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
     ) -> Iterator[Dataset]:
-        """WADO-RS, streamed: instances are parsed one by one from the multipart response."""
-        if sop_uid:
-            assert series_uid, "an instance is retrieved within its series"
-            yield self._call(
-                "WADO-RS",
-                lambda: self.client.retrieve_instance(study_uid, series_uid, sop_uid),
-            )
-            return
+        """WADO-RS, streamed: instances are parsed one by one from the multipart response, in
+        the transfer syntax the server holds them in (no transcoding on the server).
+
+        Raises:
+            RetriableDicomError: If the response is cut short (it ends before its closing
+                boundary, or the connection breaks) or a part is not a DICOM file; the caller
+                then has only some of the instances.
+        """
+        assert series_uid or not sop_uid, "an instance is retrieved within its series"
+        path = f"studies/{study_uid}"
         if series_uid:
-            instances = self._call(
-                "WADO-RS", lambda: self.client.iter_series(study_uid, series_uid)
+            path += f"/series/{series_uid}"
+        if sop_uid:
+            path += f"/instances/{sop_uid}"
+        url = f"{self._wado_base()}/{path}"
+        response = self._call("WADO-RS", lambda: self._get_multipart(url))
+        with response:
+            boundary = self._call("WADO-RS", lambda: multipart.boundary_of(_content_type(response)))
+            parts = multipart.iter_parts(self._body_chunks(response), boundary)
+            received = 0
+            while (part := self._call("WADO-RS", lambda: next(parts, None))) is not None:
+                yield self._instance_of(part, received)
+                received += 1
+
+    def _wado_base(self) -> str:
+        prefix = self.peer.wado_prefix.strip("/")
+        return self.peer.root_url.rstrip("/") + (f"/{prefix}" if prefix else "")
+
+    def _get_multipart(self, url: str) -> requests.Response:
+        """GET with the instances as stored; a server that cannot send "any transfer syntax"
+        (406) is asked again for its default one."""
+        response = self.session.get(
+            url, headers={"Accept": WADO_ANY_SYNTAX}, stream=True, timeout=self.timeout
+        )
+        if response.status_code == 406:
+            response.close()
+            response = self.session.get(
+                url, headers={"Accept": WADO_DEFAULT_SYNTAX}, stream=True, timeout=self.timeout
             )
-        else:
-            instances = self._call("WADO-RS", lambda: self.client.iter_study(study_uid))
-        iterator = iter(instances)
-        while True:
-            try:
-                dataset = self._call("WADO-RS", lambda: next(iterator))
-            except StopIteration:
-                return
-            yield dataset
+        response.raise_for_status()
+        return response
+
+    def _body_chunks(self, response: requests.Response) -> Iterator[bytes]:
+        try:
+            yield from response.iter_content(chunk_size=256 * 1024)
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as err:
+            raise RetriableDicomError(
+                f"WADO-RS on {self.peer.name}: the connection broke while the instances were "
+                f"arriving ({_root_cause(err)})."
+            ) from err
+
+    def _instance_of(self, part: multipart.Part, index: int) -> Dataset:
+        try:
+            return dcmread(BytesIO(part.body))
+        except Exception as err:  # pydicom raises many kinds for a broken file
+            raise RetriableDicomError(
+                f"WADO-RS on {self.peer.name}: part {index + 1} of the response is not a "
+                f"readable DICOM file ({err})."
+            ) from err
 
     def store(self, datasets: Iterable[Dataset]) -> int:
         """STOW-RS in batches of several instances per request; returns how many were stored."""
@@ -167,6 +216,10 @@ class DicomWebConnector:
                 )
             stored += len(batch)
         return stored
+
+
+def _content_type(response: requests.Response) -> str:
+    return response.headers.get("Content-Type", "")
 
 
 def _root_cause(err: BaseException) -> str:

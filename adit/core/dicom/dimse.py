@@ -10,15 +10,30 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from pydicom import Dataset
 from pydicom.uid import (
+    HTJ2K,
+    JPEG2000,
+    MPEG2MPML,
+    MPEG4HP41,
+    UID,
     DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
     ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
 )
 from pynetdicom import AE, build_context, build_role, evt, sop_class
 from pynetdicom.association import Association
@@ -32,6 +47,13 @@ from pynetdicom.status import (
 )
 
 from .errors import DicomError, RetriableDicomError
+from .syntaxes import (
+    UNCOMPRESSED_LITTLE_ENDIAN,
+    ConversionError,
+    convert_to_explicit_little_endian,
+    syntax_name,
+    syntax_of,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +78,33 @@ MOVE_MODELS = {
 }
 
 UNCOMPRESSED_SYNTAXES: list[str] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
-# An association carries at most 128 presentation contexts; a C-GET needs one for the query
-# model, so it offers the storage classes a PACS actually holds: images, SR, presentation states,
-# key objects, encapsulated documents, RT.
+# The transfer syntaxes a C-GET accepts instances in, most common first. Each gets a
+# presentation context of its own: a context carries one accepted syntax, and a PACS sends an
+# instance it holds in a syntax without a context only after transcoding it, which it may not be
+# able to do (JPEG 2000, JPEG-LS) and which is never lossless for lossy images.
+STORED_SYNTAXES: list[str] = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEG2000Lossless,
+    JPEG2000,
+    JPEGLosslessSV1,
+    JPEGExtended12Bit,
+    JPEGLSLossless,
+    RLELossless,
+    JPEGLSNearLossless,
+    JPEGLossless,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    MPEG4HP41,
+    MPEG2MPML,
+    HTJ2KLossless,
+    HTJ2K,
+]
+# An association carries at most 128 presentation contexts (PS3.8 9.3.2.2, odd IDs 1-255).
+MAX_CONTEXTS = 128
+# Without knowing the study's SOP classes, a C-GET offers the storage classes a PACS typically
+# holds (images, SR, presentation states, key objects, encapsulated documents, RT), uncompressed.
 _GET_STORAGE_KEYWORDS = (
     "Image",
     "SR",
@@ -111,14 +157,31 @@ def describe_status(code: int, table: dict) -> str:
     return f"0x{code:04X} ({meaning})"
 
 
-def _storage_contexts_for_get() -> list[PresentationContext]:
-    contexts = []
-    for context in StoragePresentationContexts:
-        abstract_syntax = context.abstract_syntax
-        assert abstract_syntax is not None
-        if any(word in abstract_syntax.name.replace(" ", "") for word in _GET_STORAGE_KEYWORDS):
-            contexts.append(build_context(abstract_syntax, list(UNCOMPRESSED_SYNTAXES)))
-    return contexts[:120]
+def _storage_contexts_for_get(sop_classes: Sequence[str]) -> list[PresentationContext]:
+    """Contexts to receive the given SOP classes in every syntax a PACS may hold them in, as
+    many syntaxes per class as fit beside the query model; without classes, a generic set."""
+    room = MAX_CONTEXTS - 1
+    if not sop_classes:
+        storage_classes = [
+            UID(str(context.abstract_syntax)) for context in StoragePresentationContexts
+        ]
+        generic = [
+            uid
+            for uid in storage_classes
+            if any(word in uid.name.replace(" ", "") for word in _GET_STORAGE_KEYWORDS)
+        ]
+        return [build_context(uid, list(UNCOMPRESSED_SYNTAXES)) for uid in generic[:room]]
+    if len(sop_classes) > room:
+        raise DicomError(
+            f"The study holds {len(sop_classes)} SOP classes, more than one C-GET can receive "
+            f"({room}); fetch it by series or by C-MOVE."
+        )
+    per_class = min(len(STORED_SYNTAXES), room // len(sop_classes))
+    return [
+        build_context(sop_class, [syntax])
+        for sop_class in sop_classes
+        for syntax in STORED_SYNTAXES[:per_class]
+    ]
 
 
 class DimseConnector:
@@ -251,17 +314,27 @@ class DimseConnector:
                     raise self._status_error("C-FIND", code, QR_FIND_SERVICE_CLASS_STATUS)
 
     def get(
-        self, query: Dataset, root: str, on_instance: Callable[[Dataset], None]
+        self,
+        query: Dataset,
+        root: str,
+        on_instance: Callable[[Dataset], None],
+        sop_classes: Sequence[str] = (),
     ) -> RetrieveResult:
-        """C-GET; hands each instance to ``on_instance`` as it arrives, on the receiving thread.
+        """C-GET; hands each instance to ``on_instance`` as it arrives, on the receiving thread,
+        in the transfer syntax the PACS holds it in.
+
+        Args:
+            sop_classes: The SOP classes the PACS will send (those of the study); a generic
+                set of storage classes, uncompressed only, if empty.
 
         An exception in ``on_instance`` stops the retrieve: the instance is answered with
         "out of resources", the association is aborted and the exception is raised here.
         """
         model = GET_MODELS[root]
-        storage_contexts = _storage_contexts_for_get()
+        storage_contexts = _storage_contexts_for_get(sop_classes)
         roles = [
-            build_role(str(context.abstract_syntax), scp_role=True) for context in storage_contexts
+            build_role(uid, scp_role=True)
+            for uid in dict.fromkeys(str(context.abstract_syntax) for context in storage_contexts)
         ]
         callback_error: list[BaseException] = []
 
@@ -340,20 +413,24 @@ class DimseConnector:
             raise self._status_error(operation, code, table, result)
         return result
 
-    def store(self, datasets: Iterable[Dataset]) -> int:
-        """C-STOREs every dataset on one association (reopened only for an unknown SOP class or
-        transfer syntax); returns how many were stored. Raises on the first failure."""
-        stored = 0
-        session = _StoreSession(self)
+    def store(self, datasets: Iterable[Dataset]) -> StoreResult:
+        """C-STOREs every dataset on one association (reopened only for a new SOP class or
+        transfer syntax), each in its own transfer syntax where the peer accepts it.
+
+        An instance the peer accepts only uncompressed is converted losslessly where possible;
+        one it does not accept at all is left out and listed in the result, and the others
+        go on. A failure status of the peer raises at once.
+        """
+        result = StoreResult()
+        session = _StoreSession(self, result)
         try:
             for dataset in datasets:
                 session.send(dataset)
-                stored += 1
         except BaseException:
             session.close(abort=True)
             raise
         session.close()
-        return stored
+        return result
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -382,23 +459,43 @@ class DimseConnector:
         return DicomError(message)
 
 
-class _StoreSession:
-    """One C-STORE association for a stream of datasets of unknown SOP classes."""
+@dataclass
+class StoreResult:
+    """What a store did: how many instances the peer took, which had to be converted to a
+    syntax it accepts, and which it accepted in no form (with the reason)."""
 
-    def __init__(self, connector: DimseConnector):
+    stored: int = 0
+    # "JPEG 2000 Image Compression" -> how many of them went as Explicit VR Little Endian.
+    converted: dict[str, int] = field(default_factory=dict)
+    refused: list[str] = field(default_factory=list)
+
+
+class _StoreSession:
+    """One C-STORE association for a stream of datasets of unknown SOP classes and syntaxes.
+
+    Every SOP class gets an uncompressed context and one context per other syntax it comes in,
+    so the peer can accept each syntax on its own: a context with several syntaxes would let
+    the peer accept just one of them.
+    """
+
+    def __init__(self, connector: DimseConnector, result: StoreResult):
         self.connector = connector
-        self.contexts: dict[tuple[str, str], PresentationContext] = {}
+        self.result = result
+        self.proposed: dict[str, set[str]] = {}  # SOP class -> syntaxes of its own contexts
+        self.accepted: dict[str, set[str]] = {}  # SOP class -> syntaxes the peer accepted
         self._association_context = None
         self.assoc: Association | None = None
 
     def send(self, dataset: Dataset) -> None:
         sop_class = str(dataset.SOPClassUID)
-        file_meta = getattr(dataset, "file_meta", None)
-        syntax = str(getattr(file_meta, "TransferSyntaxUID", ExplicitVRLittleEndian))
-        key = (sop_class, syntax)
-        if key not in self.contexts or self.assoc is None:
-            self._open_with(key)
+        syntax = str(syntax_of(dataset))
+        if syntax not in self.proposed.get(sop_class, ()) or self.assoc is None:
+            self._open_with(sop_class, syntax)
         assert self.assoc is not None
+        accepted = self.accepted.get(sop_class, set())
+        if syntax not in accepted:
+            if not self._convert(dataset, sop_class, syntax, accepted):
+                return
         status = self.assoc.send_c_store(dataset)
         self.connector._check_response_arrived(status, "C-STORE")
         code = status.Status
@@ -407,19 +504,68 @@ class _StoreSession:
             raise self.connector._status_error(
                 f"C-STORE of {dataset.SOPInstanceUID}", code, STORAGE_SERVICE_CLASS_STATUS
             )
+        self.result.stored += 1
 
-    def _open_with(self, key: tuple[str, str]) -> None:
-        if key not in self.contexts:
-            sop_class, syntax = key
-            syntaxes: list[str] = list(
-                dict.fromkeys([syntax, *UNCOMPRESSED_SYNTAXES, DeflatedExplicitVRLittleEndian])
+    def _convert(self, dataset: Dataset, sop_class: str, syntax: str, accepted: set[str]) -> bool:
+        """Converts the dataset to an uncompressed syntax the peer accepts; False (and the
+        instance listed as refused) if it accepts none or the conversion would lose data."""
+        if syntax in UNCOMPRESSED_LITTLE_ENDIAN and accepted & UNCOMPRESSED_LITTLE_ENDIAN:
+            # Implicit or explicit VR: the same values, encoded by pynetdicom as it sends.
+            dataset.file_meta.TransferSyntaxUID = UID(
+                sorted(accepted & UNCOMPRESSED_LITTLE_ENDIAN)[0]
             )
-            self.contexts[key] = build_context(sop_class, syntaxes)
+            return True
+        peer = self.connector.peer.name
+        uid = str(dataset.get("SOPInstanceUID", ""))
+        class_name = syntax_name(sop_class)
+        if not accepted & UNCOMPRESSED_LITTLE_ENDIAN:
+            self.result.refused.append(
+                f"{uid} ({class_name} in {syntax_name(syntax)}): {peer} accepts "
+                + (
+                    "this SOP class in no transfer syntax ADIT can send"
+                    if accepted
+                    else "no instance of this SOP class"
+                )
+            )
+            return False
+        try:
+            convert_to_explicit_little_endian(dataset)
+        except ConversionError as err:
+            self.result.refused.append(
+                f"{uid} ({class_name}): {peer} does not accept {syntax_name(syntax)}, and {err}"
+            )
+            return False
+        if ExplicitVRLittleEndian not in accepted:
+            dataset.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        name = syntax_name(syntax)
+        self.result.converted[name] = self.result.converted.get(name, 0) + 1
+        return True
+
+    def _open_with(self, sop_class: str, syntax: str) -> None:
+        syntaxes = self.proposed.setdefault(sop_class, set(UNCOMPRESSED_LITTLE_ENDIAN))
+        syntaxes.add(syntax)
+        contexts = [
+            build_context(uid, own)
+            for uid, proposed in self.proposed.items()
+            for own in (
+                list(UNCOMPRESSED_SYNTAXES),
+                *([other] for other in sorted(proposed - UNCOMPRESSED_LITTLE_ENDIAN)),
+            )
+        ]
+        if len(contexts) > MAX_CONTEXTS:
+            raise DicomError(
+                f"The instances come in more SOP class and transfer syntax combinations than one "
+                f"association to {self.connector.peer.name} can carry ({MAX_CONTEXTS})."
+            )
         self.close()
-        if len(self.contexts) > 128:
-            raise DicomError("More than 128 different SOP classes in one store batch.")
-        self._association_context = self.connector.associate(list(self.contexts.values()))
+        self._association_context = self.connector.associate(contexts)
         self.assoc = self._association_context.__enter__()
+        self.accepted = {}
+        for context in self.assoc.accepted_contexts:
+            uid = str(context.abstract_syntax)
+            self.accepted.setdefault(uid, set()).update(
+                str(accepted) for accepted in context.transfer_syntax[:1]
+            )
 
     def close(self, abort: bool = False) -> None:
         if self._association_context is not None:

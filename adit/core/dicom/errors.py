@@ -16,3 +16,8 @@ class RetriableDicomError(DicomError):
     Examples: connection refused or reset, a timeout, the PACS reported it is out of resources,
     some instances of a fetch never arrived.
     """
+
+
+class IncompleteFetchError(RetriableDicomError):
+    """A fetch delivered fewer instances than the server holds; the message says how many are
+    missing. Retriable: the usual cause is a connection or a PACS that went away mid-study."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from pydicom import Dataset
 
-from .operator import DicomOperator
+from .operator import DicomOperator, SeriesCounts
 
 # How long the consumer waits for an instance before it looks again whether to go on.
 WAIT_SECONDS = 0.5
@@ -58,12 +58,15 @@ class InstanceStream:
         *,
         depth: int,
         on_wait: Callable[[], None] | None = None,
+        expected: SeriesCounts | None = None,
     ):
         """Prepares the fetch; nothing is sent before ``start``.
 
         Args:
             series_uids: Fetch only these series, one after the other; None: the whole study.
             depth: How many instances may wait in the queue.
+            expected: How many instances each series has, as the server said (asked by the
+                operator if None); a fetch that delivers fewer fails.
             on_wait: Called while the consumer waits for the next instance (a slow PACS),
                 every WAIT_SECONDS; an exception it raises reaches the consumer.
         """
@@ -72,6 +75,7 @@ class InstanceStream:
         self.study_uid = study_uid
         self.series_uids = series_uids
         self.on_wait = on_wait
+        self.expected = expected
         self.delivered = 0
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._stopping = threading.Event()
@@ -125,11 +129,18 @@ class InstanceStream:
     def _run(self) -> None:
         try:
             operator = self.operator
+            expected = self.expected
             if self.series_uids is None:
-                operator.fetch_study(self.patient_id, self.study_uid, self._deliver)
+                operator.fetch_study(self.patient_id, self.study_uid, self._deliver, expected)
             else:
                 for uid in self.series_uids:
-                    operator.fetch_series(self.patient_id, self.study_uid, uid, self._deliver)
+                    operator.fetch_series(
+                        self.patient_id,
+                        self.study_uid,
+                        uid,
+                        self._deliver,
+                        {uid: expected[uid]} if expected and uid in expected else None,
+                    )
             outcome: object = _END
         except StreamStopped:
             return

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from io import BytesIO
 from typing import TYPE_CHECKING, TypeVar
 
@@ -21,9 +21,9 @@ from django.conf import settings
 from pydicom import Dataset, dcmread
 
 from .dicomweb import DicomWebConnector, DicomWebPeer
-from .dimse import DimseConnector, DimsePeer, DimseTimeouts, RetrieveResult
-from .errors import DicomError, RetriableDicomError
-from .query import RETURN_KEYS, Level, Query
+from .dimse import DimseConnector, DimsePeer, DimseTimeouts, RetrieveResult, StoreResult
+from .errors import DicomError, IncompleteFetchError, RetriableDicomError
+from .query import RETURN_KEYS, Level, Query, as_list
 
 if TYPE_CHECKING:
     from adit.core.models import DicomServer
@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 InstanceCallback = Callable[[Dataset], None]
+# SeriesInstanceUID -> how many instances the series has.
+SeriesCounts = dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -213,14 +215,35 @@ class DicomOperator:
 
     # -- fetching ---------------------------------------------------------------------------
 
-    def fetch_study(self, patient_id: str, study_uid: str, callback: InstanceCallback) -> int:
-        """Delivers every instance of the study to ``callback``; returns how many."""
-        return self._fetch(patient_id, study_uid, None, None, callback)
+    def fetch_study(
+        self,
+        patient_id: str,
+        study_uid: str,
+        callback: InstanceCallback,
+        expected: SeriesCounts | None = None,
+    ) -> int:
+        """Delivers every instance of the study to ``callback``; returns how many.
+
+        Args:
+            expected: How many instances each series has, as the server said; asked here
+                when None. A fetch that delivers fewer raises instead of returning.
+
+        Raises:
+            RetriableDicomError: If some instances did not arrive (the error says how many),
+                or the server could not be reached.
+            DicomError: If the server cannot fetch or refused the fetch.
+        """
+        return self._fetch(patient_id, study_uid, None, None, callback, expected)
 
     def fetch_series(
-        self, patient_id: str, study_uid: str, series_uid: str, callback: InstanceCallback
+        self,
+        patient_id: str,
+        study_uid: str,
+        series_uid: str,
+        callback: InstanceCallback,
+        expected: SeriesCounts | None = None,
     ) -> int:
-        return self._fetch(patient_id, study_uid, series_uid, None, callback)
+        return self._fetch(patient_id, study_uid, series_uid, None, callback, expected)
 
     def fetch_image(
         self,
@@ -230,7 +253,53 @@ class DicomOperator:
         sop_uid: str,
         callback: InstanceCallback,
     ) -> int:
-        return self._fetch(patient_id, study_uid, series_uid, sop_uid, callback)
+        return self._fetch(patient_id, study_uid, series_uid, sop_uid, callback, {series_uid: 1})
+
+    def count_instances(
+        self, patient_id: str, study_uid: str, series_uids: Iterable[str] | None = None
+    ) -> SeriesCounts | None:
+        """How many instances the server holds in each series of the study (or of the given
+        series), or None if the server cannot be asked.
+
+        Raises:
+            DicomError: If one of ``series_uids`` is not in the study, or the query failed.
+        """
+        if not self.can_list_study(patient_id):
+            return None
+        counts = {
+            str(series.SeriesInstanceUID): int(series.NumberOfSeriesRelatedInstances)
+            for series in self.find_counted_series(patient_id, study_uid)
+        }
+        if series_uids is None:
+            return counts
+        wanted = list(series_uids)
+        missing = [uid for uid in wanted if uid not in counts]
+        if missing:
+            raise DicomError(f"No series found with Series Instance UID {', '.join(missing)}.")
+        return {uid: counts[uid] for uid in wanted}
+
+    def can_list_study(self, patient_id: str) -> bool:
+        """Whether the server can be asked what a study holds (series and instances)."""
+        server = self.server
+        return bool(
+            server.study_root_find_support
+            or (server.patient_root_find_support and patient_id)
+            or server.dicomweb_qido_support
+        )
+
+    def find_counted_series(self, patient_id: str, study_uid: str) -> list[Dataset]:
+        """The series of the study, each with NumberOfSeriesRelatedInstances: as the server
+        counts them, or listed instance by instance where it does not count."""
+        filters = {"PatientID": patient_id} if patient_id else {}
+        series = list(self.find(Query.create(Level.SERIES, StudyInstanceUID=study_uid, **filters)))
+        for item in series:
+            count = item.get("NumberOfSeriesRelatedInstances")
+            if count in (None, ""):
+                uid = str(item.SeriesInstanceUID)
+                item.NumberOfSeriesRelatedInstances = len(
+                    self._expected_instances(patient_id, study_uid, uid, None)
+                )
+        return series
 
     def _fetch(
         self,
@@ -239,28 +308,75 @@ class DicomOperator:
         series_uid: str | None,
         sop_uid: str | None,
         callback: InstanceCallback,
+        expected: SeriesCounts | None,
     ) -> int:
+        if expected is None:
+            expected = self.count_instances(
+                patient_id, study_uid, [series_uid] if series_uid else None
+            )
+            if expected is None:
+                logger.warning(
+                    "%s cannot be queried: whether a fetch of %s is complete goes unchecked.",
+                    self.server.name,
+                    study_uid,
+                )
+        arrivals = _Arrivals(callback)
+        try:
+            self._fetch_with_any(
+                patient_id, study_uid, series_uid, sop_uid, arrivals, expected or None
+            )
+        except IncompleteFetchError:
+            raise
+        except DicomError as err:
+            if expected and arrivals.total < sum(expected.values()):
+                # Say what the failure cost: the instances that did not arrive.
+                raise type(err)(f"{err} {arrivals.shortfall(expected)}") from err
+            raise
+        return arrivals.total
+
+    def _fetch_with_any(
+        self,
+        patient_id: str,
+        study_uid: str,
+        series_uid: str | None,
+        sop_uid: str | None,
+        arrivals: _Arrivals,
+        expected: SeriesCounts | None,
+    ) -> None:
         server = self.server
         level = Level.IMAGE if sop_uid else Level.SERIES if series_uid else Level.STUDY
         if server.dicomweb_wado_support:
-            return self._fetch_with_wado(study_uid, series_uid, sop_uid, callback)
-        root = self._retrieve_root(
+            method = "WADO-RS"
+            fetch = partial(self._fetch_with_wado, study_uid, series_uid, sop_uid, arrivals)
+        elif root := self._retrieve_root(
             server.study_root_get_support, server.patient_root_get_support, patient_id
-        )
-        if root is not None:
+        ):
+            method = "C-GET"
             identifier = _retrieve_identifier(level, patient_id, study_uid, series_uid, sop_uid)
-            return self._fetch_with_get(identifier, root, callback)
-        root = self._retrieve_root(
+            sop_classes = self._sop_classes(patient_id, study_uid, series_uid)
+            fetch = partial(self._fetch_with_get, identifier, root, sop_classes, arrivals)
+        elif root := self._retrieve_root(
             server.study_root_move_support, server.patient_root_move_support, patient_id
-        )
-        if root is not None:
+        ):
+            method = "C-MOVE"
             identifier = _retrieve_identifier(level, patient_id, study_uid, series_uid, sop_uid)
-            return self._fetch_with_move(
-                identifier, root, patient_id, study_uid, series_uid, sop_uid, callback
+            instances = self._expected_instances(patient_id, study_uid, series_uid, sop_uid)
+            fetch = partial(self._fetch_with_move, identifier, root, study_uid, instances, arrivals)
+        else:
+            raise DicomError(
+                f"{server.name} offers no way to fetch: enable WADO-RS, C-GET or C-MOVE for it."
             )
-        raise DicomError(
-            f"{server.name} offers no way to fetch: enable WADO-RS, C-GET or C-MOVE for it."
-        )
+
+        def complete_fetch() -> None:
+            fetch()
+            if expected and arrivals.total < sum(expected.values()):
+                # Nothing failed on the way, yet the server holds more than it sent: a
+                # response cut short that looked complete must never pass as the study.
+                raise IncompleteFetchError(
+                    f"{method} from {server.name} ended early. {arrivals.shortfall(expected)}"
+                )
+
+        self._retrying(complete_fetch)
 
     @staticmethod
     def _retrieve_root(study_root: bool, patient_root: bool, patient_id: str) -> str | None:
@@ -270,111 +386,103 @@ class DicomOperator:
             return "patient"
         return None
 
+    def _sop_classes(self, patient_id: str, study_uid: str, series_uid: str | None) -> list[str]:
+        """The SOP classes of the study, for the storage contexts of a C-GET; empty if the
+        server cannot say."""
+        filters = {"PatientID": patient_id} if patient_id else {}
+        try:
+            studies = list(
+                self.find(Query.create(Level.STUDY, StudyInstanceUID=study_uid, **filters))
+            )
+            classes = as_list(studies[0].get("SOPClassesInStudy")) if studies else []
+            if not classes:  # the server does not compute it: ask instance by instance
+                query = Query.create(
+                    Level.IMAGE,
+                    StudyInstanceUID=study_uid,
+                    SeriesInstanceUID=series_uid or "",
+                    **filters,
+                )
+                classes = [str(image.get("SOPClassUID", "")) for image in self.find(query)]
+        except DicomError as err:
+            logger.warning(
+                "Could not ask %s for the SOP classes of %s: %s", self.server, study_uid, err
+            )
+            return []
+        return sorted({uid for uid in classes if uid})
+
     def _fetch_with_wado(
         self,
         study_uid: str,
         series_uid: str | None,
         sop_uid: str | None,
-        callback: InstanceCallback,
-    ) -> int:
-        delivered: set[str] = set()
+        arrivals: _Arrivals,
+    ) -> None:
+        for dataset in self.dicomweb.retrieve(study_uid, series_uid, sop_uid):
+            arrivals.deliver(dataset)  # again after a retry: skipped
 
-        def run() -> int:
-            for dataset in self.dicomweb.retrieve(study_uid, series_uid, sop_uid):
-                uid = str(dataset.SOPInstanceUID)
-                if uid in delivered:  # already handed over before a retried failure
-                    continue
-                callback(dataset)
-                delivered.add(uid)
-            return len(delivered)
-
-        return self._retrying(run)
-
-    def _fetch_with_get(self, identifier: Dataset, root: str, callback: InstanceCallback) -> int:
-        delivered: set[str] = set()
-
-        def deliver_once(dataset: Dataset) -> None:
-            uid = str(dataset.SOPInstanceUID)
-            if uid not in delivered:
-                callback(dataset)
-                delivered.add(uid)
-
-        def run() -> RetrieveResult:
-            result = self.dimse.get(identifier, root, deliver_once)
-            if result.failed:
-                raise RetriableDicomError(
-                    f"C-GET from {self.server.name}: {result.failed} instance(s) failed "
-                    f"({', '.join(result.failed_instances[:5]) or 'UIDs not reported'})."
-                )
-            return result
-
-        self._retrying(run)
-        return len(delivered)
+    def _fetch_with_get(
+        self, identifier: Dataset, root: str, sop_classes: list[str], arrivals: _Arrivals
+    ) -> None:
+        result = self.dimse.get(identifier, root, arrivals.deliver, sop_classes)
+        if result.failed:
+            raise RetriableDicomError(
+                f"C-GET from {self.server.name}: {result.failed} instance(s) failed "
+                f"({', '.join(result.failed_instances[:5]) or 'UIDs not reported'})."
+            )
 
     def _fetch_with_move(
         self,
         identifier: Dataset,
         root: str,
-        patient_id: str,
         study_uid: str,
-        series_uid: str | None,
-        sop_uid: str | None,
-        callback: InstanceCallback,
-    ) -> int:
+        expected: dict[str, str],
+        arrivals: _Arrivals,
+    ) -> None:
         from .file_channel import FileChannelClient
 
-        expected = self._expected_instances(patient_id, study_uid, series_uid, sop_uid)
-        delivered: set[str] = set()
         if not expected:
-            return 0
+            return
         channel = FileChannelClient(settings.FILE_CHANNEL_HOST, settings.FILE_CHANNEL_PORT)
+        series_filter = sorted(set(expected.values())) if "SeriesInstanceUID" in identifier else ()
+        with channel.subscribe(self.server.ae_title, study_uid, series_filter) as subscription:
+            move_done = threading.Event()
+            move_errors: list[BaseException] = []
 
-        def run() -> None:
-            series_filter = sorted({series for series in expected.values()}) if series_uid else ()
-            with channel.subscribe(self.server.ae_title, study_uid, series_filter) as subscription:
-                move_done = threading.Event()
-                move_errors: list[BaseException] = []
+            def move() -> None:
+                try:
+                    self.dimse.move(identifier, root, settings.RECEIVER_AE_TITLE)
+                except BaseException as err:  # reported on the receiving thread
+                    move_errors.append(err)
+                finally:
+                    move_done.set()
 
-                def move() -> None:
-                    try:
-                        self.dimse.move(identifier, root, settings.RECEIVER_AE_TITLE)
-                    except BaseException as err:  # reported on the receiving thread
-                        move_errors.append(err)
-                    finally:
-                        move_done.set()
-
-                mover = threading.Thread(target=move, name="c-move", daemon=True)
-                mover.start()
-                quiet_deadline = None
-                while len(delivered) < len(expected):
-                    received = subscription.receive(timeout=0.5)
-                    if received is not None:
-                        uid = received.sop_instance_uid
-                        if uid in expected and uid not in delivered:
-                            callback(dcmread(BytesIO(received.data)))
-                            delivered.add(uid)
-                        continue
-                    if move_done.is_set():
-                        if move_errors:  # the PACS gave up; nothing more will come
-                            break
-                        quiet_deadline = quiet_deadline or (
-                            time.monotonic() + settings.C_MOVE_QUIET_TIMEOUT
-                        )
-                        if time.monotonic() > quiet_deadline:
-                            break
-                mover.join(timeout=settings.DICOM_DIMSE_TIMEOUT)
-            missing = sorted(set(expected) - delivered)
-            if missing:
-                reason = f" The PACS reported: {move_errors[0]}" if move_errors else ""
-                shown = ", ".join(missing[:5])
-                more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-                raise RetriableDicomError(
-                    f"C-MOVE from {self.server.name}: {len(missing)} of {len(expected)} "
-                    f"instance(s) did not arrive: {shown}{more}.{reason}"
-                )
-
-        self._retrying(run)
-        return len(delivered)
+            mover = threading.Thread(target=move, name="c-move", daemon=True)
+            mover.start()
+            quiet_deadline = None
+            while not arrivals.has_all(expected):
+                received = subscription.receive(timeout=0.5)
+                if received is not None:
+                    if received.sop_instance_uid in expected:
+                        arrivals.deliver_encoded(received.sop_instance_uid, received.data)
+                    continue
+                if move_done.is_set():
+                    if move_errors:  # the PACS gave up; nothing more will come
+                        break
+                    quiet_deadline = quiet_deadline or (
+                        time.monotonic() + settings.C_MOVE_QUIET_TIMEOUT
+                    )
+                    if time.monotonic() > quiet_deadline:
+                        break
+            mover.join(timeout=settings.DICOM_DIMSE_TIMEOUT)
+        missing = sorted(set(expected) - arrivals.uids)
+        if missing:
+            reason = f" The PACS reported: {move_errors[0]}" if move_errors else ""
+            shown = ", ".join(missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise IncompleteFetchError(
+                f"C-MOVE from {self.server.name}: {len(missing)} of {len(expected)} "
+                f"instance(s) did not arrive: {shown}{more}.{reason}"
+            )
 
     def _expected_instances(
         self, patient_id: str, study_uid: str, series_uid: str | None, sop_uid: str | None
@@ -461,12 +569,13 @@ class DicomOperator:
 
     # -- storing ----------------------------------------------------------------------------
 
-    def store(self, datasets: Iterable[Dataset]) -> int:
-        """Stores the datasets (C-STORE on one association, else STOW-RS); returns the count."""
+    def store(self, datasets: Iterable[Dataset]) -> StoreResult:
+        """Stores the datasets (C-STORE on one association, else STOW-RS), each in its own
+        transfer syntax where the server accepts it; see ``DimseConnector.store``."""
         if self.server.store_scp_support:
             return self.dimse.store(datasets)
         if self.server.dicomweb_stow_support:
-            return self.dicomweb.store(datasets)
+            return StoreResult(stored=self.dicomweb.store(datasets))
         raise DicomError(f"{self.server.name} cannot receive data: enable C-STORE or STOW-RS.")
 
 
@@ -490,3 +599,47 @@ def _strip_padding(dataset: Dataset) -> None:
     for key in ("PatientID", "AccessionNumber"):
         if key in dataset and isinstance(dataset.get(key), str):
             setattr(dataset, key, dataset.get(key).strip())
+
+
+class _Arrivals:
+    """The instances a fetch delivered so far, each handed to the callback once (a retried
+    fetch sends some again), counted per series for the comparison with the server's counts."""
+
+    def __init__(self, callback: InstanceCallback):
+        self.callback = callback
+        self.uids: set[str] = set()
+        self.per_series: dict[str, int] = {}
+
+    @property
+    def total(self) -> int:
+        return len(self.uids)
+
+    def deliver(self, dataset: Dataset) -> None:
+        uid = str(dataset.get("SOPInstanceUID", ""))
+        if uid in self.uids:
+            return
+        self.callback(dataset)
+        self.uids.add(uid)
+        series_uid = str(dataset.get("SeriesInstanceUID", ""))
+        self.per_series[series_uid] = self.per_series.get(series_uid, 0) + 1
+
+    def deliver_encoded(self, sop_uid: str, data: bytes) -> None:
+        if sop_uid not in self.uids:
+            self.deliver(dcmread(BytesIO(data)))
+
+    def has_all(self, expected: dict[str, str]) -> bool:
+        return len(self.uids) >= len(expected) and self.uids.issuperset(expected)
+
+    def shortfall(self, expected: SeriesCounts) -> str:
+        """What is missing, in words: "Only 102 of the 300 instances … arrived …"."""
+        wanted = sum(expected.values())
+        short = [
+            f"series {uid}: {self.per_series.get(uid, 0)} of {count}"
+            for uid, count in expected.items()
+            if self.per_series.get(uid, 0) < count
+        ]
+        more = f" and {len(short) - 3} more series" if len(short) > 3 else ""
+        return (
+            f"Only {self.total} of the {wanted} instance(s) it holds arrived, "
+            f"{wanted - self.total} missing ({'; '.join(short[:3])}{more})."
+        )

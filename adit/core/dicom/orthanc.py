@@ -392,6 +392,14 @@ class OrthancServer(OrthancClient):
         """
         stop_servers([self], timeout)
 
+    def kill(self) -> None:
+        """Ends Orthanc at once with SIGKILL, as a crash would; ``start()`` brings it back with
+        what it had stored."""
+        process = self._detach_process()
+        if process is not None:
+            process.kill()
+            process.wait()
+
     def _detach_process(self) -> subprocess.Popen[bytes] | None:
         process, self._process = self._process, None
         if process is not None:

@@ -240,8 +240,8 @@ def test_store_puts_every_instance_into_the_destination(protocol, empty_orthanc2
         dimse_server(empty_orthanc2) if protocol == "C-STORE" else dicomweb_server(empty_orthanc2)
     )
     datasets = list(generate_studies(seed=7, patients=1))
-    stored = DicomOperator(server).store(iter(datasets))
-    assert stored == len(datasets)
+    result = DicomOperator(server).store(iter(datasets))
+    assert (result.stored, result.converted, result.refused) == (len(datasets), {}, [])
     for study_uid in {str(dataset.StudyInstanceUID) for dataset in datasets}:
         expected = sorted(
             str(dataset.SOPInstanceUID)

@@ -114,7 +114,7 @@ def test_server_to_server_copies_every_instance_unchanged(
     assert arrived == expected
     assert destination_uids  # the study is not empty
     assert task.instances_done == study.instance_count
-    assert f"holds all {study.instance_count} instance(s) sent" in task.log
+    assert f"holds all {study.instance_count} instance(s) that ORTHANC1 holds" in task.log
 
 
 def test_pseudonymized_transfer_leaves_no_identity_and_keeps_dates(
@@ -332,7 +332,7 @@ def test_stow_destination_receives_and_is_verified_by_qido(
     task = transfer(member, source, web_only, study)
     assert task.status == TaskStatus.SUCCESS, task.message
     assert empty_orthanc2.count_instances() == study.instance_count
-    assert f"holds all {study.instance_count} instance(s) sent" in task.log
+    assert f"holds all {study.instance_count} instance(s) that ORTHANC1 holds" in task.log
 
 
 def test_unmodified_transfer_goes_straight_from_pacs_to_pacs_when_allowed(
@@ -344,7 +344,7 @@ def test_unmodified_transfer_goes_straight_from_pacs_to_pacs_when_allowed(
 
     assert task.status == TaskStatus.SUCCESS, task.message
     assert "moves the study straight to ORTHANC2" in task.log
-    assert f"holds all {study.instance_count} instance(s) sent" in task.log
+    assert f"holds all {study.instance_count} instance(s) that ORTHANC1 holds" in task.log
     held = {str(ds.SOPInstanceUID) for ds in _instances_at(destination, study.study_instance_uid)}
     assert held == {uid for series in study.series for uid in series.sop_instance_uids}
     assert task.instances_done == study.instance_count
@@ -419,12 +419,13 @@ def test_verification_names_instances_the_destination_lost(
     DicomOperator(source).fetch_series(
         study.patient_id, study.study_instance_uid, series.series_instance_uid, fetched.append
     )
-    check = ServerDestination(destination)
+    log = TaskLog()
+    check = ServerDestination(destination, log)
     assert check.consume(fetched) == series.instance_count
 
-    log = TaskLog()
-    check.verify(log)
-    assert f"holds all {series.instance_count} instance(s) sent" in log.text()
+    key = (study.patient_id, study.study_instance_uid, series.series_instance_uid)
+    check.verify(log, {key: series.instance_count}, "ORTHANC1")
+    assert f"holds all {series.instance_count} instance(s) that ORTHANC1 holds" in log.text()
 
     lost = str(fetched[1].SOPInstanceUID)
     (instance_id,) = empty_orthanc2.rest(
@@ -433,4 +434,27 @@ def test_verification_names_instances_the_destination_lost(
     empty_orthanc2.rest("DELETE", f"/instances/{instance_id}")
     total = series.instance_count
     with pytest.raises(DicomError, match=rf"holds only {total - 1} of the {total} .*{lost}"):
-        check.verify(TaskLog())
+        check.verify(TaskLog(), {key: total}, "ORTHANC1")
+
+
+def test_verification_compares_with_the_source_not_with_what_was_sent(
+    source, destination, orthanc1_studies
+):
+    """An instance that never left the source is missing at the destination too, even when
+    everything sent arrived."""
+    from adit.core.destinations import ServerDestination
+    from adit.core.dicom.errors import DicomError
+    from adit.core.processing import TaskLog
+
+    study = next(s for s in orthanc1_studies if any(x.instance_count > 2 for x in s.series))
+    series = next(x for x in study.series if x.instance_count > 2)
+    fetched: list[Dataset] = []
+    DicomOperator(source).fetch_series(
+        study.patient_id, study.study_instance_uid, series.series_instance_uid, fetched.append
+    )
+    check = ServerDestination(destination, TaskLog())
+    check.consume(fetched[:-1])  # one instance short, as a cut-off fetch would be
+    key = (study.patient_id, study.study_instance_uid, series.series_instance_uid)
+    total = series.instance_count
+    with pytest.raises(DicomError, match=rf"holds only {total - 1} of the {total} instance"):
+        check.verify(TaskLog(), {key: total}, "ORTHANC1")

@@ -1,0 +1,187 @@
+"""A streaming reader of multipart/related bodies (RFC 2046 5.1), as WADO-RS sends studies.
+
+Parts are handed out one by one while the body still arrives, so a study is never held whole.
+The reader is strict where a lenient one would lose data silently: a body that ends before its
+closing delimiter (a PACS that died, a connection cut by a proxy) or a part that does not end
+where its Content-Length says is an error, never a shorter study.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from email.message import Message
+
+# Part headers are a few lines; anything longer is not a multipart body we understand.
+MAX_HEADER_BYTES = 16 * 1024
+_CRLF = b"\r\n"
+
+
+class MultipartError(ValueError):
+    """The body is not a complete multipart body: cut short, or malformed."""
+
+
+@dataclass(frozen=True)
+class Part:
+    headers: dict[str, str]  # names lower-cased
+    body: bytes
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "")
+
+
+def boundary_of(content_type: str) -> str:
+    """The boundary parameter of a multipart Content-Type header.
+
+    Raises:
+        MultipartError: If the header names no multipart type or no boundary.
+    """
+    message = Message()
+    message["content-type"] = content_type
+    if message.get_content_maintype() != "multipart":
+        raise MultipartError(f"Expected a multipart response, got {content_type or 'nothing'!r}.")
+    boundary = message.get_param("boundary")
+    if not isinstance(boundary, str) or not 0 < len(boundary) <= 70:
+        raise MultipartError(f"The multipart response names no usable boundary: {content_type!r}")
+    return boundary
+
+
+def iter_parts(chunks: Iterable[bytes], boundary: str) -> Iterator[Part]:
+    """The parts of a multipart body that arrives in ``chunks``, each as soon as it is complete.
+
+    Raises:
+        MultipartError: If the body ends before the closing delimiter, a part's headers are
+            malformed, or a part is longer or shorter than its Content-Length.
+    """
+    reader = _Reader(iter(chunks))
+    delimiter = b"--" + boundary.encode("ascii")
+    # The preamble ends at the first delimiter at the start of a line.
+    if not reader.skip_until_line_starting(delimiter):
+        raise MultipartError("The multipart body holds no part: its first boundary is missing.")
+    count = 0
+    while True:
+        if reader.take_if(b"--", count):
+            return  # the closing delimiter; what follows is the epilogue
+        reader.skip_line_rest(count)
+        headers = reader.headers(count)
+        length = _content_length(headers, count)
+        if length is not None:
+            body = reader.take_exactly(length, count)
+            if not reader.take_if(_CRLF + delimiter, count):
+                raise MultipartError(
+                    f"Part {count + 1} of the multipart body does not end where its "
+                    f"Content-Length ({length} bytes) says."
+                )
+        else:
+            body = reader.take_until(_CRLF + delimiter, count)
+        count += 1
+        yield Part(headers, body)
+
+
+def _content_length(headers: dict[str, str], index: int) -> int | None:
+    text = headers.get("content-length")
+    if text is None:
+        return None
+    if not text.strip().isdigit():
+        raise MultipartError(f"Part {index + 1} has an invalid Content-Length: {text!r}.")
+    return int(text)
+
+
+class _Reader:
+    """A byte buffer over the chunks with the few reads the multipart grammar needs."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks = chunks
+        self._buffer = bytearray()
+
+    def _more(self) -> bool:
+        for chunk in self._chunks:
+            if chunk:
+                self._buffer += chunk
+                return True
+        return False
+
+    def _cut_short(self, index: int) -> MultipartError:
+        return MultipartError(
+            f"The multipart body was cut short after {index} complete part(s), before its "
+            "closing boundary: the connection was cut or the server stopped sending."
+        )
+
+    def skip_until_line_starting(self, marker: bytes) -> bool:
+        searched = 0
+        while True:
+            if self._buffer.startswith(marker):
+                del self._buffer[: len(marker)]
+                return True
+            found = self._buffer.find(_CRLF + marker, searched)
+            if found >= 0:
+                del self._buffer[: found + len(_CRLF) + len(marker)]
+                return True
+            searched = max(0, len(self._buffer) - len(marker) - len(_CRLF))
+            if not self._more():
+                return False
+
+    def take_if(self, expected: bytes, index: int) -> bool:
+        """Consumes ``expected`` if the buffer starts with it (reading as much as needed)."""
+        while len(self._buffer) < len(expected):
+            if not self._more():
+                if expected.startswith(bytes(self._buffer)):
+                    raise self._cut_short(index)
+                break
+        if self._buffer.startswith(expected):
+            del self._buffer[: len(expected)]
+            return True
+        return False
+
+    def skip_line_rest(self, index: int) -> None:
+        """Skips transport padding after a delimiter up to and including its CRLF."""
+        end = self._find(_CRLF, index, limit=MAX_HEADER_BYTES)
+        if self._buffer[:end].strip(b" \t"):
+            raise MultipartError(f"Part {index + 1}: unexpected bytes after its boundary.")
+        del self._buffer[: end + len(_CRLF)]
+
+    def headers(self, index: int) -> dict[str, str]:
+        while len(self._buffer) < len(_CRLF):
+            if not self._more():
+                raise self._cut_short(index)
+        if self._buffer.startswith(_CRLF):  # a part without headers
+            del self._buffer[: len(_CRLF)]
+            return {}
+        end = self._find(_CRLF + _CRLF, index, limit=MAX_HEADER_BYTES)
+        block = self._buffer[:end].decode("latin-1")
+        del self._buffer[: end + 2 * len(_CRLF)]
+        headers: dict[str, str] = {}
+        for line in block.split("\r\n"):
+            name, colon, value = line.partition(":")
+            if not colon or not name.strip():
+                raise MultipartError(f"Part {index + 1} has a malformed header line: {line!r}.")
+            headers[name.strip().lower()] = value.strip()
+        return headers
+
+    def take_exactly(self, length: int, index: int) -> bytes:
+        while len(self._buffer) < length:
+            if not self._more():
+                raise self._cut_short(index)
+        body = bytes(self._buffer[:length])
+        del self._buffer[:length]
+        return body
+
+    def take_until(self, marker: bytes, index: int) -> bytes:
+        end = self._find(marker, index)
+        body = bytes(self._buffer[:end])
+        del self._buffer[: end + len(marker)]
+        return body
+
+    def _find(self, marker: bytes, index: int, limit: int | None = None) -> int:
+        searched = 0
+        while True:
+            found = self._buffer.find(marker, searched)
+            if found >= 0:
+                return found
+            if limit is not None and len(self._buffer) > limit:
+                raise MultipartError(f"Part {index + 1} has headers longer than {limit} bytes.")
+            # A marker may straddle two chunks: search again from just before the old end.
+            searched = max(0, len(self._buffer) - len(marker) + 1)
+            if not self._more():
+                raise self._cut_short(index)

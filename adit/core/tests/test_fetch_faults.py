@@ -1,0 +1,98 @@
+"""A source PACS killed in the middle of a study, for every way of fetching: the transfer never
+ends as a success with part of the study, it is retried, and once the PACS is back it ends with
+every instance at the destination, once each.
+
+Real worker processes transfer a 300-instance study from an Orthanc of its own; the test kills
+that Orthanc (SIGKILL) when about a third has arrived at the destination, then starts it again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from adit.core.dicom.orthanc import OrthancServer
+from adit.core.dicom.synthetic import describe_ct_series, generate_ct_series
+from adit.core.statuses import JobStatus, TaskStatus
+from adit.core.tests.app_processes import WorkerProcess, clear_task_queue
+from adit.core.tests.example_app.models import ExampleJob, ExampleTask
+from adit.core.tests.factories import server_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+INSTANCES = 300
+# Large enough (128 KiB each) that a study does not fit into the sockets' buffers: a kill
+# mid-way really cuts the stream.
+ROWS = COLUMNS = 256
+SEED = 11
+
+
+@pytest.fixture(scope="module")
+def fragile_pacs(tmp_path_factory, receiver_port) -> Iterator[OrthancServer]:
+    """An Orthanc of its own with one 300-instance CT study, which the tests kill and restart."""
+    from django.conf import settings
+
+    orthanc = OrthancServer(
+        "FRAGILE",
+        storage_dir=tmp_path_factory.mktemp("fragile"),
+        modalities={"ADIT": (settings.RECEIVER_AE_TITLE, "127.0.0.1", receiver_port)},
+    )
+    with orthanc:
+        orthanc.upload(generate_ct_series(INSTANCES, rows=ROWS, columns=COLUMNS, seed=SEED))
+        yield orthanc
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float, what: str, worker) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert worker.process.poll() is None, f"the worker exited:\n{worker.log()}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{worker.log()}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("kind", ["dicomweb", "c-get", "c-move"])
+def test_a_source_killed_mid_study_is_retried_never_a_success_then_completes(
+    kind, member, fragile_pacs, empty_orthanc2, receiver
+):
+    clear_task_queue()
+    study = describe_ct_series(INSTANCES, seed=SEED)
+    job = ExampleJob.objects.create(owner=member)
+    task = ExampleTask.objects.create(
+        job=job,
+        source=server_for(fragile_pacs, kind=kind),
+        destination=server_for(empty_orthanc2),
+        patient_id=study.patient_id,
+        study_uid=study.study_instance_uid,
+    )
+    job.start_processing(verified=True)
+    channel_host, channel_port = receiver.channel_address
+    env = {
+        "FILE_CHANNEL_HOST": channel_host,
+        "FILE_CHANNEL_PORT": str(channel_port),
+        "DICOM_TASK_MAX_ATTEMPTS": "6",
+    }
+
+    def reload() -> ExampleTask:
+        task.refresh_from_db()
+        return task
+
+    with WorkerProcess("dicom", env=env) as worker:
+        _wait_for(lambda: empty_orthanc2.count_instances() >= INSTANCES // 3, 60, "a third", worker)
+        fragile_pacs.kill()
+        try:
+            _wait_for(lambda: reload().status != TaskStatus.IN_PROGRESS, 60, "the end", worker)
+            assert task.status == TaskStatus.PENDING, (task.status, task.message, task.log)
+            assert "will be retried" in task.message
+            assert empty_orthanc2.count_instances() < INSTANCES
+        finally:
+            fragile_pacs.start()
+        _wait_for(lambda: reload().status == TaskStatus.SUCCESS, 120, "success", worker)
+
+    job.refresh_from_db()
+    assert (job.status, job.message) == (JobStatus.SUCCESS, "All tasks succeeded.")
+    held = empty_orthanc2.study_instance_uids(study.study_instance_uid)
+    assert len(held) == INSTANCES
+    assert set(held) == set(study.series[0].sop_instance_uids)
+    assert f"holds all {INSTANCES} instance(s) that FRAGILE holds" in task.log

@@ -78,13 +78,18 @@ MOVE_MODELS = {
 }
 
 UNCOMPRESSED_SYNTAXES: list[str] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
-# The transfer syntaxes a C-GET accepts instances in, most common first. Each gets a
-# presentation context of its own: a context carries one accepted syntax, and a PACS sends an
-# instance it holds in a syntax without a context only after transcoding it, which it may not be
-# able to do (JPEG 2000, JPEG-LS) and which is never lossless for lossy images.
-STORED_SYNTAXES: list[str] = [
+# The transfer syntaxes a C-GET accepts instances in. Each gets a presentation context of its
+# own: a context carries one accepted syntax, and a PACS sends an instance it holds in a syntax
+# without a context only after transcoding it, which it may not be able to do (JPEG 2000,
+# JPEG-LS) and which changes the file. Every SOP class gets the encodings of uncompressed data;
+# compressed syntaxes, most common first, as many as fit.
+ENCODING_SYNTAXES: list[str] = [
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+]
+COMPRESSED_SYNTAXES: list[str] = [
     JPEGBaseline8Bit,
     JPEG2000Lossless,
     JPEG2000,
@@ -94,8 +99,6 @@ STORED_SYNTAXES: list[str] = [
     RLELossless,
     JPEGLSNearLossless,
     JPEGLossless,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
     MPEG4HP41,
     MPEG2MPML,
     HTJ2KLossless,
@@ -171,17 +174,14 @@ def _storage_contexts_for_get(sop_classes: Sequence[str]) -> list[PresentationCo
             if any(word in uid.name.replace(" ", "") for word in _GET_STORAGE_KEYWORDS)
         ]
         return [build_context(uid, list(UNCOMPRESSED_SYNTAXES)) for uid in generic[:room]]
-    if len(sop_classes) > room:
+    if len(sop_classes) * len(ENCODING_SYNTAXES) > room:
         raise DicomError(
             f"The study holds {len(sop_classes)} SOP classes, more than one C-GET can receive "
-            f"({room}); fetch it by series or by C-MOVE."
+            f"in every syntax; fetch it by series or by C-MOVE."
         )
-    per_class = min(len(STORED_SYNTAXES), room // len(sop_classes))
-    return [
-        build_context(sop_class, [syntax])
-        for sop_class in sop_classes
-        for syntax in STORED_SYNTAXES[:per_class]
-    ]
+    compressed = (room - len(sop_classes) * len(ENCODING_SYNTAXES)) // len(sop_classes)
+    syntaxes = ENCODING_SYNTAXES + COMPRESSED_SYNTAXES[:compressed]
+    return [build_context(sop_class, [syntax]) for sop_class in sop_classes for syntax in syntaxes]
 
 
 class DimseConnector:
@@ -510,11 +510,7 @@ class _StoreSession:
         """Converts the dataset to an uncompressed syntax the peer accepts; False (and the
         instance listed as refused) if it accepts none or the conversion would lose data."""
         if syntax in UNCOMPRESSED_LITTLE_ENDIAN and accepted & UNCOMPRESSED_LITTLE_ENDIAN:
-            # Implicit or explicit VR: the same values, encoded by pynetdicom as it sends.
-            dataset.file_meta.TransferSyntaxUID = UID(
-                sorted(accepted & UNCOMPRESSED_LITTLE_ENDIAN)[0]
-            )
-            return True
+            return True  # pynetdicom encodes implicit as explicit VR and back as it sends
         peer = self.connector.peer.name
         uid = str(dataset.get("SOPInstanceUID", ""))
         class_name = syntax_name(sop_class)
@@ -535,21 +531,18 @@ class _StoreSession:
                 f"{uid} ({class_name}): {peer} does not accept {syntax_name(syntax)}, and {err}"
             )
             return False
-        if ExplicitVRLittleEndian not in accepted:
-            dataset.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
         name = syntax_name(syntax)
         self.result.converted[name] = self.result.converted.get(name, 0) + 1
         return True
 
     def _open_with(self, sop_class: str, syntax: str) -> None:
-        syntaxes = self.proposed.setdefault(sop_class, set(UNCOMPRESSED_LITTLE_ENDIAN))
-        syntaxes.add(syntax)
+        self.proposed.setdefault(sop_class, {ExplicitVRLittleEndian}).add(syntax)
         contexts = [
-            build_context(uid, own)
+            build_context(uid, syntaxes)
             for uid, proposed in self.proposed.items()
-            for own in (
-                list(UNCOMPRESSED_SYNTAXES),
-                *([other] for other in sorted(proposed - UNCOMPRESSED_LITTLE_ENDIAN)),
+            for syntaxes in (
+                list(UNCOMPRESSED_SYNTAXES),  # the fallback, and explicit VR's own context
+                *([other] for other in sorted(proposed - {ExplicitVRLittleEndian})),
             )
         ]
         if len(contexts) > MAX_CONTEXTS:

@@ -58,6 +58,19 @@ REQUIRED_COMMANDS = {
     "/usr/bin/findscu": "dcmtk",
 }
 
+# Orthanc's switches for the transfer syntaxes its C-STORE accepts beside uncompressed ones.
+_COMPRESSED_SYNTAX_SWITCHES = (
+    "DeflatedTransferSyntaxAccepted",
+    "JpegTransferSyntaxAccepted",
+    "Jpeg2000TransferSyntaxAccepted",
+    "JpegLosslessTransferSyntaxAccepted",
+    "JpipTransferSyntaxAccepted",
+    "Mpeg2TransferSyntaxAccepted",
+    "Mpeg4TransferSyntaxAccepted",
+    "H265TransferSyntaxAccepted",
+    "RleTransferSyntaxAccepted",
+)
+
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _LOG_TAIL_LINES = 25
 
@@ -178,6 +191,14 @@ class OrthancClient:
         instances = self._json("POST", "/tools/find", query)
         return sorted(instance["MainDicomTags"]["SOPInstanceUID"] for instance in instances)
 
+    def study_files(self, study_uid: str) -> list[bytes]:
+        """Every instance of one study as Orthanc stored it (DICOM files, in no set order)."""
+        query = {"Level": "Instance", "Query": {"StudyInstanceUID": study_uid}}
+        return [
+            self._request("GET", f"/instances/{orthanc_id}/file", content_type="application/dicom")
+            for orthanc_id in self._json("POST", "/tools/find", query)
+        ]
+
     def rest(self, method: str, path: str, body: Any = None) -> Any:
         """Calls any REST route with a JSON body (or none) and returns the decoded answer."""
         return self._json(method, path, body)
@@ -268,6 +289,7 @@ class OrthancServer(OrthancClient):
         allow_store: bool = True,
         default_encoding: str = "Utf8",
         fsync: bool = False,
+        accept_compressed: bool = True,
         start_timeout: float = 20.0,
         stop_with_parent: bool = True,
     ) -> None:
@@ -289,6 +311,8 @@ class OrthancServer(OrthancClient):
             default_encoding: Orthanc's DefaultEncoding, the character set of C-FIND answers
                 ("Utf8", "Latin1", ...).
             fsync: Whether Orthanc syncs every stored file to disk (slower, like a real PACS).
+            accept_compressed: Whether C-STORE accepts compressed and deflated transfer
+                syntaxes; False makes a PACS that takes uncompressed data only.
             start_timeout: Seconds ``start()`` waits for the REST API to answer.
             stop_with_parent: Whether the kernel sends Orthanc SIGTERM when the thread that
                 started it ends (Linux PR_SET_PDEATHSIG), so a killed test run leaves no
@@ -311,6 +335,7 @@ class OrthancServer(OrthancClient):
         self.allow_store = allow_store
         self.default_encoding = default_encoding
         self.fsync = fsync
+        self.accept_compressed = accept_compressed
         self.start_timeout = start_timeout
         self.stop_with_parent = stop_with_parent
         self._modalities = dict(modalities or {})
@@ -501,6 +526,8 @@ class OrthancServer(OrthancClient):
             "LimitFindResults": 0,
             "LimitFindInstances": 0,
         }
+        for key in _COMPRESSED_SYNTAX_SWITCHES:
+            configuration[key] = self.accept_compressed
         if self.dicomweb:
             # No "Host": Orthanc then builds the URLs in its answers from the request's Host
             # header, which is right for any port.

@@ -2,6 +2,9 @@ from factory.declarations import Sequence
 from factory.django import DjangoModelFactory
 
 from adit.core.models import DicomFolder, DicomNodeGroupAccess, DicomServer
+from adit.core.processing import run_task
+from adit.core.statuses import JobStatus
+from adit.core.tests.example_app.models import ExampleJob, ExampleTask
 
 
 class DicomServerFactory(DjangoModelFactory):
@@ -74,3 +77,23 @@ def unreachable_server(name: str = "Closed") -> DicomServer:
         study_root_find_support=True,
         study_root_get_support=True,
     )
+
+
+def run_transfer(owner, source, destination, patient_id: str, study_uid: str, **options):
+    """Creates a one-task transfer job of the example app and runs the task in this process,
+    as a worker would; returns the task refreshed (``pseudonym`` and ``series_uids`` go to the
+    task, other options to the job)."""
+    task_fields = {key: options.pop(key) for key in ("pseudonym", "series_uids") if key in options}
+    job = ExampleJob.objects.create(owner=owner, status=JobStatus.PENDING, **options)
+    task = ExampleTask.objects.create(
+        job=job,
+        source=source,
+        destination=destination,
+        patient_id=patient_id,
+        study_uid=study_uid,
+        **task_fields,
+    )
+    run_task(None, task._meta.label_lower, task.pk)
+    task.refresh_from_db()
+    job.refresh_from_db()
+    return task

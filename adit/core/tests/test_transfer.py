@@ -21,7 +21,7 @@ from adit.core.models import DicomFolder, DicomServer, Project
 from adit.core.processing import run_task
 from adit.core.statuses import JobStatus, TaskStatus
 from adit.core.tests.example_app.models import ExampleJob, ExampleTask
-from adit.core.tests.factories import server_for, unreachable_server
+from adit.core.tests.factories import run_transfer, server_for, unreachable_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -55,20 +55,9 @@ def _study(studies: list[StudySummary], with_modality: str | None = None) -> Stu
 
 def transfer(owner, source, destination, study: StudySummary, **options) -> ExampleTask:
     """Creates a one-task job and runs the task as a worker would; returns it refreshed."""
-    task_fields = {key: options.pop(key) for key in ("pseudonym", "series_uids") if key in options}
-    job = ExampleJob.objects.create(owner=owner, status=JobStatus.PENDING, **options)
-    task = ExampleTask.objects.create(
-        job=job,
-        source=source,
-        destination=destination,
-        patient_id=study.patient_id,
-        study_uid=study.study_instance_uid,
-        **task_fields,
+    return run_transfer(
+        owner, source, destination, study.patient_id, study.study_instance_uid, **options
     )
-    run_task(None, task._meta.label_lower, task.pk)
-    task.refresh_from_db()
-    job.refresh_from_db()
-    return task
 
 
 def _instances_at(server: DicomServer, study_uid: str) -> list[Dataset]:

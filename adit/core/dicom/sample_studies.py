@@ -16,6 +16,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
+    UID,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
@@ -46,8 +47,8 @@ MIXED_OBJECT_FILES = (
     "image_dfl.dcm",  # deflated explicit VR little endian
     "MR_small_bigendian.dcm",  # explicit VR big endian
 )
-SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-MULTIFRAME_GRAYSCALE_WORD_SC = "1.2.840.10008.5.1.4.1.1.7.3"
+SEGMENTATION_STORAGE = UID("1.2.840.10008.5.1.4.1.1.66.4")
+MULTIFRAME_GRAYSCALE_WORD_SC = UID("1.2.840.10008.5.1.4.1.1.7.3")
 
 
 def _uid(*parts: object) -> str:
@@ -64,7 +65,7 @@ class _SampleStudy:
         self.study_uid = _uid(kind, seed, "study")
         self.instances: list[Dataset] = []
 
-    def add(self, dataset: Dataset, syntax: str | None = None) -> None:
+    def add(self, dataset: Dataset, syntax: UID | None = None) -> None:
         number = len(self.instances) + 1
         dataset.PatientID = self.patient_id
         dataset.PatientName = f"Sample^{self.kind.title()}"
@@ -77,10 +78,11 @@ class _SampleStudy:
         dataset.SeriesInstanceUID = _uid(self.kind, self.seed, "series", number)
         dataset.SeriesNumber = number
         dataset.InstanceNumber = 1
-        dataset.SOPInstanceUID = _uid(self.kind, self.seed, "instance", number)
+        instance_uid = UID(_uid(self.kind, self.seed, "instance", number))
+        dataset.SOPInstanceUID = instance_uid
         meta = getattr(dataset, "file_meta", None) or FileMetaDataset()
         meta.MediaStorageSOPClassUID = dataset.SOPClassUID
-        meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+        meta.MediaStorageSOPInstanceUID = instance_uid
         if syntax or "TransferSyntaxUID" not in meta:
             meta.TransferSyntaxUID = syntax or ImplicitVRLittleEndian
         meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID

@@ -18,7 +18,7 @@ import pytest
 from django.conf import settings
 from pydicom import Dataset, dcmread
 from pydicom.encaps import encapsulate
-from pydicom.uid import MPEG2MPML
+from pydicom.uid import MPEG2MPML, UID
 
 from adit.core.dicom.orthanc import OrthancServer
 from adit.core.dicom.sample_studies import (
@@ -38,7 +38,7 @@ STUDIES: dict[str, Callable[[], list[Dataset]]] = {
     "mixed objects": mixed_object_study,
     "multi-frame": multiframe_study,
 }
-VIDEO_ENDOSCOPIC = "1.2.840.10008.5.1.4.1.1.77.1.1.1"
+VIDEO_ENDOSCOPIC = UID("1.2.840.10008.5.1.4.1.1.77.1.1.1")
 
 
 def _video_study() -> list[Dataset]:
@@ -46,7 +46,9 @@ def _video_study() -> list[Dataset]:
     instances = syntax_study(seed=9)
     video = copy.deepcopy(instances[-1])
     video.SOPClassUID = video.file_meta.MediaStorageSOPClassUID = VIDEO_ENDOSCOPIC
-    video.SOPInstanceUID = video.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.9.7"
+    video.SOPInstanceUID = video.file_meta.MediaStorageSOPInstanceUID = UID(
+        "1.2.826.0.1.3680043.9.7"
+    )
     video.SeriesInstanceUID = "1.2.826.0.1.3680043.9.8"
     video.file_meta.TransferSyntaxUID = MPEG2MPML
     video.NumberOfFrames = 1
@@ -115,10 +117,8 @@ def test_every_instance_arrives_in_its_own_transfer_syntax(
         source_instances = [ds for ds in source_instances if ds.Modality not in excluded]
     study_uid = str(source_instances[0].StudyInstanceUID)
     patient_id = str(source_instances[0].PatientID)
-    if to_folder:
-        destination = DicomFolder.objects.create(name="Export", path=str(tmp_path / "export"))
-    else:
-        destination = server_for(empty_orthanc2)
+    folder = DicomFolder.objects.create(name="Export", path=str(tmp_path / "export"))
+    destination = folder if to_folder else server_for(empty_orthanc2)
 
     task = run_transfer(
         member,
@@ -132,7 +132,7 @@ def test_every_instance_arrives_in_its_own_transfer_syntax(
     assert task.status == TaskStatus.SUCCESS, f"{task.message}\n{task.log}"
     assert task.instances_done == len(source_instances)
     if to_folder:
-        arrived = _arrived_in_folder(destination)
+        arrived = _arrived_in_folder(folder)
     else:
         arrived = _arrived_at_server(empty_orthanc2, task.pseudonymized_study_uid or study_uid)
     assert len(arrived) == len(source_instances)

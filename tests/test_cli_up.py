@@ -137,6 +137,8 @@ def test_up_demo_serves_the_app_with_filled_pacs_survives_crashes_and_stops_on_s
         ]
         assert len(orthancs) == 2
 
+        assert "Superuser 'admin' joined the example groups" in output
+
         # A crashed worker comes back, and the web server is not stopped for it.
         children = psutil.Process(process.pid).children(recursive=True)
         web = _with_cmdline(children, "daphne")

@@ -153,7 +153,7 @@ def up(
     """Start the whole app: database, web server, both task workers and the DICOM receiver.
 
     Creates .env on the first run, applies migrations and creates the superuser. All logs are
-    shown together; Ctrl-C stops everything.
+    shown together; a process that crashes is restarted; Ctrl-C stops everything.
     """
     from adit.supervisor import Supervisor
 
@@ -181,6 +181,7 @@ def up(
                 "receiver": [python, "manage.py", "receiver"],
             },
             cwd=BASE_DIR,
+            watched={server.ae_title: _demo_pacs_check(server) for server in demo_servers},
         )
         exit_code = supervisor.run()
     finally:
@@ -216,6 +217,20 @@ def _start_demo() -> list:
         stop_servers(servers)
         raise
     return servers
+
+
+def _demo_pacs_check(server):
+    """For the supervisor: a message once the demo PACS ``server`` has stopped running."""
+
+    def check() -> str | None:
+        if server.is_running:
+            return None
+        return (
+            f"the demo PACS stopped (its log: {server.log_path}); it stays unavailable until "
+            "'uv run cli up --demo' is started again."
+        )
+
+    return check
 
 
 def _print_login_hint(host: str, port: int) -> None:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,7 +52,25 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
-def test_up_demo_serves_the_app_with_filled_pacs_and_stops_everything_on_sigterm(
+def _wait_for_log(
+    cli: subprocess.Popen, log_file: Path, name: str, text: str, count: int = 1
+) -> None:
+    """Waits until the process ``name`` logged a line starting with ``text`` ``count`` times."""
+    line = re.compile(rf"^{name} +\| {re.escape(text)}", re.MULTILINE)
+    deadline = time.monotonic() + 60
+    while len(line.findall(log_file.read_text())) < count:
+        assert cli.poll() is None and time.monotonic() < deadline, (
+            f"{name} did not log {text!r} {count} time(s):\n{log_file.read_text()}"
+        )
+        time.sleep(0.2)
+
+
+def _with_cmdline(processes: list[psutil.Process], *parts: str) -> psutil.Process:
+    [found] = [p for p in processes if all(part in p.cmdline() for part in parts)]
+    return found
+
+
+def test_up_demo_serves_the_app_with_filled_pacs_survives_crashes_and_stops_on_sigterm(
     short_tmp_dir, free_port
 ):
     env_file = short_tmp_dir / ".env"
@@ -81,6 +100,7 @@ def test_up_demo_serves_the_app_with_filled_pacs_and_stops_everything_on_sigterm
             env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # a process group of its own, as in a terminal
         )
     try:
         base_url = f"http://127.0.0.1:{free_port}"
@@ -117,6 +137,24 @@ def test_up_demo_serves_the_app_with_filled_pacs_and_stops_everything_on_sigterm
         ]
         assert len(orthancs) == 2
 
+        assert "Superuser 'admin' joined the example groups" in output
+
+        # A crashed worker comes back, and the web server is not stopped for it.
+        children = psutil.Process(process.pid).children(recursive=True)
+        web = _with_cmdline(children, "daphne")
+        _with_cmdline(children, "worker", "dicom").kill()
+        _wait_for_log(
+            process, log_file, "dicom_worker", "was killed by SIGKILL; restarting it in 1 s"
+        )
+        _wait_for_log(
+            process, log_file, "dicom_worker", "Worker on queue(s) dicom is ready.", count=2
+        )
+        assert _get(f"{base_url}/health/")[0] == 200
+        assert _alive(web)
+        # A demo PACS that dies is reported.
+        _with_cmdline(orthancs, str(data_dir / "demo" / "orthanc2" / "orthanc.json")).kill()
+        _wait_for_log(process, log_file, "ORTHANC2", "the demo PACS stopped")
+
         children = psutil.Process(process.pid).children(recursive=True)
         assert len(children) >= 4
         pgdata = data_dir / "pgdata"
@@ -125,12 +163,20 @@ def test_up_demo_serves_the_app_with_filled_pacs_and_stops_everything_on_sigterm
         postmaster_process = psutil.Process(postmaster)
 
         started = time.monotonic()
+        # To the whole group, as a terminal or `kill -TERM -<pgid>` does; `uv run` passes it on
+        # once more.
+        os.killpg(process.pid, signal.SIGTERM)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
         assert time.monotonic() - started < 10
     finally:
         if process.poll() is None:
-            process.kill()
+            # Its children run in process groups of their own: only `cli up` can stop them.
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
     survivors = [process for process in [*children, *orthancs] if _alive(process)]
     assert survivors == []

@@ -1,4 +1,6 @@
 import pytest
+from django.conf import settings as django_settings
+from django.contrib.auth.models import Group, Permission
 from django.core.management import call_command
 
 from adit.accounts.models import User
@@ -66,3 +68,73 @@ def test_example_data_gives_each_group_the_demo_nodes(settings):
     assert not alice.has_perm("selective_transfer.can_transfer_unpseudonymized")
     bob = User.objects.get(username="bob")
     assert bob.has_perm("selective_transfer.can_transfer_unpseudonymized")
+
+
+def test_demo_setup_again_keeps_what_staff_changed(settings):
+    call_command("populate_example_data")
+    orthanc1 = DicomServer.objects.get(ae_title="ORTHANC1")
+    orthanc1.ae_title = "PACS_ONE"
+    orthanc1.study_root_get_support = False
+    orthanc1.moves_to_destinations = True
+    orthanc1.save()
+    access = orthanc1.accesses.get(group__name="Neuroradiologie")
+    access.source = False
+    access.save()
+    DicomFolder.objects.filter(name="Downloads").update(path="/srv/exports")
+    alice = User.objects.get(username="alice")
+    alice.change_active_group(alice.groups.get(name="Studienzentrum"))
+    thorax = Group.objects.get(name="Thoraxklinik")
+    urgently = Permission.objects.get(
+        content_type__app_label="selective_transfer", codename="can_process_urgently"
+    )
+    thorax.permissions.remove(urgently)
+
+    call_command("populate_example_data")  # as every `cli up --demo` does
+
+    orthanc1.refresh_from_db()
+    assert orthanc1.ae_title == "PACS_ONE"
+    assert not orthanc1.study_root_get_support
+    assert orthanc1.moves_to_destinations
+    assert not orthanc1.accesses.get(group__name="Neuroradiologie").source
+    assert DicomServer.objects.count() == 2
+    assert DicomFolder.objects.get().path == "/srv/exports"
+    alice.refresh_from_db()
+    assert alice.active_group is not None and alice.active_group.name == "Studienzentrum"
+    assert not thorax.permissions.filter(pk=urgently.pk).exists()
+
+
+@pytest.fixture
+def superuser_settings(monkeypatch):
+    # Set on the settings themselves: pytest-django's `settings` fixture would hide their
+    # SETTINGS_MODULE, by which the demo set-up refuses to run in production.
+    monkeypatch.setattr(django_settings, "SUPERUSER_USERNAME", "admin")
+    monkeypatch.setattr(django_settings, "SUPERUSER_PASSWORD", "secret-admin-password")
+    monkeypatch.setattr(django_settings, "SUPERUSER_AUTH_TOKEN", "")
+
+
+def test_demo_setup_lets_the_superuser_see_the_demo_nodes(superuser_settings):
+    call_command("create_superuser")  # as `cli up --demo` runs them
+    call_command("populate_example_data")
+
+    admin = User.objects.get(username="admin")
+    sources = DicomNode.objects.accessible_by_user(admin, "source")
+    destinations = DicomNode.objects.accessible_by_user(admin, "destination")
+    assert [str(node) for node in sources] == ["DICOM Server Orthanc 1"]
+    assert [str(node) for node in destinations] == [
+        "DICOM Server Orthanc 1",
+        "DICOM Server Orthanc 2",
+        "DICOM Folder Downloads",
+    ]
+
+
+def test_demo_setup_leaves_a_superuser_with_groups_as_it_is(superuser_settings):
+    radiology = Group.objects.create(name="Radiologie")
+    admin = User.objects.create_superuser("admin", "", "secret-admin-password")
+    admin.groups.add(radiology)
+    admin.change_active_group(radiology)
+
+    call_command("populate_example_data")
+
+    assert list(admin.groups.all()) == [radiology]
+    admin.refresh_from_db()
+    assert admin.active_group == radiology

@@ -26,6 +26,7 @@ from .archive import EncryptedZipWriter
 from .dicom.errors import DicomError
 from .dicom.operator import DicomOperator
 from .dicom.query import Level, Query
+from .dicom.syntaxes import ConversionError, convert_to_explicit_little_endian
 from .models import DicomFolder, DicomServer
 from .nifti import convert_series_to_nifti
 
@@ -298,6 +299,12 @@ class NiftiDestination(Destination):
                     str(dataset.get("Modality", "")),
                 )
             folder = self.series[uid][0]
+            try:
+                # dcm2niix decodes fewer compressed syntaxes than pydicom (no 12-bit JPEG); its
+                # scratch input is not what the user keeps, so it may as well be uncompressed.
+                convert_to_explicit_little_endian(dataset)
+            except ConversionError:
+                pass  # dcm2niix may still manage, else it says why
             write_instance(dataset, folder / folder_layout.instance_file_name(dataset))
             count += 1
         self._convert()

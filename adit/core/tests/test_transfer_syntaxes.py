@@ -199,3 +199,51 @@ def test_an_instance_no_syntax_of_the_destination_fits_fails_by_name_and_the_res
     assert "PLAINONLY does not accept MPEG2 Main Profile / Main Level" in task.message
     held = uncompressed_only_pacs.study_instance_uids(study_uid)
     assert len(held) == len(source_instances) - 1
+
+
+def test_a_zip_archive_holds_every_instance_in_its_own_syntax(member, variety_pacs, tmp_path):
+    import pyzipper
+
+    source_instances = syntax_study()
+    folder = DicomFolder.objects.create(name="Export", path=str(tmp_path / "export"))
+    task = run_transfer(
+        member,
+        server_for(variety_pacs, kind="dicomweb"),
+        folder,
+        str(source_instances[0].PatientID),
+        str(source_instances[0].StudyInstanceUID),
+        archive_password="s3cret-pass",
+    )
+
+    assert task.status == TaskStatus.SUCCESS, f"{task.message}\n{task.log}"
+    (archive_path,) = Path(folder.path).rglob("*.zip")
+    with pyzipper.AESZipFile(archive_path) as archive:
+        archive.setpassword(b"s3cret-pass")
+        arrived = [dcmread(BytesIO(archive.read(name))) for name in archive.namelist()]
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in arrived}
+    assert len(by_uid) == len(source_instances)
+    for original in source_instances:
+        copy = by_uid[str(original.SOPInstanceUID)]
+        assert syntax_of(copy) == syntax_of(original)
+        assert _binary(copy) == _binary(original)
+
+
+@pytest.mark.parametrize("study_name", ["syntaxes", "multi-frame"])
+def test_compressed_images_convert_to_nifti_whatever_dcm2niix_decodes_itself(
+    study_name, member, variety_pacs, tmp_path
+):
+    source_instances = STUDIES[study_name]()
+    folder = DicomFolder.objects.create(name="Export", path=str(tmp_path / "export"))
+    task = run_transfer(
+        member,
+        server_for(variety_pacs, kind="c-get"),
+        folder,
+        str(source_instances[0].PatientID),
+        str(source_instances[0].StudyInstanceUID),
+        convert_to_nifti=True,
+    )
+
+    assert task.status in (TaskStatus.SUCCESS, TaskStatus.WARNING), f"{task.message}\n{task.log}"
+    assert "No NIfTI file was produced" not in task.log
+    niftis = list(Path(folder.path).rglob("*.nii*"))
+    assert len(niftis) == len(source_instances)  # one series of one image each

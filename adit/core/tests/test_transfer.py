@@ -146,9 +146,17 @@ def test_excluded_modalities_are_dropped_only_when_pseudonymizing(
     modalities = {ds.Modality for ds in _instances_at(destination, task.pseudonymized_study_uid)}
     assert "SR" not in modalities
     assert task.instances_done == kept
+    left_out = sum(series.instance_count for series in study.series if series.modality == "SR")
+    # The user learns what stayed behind and why, not only "completed successfully".
+    assert task.message == (
+        f"Transfer task completed successfully. Left out: {left_out} SR instance(s), as the "
+        "modalities SR are excluded when pseudonymizing (setting EXCLUDE_MODALITIES)."
+    )
+    assert f"(SR, {left_out} instance(s)) left out" in task.log
 
     plain = transfer(member, source, destination, study)
     assert plain.status == TaskStatus.SUCCESS
+    assert plain.message == "Transfer task completed successfully."
     arrived = _instances_at(destination, study.study_instance_uid)
     assert "SR" in {ds.Modality for ds in arrived}
 

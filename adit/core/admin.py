@@ -7,6 +7,8 @@ from .models import (
     DicomFolder,
     DicomNodeGroupAccess,
     DicomServer,
+    Project,
+    ProjectPseudonym,
     ProjectSettings,
     SectionLock,
 )
@@ -89,6 +91,31 @@ class DicomFolderAdmin(admin.ModelAdmin):
     list_display = ["name", "path", "quota", "warn_size"]
     search_fields = ["name", "path"]
     inlines = [NodeAccessInline]
+
+
+class ProjectPseudonymInline(admin.TabularInline):
+    """Recorded by the transfers themselves; staff look them up, and delete a wrong one so
+    that the next transfer of that patient records its pair anew."""
+
+    model = ProjectPseudonym
+    extra = 0
+    fields = readonly_fields = ["patient_id", "pseudonym", "created"]
+    verbose_name_plural = "pseudonyms (who goes by which pseudonym in this project)"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ["name", "created"]
+    search_fields = ["name", "pseudonyms__patient_id", "pseudonyms__pseudonym"]
+    fields = ["name", "description", "groups"]
+    filter_horizontal = ["groups"]
+    inlines = [ProjectPseudonymInline]
 
 
 admin.site.unregister(Group)

@@ -2,13 +2,16 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterable
 from typing import ClassVar
 
 from django.conf import settings
+from django.contrib.contenttypes.fields import GenericForeignKey, GenericRelation
+from django.contrib.contenttypes.models import ContentType
 from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
@@ -259,11 +262,159 @@ class Project(models.Model):
     secret = models.CharField(max_length=128, default=_new_secret, editable=False)
     created = models.DateTimeField(auto_now_add=True)
 
+    pseudonyms: models.Manager  # ProjectPseudonym's reverse relation
+
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    def claim_pseudonym(self, patient_id: str, pseudonym: str) -> None:
+        """Records that the patient goes by the pseudonym in this project, or raises
+        PseudonymConflict if either already belongs to another pair (see _claim_pseudonym)."""
+        _claim_pseudonym(self.pseudonyms, f"in project {self.name}", patient_id, pseudonym)
+
+
+class PseudonymConflict(ValidationError):
+    """A transfer would give a patient a second pseudonym, or one pseudonym to two patients.
+
+    Either would break what pseudonyms promise: the same patient under two pseudonyms gets the
+    same pseudonymized UIDs under both (a destination holds each instance twice, and anyone
+    can link the two), and two patients under one pseudonym are merged at the destination.
+    """
+
+    message: str  # always raised with one message, which names the conflict
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class PseudonymRecord(models.Model):
+    """Who goes by which pseudonym, within a project or a job (unique both ways)."""
+
+    patient_id = models.CharField(
+        max_length=64, blank=True, default="", help_text="At the source PACS."
+    )
+    pseudonym = models.CharField(max_length=64, blank=True, default="")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["pseudonym"]
+
+    def __str__(self) -> str:
+        return f"{self.patient_id} → {self.pseudonym}"
+
+
+class ProjectPseudonym(PseudonymRecord):
+    """Recorded when a transfer of the project starts, with the PatientID the source has."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="pseudonyms")
+
+    class Meta(PseudonymRecord.Meta):
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "patient_id"], name="unique_project_patient"
+            ),
+            models.UniqueConstraint(
+                fields=["project", "pseudonym"], name="unique_project_pseudonym"
+            ),
+        ]
+
+
+class JobPseudonym(PseudonymRecord):
+    """The same record for a transfer job without a project.
+
+    Such a job pseudonymizes with its own secret, so its UIDs cannot meet those of any other
+    job: a pseudonym needs to stay one patient's only within the job. The record is still
+    needed, as the PatientID the source has may differ from the one a task names (a merged or
+    renamed patient); the job's tasks know only the latter. Deleted with the job.
+    """
+
+    job_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    job_id = models.PositiveBigIntegerField()
+    job = GenericForeignKey("job_type", "job_id")
+
+    class Meta(PseudonymRecord.Meta):
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job_type", "job_id", "patient_id"], name="unique_job_patient"
+            ),
+            models.UniqueConstraint(
+                fields=["job_type", "job_id", "pseudonym"], name="unique_job_pseudonym"
+            ),
+        ]
+
+
+def _claim_pseudonym(records, scope: str, patient_id: str, pseudonym: str) -> None:
+    """Adds (patient_id, pseudonym) to ``records`` (a related manager of a PseudonymRecord
+    model) unless the patient or the pseudonym is already in another pair there.
+
+    Race-safe: the unique constraints decide between two transfers claiming at once; the one
+    that loses meets the winner's row, committed or waited for, and raises PseudonymConflict.
+    """
+    assert patient_id and pseudonym, "only a known patient can be given a pseudonym"
+    try:
+        record, _ = records.get_or_create(patient_id=patient_id, defaults={"pseudonym": pseudonym})
+    except IntegrityError:  # the pseudonym's row, or the patient's claimed meanwhile
+        record = records.filter(patient_id=patient_id).first()
+        if record is None:
+            if not records.filter(pseudonym=pseudonym).exists():
+                raise
+            raise PseudonymConflict(
+                f"The pseudonym {pseudonym} is already given to another patient {scope}."
+            ) from None
+    if record.pseudonym != pseudonym:
+        raise PseudonymConflict(
+            f"Patient {patient_id} already has the pseudonym {record.pseudonym} {scope}; "
+            f"use {record.pseudonym}."
+        )
+
+
+def check_pseudonyms(project: Project | None, pairs: Iterable[tuple[str, str]]) -> None:
+    """Refuses a new transfer job that would give a patient two pseudonyms or one pseudonym to
+    two patients, within the job or against what its project recorded: raises
+    PseudonymConflict naming the conflict. Records nothing.
+
+    ``pairs`` are the (PatientID, pseudonym) of its tasks; those without either are skipped.
+    Call it before creating the job, for early feedback: the transfers themselves claim each
+    pseudonym with the PatientID the source then has, which is what finally counts.
+    """
+    patient_of: dict[str, str] = {}
+    pseudonym_of: dict[str, str] = {}
+    for patient_id, pseudonym in pairs:
+        if not (patient_id and pseudonym):
+            continue
+        other_patient = patient_of.setdefault(pseudonym, patient_id)
+        if other_patient != patient_id:
+            raise PseudonymConflict(
+                f"The pseudonym {pseudonym} would go to two patients, {other_patient} and "
+                f"{patient_id}; a pseudonym belongs to one patient, so give each their own."
+            )
+        other_pseudonym = pseudonym_of.setdefault(patient_id, pseudonym)
+        if other_pseudonym != pseudonym:
+            raise PseudonymConflict(
+                f"Patient {patient_id} would get two pseudonyms, {other_pseudonym} and "
+                f"{pseudonym}; a patient keeps one pseudonym."
+            )
+    if project is None or not pseudonym_of:
+        return
+    recorded = project.pseudonyms.filter(
+        Q(patient_id__in=pseudonym_of) | Q(pseudonym__in=patient_of)
+    )
+    for record in recorded.order_by("pk"):
+        wanted = pseudonym_of.get(record.patient_id)
+        if wanted is not None and wanted != record.pseudonym:
+            raise PseudonymConflict(
+                f"Patient {record.patient_id} already has the pseudonym {record.pseudonym} in "
+                f"project {project.name}; use {record.pseudonym}."
+            )
+        if record.patient_id != patient_of.get(record.pseudonym, record.patient_id):
+            raise PseudonymConflict(
+                f"The pseudonym {record.pseudonym} is already given to another patient in "
+                f"project {project.name}."
+            )
 
 
 class DicomJob(models.Model):
@@ -504,6 +655,10 @@ class TransferJob(DicomJob):
     )
     archive_password = models.CharField(max_length=50, blank=True, default="")
     convert_to_nifti = models.BooleanField(default=False)
+    # Only for jobs without a project; no column, and deleted with the job.
+    job_pseudonyms = GenericRelation(
+        JobPseudonym, content_type_field="job_type", object_id_field="job_id"
+    )
 
     class Meta(DicomJob.Meta):
         abstract = True
@@ -517,6 +672,15 @@ class TransferJob(DicomJob):
         """The key of every pseudonymized value: the project's, else this job's own (kept with
         the job so that a task run again after a crash produces the very same UIDs)."""
         return self.project.secret if self.project else self.pseudonymization_secret
+
+    def claim_pseudonym(self, patient_id: str, pseudonym: str) -> None:
+        """Records, as a transfer of this job starts, that the patient (by the PatientID the
+        source has) goes by the pseudonym: in the job's project, else within the job. Raises
+        PseudonymConflict if the patient or the pseudonym is already in another pair there."""
+        if self.project is not None:
+            self.project.claim_pseudonym(patient_id, pseudonym)
+        else:
+            _claim_pseudonym(self.job_pseudonyms, "in this job", patient_id, pseudonym)
 
 
 class DicomTask(models.Model):

@@ -19,7 +19,7 @@ from .destinations import Destination, SeriesKey, ServerDestination, destination
 from .dicom.errors import DicomError
 from .dicom.instance_stream import InstanceStream
 from .dicom.operator import DicomOperator, SeriesCounts
-from .models import DicomServer
+from .models import DicomServer, PseudonymConflict
 from .processing import TaskOutcome, TaskProcessor
 from .pseudonymizer import Pseudonymizer
 from .statuses import TaskStatus
@@ -70,6 +70,12 @@ class TransferProcessor(TaskProcessor):
         operator = DicomOperator(source)
         pseudonymizer = self._pseudonymizer(job)
         study = self._find_study(operator, exclude=bool(pseudonymizer))
+        if pseudonymizer is not None:
+            try:
+                self._claim_pseudonym(job, study, source)
+            except PseudonymConflict as conflict:
+                self.log.info(f"Refused: {conflict.message}")
+                return TaskOutcome(TaskStatus.FAILURE, conflict.message)
         self.log.info(
             f"Transferring study {study.study_uid} of patient {study.patient_id} from "
             f"{source.name} to {task.destination.name}"
@@ -176,6 +182,16 @@ class TransferProcessor(TaskProcessor):
             trial_protocol_id=job.trial_protocol_id,
             trial_protocol_name=job.trial_protocol_name,
         )
+
+    def _claim_pseudonym(self, job: TransferJob, study: StudyToTransfer, source: DicomServer):
+        """Records the pseudonym for the patient the source has the study under, which may
+        differ from the task's (a merged or renamed patient); before anything is stored."""
+        if not study.patient_id:
+            raise DicomError(
+                f"The study {study.study_uid} has no PatientID at {source.name}, so ADIT cannot "
+                f"tell whose pseudonym {self.task.pseudonym} would be; it is not transferred."
+            )
+        job.claim_pseudonym(study.patient_id, self.task.pseudonym)
 
     def _find_study(self, operator: DicomOperator, exclude: bool) -> StudyToTransfer:
         task = self.task

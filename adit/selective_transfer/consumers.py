@@ -26,7 +26,7 @@ from pydicom import Dataset
 from adit.core.dicom.errors import DicomError
 from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.query import as_list
-from adit.core.models import DicomServer, ProjectSettings, SectionLock
+from adit.core.models import DicomServer, ProjectSettings, PseudonymConflict, SectionLock
 
 from .forms import MAX_SEARCH_RESULTS, SelectiveTransferForm
 from .models import create_transfer_job
@@ -170,14 +170,17 @@ class SelectiveTransferConsumer(AsyncWebsocketConsumer):
         if not valid or form.errors:
             return form_errors_html(form)
         data = form.cleaned_data
-        job = create_transfer_job(
-            self.user,
-            data["source"],
-            data["destination"],
-            studies,
-            pseudonym=data.get("pseudonym", ""),
-            **form.job_fields(),
-        )
+        try:
+            job = create_transfer_job(
+                self.user,
+                data["source"],
+                data["destination"],
+                studies,
+                pseudonym=data.get("pseudonym", ""),
+                **form.job_fields(),
+            )
+        except PseudonymConflict as conflict:
+            return message_html(conflict.message, "danger", "transfer-message")
         self.user.preferences = {**self.user.preferences, "selective_transfer": form.preferences()}
         self.user.save(update_fields=["preferences"])
         url = reverse("selective_transfer:job_detail", args=[job.pk])

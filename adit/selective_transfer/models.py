@@ -1,6 +1,6 @@
 from django.db import models
 
-from adit.core.models import TransferJob, TransferTask
+from adit.core.models import TransferJob, TransferTask, check_pseudonyms
 
 
 class SelectiveTransferJob(TransferJob):
@@ -30,10 +30,14 @@ def create_transfer_job(
     **job_fields,
 ) -> SelectiveTransferJob:
     """A job with one task per (PatientID, StudyInstanceUID), queued unless staff must
-    verify it first."""
+    verify it first. Raises PseudonymConflict, creating nothing, if the pseudonym would go
+    to two patients or a patient has another one in the project."""
     from django.conf import settings
     from django.db import transaction
 
+    check_pseudonyms(
+        job_fields.get("project"), [(patient_id, pseudonym) for patient_id, _ in studies]
+    )
     with transaction.atomic():
         job = SelectiveTransferJob.objects.create(owner=owner, **job_fields)
         SelectiveTransferTask.objects.bulk_create(

@@ -11,7 +11,7 @@ from html import unescape
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from adit.core.models import DicomServer, ProjectSettings, SectionLock
+from adit.core.models import DicomServer, Project, ProjectSettings, SectionLock
 from adit.selective_transfer.consumers import SelectiveTransferConsumer
 from adit.selective_transfer.models import SelectiveTransferJob
 
@@ -200,10 +200,22 @@ def test_locked_section_and_maintenance_stop_non_staff(page, source_server):
     assert "maintenance" in page.receive()
 
 
+def _two_studies_of_one_patient(studies):
+    for study in studies:
+        same_patient = [other for other in studies if other.patient_id == study.patient_id]
+        if len(same_patient) > 1:
+            return same_patient[:2]
+    raise AssertionError("no patient with two studies")
+
+
+def _selected(*studies) -> list[str]:
+    return [f"{study.patient_id}\\{study.study_instance_uid}" for study in studies]
+
+
 def test_transfer_creates_a_queued_job_with_one_task_per_study(
     page, researcher, source_server, destination_server, orthanc1_studies
 ):
-    first, second = orthanc1_studies[:2]
+    first, second = _two_studies_of_one_patient(orthanc1_studies)
     page.send(
         "transfer",
         source=source_server.pk,
@@ -229,6 +241,53 @@ def test_transfer_creates_a_queued_job_with_one_task_per_study(
     assert all(task.queued_job_id for task in tasks)
     researcher.refresh_from_db()
     assert researcher.preferences["selective_transfer"]["destination"] == destination_server.pk
+
+
+def test_one_pseudonym_for_studies_of_two_patients_is_refused(
+    page, source_server, destination_server, orthanc1_studies
+):
+    first = orthanc1_studies[0]
+    other = next(s for s in orthanc1_studies if s.patient_id != first.patient_id)
+    page.send(
+        "transfer",
+        source=source_server.pk,
+        destination=destination_server.pk,
+        pseudonym="SUBJ-1",
+        selected_studies=_selected(first, other),
+    )
+    html = page.receive()
+    assert "transfer-message" in html
+    assert (
+        f"The pseudonym SUBJ-1 would go to two patients, {first.patient_id} and "
+        f"{other.patient_id}; a pseudonym belongs to one patient, so give each their own."
+    ) in html
+    assert not SelectiveTransferJob.objects.exists()
+
+
+def test_another_pseudonym_for_a_patient_of_the_project_is_refused(
+    page, researcher, source_server, destination_server, orthanc1_studies
+):
+    study = orthanc1_studies[0]
+    project = Project.objects.create(name="Lung study")
+    project.groups.add(researcher.active_group)
+    project.claim_pseudonym(study.patient_id, "SUBJ-1")  # as an earlier transfer did
+
+    fields = {
+        "source": source_server.pk,
+        "destination": destination_server.pk,
+        "project": project.pk,
+        "selected_studies": _selected(study),
+    }
+    page.send("transfer", pseudonym="SUBJ-2", **fields)
+    assert (
+        f"Patient {study.patient_id} already has the pseudonym SUBJ-1 in project Lung study; "
+        "use SUBJ-1."
+    ) in page.receive()
+    assert not SelectiveTransferJob.objects.exists()
+
+    page.send("transfer", pseudonym="SUBJ-1", **fields)
+    assert "Successfully submitted" in page.receive()
+    assert SelectiveTransferJob.objects.get().project == project
 
 
 def test_pseudonym_is_required_without_the_permission(

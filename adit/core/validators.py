@@ -58,10 +58,11 @@ def validate_uid(value: str) -> None:
 
 
 def validate_query_value(value: str) -> None:
-    """A value for a DICOM query key: no backslash (a value separator) or control characters."""
+    """A value for a DICOM query key: no backslash (a value separator), no control characters
+    and nothing that is not text (a lone surrogate, as a JSON escape can make one)."""
     if "\\" in value:
         raise ValidationError(f"Contains an invalid backslash character: {shown(value)}.")
-    if _CONTROL_CHARACTERS.search(value):
+    if any(unicodedata.category(character) in ("Cc", "Cs") for character in value):
         raise ValidationError(f"Contains invalid control characters: {shown(value)}.")
 
 

@@ -194,7 +194,7 @@ def test_a_study_downloads_as_zip_file_by_file(
     page.get_by_test_id("pseudonym").fill("DL-1")
     row = page.locator("tr", has=page.locator(f'input[value$="{study.study_instance_uid}"]'))
     with page.expect_download() as download_info:
-        row.get_by_test_id("download-link").click()
+        row.get_by_test_id("download-button").click()
     archive = tmp_path / "study.zip"
     download_info.value.save_as(archive)
 

@@ -83,7 +83,13 @@ class StudyReferencesField(forms.Field):
             return []
         if not isinstance(value, list | tuple):
             value = [value]
-        studies: list[StudyReference] = []
+        if len(value) > MAX_SEARCH_RESULTS:
+            raise ValidationError(
+                f"At most {MAX_SEARCH_RESULTS} studies can be selected at once (a search shows "
+                "no more).",
+                code="too_many",
+            )
+        studies: dict[StudyReference, None] = {}  # ordered, without repetitions
         for item in value:
             patient_id, separator, study_uid = str(item).partition("\\")
             problem = (
@@ -96,16 +102,8 @@ class StudyReferencesField(forms.Field):
                     f"{validators.shown(str(item))} is not a study of the results: {problem}.",
                     code="invalid",
                 )
-            study = StudyReference(patient_id, study_uid)
-            if study not in studies:
-                studies.append(study)
-        if len(studies) > MAX_SEARCH_RESULTS:
-            raise ValidationError(
-                f"At most {MAX_SEARCH_RESULTS} studies can be selected at once (a search shows "
-                "no more).",
-                code="too_many",
-            )
-        return studies
+            studies[StudyReference(patient_id, study_uid)] = None
+        return list(studies)
 
 
 class SelectiveTransferForm(forms.Form):

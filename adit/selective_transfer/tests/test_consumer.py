@@ -347,6 +347,11 @@ def _transfer_fields(source_server, destination_server, **fields) -> dict:
         ({"selected_studies": ["P1\\1.2.3\n"]}, "Selected studies", "not a valid DICOM UID"),
         ({"selected_studies": ["P\x001\\1.2.3"]}, "Selected studies", "control characters"),
         ({"selected_studies": ["1.2.3"]}, "Selected studies", "does not name a patient ID"),
+        (
+            {"selected_studies": [f"P1\\1.2.{number}" for number in range(101)]},
+            "Selected studies",
+            "At most 100 studies can be selected at once",
+        ),
     ],
 )
 def test_malformed_fields_are_form_errors_naming_the_field_and_create_nothing(
@@ -434,3 +439,16 @@ def test_a_multi_valued_patient_id_is_shown_as_dicom_writes_it(page):
     assert row["patient_id"] == "P1\\P2"
     assert "backslash" in row["unusable"]
     assert not row["reference"] and not row["download"]
+
+
+def test_a_study_ticked_twice_is_transferred_once(
+    page, researcher, source_server, destination_server
+):
+    page.send(
+        "transfer",
+        **_transfer_fields(
+            source_server, destination_server, selected_studies=["P1\\1.2.3", "P1\\1.2.3"]
+        ),
+    )
+    assert "Successfully submitted" in page.receive()
+    assert SelectiveTransferJob.objects.get(owner=researcher).tasks.count() == 1

@@ -52,8 +52,10 @@ VENDORED_FILES = {
         ("dist/htmx.min.js", "htmx/htmx.min.js"),
         ("LICENSE", "htmx/LICENSE"),
     ],
-    "alpinejs": [
-        ("dist/cdn.min.js", "alpinejs/alpine.min.js"),
+    # Alpine's CSP build evaluates no strings as code, so the Content-Security-Policy can forbid
+    # 'unsafe-eval'; its attributes name the properties and methods of Alpine.data() components.
+    "@alpinejs/csp": [
+        ("dist/cdn.min.js", "alpinejs-csp/alpine-csp.min.js"),
     ],
     "htmx-ext-ws": [
         ("dist/ws.min.js", "htmx-ext-ws/ws.min.js"),

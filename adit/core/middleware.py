@@ -1,11 +1,30 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils.log import log_response
 
 from . import sections
 from .models import ProjectSettings, SectionLock
+
+
+class ContentSecurityPolicyMiddleware:
+    """Sends settings.CONTENT_SECURITY_POLICY with every response that has none of its own.
+
+    The policy lets the browser run scripts from ADIT's static files only: should a value from
+    a PACS, a file or a user ever end up as markup in a page, it cannot run as a script there.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if settings.CONTENT_SECURITY_POLICY:
+            response.headers.setdefault("Content-Security-Policy", settings.CONTENT_SECURITY_POLICY)
+        return response
 
 
 class MaintenanceMiddleware:
@@ -27,12 +46,14 @@ class MaintenanceMiddleware:
         if not project_settings.maintenance:
             return self.get_response(request)
         if request.path.startswith("/api/"):
-            return JsonResponse(
+            response = JsonResponse(
                 {"detail": "ADIT is in maintenance mode. Please try again later."}, status=503
             )
+            return _logged_as_expected(response, request, "Maintenance mode")
         if request.user.is_staff:
             return self.get_response(request)
-        return render(request, "core/maintenance.html", status=503)
+        response = render(request, "core/maintenance.html", status=503)
+        return _logged_as_expected(response, request, "Maintenance mode")
 
     @staticmethod
     def _always_open(path: str) -> bool:
@@ -61,4 +82,12 @@ class SectionLockMiddleware:
             request.locked_section = section  # type: ignore[attr-defined]
             return None
         context = {"section": section, "lock": lock}
-        return render(request, "core/section_locked.html", context, status=503)
+        response = render(request, "core/section_locked.html", context, status=503)
+        return _logged_as_expected(response, request, "Section locked")
+
+
+def _logged_as_expected(response: HttpResponse, request: HttpRequest, reason: str) -> HttpResponse:
+    """Logs a 503 that staff chose (maintenance, a locked section) at INFO: Django would log it
+    as an ERROR, the level that pages whoever watches the logs."""
+    log_response("%s: %s", reason, request.path, response=response, request=request, level="info")
+    return response

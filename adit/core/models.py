@@ -824,7 +824,7 @@ class TransferTask(DicomTask):
         help_text="Empty: the whole study.",
     )
     pseudonym = models.CharField(
-        max_length=64, blank=True, default="", validators=[validators.validate_query_value]
+        max_length=64, blank=True, default="", validators=[validators.validate_pseudonym]
     )
     pseudonymized_study_uid = models.CharField(
         max_length=64, blank=True, default="", help_text="The study's UID at the destination."

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar, cast
 
 from django.apps import apps
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import close_old_connections
 from django.utils import timezone
 from procrastinate import JobContext
@@ -170,6 +171,15 @@ def process_dicom_task(context: JobContext, task_label: str, task_id: int) -> st
         close_old_connections()
 
 
+def readable_error(error: BaseException) -> str:
+    """What a person reads about ``error``: its sentences, never a Python repr."""
+    if isinstance(error, ValidationError):
+        return " ".join(error.messages)
+    if isinstance(error, KeyError):  # its str() is the repr of the key
+        return f"Unexpected error: {type(error).__name__} {' '.join(map(str, error.args))}."
+    return str(error) or f"Unexpected error ({type(error).__name__})."
+
+
 def run_task(context: JobContext | None, task_label: str, task_id: int) -> str:
     task_model = apps.get_model(task_label)
     found = task_model.objects.select_related("job").filter(pk=task_id).first()
@@ -204,19 +214,25 @@ def run_task(context: JobContext | None, task_label: str, task_id: int) -> str:
             f"Task was aborted due to timeout: it ran longer than {minutes:g} minutes.",
         )
     except RetriableDicomError as err:
-        processor.log.info(f"Error: {err}")
+        processor.log.info(f"Error: {readable_error(err)}")
         if task.attempts < settings.DICOM_TASK_MAX_ATTEMPTS:
             requeue_in = retry_wait_seconds(task.attempts)
             outcome = TaskOutcome(
                 TaskStatus.PENDING,
                 f"Task failed, but will be retried (attempt {task.attempts + 1} of "
-                f"{settings.DICOM_TASK_MAX_ATTEMPTS} in {requeue_in} s): {err}",
+                f"{settings.DICOM_TASK_MAX_ATTEMPTS} in {requeue_in} s): {readable_error(err)}",
             )
         else:
-            outcome = TaskOutcome(TaskStatus.FAILURE, str(err))
+            outcome = TaskOutcome(TaskStatus.FAILURE, readable_error(err))
+    except ValidationError as err:
+        # Bad data in the task (a value no form checked); retrying cannot help, and there is
+        # no bug to trace.
+        logger.warning("%s failed: %s", task, readable_error(err))
+        outcome = TaskOutcome(TaskStatus.FAILURE, readable_error(err))
+        processor.log.info(f"Error: {outcome.message}")
     except Exception as err:
         logger.exception("%s failed", task)
-        outcome = TaskOutcome(TaskStatus.FAILURE, str(err) or type(err).__name__)
+        outcome = TaskOutcome(TaskStatus.FAILURE, readable_error(err))
         processor.log.info(f"Error: {outcome.message}")
         processor.log.lines += ["---", traceback.format_exc()]
 

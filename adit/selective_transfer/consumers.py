@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -22,13 +23,22 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.html import format_html
 from pydicom import Dataset
+from pydicom.multival import MultiValue
 
+from adit.core import validators
 from adit.core.dicom.errors import DicomError
 from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.query import as_list
 from adit.core.models import DicomServer, ProjectSettings, PseudonymConflict, SectionLock
+from adit.core.websockets import session_user
 
-from .forms import MAX_SEARCH_RESULTS, SelectiveTransferForm
+from .forms import (
+    MAX_SEARCH_RESULTS,
+    SelectiveTransferForm,
+    StudyReference,
+    patient_id_problem,
+    study_uid_problem,
+)
 from .models import create_transfer_job
 
 logger = logging.getLogger(__name__)
@@ -40,48 +50,84 @@ SEND_INTERVAL = 0.3
 
 
 class SelectiveTransferConsumer(AsyncWebsocketConsumer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Set before connect() can end: disconnect() runs whatever connect() did.
+        self.user: Any = None  # the user model of settings.AUTH_USER_MODEL, once connected
+        self.search_stopped: threading.Event | None = None
+        self.search_task: asyncio.Task | None = None
+
     async def connect(self) -> None:
+        # Accepted first: a socket closed before that is refused with HTTP 403 instead of
+        # the close code that tells the page why.
+        await self.accept()
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.close(code=UNAUTHENTICATED)
+            await self._end_session()
             return
         self.user = user
-        self.search_stopped: threading.Event | None = None
-        await self.accept()
 
     async def disconnect(self, code: int) -> None:
         self._stop_search()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
         self._stop_search()
+        if self.user is None:
+            return  # refused in connect(), closing already
+        try:
+            await self._handle(text_data)
+        except Exception:
+            # The last line of defense: a client's message must never end the socket with
+            # an internal error (1011) and no word to the user.
+            logger.exception("Selective transfer message failed")
+            await self._message("Something went wrong; the error is logged.", "danger")
+
+    async def _handle(self, text_data: str | None) -> None:
         try:
             data = json.loads(text_data or "")
-            assert isinstance(data, dict)
-        except (ValueError, AssertionError):
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
             await self._message("The page sent something unreadable; reload it.", "danger")
             return
-        action = data.get("action", "")
+        user = await self._session_user()
+        if user is None or user.pk != self.user.pk:
+            await self._end_session()
+            return
+        self.user = user  # as it is now: groups and permissions may have changed
         refusal = await self._refusal()
         if refusal:
             await self._message(refusal, "danger")
             return
+        action = data.get("action", "")
         if action == "search":
             await self._search(data)
         elif action == "transfer":
             await self._transfer(data)
         elif action == "reset":
             await self._send(results_html([], HINT, "info"))
+        elif isinstance(action, str):
+            await self._message(f"Invalid action to process: {validators.shown(action)}.", "danger")
         else:
-            await self._message(f"Invalid action to process: {action!r}.", "danger")
+            await self._message("Invalid action to process: the action is not a text.", "danger")
+
+    async def _end_session(self) -> None:
+        await self._message(
+            "Your session has ended (you logged out, or it expired). Log in again and reload "
+            "this page.",
+            "warning",
+        )
+        await self.close(code=UNAUTHENTICATED)
 
     # -- checks -----------------------------------------------------------------------------
 
     @database_sync_to_async
+    def _session_user(self):
+        return session_user(self.scope)
+
+    @database_sync_to_async
     def _refusal(self) -> str:
         user = self.user
-        user.refresh_from_db()
-        if not user.is_active:
-            return "Your account is inactive."
         if not user.is_staff:
             if ProjectSettings.get().maintenance:
                 return "ADIT is in maintenance mode. Please try again later."
@@ -93,7 +139,7 @@ class SelectiveTransferConsumer(AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def _bound_form(self, data: dict) -> tuple[SelectiveTransferForm, bool]:
-        form = SelectiveTransferForm(data, user=self.user)
+        form = SelectiveTransferForm.from_message(data, user=self.user)
         return form, form.is_valid()
 
     # -- search -----------------------------------------------------------------------------
@@ -145,29 +191,18 @@ class SelectiveTransferConsumer(AsyncWebsocketConsumer):
     # -- transfer ---------------------------------------------------------------------------
 
     async def _transfer(self, data: dict) -> None:
-        selected = data.get("selected_studies", [])
-        if isinstance(selected, str):
-            selected = [selected]
         form, valid = await self._bound_form(data)
-        reply = await self._create_job(form, valid, selected)
-        await self._send(reply)
+        await self._send(await self._create_job(form, valid))
 
     @database_sync_to_async
-    def _create_job(self, form: SelectiveTransferForm, valid: bool, selected: list[str]) -> str:
-        studies = []
-        for value in selected:
-            patient_id, _, study_uid = str(value).partition("\\")
-            if not study_uid:
-                return message_html(
-                    f"Invalid study selection: {value!r}.", "danger", "transfer-message"
-                )
-            studies.append((patient_id, study_uid))
-        if valid:
-            try:
-                form.check_transfer(len(studies))
-            except ValidationError as err:
-                return message_html(err.messages[0], "danger", "transfer-message")
-        if not valid or form.errors:
+    def _create_job(self, form: SelectiveTransferForm, valid: bool) -> str:
+        if not valid:
+            return form_errors_html(form)
+        try:
+            form.check_transfer()
+        except ValidationError as err:
+            return message_html(err.messages[0], "danger", "transfer-message")
+        if form.errors:
             return form_errors_html(form)
         data = form.cleaned_data
         try:
@@ -175,7 +210,7 @@ class SelectiveTransferConsumer(AsyncWebsocketConsumer):
                 self.user,
                 data["source"],
                 data["destination"],
-                studies,
+                data["selected_studies"],
                 pseudonym=data.get("pseudonym", ""),
                 **form.job_fields(),
             )
@@ -246,23 +281,51 @@ def run_search(
 
 
 def study_row(dataset: Dataset, server_id: int) -> dict:
-    modalities = ", ".join(as_list(dataset.get("ModalitiesInStudy")))
-    name = str(dataset.get("PatientName", "") or "")
+    """One row of the results, shown as the PACS sent it. A row whose patient ID or UID cannot
+    name the study again (in a query, a task, a download) says why and offers no actions."""
+    name = _text(dataset.get("PatientName"))
     family, _, given = name.partition("^")
-    return {
-        "server_id": server_id,
-        "patient_id": str(dataset.get("PatientID", "")),
+    patient_id = _text(dataset.get("PatientID"))
+    study_uid = _text(dataset.get("StudyInstanceUID"))
+    study_date = _text(dataset.get("StudyDate"))
+    study_time = _text(dataset.get("StudyTime"))
+    row = {
+        "patient_id": patient_id,
         "patient_name": f"{family}, {given.replace('^', ' ')}".strip(", ") if name else "",
-        "birth_date": _date(str(dataset.get("PatientBirthDate", "") or "")),
-        "study_date": str(dataset.get("StudyDate", "") or ""),
-        "study_time": str(dataset.get("StudyTime", "") or "").split(".")[0],
-        "study_date_display": _date(str(dataset.get("StudyDate", "") or "")),
-        "study_time_display": _time(str(dataset.get("StudyTime", "") or "")),
-        "modalities": modalities,
-        "description": str(dataset.get("StudyDescription", "") or ""),
-        "instances": dataset.get("NumberOfStudyRelatedInstances", ""),
-        "study_uid": str(dataset.StudyInstanceUID),
+        "birth_date": _date(_text(dataset.get("PatientBirthDate"))),
+        "study_date": study_date,
+        "study_time": study_time.split(".")[0],
+        "study_date_display": _date(study_date),
+        "study_time_display": _time(study_time),
+        "modalities": ", ".join(as_list(dataset.get("ModalitiesInStudy"))),
+        "description": _text(dataset.get("StudyDescription")),
+        "instances": _text(dataset.get("NumberOfStudyRelatedInstances")),
+        "study_uid": study_uid,
+        "reference": "",
+        "download": "",
+        "unusable": "",
     }
+    problem = patient_id_problem(patient_id) or study_uid_problem(study_uid)
+    if problem:
+        row["unusable"] = f"Cannot be transferred or downloaded: {problem}."
+    else:
+        row["reference"] = str(StudyReference(patient_id, study_uid))
+        # What the row's download button posts (see download.DownloadForm).
+        row["download"] = json.dumps(
+            {"source": server_id, "patient_id": patient_id, "study_uid": study_uid}
+        )
+    return row
+
+
+def _text(value) -> str:
+    """An attribute's value as text; a multi-value joined as DICOM writes it, not as a list."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, MultiValue):
+        return "\\".join(str(item) for item in value)
+    return str(value)
 
 
 def _date(value: str) -> str:

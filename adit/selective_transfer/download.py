@@ -8,8 +8,8 @@ client therefore slows the fetch down instead of filling memory.
 The archive is written without ever seeking back (entries carry data descriptors, ZIP64 where
 needed), so its bytes can leave as they are produced. Failures are handled in two phases:
 
-* Until the first instance has arrived nothing is sent, so an unreachable server or an unknown
-  study becomes an HTTP error (502) with a readable message.
+* Until the first instance has arrived nothing is sent, so an unknown study (404) or an
+  unreachable server (502) becomes an ADIT page with a readable message.
 * Afterwards the status line has gone out; an error then ends the archive with an
   ``error.txt`` entry and a proper central directory, so the user gets an archive that says
   it is incomplete instead of a silently truncated one.
@@ -22,8 +22,8 @@ Entry paths follow the folder layout of transfers to a folder, without the job f
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-import re
 import secrets
 import time
 import zipfile
@@ -32,12 +32,11 @@ from urllib.parse import quote
 
 from django import forms
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.core.handlers.asgi import ASGIRequest
-from django.core.validators import RegexValidator
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
 from django.http.response import HttpResponseBase
-from django.views.decorators.http import require_GET
+from django.shortcuts import render
+from django.utils.log import log_response
 from pydicom import Dataset
 
 from adit.core import folder_layout
@@ -46,8 +45,14 @@ from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.instance_stream import InstanceStream, StreamStopped
 from adit.core.dicom.operator import DicomOperator
 from adit.core.models import DicomNode, DicomServer
+from adit.core.processing import readable_error
 from adit.core.pseudonymizer import Pseudonymizer
-from adit.core.validators import validate_query_value, validate_uid
+from adit.core.validators import (
+    MAX_PSEUDONYM_LENGTH,
+    validate_pseudonym,
+    validate_query_value,
+    validate_uid,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,73 +60,94 @@ logger = logging.getLogger(__name__)
 QUEUE_SIZE = 8
 ERROR_ENTRY = "error.txt"
 
-# A Code String (VR CS) as PACS name modalities: "CT", "MR", "OT", "RTSTRUCT", ...
-_MODALITY = re.compile(r"^[A-Za-z0-9_ ]{1,16}\Z")
-# Modalities of ModalitiesInStudy come comma-separated from a results page or joined with
-# DICOM's value separator when copied straight from a PACS answer.
-_MODALITY_SEPARATORS = re.compile(r"[,\\]")
+BACK_HINT = "Search again on the Selective Transfer page and use the download button of a study."
+
+
+class StudyNotFound(DicomError):
+    """The PACS does not hold the study (any more)."""
 
 
 class DownloadForm(forms.Form):
-    """The study to download, as the search results page names it."""
+    """The study to download, as a row of the search results names it, and the pseudonym."""
 
-    study_uid = forms.CharField(validators=[validate_uid])
-    patient_id = forms.CharField(max_length=64, required=False, validators=[validate_query_value])
-    study_date = forms.CharField(
-        required=False,
-        validators=[RegexValidator(r"^\d{8}\Z", "A study date has 8 digits (YYYYMMDD).")],
+    source = forms.IntegerField(label="DICOM server", min_value=1)
+    # Not stripped: "1.2.3\n" is not the UID 1.2.3.
+    study_uid = forms.CharField(
+        label="Study Instance UID", max_length=64, strip=False, validators=[validate_uid]
     )
-    study_time = forms.CharField(
-        required=False,
-        validators=[
-            RegexValidator(r"^\d{2,6}(\.\d{1,6})?\Z", "A study time has up to 6 digits (HHMMSS).")
-        ],
+    patient_id = forms.CharField(
+        label="Patient ID", max_length=64, required=False, validators=[validate_query_value]
     )
-    modalities = forms.CharField(max_length=200, required=False)
-    pseudonym = forms.CharField(max_length=64, required=False, validators=[validate_query_value])
+    pseudonym = forms.CharField(
+        max_length=MAX_PSEUDONYM_LENGTH,
+        required=False,
+        strip=False,  # a pseudonym with spaces around it is an error, not another pseudonym
+        validators=[validate_pseudonym],
+    )
 
-    def clean_modalities(self) -> list[str]:
-        text = self.cleaned_data["modalities"]
-        modalities = [part.strip() for part in _MODALITY_SEPARATORS.split(text) if part.strip()]
-        for modality in modalities:
-            if not _MODALITY.match(modality):
-                raise ValidationError(f"Not a modality: {modality!r}.")
-        return modalities
+    @classmethod
+    def from_post(cls, post: QueryDict) -> DownloadForm:
+        """The form of a download button's POST: ``study`` (the row, a JSON object) and the
+        ``pseudonym`` of the transfer form. A ``study`` that is no JSON object of texts and
+        numbers binds nothing, so the form names the missing fields."""
+        try:
+            row = json.loads(post.get("study", ""))
+        except ValueError:
+            row = None
+        fields = [name for name in cls.base_fields if name != "pseudonym"]
+        data = {
+            name: str(value)
+            for name, value in (row.items() if isinstance(row, dict) else ())
+            if name in fields and isinstance(value, str | int) and not isinstance(value, bool)
+        }
+        return cls({**data, "pseudonym": post.get("pseudonym", "")})
 
 
-@require_GET
-def download_study(request: HttpRequest, server_id: int, study_uid: str) -> HttpResponseBase:
-    """Streams the study ``study_uid`` of the server ``server_id`` as a ZIP attachment.
+def download_study(request: HttpRequest) -> HttpResponseBase:
+    """Streams a study of a PACS as a ZIP attachment, for the download button of a results row.
 
-    Query parameters (as the search results page links them): ``patient_id``,
-    ``study_date`` (YYYYMMDD), ``study_time`` (HHMMSS), ``modalities`` and ``pseudonym``.
-    With a pseudonym every instance is pseudonymized and series of the modalities in
-    ``settings.EXCLUDE_MODALITIES`` are left out.
+    POST fields: ``study``, the row as JSON (``source``, ``study_uid``, ``patient_id``), and
+    ``pseudonym``. A POST, so that neither the real patient ID nor the pseudonym lands in a URL
+    (server logs, browser history) next to the other. With a pseudonym every instance is
+    pseudonymized and series of the modalities in ``settings.EXCLUDE_MODALITIES`` are left out.
 
     Returns:
-        The streamed archive; or a plain text answer with status 403 (no permission to
-        download, or to download without a pseudonym), 404 (server not available to the user
-        as a source, or nothing left to download), 400 (invalid parameters) or 502 (the PACS
-        failed before the first instance arrived).
+        The streamed archive; or a page that says what is wrong, with status 405 (not a POST),
+        403 (no permission to download, or to download without a pseudonym), 400 (invalid
+        fields), 404 (server not available to the user as a source, the PACS has no such
+        study, or nothing is left to download) or 502 (the PACS failed before the first
+        instance arrived).
     """
+    if request.method != "POST":
+        response = _refused(
+            request,
+            "Downloads start with the download button of a study in the search results.",
+            405,
+        )
+        response["Allow"] = "POST"
+        return response
     user = request.user
     if not user.has_perm("selective_transfer.can_download_study"):
-        return _text("You are not allowed to download studies.", 403)
+        return _refused(request, "You are not allowed to download studies.", 403)
 
-    node = DicomNode.objects.accessible_by_user(user, "source").filter(pk=server_id).first()
+    form = DownloadForm.from_post(request.POST)
+    if not form.is_valid():
+        return _refused(request, "The download cannot start:", 400, errors=form)
+    params = form.cleaned_data
+    study_uid: str = params["study_uid"]
+    node = DicomNode.objects.accessible_by_user(user, "source").filter(pk=params["source"]).first()
     server = node.concrete() if node is not None else None
     if not isinstance(server, DicomServer):
-        return _text(f"There is no DICOM server {server_id} you may download from.", 404)
-
-    # The UID from the path goes last so that a query parameter cannot replace it.
-    form = DownloadForm({**request.GET.dict(), "study_uid": study_uid})
-    if not form.is_valid():
-        return _text(_form_errors(form), 400)
-    params = form.cleaned_data
+        return _refused(
+            request, f"There is no DICOM server {params['source']} you may download from.", 404
+        )
     pseudonym: str = params["pseudonym"]
     if not pseudonym and not user.has_perm("selective_transfer.can_transfer_unpseudonymized"):
-        return _text(
-            "A pseudonym is required: you are not allowed to download unpseudonymized studies.",
+        return _refused(
+            request,
+            "A pseudonym is required: you are not allowed to download unpseudonymized studies. "
+            "Type a pseudonym in the Transfer part of the page, then press the download button "
+            "again.",
             403,
         )
 
@@ -132,23 +158,23 @@ def download_study(request: HttpRequest, server_id: int, study_uid: str) -> Http
             # consistent within the archive and unlinkable to any other download.
             pseudonymizer = Pseudonymizer(pseudonym, secrets.token_urlsafe(32))
         except ValueError as err:
-            return _text(str(err), 400)
+            return _refused(request, str(err), 400)
 
     operator = DicomOperator(server)
-    modalities: list[str] = params["modalities"]
-    series_uids = None
-    if pseudonymizer is not None:
-        try:
-            series_uids, modalities = _kept_series(operator, study_uid, params["patient_id"])
-        except DicomError as err:
-            return _pacs_error(server, study_uid, err)
-        if not series_uids:
-            excluded = ", ".join(settings.EXCLUDE_MODALITIES)
-            return _text(
-                "Nothing to download: the study holds only series of modalities left out "
-                f"when pseudonymizing ({excluded}).",
-                404,
-            )
+    try:
+        series_uids, modalities = _series_to_fetch(
+            operator, study_uid, params["patient_id"], pseudonymized=pseudonymizer is not None
+        )
+    except DicomError as err:
+        return _pacs_error(request, server, study_uid, err)
+    if series_uids == []:
+        excluded = ", ".join(settings.EXCLUDE_MODALITIES)
+        return _refused(
+            request,
+            "Nothing to download: the study holds only series of modalities left out "
+            f"when pseudonymizing ({excluded}).",
+            404,
+        )
 
     fetcher = InstanceStream(
         operator, params["patient_id"], study_uid, series_uids, depth=QUEUE_SIZE
@@ -160,7 +186,7 @@ def download_study(request: HttpRequest, server_id: int, study_uid: str) -> Http
         first_entry = archive.first_entry()
     except (DicomError, OSError) as err:
         fetcher.stop()
-        return _pacs_error(server, study_uid, _explained(operator, study_uid, params, err))
+        return _pacs_error(request, server, study_uid, _explained(operator, study_uid, params, err))
     except BaseException:
         fetcher.stop()
         raise
@@ -177,9 +203,8 @@ def download_study(request: HttpRequest, server_id: int, study_uid: str) -> Http
     content = _asynchronous(chunks, fetcher.stop) if isinstance(request, ASGIRequest) else chunks
     response = StreamingHttpResponse(content, content_type="application/zip")
     stem = f"study_{pseudonym or params['patient_id'] or archive.patient}"
-    study_date = params["study_date"] or archive.study_date
-    if study_date:
-        stem += f"_{study_date}"
+    if archive.study_date:
+        stem += f"_{archive.study_date}"
     response["Content-Disposition"] = _attachment(f"{folder_layout.sanitize_part(stem)}.zip")
     # Patient data must not linger in shared caches; and a buffering proxy would hold the
     # stream back until it is complete.
@@ -188,8 +213,12 @@ def download_study(request: HttpRequest, server_id: int, study_uid: str) -> Http
     return response
 
 
-def _text(message: str, status: int) -> HttpResponse:
-    return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
+def _refused(
+    request: HttpRequest, message: str, status: int, errors: forms.Form | None = None
+) -> HttpResponse:
+    """An ADIT page that says why the download did not start and leads back to the search."""
+    context = {"message": message, "form": errors, "back_hint": BACK_HINT}
+    return render(request, "selective_transfer/download_refused.html", context, status=status)
 
 
 def _attachment(filename: str) -> str:
@@ -203,16 +232,24 @@ def _attachment(filename: str) -> str:
     return header
 
 
-def _form_errors(form: DownloadForm) -> str:
-    return "\n".join(
-        f"{name}: {' '.join(str(message) for message in messages)}"
-        for name, messages in form.errors.items()
+def _pacs_error(
+    request: HttpRequest, server: DicomServer, study_uid: str, error: BaseException
+) -> HttpResponse:
+    if isinstance(error, StudyNotFound):
+        return _refused(request, f"{server.name} does not hold this study: {error}", 404)
+    reason = readable_error(error)
+    response = _refused(request, f"Could not download the study from {server.name}: {reason}", 502)
+    # The PACS failed, not ADIT: a warning, instead of the error Django logs for a 5xx.
+    log_response(
+        "Download of study %s from %s failed: %s",
+        study_uid,
+        server.name,
+        reason,
+        response=response,
+        request=request,
+        level="warning",
     )
-
-
-def _pacs_error(server: DicomServer, study_uid: str, error: BaseException) -> HttpResponse:
-    logger.warning("Download of study %s from %s failed: %s", study_uid, server.name, error)
-    return _text(f"Could not download the study from {server.name}: {error}", 502)
+    return response
 
 
 def _explained(
@@ -229,24 +266,32 @@ def _explained(
     filters = {"PatientID": params["patient_id"]} if params["patient_id"] else {}
     try:
         if not list(operator.find_studies(limit=1, StudyInstanceUID=study_uid, **filters)):
-            return DicomError(f"No study found with Study Instance UID {study_uid}.")
+            return StudyNotFound(f"No study found with Study Instance UID {study_uid}.")
     except DicomError:
         pass  # the server cannot be asked either; the fetch's error says more
     return error
 
 
-def _kept_series(
-    operator: DicomOperator, study_uid: str, patient_id: str
-) -> tuple[list[str], list[str]]:
-    """UIDs of the series whose modality may leave pseudonymized, and their modalities."""
+def _series_to_fetch(
+    operator: DicomOperator, study_uid: str, patient_id: str, *, pseudonymized: bool
+) -> tuple[list[str] | None, list[str]]:
+    """The series to fetch (None: the whole study) and the modalities they hold.
+
+    Pseudonymized downloads leave out the series of settings.EXCLUDE_MODALITIES.
+
+    Raises:
+        StudyNotFound: If the PACS knows no series of the study.
+    """
     # A PACS that only offers patient root queries needs the patient for a series query.
     filters = {"PatientID": patient_id} if patient_id else {}
     series = list(operator.find_series(study_uid, **filters))
     if not series:
-        raise DicomError(f"No study found with Study Instance UID {study_uid}.")
-    excluded = set(settings.EXCLUDE_MODALITIES)
+        raise StudyNotFound(f"No study found with Study Instance UID {study_uid}.")
+    excluded = set(settings.EXCLUDE_MODALITIES) if pseudonymized else set()
     kept = [item for item in series if str(item.get("Modality", "")) not in excluded]
     modalities = sorted({str(item.get("Modality", "")) for item in kept} - {""})
+    if not pseudonymized:
+        return None, modalities
     return [str(item.SeriesInstanceUID) for item in kept], modalities
 
 
@@ -278,7 +323,7 @@ class _StudyArchive:
         """
         entry = self._next_entry()
         if entry is None and not self.fetcher.delivered:
-            raise DicomError(f"No study found with Study Instance UID {self.fetcher.study_uid}.")
+            raise StudyNotFound(f"No study found with Study Instance UID {self.fetcher.study_uid}.")
         if entry is None:
             raise DicomError("The study holds no instances to download.")
         return entry
@@ -309,7 +354,7 @@ class _StudyArchive:
                         err,
                         exc_info=not isinstance(err, DicomError),
                     )
-                    message = f"Error during study download: {err or type(err).__name__}\n"
+                    message = f"Error during study download: {readable_error(err)}\n"
                     self._write(archive, ERROR_ENTRY, message.encode())
                 else:
                     logger.info("Study download complete: %d instance(s).", written)

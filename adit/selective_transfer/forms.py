@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import datetime
+import re
+from typing import NamedTuple
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.http import QueryDict
 
 from adit.core import validators
 from adit.core.models import DicomNode, Project
 
 MAX_STUDIES_FOR_NON_STAFF = 10
 MAX_SEARCH_RESULTS = 100
+MAX_PATIENT_ID_LENGTH = 64
+
+# A Code String (VR CS) as PACS name modalities: "CT", "MR", "OT", "RTSTRUCT", ...
+_MODALITY = re.compile(r"[A-Z0-9_ ]{1,16}")
 
 PREFERENCE_FIELDS = ("source", "destination", "urgent", "send_finished_mail")
 
@@ -30,6 +37,73 @@ def person_name_query(text: str) -> str:
 class NodeChoiceField(forms.ModelChoiceField):
     def label_from_instance(self, obj) -> str:
         return str(obj)
+
+
+class StudyReference(NamedTuple):
+    """A study as a results row names it: ``PatientID\\StudyInstanceUID`` (the backslash, DICOM's
+    value separator, cannot occur in either)."""
+
+    patient_id: str
+    study_uid: str
+
+    def __str__(self) -> str:
+        return f"{self.patient_id}\\{self.study_uid}"
+
+
+def patient_id_problem(patient_id: str) -> str:
+    """Why a patient ID cannot name a study in a query or a task ("" if it can)."""
+    if len(patient_id) > MAX_PATIENT_ID_LENGTH:
+        return f"the patient ID is longer than {MAX_PATIENT_ID_LENGTH} characters"
+    try:
+        validators.validate_query_value(patient_id)
+    except ValidationError:
+        return "the patient ID contains a backslash or control characters"
+    return ""
+
+
+def study_uid_problem(study_uid: str) -> str:
+    """Why a Study Instance UID cannot name a study ("" if it can)."""
+    if not study_uid:
+        return "the Study Instance UID is missing"
+    if not validators.is_valid_uid(study_uid):
+        return (
+            f"the Study Instance UID {validators.shown(study_uid)} is not a valid DICOM UID "
+            "(digits and dots, at most 64)"
+        )
+    return ""
+
+
+class StudyReferencesField(forms.Field):
+    """The studies ticked in the results, each ``PatientID\\StudyInstanceUID``."""
+
+    widget = forms.MultipleHiddenInput
+
+    def to_python(self, value) -> list[StudyReference]:
+        if value in self.empty_values:
+            return []
+        if not isinstance(value, list | tuple):
+            value = [value]
+        if len(value) > MAX_SEARCH_RESULTS:
+            raise ValidationError(
+                f"At most {MAX_SEARCH_RESULTS} studies can be selected at once (a search shows "
+                "no more).",
+                code="too_many",
+            )
+        studies: dict[StudyReference, None] = {}  # ordered, without repetitions
+        for item in value:
+            patient_id, separator, study_uid = str(item).partition("\\")
+            problem = (
+                "it does not name a patient ID and a Study Instance UID"
+                if not separator
+                else patient_id_problem(patient_id) or study_uid_problem(study_uid)
+            )
+            if problem:
+                raise ValidationError(
+                    f"{validators.shown(str(item))} is not a study of the results: {problem}.",
+                    code="invalid",
+                )
+            studies[StudyReference(patient_id, study_uid)] = None
+        return list(studies)
 
 
 class SelectiveTransferForm(forms.Form):
@@ -68,7 +142,10 @@ class SelectiveTransferForm(forms.Form):
     )  # fmt: skip
 
     pseudonym = forms.CharField(
-        max_length=64, required=False, validators=[validators.validate_query_value]
+        max_length=validators.MAX_PSEUDONYM_LENGTH,
+        required=False,
+        strip=False,  # a pseudonym with spaces around it is an error, not another pseudonym
+        validators=[validators.validate_pseudonym],
     )
     project = forms.ModelChoiceField(
         queryset=Project.objects.none(),
@@ -95,10 +172,13 @@ class SelectiveTransferForm(forms.Form):
     send_finished_mail = forms.BooleanField(
         label="Send an e-mail when the job is finished", required=False
     )
+    selected_studies = StudyReferencesField(label="Selected studies", required=False)
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
         self.user = user
+        # Fields the message sent in a shape no form field accepts (see from_message).
+        self.shape_errors: dict[str, str] = {}
         sources = DicomNode.objects.accessible_by_user(user, "source")
         self.fields["source"].queryset = sources.filter(  # pyright: ignore[reportAttributeAccessIssue]
             node_type=DicomNode.NodeType.SERVER
@@ -116,6 +196,33 @@ class SelectiveTransferForm(forms.Form):
         else:
             self.fields["pseudonym"].help_text = "Leave empty to transfer unpseudonymized."
 
+    @classmethod
+    def from_message(cls, message: dict, *, user) -> SelectiveTransferForm:
+        """The form bound to a JSON message of the page (htmx's ws-send).
+
+        A browser sends each field as a string, ticked boxes as a list of them. Anything else
+        (a list for a single field, an object, text that is not valid Unicode) becomes an error
+        of that field instead of reaching the field's own cleaning.
+        """
+        data = QueryDict(mutable=True)
+        shape_errors: dict[str, str] = {}
+        for name, field in cls.base_fields.items():
+            value = message.get(name)
+            if value is None:
+                continue
+            many = isinstance(field.widget, forms.MultipleHiddenInput)
+            values = value if many and isinstance(value, list) else [value]
+            texts = [text for item in values if (text := _as_text(item)) is not None]
+            if not many and isinstance(value, list):
+                shape_errors[name] = "Expected one value, not a list."
+            elif len(texts) != len(values):
+                shape_errors[name] = "Expected text, a number or a checkbox value."
+            else:
+                data.setlist(name, texts)
+        form = cls(data, user=user)
+        form.shape_errors = shape_errors
+        return form
+
     @property
     def may_process_urgently(self) -> bool:
         return self.user.has_perm("selective_transfer.can_process_urgently")
@@ -130,6 +237,9 @@ class SelectiveTransferForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean() or {}
+        for name, error in getattr(self, "shape_errors", {}).items():
+            if name in self.fields:
+                self.add_error(name, error)
         start, end = cleaned.get("study_date"), cleaned.get("study_date_until")
         if end and not start:
             self.add_error("study_date", "Give the first day of the range too.")
@@ -137,7 +247,7 @@ class SelectiveTransferForm(forms.Form):
             self.add_error("study_date_until", "The range must not end before it starts.")
         if cleaned.get("modality"):
             modalities = [item.strip().upper() for item in cleaned["modality"].split(",")]
-            if any(not item.isalnum() for item in modalities):
+            if any(item and not _MODALITY.fullmatch(item) for item in modalities):
                 self.add_error("modality", "Modalities are letters like CT or MR, comma-separated.")
             cleaned["modalities"] = [item for item in modalities if item]
         return cleaned
@@ -165,8 +275,13 @@ class SelectiveTransferForm(forms.Form):
 
     # -- transferring -----------------------------------------------------------------------
 
-    def check_transfer(self, selected_count: int) -> None:
-        """Adds the errors that stop a transfer (beyond those of the search)."""
+    def check_transfer(self) -> None:
+        """Adds the errors that stop a transfer (beyond those of the search); call after
+        is_valid().
+
+        Raises:
+            ValidationError: If the selection is empty or too large for the user.
+        """
         data = self.cleaned_data
         destination = data.get("destination")
         if destination is None:
@@ -183,9 +298,10 @@ class SelectiveTransferForm(forms.Form):
                 self.add_error(
                     "convert_to_nifti", "NIfTI conversion only works for folder destinations."
                 )
-        if selected_count == 0:
+        selected = len(data.get("selected_studies", []))
+        if selected == 0:
             raise ValidationError("At least one study to transfer must be selected.")
-        if selected_count > MAX_STUDIES_FOR_NON_STAFF and not self.user.is_staff:
+        if selected > MAX_STUDIES_FOR_NON_STAFF and not self.user.is_staff:
             raise ValidationError(
                 f"Maximum {MAX_STUDIES_FOR_NON_STAFF} studies per selective transfer are allowed."
             )
@@ -210,3 +326,18 @@ class SelectiveTransferForm(forms.Form):
             "urgent": bool(data.get("urgent")),
             "send_finished_mail": bool(data.get("send_finished_mail")),
         }
+
+
+def _as_text(value) -> str | None:
+    """A JSON scalar as a browser would send it in a form; None for anything else."""
+    if isinstance(value, bool):  # before int: a bool is one
+        return "on" if value else ""
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # a lone surrogate from a JSON "\ud800" escape
+            return None
+        return value
+    return None

@@ -9,10 +9,6 @@ app_name = "selective_transfer"
 
 urlpatterns = [
     path("", views.job_create, name="job_create"),
-    path(
-        "download/<int:server_id>/<str:study_uid>/",
-        download.download_study,
-        name="download_study",
-    ),
+    path("download/", download.download_study, name="download_study"),
     *job_urlpatterns(job_model=SelectiveTransferJob, task_model=SelectiveTransferTask),
 ]

@@ -28,6 +28,7 @@ def job_create(request: HttpRequest) -> HttpResponse:
     form = SelectiveTransferForm(initial=preferences, user=request.user)
     _style(form)
     context = {
+        "setup_problems": _setup_problems(request.user, form),
         "form": form,
         "destinations": form.fields["destination"].queryset,  # pyright: ignore[reportAttributeAccessIssue]
         "search_fields": [form[name] for name in SEARCH_FIELDS],
@@ -38,6 +39,29 @@ def job_create(request: HttpRequest) -> HttpResponse:
         "max_results": MAX_SEARCH_RESULTS,
     }
     return render(request, "selective_transfer/job_form.html", context)
+
+
+def _setup_problems(user, form: SelectiveTransferForm) -> list[str]:
+    """What keeps the user from searching or transferring, before they try."""
+    admins = "Ask an administrator"
+    if user.active_group is None:
+        return [
+            "You are in no group, so no DICOM server or folder is available to you. "
+            f"{admins} to add you to a group that may use Selective Transfer."
+        ]
+    group = user.active_group.name
+    problems = []
+    if not form.fields["source"].queryset.exists():  # pyright: ignore[reportAttributeAccessIssue]
+        problems.append(
+            f"Your group {group} may search no DICOM server: {admins} to give it a source."
+        )
+    if not form.fields["destination"].queryset.exists():  # pyright: ignore[reportAttributeAccessIssue]
+        problems.append(
+            f"Your group {group} may send studies nowhere: {admins} to give it a destination."
+        )
+    if problems and user.groups.count() > 1:
+        problems.append("Or switch to another of your groups on your profile page.")
+    return problems
 
 
 def _style(form: SelectiveTransferForm) -> None:

@@ -47,6 +47,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "adit.core.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -60,6 +61,24 @@ MIDDLEWARE = [
     "adit.core.middleware.MaintenanceMiddleware",
     "adit.core.middleware.SectionLockMiddleware",
 ]
+
+# Scripts only from ADIT's own static files: no inline scripts or event handler attributes,
+# no eval (Alpine's CSP build, htmx with allowEval off). Inline styles stay allowed (the
+# progress bars set their width in a style attribute). 'self' covers the page's WebSockets.
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
 
 ROOT_URLCONF = "adit.urls"
 ASGI_APPLICATION = "adit.asgi.application"

@@ -27,6 +27,7 @@ class AppProcess:
     database; its output goes to a file, for the message of a failing test."""
 
     def __init__(self, command: list[str], name: str, env: dict[str, str] | None = None):
+        self.final_log = ""
         self.output = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
             mode="w+", prefix=f"{name}-", suffix=".log"
         )
@@ -47,6 +48,9 @@ class AppProcess:
         )
 
     def log(self) -> str:
+        """What the process wrote so far (all of it, once stopped)."""
+        if self.output.closed:
+            return self.final_log
         self.output.flush()
         with open(self.output.name) as log:
             return log.read()
@@ -60,7 +64,9 @@ class AppProcess:
                 self.process.kill()
                 self.process.wait()
         returncode = self.process.returncode
-        self.output.close()
+        if not self.output.closed:
+            self.final_log = self.log()
+            self.output.close()
         return returncode
 
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import threading
 from html import unescape
 
 import pytest
 from channels.testing import WebsocketCommunicator
+from django.contrib.sessions.backends.db import SessionStore
+from django.test import Client
+from pydicom import Dataset
 
 from adit.core.models import DicomServer, Project, ProjectSettings, SectionLock
-from adit.selective_transfer.consumers import SelectiveTransferConsumer
+from adit.selective_transfer.consumers import SelectiveTransferConsumer, results_html, study_row  # noqa
 from adit.selective_transfer.models import SelectiveTransferJob
 
 from .conftest import give
@@ -27,14 +31,22 @@ class Page:
     thread of its own while the test talks to it synchronously.
     """
 
-    def __init__(self, user):
+    def __init__(self, user, session_key: str | None = None):
+        """A tab of ``user``, logged in with a session of their own unless ``session_key``
+        names one (None for an anonymous user)."""
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.communicator = WebsocketCommunicator(
             SelectiveTransferConsumer.as_asgi(), "/ws/selective-transfer"
         )
-        self.communicator.scope["user"] = user  # pyright: ignore[reportGeneralTypeIssues]
+        if session_key is None and user.is_authenticated:
+            self.browser = Client()
+            self.browser.force_login(user)
+            session_key = self.browser.session.session_key
+        scope = self.communicator.scope
+        scope["user"] = user  # pyright: ignore[reportGeneralTypeIssues]
+        scope["session"] = SessionStore(session_key)  # pyright: ignore[reportGeneralTypeIssues]
 
     def _run(self, coroutine, timeout: float = 30):
         # The suite allows sync ORM calls from async code (Playwright needs that in the main
@@ -55,6 +67,12 @@ class Page:
 
     def send(self, action: str, **fields) -> None:
         self.send_raw(json.dumps({"action": action, **fields, "HEADERS": {"HX-Request": "true"}}))
+
+    def receive_close(self, timeout: float = 10) -> int:
+        """The close code the consumer ends the socket with."""
+        output = self._run(self.communicator.receive_output(timeout), timeout + 5)
+        assert output["type"] == "websocket.close", output
+        return output.get("code", 1000)
 
     def receive(self, timeout: float = 20) -> str:
         received = self._run(self.communicator.receive_from(timeout), timeout + 5)
@@ -95,13 +113,16 @@ def _study_rows(html: str) -> int:
     return html.count('data-testid="study-row"')
 
 
-def test_anonymous_connections_are_refused(db):
+def test_anonymous_connections_are_told_to_log_in_and_closed_with_4401(db, caplog):
     from django.contrib.auth.models import AnonymousUser
 
     page = Page(AnonymousUser())
-    connected, code = page.connect()
-    page.loop.call_soon_threadsafe(page.loop.stop)
-    assert not connected and code == 4401
+    connected, _ = page.connect()
+    assert connected  # accepted, so the close code reaches the browser (not an HTTP 403)
+    assert "Log in again" in page.receive()
+    assert page.receive_close() == 4401
+    page.close()
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 def test_search_by_patient_id_streams_the_studies_newest_first(
@@ -174,7 +195,7 @@ def test_a_source_of_another_group_is_refused(page, researcher, orthanc2):
 
 def test_unknown_action_and_garbage_are_answered(page):
     page.send("explode")
-    assert "Invalid action to process: &#x27;explode&#x27;." in page.receive()
+    assert "Invalid action to process: “explode”." in page.receive()
     page.send_raw("not json")
     assert "unreadable" in page.receive()
 
@@ -353,3 +374,140 @@ def test_a_new_message_supersedes_a_running_search(page, source_server):
         received.append(page.receive())
     # Nothing of the superseded search comes after the answer to the reset.
     assert page.receive_nothing(seconds=2)
+
+
+def _transfer_fields(source_server, destination_server, **fields) -> dict:
+    return {
+        "source": source_server.pk,
+        "destination": destination_server.pk,
+        "pseudonym": "SUBJ-1",
+        "selected_studies": ["P1\\1.2.3"],
+        **fields,
+    }
+
+
+@pytest.mark.parametrize(
+    "fields, field_label, error",
+    [
+        ({"study_date": ["2024-07-24"]}, "Study date", "Expected one value, not a list."),
+        ({"study_date": {"day": 24}}, "Study date", "Expected text"),
+        ({"study_date": 20240724}, "Study date", "Enter a valid date."),
+        ({"patient_id": ["A", "B"]}, "Patient ID", "Expected one value"),
+        ({"source": {"pk": 1}}, "Source", "Expected text"),
+        ({"pseudonym": "SUBJ*"}, "Pseudonym", "wildcards"),
+        ({"pseudonym": "SUBJ\n"}, "Pseudonym", "control characters"),
+        ({"pseudonym": "\ud800"}, "Pseudonym", "Expected text"),
+        ({"selected_studies": 12345}, "Selected studies", "does not name a patient ID"),
+        ({"selected_studies": [["P1", "1.2.3"]]}, "Selected studies", "Expected text"),
+        ({"selected_studies": {"P1": "1.2.3"}}, "Selected studies", "Expected text"),
+        ({"selected_studies": ["P1\\" + "1" * 100]}, "Selected studies", "not a valid DICOM UID"),
+        ({"selected_studies": ["P" * 100 + "\\1.2.3"]}, "Selected studies", "longer than 64"),
+        ({"selected_studies": ["P1\\1.2.3'+alert(1)+'"]}, "Selected studies", "not a valid"),
+        ({"selected_studies": ["P1\\1.2.3\n"]}, "Selected studies", "not a valid DICOM UID"),
+        ({"selected_studies": ["P\x001\\1.2.3"]}, "Selected studies", "control characters"),
+        ({"selected_studies": ["1.2.3"]}, "Selected studies", "does not name a patient ID"),
+        (
+            {"selected_studies": [f"P1\\1.2.{number}" for number in range(101)]},
+            "Selected studies",
+            "At most 100 studies can be selected at once",
+        ),
+    ],
+)
+def test_malformed_fields_are_form_errors_naming_the_field_and_create_nothing(
+    page, source_server, destination_server, fields, field_label, error
+):
+    page.send("transfer", **_transfer_fields(source_server, destination_server, **fields))
+    html = unescape(page.receive())
+    assert "form-errors" in html
+    assert f"{field_label}:</strong> " in html
+    assert error in html
+    assert not SelectiveTransferJob.objects.exists()
+    page.send("reset")  # the socket is still open and answers
+    assert "Choose a DICOM source" in page.receive()
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["[1, 2]", '"search"', "null", "12", '{"action": ["search"]}', '{"action": {"a": 1}}'],
+)
+def test_messages_of_another_shape_are_answered(page, message):
+    page.send_raw(message)
+    html = unescape(page.receive())
+    assert "unreadable" in html or "Invalid action to process" in html
+    assert "[" not in html.split("Invalid action to process:")[-1]
+
+
+def test_a_socket_opened_before_logout_does_nothing_after_it(
+    researcher, source_server, destination_server
+):
+    page = Page(researcher)
+    page.connect()
+    page.browser.logout()
+    page.send("transfer", **_transfer_fields(source_server, destination_server))
+    assert "Your session has ended" in page.receive()
+    assert page.receive_close() == 4401
+    assert not SelectiveTransferJob.objects.exists()
+    page.close()
+
+
+def test_a_deactivated_user_is_closed_out(researcher, source_server):
+    page = Page(researcher)
+    page.connect()
+    researcher.is_active = False
+    researcher.save()
+    page.send("search", source=source_server.pk, patient_id="X")
+    assert "Your session has ended" in page.receive()
+    assert page.receive_close() == 4401
+    page.close()
+
+
+def test_a_session_of_another_user_is_closed_out(researcher, staff_user, source_server):
+    other = Client()
+    other.force_login(staff_user)
+    page = Page(researcher, session_key=other.session.session_key)
+    page.connect()
+    page.send("search", source=source_server.pk, patient_id="X")
+    assert "Your session has ended" in page.receive()
+    assert page.receive_close() == 4401
+    page.close()
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
+def test_rows_with_ids_that_cannot_name_the_study_are_shown_but_not_selectable():
+    dataset = Dataset()
+    dataset.PatientID = "P1"
+    dataset.PatientName = "Doe^Jane"
+    dataset.StudyInstanceUID = "1.2.3'+alert(document.domain)+'"
+    dataset.StudyDate = "20240724"
+    row = study_row(dataset, server_id=1)
+    html = results_html([row], "", "", may_download=True)
+    # Shown once, as text in the row's explanation, and in no attribute.
+    assert html.count("alert(document.domain)") == 1
+    assert "the Study Instance UID “1.2.3&#x27;+alert(document.domain)+&#x27;” is not" in html
+    assert 'name="selected_studies"' not in html
+    assert 'data-testid="download-button"' not in html
+    assert "Cannot be transferred or downloaded: the Study Instance UID" in html
+    assert "Doe, Jane" in html
+
+
+def test_a_multi_valued_patient_id_is_shown_as_dicom_writes_it(page):
+    dataset = Dataset()
+    dataset.PatientID = ["P1", "P2"]
+    dataset.StudyInstanceUID = "1.2.3"
+    row = study_row(dataset, server_id=1)
+    assert row["patient_id"] == "P1\\P2"
+    assert "backslash" in row["unusable"]
+    assert not row["reference"] and not row["download"]
+
+
+def test_a_study_ticked_twice_is_transferred_once(
+    page, researcher, source_server, destination_server
+):
+    page.send(
+        "transfer",
+        **_transfer_fields(
+            source_server, destination_server, selected_studies=["P1\\1.2.3", "P1\\1.2.3"]
+        ),
+    )
+    assert "Successfully submitted" in page.receive()
+    assert SelectiveTransferJob.objects.get(owner=researcher).tasks.count() == 1

@@ -4,13 +4,14 @@ and how failures before and after the first byte end."""
 from __future__ import annotations
 
 import io
+import json
+import logging
 import zipfile
-from urllib.parse import urlencode
 
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import Permission
-from django.urls import reverse
+from django.urls import reverse_lazy
 from pydicom import dcmread
 
 from adit.core.dicom.instance_stream import InstanceStream
@@ -24,6 +25,7 @@ from adit.selective_transfer.download import DownloadForm
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
 PSEUDONYM = "SUBJ-007"
+URL = reverse_lazy("selective_transfer:download_study")
 
 
 def _server(orthanc) -> DicomServer:
@@ -68,19 +70,16 @@ def downloader(client, member):
     return client
 
 
-def _url(server: DicomServer, study: StudySummary, study_uid: str = "", **params) -> str:
-    query = {
+def _post(
+    client, server: DicomServer, study: StudySummary, study_uid: str = "", pseudonym: str = ""
+):
+    """What the download button of the study's results row sends."""
+    row = {
+        "source": server.pk,
         "patient_id": study.patient_id,
-        "study_date": study.study_date,
-        "study_time": study.study_time,
-        "modalities": ", ".join(study.modalities),
-        "pseudonym": "",
-        **params,
+        "study_uid": study_uid or study.study_instance_uid,
     }
-    path = reverse(
-        "selective_transfer:download_study", args=[server.pk, study_uid or study.study_instance_uid]
-    )
-    return f"{path}?{urlencode(query)}"
+    return client.post(URL, {"study": json.dumps(row), "pseudonym": pseudonym})
 
 
 def _archive(response) -> zipfile.ZipFile:
@@ -102,7 +101,7 @@ def _expected_names(study: StudySummary, patient: str, modalities: str, excluded
 def test_unpseudonymized_download_holds_the_study_at_the_documented_paths(
     downloader, source, study
 ):
-    response = downloader.get(_url(source, study))
+    response = _post(downloader, source, study)
 
     assert response.status_code == 200
     assert response.streaming
@@ -128,7 +127,7 @@ def test_pseudonymized_download_leaves_out_excluded_modalities(
     _allow(member, "can_download_study")  # a pseudonym needs no further permission
     client.force_login(member)
 
-    response = client.get(_url(source, study, pseudonym=PSEUDONYM))
+    response = _post(client, source, study, pseudonym=PSEUDONYM)
 
     assert response.status_code == 200
     assert response["Content-Disposition"] == (
@@ -158,7 +157,7 @@ def test_download_needs_the_download_permission(client, member, source, study):
     _allow(member, "can_transfer_unpseudonymized")
     client.force_login(member)
 
-    response = client.get(_url(source, study, pseudonym=PSEUDONYM))
+    response = _post(client, source, study, pseudonym=PSEUDONYM)
 
     assert response.status_code == 403
 
@@ -169,7 +168,7 @@ def test_download_without_pseudonym_needs_the_unpseudonymized_permission(
     _allow(member, "can_download_study")
     client.force_login(member)
 
-    response = client.get(_url(source, study))
+    response = _post(client, source, study)
 
     assert response.status_code == 403
     assert "pseudonym is required" in response.content.decode()
@@ -178,32 +177,32 @@ def test_download_without_pseudonym_needs_the_unpseudonymized_permission(
 def test_download_from_a_server_without_source_access_is_not_found(downloader, orthanc1, study):
     server = _server(orthanc1)  # no access granted to the member's group
 
-    response = downloader.get(_url(server, study))
+    response = _post(downloader, server, study)
 
     assert response.status_code == 404
 
 
 def test_malformed_study_uid_is_rejected(downloader, source, study):
-    response = downloader.get(_url(source, study, study_uid="1.2.abc"))
+    response = _post(downloader, source, study, study_uid="1.2.abc")
 
     assert response.status_code == 400
     assert "digits and dots" in response.content.decode()
 
 
-@pytest.mark.parametrize("pseudonym", ["", PSEUDONYM], ids=["fetch", "series-query"])
-def test_unknown_study_is_a_bad_gateway_with_a_message(downloader, source, study, pseudonym):
-    response = downloader.get(
-        _url(source, study, study_uid="1.2.3.4.5.6.7.8.9", pseudonym=pseudonym)
-    )
+@pytest.mark.parametrize("pseudonym", ["", PSEUDONYM], ids=["unpseudonymized", "pseudonymized"])
+def test_unknown_study_is_not_found_with_a_message(downloader, source, study, pseudonym, caplog):
+    response = _post(downloader, source, study, "1.2.3.4.5.6.7.8.9", pseudonym=pseudonym)
 
-    assert response.status_code == 502
+    assert response.status_code == 404
     assert not response.streaming
     message = response.content.decode()
     assert "No study found" in message
     assert "1.2.3.4.5.6.7.8.9" in message
+    assert 'data-testid="download-refused"' in message  # an ADIT page, not bare text
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
-def test_unreachable_server_is_a_bad_gateway(downloader, member, study):
+def test_unreachable_server_is_a_bad_gateway(downloader, member, study, caplog):
     (closed_port,) = free_ports(1)
     server = DicomServer.objects.create(
         name="GONE",
@@ -215,10 +214,13 @@ def test_unreachable_server_is_a_bad_gateway(downloader, member, study):
     )
     grant(server, member.active_group, source=True)
 
-    response = downloader.get(_url(server, study))
+    response = _post(downloader, server, study)
 
     assert response.status_code == 502
     assert "GONE" in response.content.decode()
+    # The PACS failed, not ADIT: a warning, not the error Django logs for a 5xx.
+    (logged,) = [record for record in caplog.records if record.name == "django.request"]
+    assert logged.levelno == logging.WARNING
 
 
 def test_error_after_streaming_started_ends_in_error_entry(downloader, source, study, monkeypatch):
@@ -234,7 +236,7 @@ def test_error_after_streaming_started_ends_in_error_entry(downloader, source, s
 
     monkeypatch.setattr(download, "encode_instance", fail_on_third)
 
-    response = downloader.get(_url(source, study))
+    response = _post(downloader, source, study)
 
     assert response.status_code == 200
     archive = _archive(response)  # a complete archive: central directory included
@@ -252,7 +254,7 @@ def test_the_archive_is_streamed_while_the_study_is_fetched(downloader, source, 
     fetched = _count_fetched(monkeypatch)
     total = sum(series.instance_count for series in study.series)
 
-    response = downloader.get(_url(source, study))
+    response = _post(downloader, source, study)
     chunks = iter(response.streaming_content)
     first = next(chunks)
 
@@ -271,7 +273,7 @@ def test_client_going_away_stops_the_fetch(downloader, source, study, monkeypatc
     fetchers = _record_fetchers(monkeypatch)
     total = sum(series.instance_count for series in study.series)
 
-    response = downloader.get(_url(source, study))
+    response = _post(downloader, source, study)
     next(iter(response.streaming_content))
     response.close()  # what the server does when the client disconnects
 
@@ -287,7 +289,7 @@ def test_asgi_requests_get_an_asynchronous_stream(async_client, member, source, 
     fetchers = _record_fetchers(monkeypatch)
 
     async def get():
-        response = await async_client.get(_url(source, study))
+        response = await _post(async_client, source, study)
         chunks = [chunk async for chunk in response.streaming_content]
         return response, chunks
 
@@ -303,25 +305,61 @@ def test_asgi_requests_get_an_asynchronous_stream(async_client, member, source, 
     assert fetchers[0].stopped  # ending the stream let go of the fetch
 
 
-def test_form_accepts_modalities_as_pacs_join_them():
-    form = DownloadForm(
-        {"study_uid": "1.2.3", "modalities": "CT\\SR, PR", "study_date": "20240101"}
-    )
-
-    assert form.is_valid(), form.errors
-    assert form.cleaned_data["modalities"] == ["CT", "SR", "PR"]
-
-
 @pytest.mark.parametrize(
     "field, value",
-    [("study_date", "2024-01-01"), ("study_time", "12:00"), ("modalities", "CT;rm"),
-     ("patient_id", "x" * 65), ("pseudonym", "a\\b")],
+    [("study_uid", "1.2.3\n"), ("study_uid", "1.2.3 "), ("study_uid", "1" * 65),
+     ("patient_id", "x" * 65), ("patient_id", "P\x85Q"), ("source", "one"), ("source", "0"),
+     ("pseudonym", "a\\b"), ("pseudonym", "SUBJ*"), ("pseudonym", "SUBJ?"),
+     ("pseudonym", "SUBJ\n"), ("pseudonym", " SUBJ")],
 )  # fmt: skip
-def test_form_rejects_malformed_parameters(field, value):
-    form = DownloadForm({"study_uid": "1.2.3", field: value})
+def test_form_rejects_malformed_fields(field, value):
+    form = DownloadForm({"source": "1", "study_uid": "1.2.3", field: value})
 
     assert not form.is_valid()
     assert field in form.errors
+
+
+@pytest.mark.parametrize(
+    "study",
+    ["", "not json", "[1, 2]", '"1.2.3"', "null", '{"source": true, "study_uid": false}',
+     '{"source": [1], "study_uid": {"uid": "1.2.3"}}'],
+)  # fmt: skip
+def test_a_study_field_that_is_no_row_names_what_is_missing(downloader, study):
+    response = downloader.post(URL, {"study": study, "pseudonym": ""})
+
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "The download cannot start" in page
+    assert "DICOM server:</strong> This field is required." in page
+    assert "Study Instance UID:</strong>" in page
+
+
+def test_a_get_is_not_allowed_and_says_where_downloads_start(downloader, source, study):
+    response = downloader.get(URL, {"study": "{}"})
+
+    assert response.status_code == 405
+    assert response["Allow"] == "POST"
+    assert "download button of a study in the search results" in response.content.decode()
+
+
+def test_the_refusal_is_an_adit_page_saying_what_is_missing(client, member, source, study):
+    _allow(member, "can_download_study")
+    client.force_login(member)
+
+    response = _post(client, source, study)
+
+    page = response.content.decode()
+    assert response["Content-Type"].startswith("text/html")
+    assert 'data-testid="user-menu"' in page  # the app around it, not a bare text
+    assert "Type a pseudonym in the Transfer part of the page" in page
+
+
+def test_neither_patient_id_nor_pseudonym_is_in_the_url(downloader, source, study):
+    response = _post(downloader, source, study, pseudonym=PSEUDONYM)
+
+    assert response.status_code == 200
+    assert response.request["PATH_INFO"] == str(URL)
+    assert not response.request.get("QUERY_STRING")
 
 
 def test_attachment_names_outside_ascii_are_encoded():

@@ -137,6 +137,7 @@ def test_pseudonym_is_required_and_foreign_nodes_are_not_offered(
     assert not any("Other department" in option for option in source_options)
 
     page.get_by_test_id("destination").select_option(str(destination_server.pk))
+    expect(page.get_by_label("Archive password")).to_be_hidden()  # folders only
     page.get_by_test_id("transfer-button").click()
     expect(page.get_by_test_id("form-errors")).to_contain_text("This field is required.")
 
@@ -155,6 +156,7 @@ def test_unpseudonymized_transfer_to_a_folder_with_the_permission(
     _log_in(page, app_server.url)
     page.goto(app_server.url + "/selective-transfer/")
     _search(page, source_server, destination_folder, study.patient_id)
+    expect(page.get_by_label("Archive password")).to_be_visible()
     expect(page.get_by_test_id("study-row").first).to_be_visible()
     page.locator(f'input[value$="{study.study_instance_uid}"]').check()
     page.get_by_test_id("transfer-button").click()
@@ -194,7 +196,7 @@ def test_a_study_downloads_as_zip_file_by_file(
     page.get_by_test_id("pseudonym").fill("DL-1")
     row = page.locator("tr", has=page.locator(f'input[value$="{study.study_instance_uid}"]'))
     with page.expect_download() as download_info:
-        row.get_by_test_id("download-link").click()
+        row.get_by_test_id("download-button").click()
     archive = tmp_path / "study.zip"
     download_info.value.save_as(archive)
 

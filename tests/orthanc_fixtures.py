@@ -22,9 +22,17 @@ from django.conf import settings
 
 from adit.core.dicom.orthanc import OrthancServer, free_ports, stop_servers
 from adit.core.dicom.receiver import Receiver
-from adit.core.dicom.synthetic import StudySummary, describe_studies, generate_studies
+from adit.core.dicom.synthetic import (
+    StudySummary,
+    describe_ct_series,
+    describe_studies,
+    generate_ct_series,
+    generate_studies,
+)
 
 ORTHANC1_SEED = 42
+FRAGILE_SEED = 11
+FRAGILE_INSTANCES = 300
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 
@@ -144,3 +152,34 @@ def receiving(receiver: Receiver, settings) -> Receiver:
     """The receiver, with the settings pointing workers' file channel clients at it."""
     settings.FILE_CHANNEL_HOST, settings.FILE_CHANNEL_PORT = receiver.channel_address
     return receiver
+
+
+@pytest.fixture(scope="session")
+def fragile_orthanc(tmp_path_factory, receiver_port: int) -> Iterator[OrthancServer]:
+    """An Orthanc of its own with one 300-instance CT study (``fragile_study``), for tests that
+    kill it mid-study (``kill()``) and start it again; it knows the receiver as ``ADIT``."""
+    orthanc = OrthancServer(
+        "FRAGILE",
+        storage_dir=tmp_path_factory.mktemp("fragile"),
+        modalities={"ADIT": (settings.RECEIVER_AE_TITLE, "127.0.0.1", receiver_port)},
+    )
+    with orthanc:
+        # 128 KiB each: the study does not fit into the sockets' buffers, so a kill mid-way
+        # really cuts the stream.
+        orthanc.upload(
+            generate_ct_series(FRAGILE_INSTANCES, rows=256, columns=256, seed=FRAGILE_SEED)
+        )
+        yield orthanc
+
+
+@pytest.fixture
+def fragile_pacs(fragile_orthanc: OrthancServer) -> OrthancServer:
+    """``fragile_orthanc``, running (a test before may have left it killed)."""
+    if not fragile_orthanc.is_running:
+        fragile_orthanc.start()
+    return fragile_orthanc
+
+
+@pytest.fixture(scope="session")
+def fragile_study() -> StudySummary:
+    return describe_ct_series(FRAGILE_INSTANCES, seed=FRAGILE_SEED)

@@ -479,9 +479,10 @@ class DicomOperator:
             reason = f" The PACS reported: {move_errors[0]}" if move_errors else ""
             shown = ", ".join(missing[:5])
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            arrived = len(expected) - len(missing)
             raise IncompleteFetchError(
-                f"C-MOVE from {self.server.name}: {len(missing)} of {len(expected)} "
-                f"instance(s) did not arrive: {shown}{more}.{reason}"
+                f"C-MOVE from {self.server.name}: only {arrived} of the {len(expected)} "
+                f"instance(s) it holds arrived, {len(missing)} missing: {shown}{more}.{reason}"
             )
 
     def _expected_instances(

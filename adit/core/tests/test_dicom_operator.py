@@ -398,7 +398,10 @@ def test_missing_instances_are_named_not_passed_over(orthanc1, orthanc1_studies,
     orthanc1.add_modality("ADIT", "ADIT", "127.0.0.1", free_ports(1)[0])
     try:
         study = orthanc1_studies[1]
-        with pytest.raises(RetriableDicomError, match=r"of \d+ instance\(s\) did not arrive"):
+        with pytest.raises(
+            RetriableDicomError,
+            match=r"only 0 of the \d+ instance\(s\) it holds arrived, \d+ missing",
+        ):
             DicomOperator(dimse_server(orthanc1, "move")).fetch_study(
                 study.patient_id, study.study_instance_uid, lambda dataset: None
             )

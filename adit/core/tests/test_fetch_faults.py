@@ -9,39 +9,16 @@ that Orthanc (SIGKILL) when about a third has arrived at the destination, then s
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
-from adit.core.dicom.orthanc import OrthancServer
-from adit.core.dicom.synthetic import describe_ct_series, generate_ct_series
 from adit.core.statuses import JobStatus, TaskStatus
 from adit.core.tests.app_processes import WorkerProcess, clear_task_queue
 from adit.core.tests.example_app.models import ExampleJob, ExampleTask
 from adit.core.tests.factories import server_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-INSTANCES = 300
-# Large enough (128 KiB each) that a study does not fit into the sockets' buffers: a kill
-# mid-way really cuts the stream.
-ROWS = COLUMNS = 256
-SEED = 11
-
-
-@pytest.fixture(scope="module")
-def fragile_pacs(tmp_path_factory, receiver_port) -> Iterator[OrthancServer]:
-    """An Orthanc of its own with one 300-instance CT study, which the tests kill and restart."""
-    from django.conf import settings
-
-    orthanc = OrthancServer(
-        "FRAGILE",
-        storage_dir=tmp_path_factory.mktemp("fragile"),
-        modalities={"ADIT": (settings.RECEIVER_AE_TITLE, "127.0.0.1", receiver_port)},
-    )
-    with orthanc:
-        orthanc.upload(generate_ct_series(INSTANCES, rows=ROWS, columns=COLUMNS, seed=SEED))
-        yield orthanc
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float, what: str, worker) -> None:
@@ -54,10 +31,11 @@ def _wait_for(condition: Callable[[], bool], timeout: float, what: str, worker) 
 
 @pytest.mark.parametrize("kind", ["dicomweb", "c-get", "c-move"])
 def test_a_source_killed_mid_study_is_retried_never_a_success_then_completes(
-    kind, member, fragile_pacs, empty_orthanc2, receiver
+    kind, member, fragile_pacs, fragile_study, empty_orthanc2, receiver
 ):
     clear_task_queue()
-    study = describe_ct_series(INSTANCES, seed=SEED)
+    study = fragile_study
+    instances = study.instance_count
     job = ExampleJob.objects.create(owner=member)
     task = ExampleTask.objects.create(
         job=job,
@@ -79,13 +57,13 @@ def test_a_source_killed_mid_study_is_retried_never_a_success_then_completes(
         return task
 
     with WorkerProcess("dicom", env=env) as worker:
-        _wait_for(lambda: empty_orthanc2.count_instances() >= INSTANCES // 3, 60, "a third", worker)
+        _wait_for(lambda: empty_orthanc2.count_instances() >= instances // 3, 60, "a third", worker)
         fragile_pacs.kill()
         try:
             _wait_for(lambda: reload().status != TaskStatus.IN_PROGRESS, 60, "the end", worker)
             assert task.status == TaskStatus.PENDING, (task.status, task.message, task.log)
             assert "will be retried" in task.message
-            assert empty_orthanc2.count_instances() < INSTANCES
+            assert empty_orthanc2.count_instances() < instances
         finally:
             fragile_pacs.start()
         _wait_for(lambda: reload().status == TaskStatus.SUCCESS, 120, "success", worker)
@@ -93,6 +71,6 @@ def test_a_source_killed_mid_study_is_retried_never_a_success_then_completes(
     job.refresh_from_db()
     assert (job.status, job.message) == (JobStatus.SUCCESS, "All tasks succeeded.")
     held = empty_orthanc2.study_instance_uids(study.study_instance_uid)
-    assert len(held) == INSTANCES
+    assert len(held) == instances
     assert set(held) == set(study.series[0].sop_instance_uids)
-    assert f"holds all {INSTANCES} instance(s) that FRAGILE holds" in task.log
+    assert f"holds all {instances} instance(s) that FRAGILE holds" in task.log

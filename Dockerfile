@@ -54,13 +54,12 @@ EXPOSE 8000 11112
 
 # Asks the web server's /health/ (which also checks the database). The Host header is the first
 # concrete entry of DJANGO_ALLOWED_HOSTS (localhost if there is none), so the check is not refused
-# as a disallowed host in production; X-Forwarded-Proto keeps SECURE_SSL_REDIRECT from redirecting
-# it. Services other than the web server switch this check off in the compose files.
+# as a disallowed host in production; /health/ is exempt from the redirect to HTTPS. Services
+# other than the web server switch this check off in the compose files.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD python -c "import os, urllib.request as u; \
 hosts = [h.strip().lstrip('.') for h in os.environ.get('DJANGO_ALLOWED_HOSTS', '').split(',')]; \
 host = next((h for h in hosts if h and '*' not in h), 'localhost'); \
-u.urlopen(u.Request('http://localhost:8000/health/', \
-headers={'Host': host, 'X-Forwarded-Proto': 'https'}), timeout=4)"
+u.urlopen(u.Request('http://localhost:8000/health/', headers={'Host': host}), timeout=4)"
 
 CMD ["python", "-m", "daphne", "-b", "0.0.0.0", "-p", "8000", "adit.asgi:application"]

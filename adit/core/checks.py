@@ -11,6 +11,9 @@ from django.core.exceptions import ValidationError
 
 from .validators import validate_ae_title
 
+# Anyone who sees a subscription go by can try guesses at the secret offline.
+_MIN_SECRET_LENGTH = 32
+
 
 @checks.register()
 def check_dicom_settings(app_configs, **kwargs) -> list[checks.CheckMessage]:
@@ -40,9 +43,19 @@ def check_dicom_settings(app_configs, **kwargs) -> list[checks.CheckMessage]:
             checks.Warning(
                 f"FILE_CHANNEL_HOST is {settings.FILE_CHANNEL_HOST}, an address outside this "
                 "host or private network.",
-                hint="The file channel has no authentication; keep it on loopback or a private "
-                "network that only ADIT's workers reach.",
+                hint="The file channel authenticates workers but does not encrypt the instances "
+                "it hands them; keep it on loopback or a private network that only ADIT's "
+                "hosts reach.",
                 id="adit.W001",
+            )
+        )
+    if 0 < len(settings.FILE_CHANNEL_SECRET) < _MIN_SECRET_LENGTH:
+        messages.append(
+            checks.Error(
+                f"FILE_CHANNEL_SECRET has only {len(settings.FILE_CHANNEL_SECRET)} characters.",
+                hint=f"Use at least {_MIN_SECRET_LENGTH} random characters, or leave it empty "
+                "to derive it from DJANGO_SECRET_KEY.",
+                id="adit.E003",
             )
         )
     return messages

@@ -27,6 +27,7 @@ from .dicom.errors import DicomError
 from .dicom.operator import DicomOperator
 from .dicom.query import Level, Query
 from .dicom.syntaxes import ConversionError, convert_to_explicit_little_endian
+from .encryption import DecryptionError
 from .models import DicomFolder, DicomServer
 from .nifti import convert_series_to_nifti
 
@@ -76,7 +77,7 @@ def destination_for(task: TransferTask, study: StudyToTransfer, log: TaskLog) ->
     node = task.destination.concrete()
     if isinstance(node, DicomServer):
         job: TransferJob = task.job
-        if job.archive_password or job.convert_to_nifti:
+        if job.encrypt_archive or job.convert_to_nifti:
             log.warning(
                 "Archive password and NIfTI conversion apply to folder destinations only; "
                 f"the study goes to {node.name} as DICOM."
@@ -84,11 +85,27 @@ def destination_for(task: TransferTask, study: StudyToTransfer, log: TaskLog) ->
         return ServerDestination(node, log)
     assert isinstance(node, DicomFolder)
     layout = FolderLayout(task, study, node)
-    if task.job.archive_password:
-        return ZipDestination(layout, task.job.archive_password)
+    if task.job.encrypt_archive:
+        return ZipDestination(layout, _archive_password(task.job))
     if task.job.convert_to_nifti:
         return NiftiDestination(layout, log)
     return FolderDestination(layout)
+
+
+def _archive_password(job: TransferJob) -> str:
+    """The job's ZIP password; never "" for a job that asked for encrypted ZIPs, because
+    writing them without one would put the data in the open."""
+    try:
+        password = job.archive_password
+    except DecryptionError as err:
+        message = f"The archive password of job {job.pk} cannot be decrypted. {err}"
+        raise DicomError(message) from err
+    if not password:
+        raise DicomError(
+            f"Job {job.pk} writes password-protected ZIPs, but its password was deleted when the "
+            "job ended; start a new job with a password instead of running this one again."
+        )
+    return password
 
 
 class ServerDestination(Destination):

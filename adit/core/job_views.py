@@ -16,7 +16,6 @@ nobody learns which IDs exist.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 
 from django.contrib import messages
@@ -24,13 +23,16 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import URLPattern, path, reverse
+from django.utils.decorators import method_decorator
 from django.views import View
+from django.views.decorators.cache import never_cache
 from django.views.generic import TemplateView
 
 from . import job_registry
 from .filters import PAGE_SIZES, StatusFilterForm, page_size
 from .job_registry import JobApp, task_progress
 from .models import ActionNotAllowed, DicomJob, DicomTask
+from .spreadsheets import CsvWriter
 from .statuses import JobStatus, TaskStatus
 from .tables import JobTable, TaskTable, app_url, paginate
 
@@ -317,6 +319,8 @@ class TaskActionView(_ActionView):
         return self.perform(task, success_url, detail_url)
 
 
+# The file re-identifies patients: no browser or proxy cache may keep a copy of it.
+@method_decorator(never_cache, name="dispatch")
 class PseudonymsView(_JobAppView):
     """The mapping of real patient IDs and study UIDs to the pseudonymized ones, for the
     people who must be able to re-identify the data of their project later."""
@@ -329,7 +333,7 @@ class PseudonymsView(_JobAppView):
         filename = f"{self.app.namespace}_job_{job.pk}_pseudonyms.csv"
         response = HttpResponse(content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
-        writer = csv.writer(response)
+        writer = CsvWriter(response)
         writer.writerow(self.columns)
         rows = job.tasks.exclude(pseudonym="").order_by("pk").values_list(*self.columns)
         writer.writerows(rows)

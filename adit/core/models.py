@@ -16,6 +16,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from . import validators
+from .encryption import decrypt, encrypt
 from .statuses import (
     FINAL_JOB_STATUSES,
     FINAL_TASK_STATUSES,
@@ -483,7 +484,8 @@ class DicomJob(models.Model):
             if outcome.status == JobStatus.IN_PROGRESS and job.start is None:
                 job.start = timezone.now()
             job.end = timezone.now() if outcome.finished else None
-            job.save(update_fields=["status", "message", "start", "end"])
+            forgotten = job.forget_secrets() if outcome.finished else []
+            job.save(update_fields=["status", "message", "start", "end", *forgotten])
             if outcome.finished and not was_finished and job.send_finished_mail:
                 transaction.on_commit(job.send_finished_mail_now)
         self.status, self.message, self.start, self.end = (
@@ -493,6 +495,22 @@ class DicomJob(models.Model):
             job.end,
         )
         return outcome
+
+    def forget_secrets(self) -> list[str]:
+        """Clears what the job needed only while it ran; returns the names of those fields.
+
+        Called under the row lock of ``refresh_status`` when the job reaches a final status.
+        """
+        return []
+
+    @property
+    def rerun_blocker(self) -> str:
+        """Why this job cannot be resumed, retried or restarted ("" when it can)."""
+        return ""
+
+    def _refuse_rerun(self, action: str) -> None:
+        if blocker := self.rerun_blocker:
+            raise ActionNotAllowed(f"Job {self.pk} cannot be {action}: {blocker}")
 
     def send_finished_mail_now(self) -> None:
         from .mail import send_job_finished_mail
@@ -517,15 +535,15 @@ class DicomJob(models.Model):
 
     @property
     def is_resumable(self) -> bool:
-        return self.status == JobStatus.CANCELED
+        return self.status == JobStatus.CANCELED and not self.rerun_blocker
 
     @property
     def is_retriable(self) -> bool:
-        return self.status == JobStatus.FAILURE
+        return self.status == JobStatus.FAILURE and not self.rerun_blocker
 
     @property
     def is_restartable(self) -> bool:
-        return self.status in FINAL_JOB_STATUSES
+        return self.status in FINAL_JOB_STATUSES and not self.rerun_blocker
 
     def _change_status(self, allowed: tuple[str, ...], new: str, action: str, **fields) -> None:
         changed = (
@@ -604,6 +622,7 @@ class DicomJob(models.Model):
         self.refresh_status()
 
     def resume(self) -> None:
+        self._refuse_rerun("resumed")
         with transaction.atomic():
             self._change_status((JobStatus.CANCELED,), JobStatus.PENDING, "resumed", message="")
             self.tasks.filter(status=TaskStatus.CANCELED).update(
@@ -613,6 +632,7 @@ class DicomJob(models.Model):
         self.refresh_status()
 
     def retry_failed(self) -> None:
+        self._refuse_rerun("retried")
         with transaction.atomic():
             self._change_status((JobStatus.FAILURE,), JobStatus.PENDING, "retried", message="")
             for task in self.tasks.filter(status=TaskStatus.FAILURE):
@@ -621,6 +641,7 @@ class DicomJob(models.Model):
         self.refresh_status()
 
     def restart(self) -> None:
+        self._refuse_rerun("restarted")
         with transaction.atomic():
             self._change_status(
                 tuple(FINAL_JOB_STATUSES), JobStatus.PENDING, "restarted", message="", end=None
@@ -653,7 +674,13 @@ class TransferJob(DicomJob):
         default=False,
         help_text="Shift dates by an offset fixed per project instead of keeping them.",
     )
-    archive_password = models.CharField(max_length=50, blank=True, default="")
+    encrypt_archive = models.BooleanField(
+        default=False, help_text="Each study goes into a password-protected ZIP (folders only)."
+    )
+    # The ZIP password, encrypted with a key derived from SECRET_KEY, and only while the job
+    # runs: ADIT needs it no longer, and a password kept is a password that can leak. Set it
+    # through ``archive_password``.
+    encrypted_archive_password = models.TextField(blank=True, default="", editable=False)
     convert_to_nifti = models.BooleanField(default=False)
     # Only for jobs without a project; no column, and deleted with the job.
     job_pseudonyms = GenericRelation(
@@ -681,6 +708,38 @@ class TransferJob(DicomJob):
             self.project.claim_pseudonym(patient_id, pseudonym)
         else:
             _claim_pseudonym(self.job_pseudonyms, "in this job", patient_id, pseudonym)
+
+    @property
+    def archive_password(self) -> str:
+        """The password of the job's ZIPs; "" without one, and once the job has ended.
+
+        Raises:
+            DecryptionError: The password was encrypted under another DJANGO_SECRET_KEY.
+        """
+        if not self.encrypted_archive_password:
+            return ""
+        return decrypt(self.encrypted_archive_password)
+
+    @archive_password.setter
+    def archive_password(self, password: str) -> None:
+        self.encrypt_archive = bool(password)
+        self.encrypted_archive_password = encrypt(password) if password else ""
+
+    def forget_secrets(self) -> list[str]:
+        self.encrypted_archive_password = ""
+        return [*super().forget_secrets(), "encrypted_archive_password"]
+
+    @property
+    def rerun_blocker(self) -> str:
+        # Running again without the password could only write unencrypted ZIPs or fail; asking
+        # for the password again would need a form on every action. A new job is the honest way.
+        if self.encrypt_archive and not self.encrypted_archive_password:
+            return (
+                "its studies go into password-protected ZIPs, and the password was deleted when "
+                "the job ended (ADIT keeps it no longer than needed). Start a new job with a "
+                "password instead."
+            )
+        return ""
 
 
 class DicomTask(models.Model):
@@ -763,7 +822,7 @@ class DicomTask(models.Model):
 
     @property
     def is_resettable(self) -> bool:
-        return self.status in FINAL_TASK_STATUSES
+        return self.status in FINAL_TASK_STATUSES and not self.job.rerun_blocker
 
     @property
     def is_killable(self) -> bool:
@@ -788,6 +847,8 @@ class DicomTask(models.Model):
         self.job.refresh_status()
 
     def reset(self) -> None:
+        if blocker := self.job.rerun_blocker:
+            raise ActionNotAllowed(f"Task {self.pk} cannot be reset: {blocker}")
         with transaction.atomic():
             task = type(self).objects.select_for_update().get(pk=self.pk)
             if not task.is_resettable:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 from adit import embedded_postgres
@@ -39,6 +40,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_htmx",
     "django_tables2",
+    "axes",
     "adit.core",
     "adit.accounts",
     "adit.token_authentication",
@@ -60,6 +62,8 @@ MIDDLEWARE = [
     "adit.accounts.middleware.active_group_middleware",
     "adit.core.middleware.MaintenanceMiddleware",
     "adit.core.middleware.SectionLockMiddleware",
+    # Last, as django-axes asks: it turns a refused login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 # Scripts only from ADIT's own static files: no inline scripts or event handler attributes,
@@ -117,10 +121,26 @@ DATABASES["channels_postgres"] = dict(DATABASES["default"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
-AUTHENTICATION_BACKENDS = ["adit.accounts.backends.ActiveGroupBackend"]
+# The axes backend comes first: it refuses a locked-out login before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "adit.accounts.backends.ActiveGroupBackend",
+]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+
+# Login throttling (django-axes), for the login page and the Django admin alike: after
+# LOGIN_FAILURE_LIMIT wrong passwords for one username from one address, logins with that
+# username from there are refused for LOGIN_LOCKOUT_MINUTES, counted from the last attempt (so
+# guessing on restarts the wait). Counting per username *and* address keeps an attacker from
+# locking a user out everywhere; the username counts whether or not such a user exists, so the
+# lockout tells nobody which usernames are real. A successful login clears the count.
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = datetime.timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "adit.accounts.views.locked_out"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -187,6 +207,9 @@ RECEIVER_HOST = env.str("RECEIVER_HOST", "127.0.0.1")
 RECEIVER_PORT = env.int("RECEIVER_PORT", 11112)
 FILE_CHANNEL_HOST = env.str("FILE_CHANNEL_HOST", "127.0.0.1")
 FILE_CHANNEL_PORT = env.int("FILE_CHANNEL_PORT", 14638)
+# Workers prove to the file channel that they know this secret; empty: one derived from
+# SECRET_KEY (adit.core.dicom.file_channel.configured_secret).
+FILE_CHANNEL_SECRET = env.str("FILE_CHANNEL_SECRET", "")
 # Seconds to wait for a C-MOVE's instances after the PACS reported the move as done.
 C_MOVE_QUIET_TIMEOUT = env.int("C_MOVE_QUIET_TIMEOUT", 30)
 DICOM_CONNECTION_TIMEOUT = env.int("DICOM_CONNECTION_TIMEOUT", 10)

@@ -10,10 +10,12 @@ Wire protocol, one TCP connection per subscription. Every message is a frame: a 
 big-endian length, then that many bytes. A header frame holds a UTF-8 JSON object; an instance
 travels as its JSON header frame followed by one frame with the file's bytes.
 
-    worker -> receiver  {"type": "subscribe", "protocol": 1, "source_ae": ..., "study_uid": ...,
-                         "series_uids": [...]}
+    receiver -> worker  {"type": "challenge", "protocol": 2, "nonce": <64 hex digits>}
+    worker -> receiver  {"type": "subscribe", "protocol": 2, "source_ae": ..., "study_uid": ...,
+                         "series_uids": [...], "mac": <HMAC, see below>}
     receiver -> worker  {"type": "subscribed"}
-                        or {"type": "refused", "reason": "conflict" | "invalid", "message": ...}
+                        or {"type": "refused",
+                            "reason": "unauthenticated" | "conflict" | "invalid", "message": ...}
     receiver -> worker  {"type": "instance", "sop_instance_uid": ..., "series_uid": ...,
                          "calling_ae": ...}, then a frame with the DICOM Part 10 file
     worker -> receiver  {"type": "ack", "sop_instance_uid": ...}
@@ -22,13 +24,21 @@ The receiver answers the PACS's C-STORE with success only after the worker ackno
 instance, and refuses it otherwise, so an instance is never reported as stored while nobody
 holds it. Closing the connection ends the subscription.
 
-The channel has no authentication: whoever can connect can subscribe to any study. Bind it to
-loopback or a network only ADIT's own hosts can reach.
+Every connection is authenticated by challenge and response: the worker proves it knows the
+channel's shared secret (settings.FILE_CHANNEL_SECRET, by default derived from SECRET_KEY) by
+sending the hex HMAC-SHA256, under that secret, of the receiver's fresh random nonce and its
+whole subscribe message (see `subscription_mac`). A subscription without the right MAC is
+refused before anything is registered, and a recorded one cannot be replayed because the nonce
+differs for every connection. The channel does not encrypt: instances travel in clear, so keep
+it on loopback or a private network (or a VPN) between ADIT's hosts.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import secrets
 import selectors
 import socket
 import struct
@@ -39,7 +49,8 @@ from typing import Any
 
 from .errors import DicomError, RetriableDicomError
 
-PROTOCOL_VERSION = 1
+# 2: the receiver challenges every connection and the worker answers with a MAC.
+PROTOCOL_VERSION = 2
 
 # Headers are a few hundred bytes; the cap keeps a confused peer from making us allocate
 # gigabytes for what should be JSON.
@@ -71,6 +82,51 @@ class SubscriptionConflictError(RetriableDicomError):
     source AE, study and series. Concurrent fetches of the same study from the same PACS must be
     serialized by the caller; this error clears once the other fetch has ended.
     """
+
+
+class ChannelAuthenticationError(DicomError):
+    """The receiver refused the worker because their file channel secrets differ.
+
+    Retrying will not help: the secret is configuration, the same on the receiver and on every
+    worker.
+    """
+
+
+# What a MAC of this protocol covers starts with this, so that it can mean nothing else.
+_MAC_CONTEXT = f"adit file channel {PROTOCOL_VERSION} subscribe\n".encode()
+
+
+def configured_secret() -> bytes:
+    """The shared secret of the channel from the Django settings: FILE_CHANNEL_SECRET, or, when
+    that is empty, one derived from SECRET_KEY (which every ADIT host shares anyway), so that a
+    single host needs no configuration."""
+    from django.conf import settings
+
+    if settings.FILE_CHANNEL_SECRET:
+        return settings.FILE_CHANNEL_SECRET.encode()
+    key = settings.SECRET_KEY.encode()
+    return hmac.new(key, b"adit.core.dicom.file_channel: secret", hashlib.sha256).digest()
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(32)
+
+
+def subscription_mac(secret: bytes, nonce: str, message: dict[str, Any]) -> str:
+    """The MAC a subscribe message carries: HMAC-SHA256 under `secret` of the receiver's nonce
+    and the message (without its "mac") as canonical JSON."""
+    fields = {name: value for name, value in message.items() if name != "mac"}
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    payload = _MAC_CONTEXT + nonce.encode() + b"\n" + canonical.encode()
+    return hmac.new(secret, payload, hashlib.sha256).hexdigest()
+
+
+def has_valid_mac(secret: bytes, nonce: str, message: dict[str, Any]) -> bool:
+    mac = message.get("mac")
+    if not isinstance(mac, str):
+        return False
+    # A comparison in constant time tells a guesser nothing about how much of the MAC was right.
+    return hmac.compare_digest(mac.encode(), subscription_mac(secret, nonce, message).encode())
 
 
 def send_frame(sock: socket.socket, payload: bytes) -> None:
@@ -304,13 +360,19 @@ class FileChannelClient:
     Args:
         host: Where the receiver's file channel listens (settings.FILE_CHANNEL_HOST).
         port: Its port (settings.FILE_CHANNEL_PORT).
-        connect_timeout: Seconds to wait for the connection and for the receiver's confirmation.
+        connect_timeout: Seconds to wait for the connection and for each answer of the receiver
+            while subscribing.
+        secret: The channel's shared secret; None takes it from the settings
+            (`configured_secret`).
     """
 
-    def __init__(self, host: str, port: int, connect_timeout: float = 5):
+    def __init__(
+        self, host: str, port: int, connect_timeout: float = 5, secret: bytes | None = None
+    ):
         self.host = host
         self.port = port
         self.connect_timeout = connect_timeout
+        self.secret = configured_secret() if secret is None else secret
 
     @property
     def address(self) -> str:
@@ -333,8 +395,10 @@ class FileChannelClient:
         Raises:
             ValueError: A value is empty or too long for DICOM.
             SubscriptionConflictError: Another subscription overlaps this one.
-            RetriableDicomError: The receiver cannot be reached or did not confirm in time.
-            DicomError: The receiver refused the subscription as invalid.
+            ChannelAuthenticationError: The receiver has another secret than this worker.
+            RetriableDicomError: The receiver cannot be reached or did not answer in time.
+            DicomError: The receiver refused the subscription as invalid, or speaks another
+                version of the protocol.
         """
         scope = SubscriptionScope.create(source_ae, study_uid, series_uids)
         sock = self._connect()
@@ -369,13 +433,21 @@ class FileChannelClient:
 
     def _register(self, sock: socket.socket, scope: SubscriptionScope) -> None:
         try:
-            send_message(sock, scope.to_message())
-            if not wait_readable(sock, self.connect_timeout):
-                raise RetriableDicomError(
-                    f"The DICOM receiver at {self.address} did not confirm the subscription to "
-                    f"{scope.describe()} within {self.connect_timeout} s."
+            challenge = self._answer(sock, f"its challenge for {scope.describe()}")
+            if (
+                challenge["type"] != "challenge"
+                or challenge.get("protocol") != PROTOCOL_VERSION
+                or not isinstance(challenge.get("nonce"), str)
+            ):
+                raise DicomError(
+                    f"The DICOM receiver at {self.address} speaks another version of the file "
+                    f"channel protocol (it sent {challenge!r}; this worker speaks version "
+                    f"{PROTOCOL_VERSION}). Run the same ADIT version on the receiver and workers."
                 )
-            reply = recv_message(sock)
+            request = scope.to_message()
+            request["mac"] = subscription_mac(self.secret, challenge["nonce"], request)
+            send_message(sock, request)
+            reply = self._answer(sock, f"the subscription to {scope.describe()}")
         except (OSError, ProtocolError) as err:
             raise RetriableDicomError(
                 f"The connection to the DICOM receiver at {self.address} was lost while "
@@ -386,6 +458,20 @@ class FileChannelClient:
         message = str(reply.get("message", reply))
         if reply["type"] == "refused" and reply.get("reason") == "conflict":
             raise SubscriptionConflictError(message)
+        if reply["type"] == "refused" and reply.get("reason") == "unauthenticated":
+            raise ChannelAuthenticationError(
+                f"The DICOM receiver at {self.address} refused this worker: the file channel "
+                "secrets differ. Set the same FILE_CHANNEL_SECRET (or, where it is empty, the "
+                "same DJANGO_SECRET_KEY) on the receiver's host and on every worker's host."
+            )
         raise DicomError(
             f"The DICOM receiver at {self.address} refused the subscription: {message}"
         )
+
+    def _answer(self, sock: socket.socket, awaited: str) -> dict[str, Any]:
+        if not wait_readable(sock, self.connect_timeout):
+            raise RetriableDicomError(
+                f"The DICOM receiver at {self.address} did not send {awaited} within "
+                f"{self.connect_timeout} s."
+            )
+        return recv_message(sock)

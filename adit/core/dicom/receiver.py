@@ -7,7 +7,8 @@ It is built in three thin layers:
    route an instance and answers the C-STORE with a status;
 2. `SubscriptionRegistry.deliver`, one plain function, finds the subscription the instance
    belongs to and hands it over;
-3. `FileChannelServer` accepts the workers' subscriptions and keeps the registry current.
+3. `FileChannelServer` accepts the workers' subscriptions, each authenticated with the
+   channel's shared secret, and keeps the registry current.
 
 Each instance is delivered to exactly one subscription or refused: an instance nobody asked for
 must make the PACS report a failed sub-operation, never vanish.
@@ -46,6 +47,9 @@ from .file_channel import (
     ProtocolError,
     SubscriptionConflictError,
     SubscriptionScope,
+    configured_secret,
+    has_valid_mac,
+    new_nonce,
     recv_message,
     send_frame,
     send_message,
@@ -321,14 +325,20 @@ class _ChannelRequestHandler(socketserver.BaseRequestHandler):
         # cannot hold up a C-STORE for longer than that.
         sock.settimeout(self.server.registry.delivery_timeout)
         try:
+            nonce = new_nonce()
+            send_message(sock, {"type": "challenge", "protocol": PROTOCOL_VERSION, "nonce": nonce})
             if not wait_readable(sock, _HANDSHAKE_TIMEOUT):
                 logger.warning("Closed connection from %s: it sent no subscription.", peer)
                 return
             request = recv_message(sock)
             if request["type"] != "subscribe" or request.get("protocol") != PROTOCOL_VERSION:
                 raise ProtocolError(
-                    f"Expected a subscribe message of protocol {PROTOCOL_VERSION}, got {request!r}."
+                    f"Expected a subscribe message of protocol {PROTOCOL_VERSION}, got "
+                    f"{request.get('type')!r} of protocol {request.get('protocol')!r}."
                 )
+            if not has_valid_mac(self.server.secret, nonce, request):
+                self._refuse_unauthenticated(peer, "mac" in request)
+                return
             scope = SubscriptionScope.from_message(request)
         except ProtocolError as err:
             logger.warning("Refused an invalid subscription from %s: %s", peer, err)
@@ -352,6 +362,17 @@ class _ChannelRequestHandler(socketserver.BaseRequestHandler):
             subscriber.close()
         logger.info("The worker at %s unsubscribed from %s.", peer, scope.describe())
 
+    def _refuse_unauthenticated(self, peer: str, sent_a_mac: bool) -> None:
+        logger.warning(
+            "Refused a subscription from %s: it %s. FILE_CHANNEL_SECRET (where it is empty, "
+            "DJANGO_SECRET_KEY) must be the same on the receiver and every worker.",
+            peer,
+            "answered the challenge with a wrong MAC" if sent_a_mac else "sent no MAC",
+        )
+        self._refuse(
+            "unauthenticated", "The subscription does not carry a valid MAC of the challenge."
+        )
+
     def _refuse(self, reason: str, message: str) -> None:
         try:
             send_message(self.request, {"type": "refused", "reason": reason, "message": message})
@@ -364,9 +385,11 @@ class FileChannelServer(socketserver.ThreadingTCPServer):
 
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], registry: SubscriptionRegistry):
+    def __init__(self, address: tuple[str, int], registry: SubscriptionRegistry, secret: bytes):
+        assert secret, "the file channel needs a secret to authenticate workers"
         super().__init__(address, _ChannelRequestHandler)
         self.registry = registry
+        self.secret = secret
         self._connections_lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._closing = False
@@ -406,6 +429,8 @@ class Receiver:
         channel_host: The address the file channel binds to (settings.FILE_CHANNEL_HOST).
         delivery_timeout: Seconds a C-STORE waits for the subscribed worker to take the
             instance, sending included.
+        channel_secret: The secret a worker must prove to know; None takes it from the settings
+            (`file_channel.configured_secret`).
     """
 
     def __init__(
@@ -417,8 +442,10 @@ class Receiver:
         store_host: str = "127.0.0.1",
         channel_host: str = "127.0.0.1",
         delivery_timeout: float = DEFAULT_DELIVERY_TIMEOUT,
+        channel_secret: bytes | None = None,
     ):
         self.ae_title = ae_title
+        self.channel_secret = configured_secret() if channel_secret is None else channel_secret
         self.store_port = store_port
         self.channel_port = channel_port
         self.store_host = store_host
@@ -451,7 +478,7 @@ class Receiver:
         # The file channel comes first, so that no instance can arrive before the workers can
         # subscribe.
         self._channel_server = FileChannelServer(
-            (self.channel_host, self.channel_port), self.registry
+            (self.channel_host, self.channel_port), self.registry, self.channel_secret
         )
         self._channel_thread = threading.Thread(
             target=self._channel_server.serve_forever,

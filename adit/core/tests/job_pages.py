@@ -3,6 +3,7 @@
 import re
 
 from django.contrib.messages import get_messages
+from django.db import connection
 from django.urls import reverse
 
 from adit.core.statuses import JobStatus
@@ -18,6 +19,13 @@ def make_job(owner, status=JobStatus.PENDING, tasks=(), **fields):
             job=job, source=source, destination=source, study_uid="1.2.3", status=task_status
         )
     return job
+
+
+def stored_row(job: ExampleJob) -> str:
+    """The job's row as the database holds it, every column as text."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT * FROM {ExampleJob._meta.db_table} WHERE id = %s", [job.pk])
+        return repr(cursor.fetchone())
 
 
 def url(name, obj=None, query=""):

@@ -23,3 +23,9 @@ def test_public_file_channel_address_is_warned_about(settings, capsys):
     settings.FILE_CHANNEL_HOST = "8.8.8.8"
     call_command("check")
     assert "adit.W001" in capsys.readouterr().err
+
+
+def test_short_file_channel_secret_fails_at_start_up(settings):
+    settings.FILE_CHANNEL_SECRET = "hospital"
+    with pytest.raises(SystemCheckError, match="FILE_CHANNEL_SECRET has only 8 characters"):
+        call_command("check")

@@ -17,6 +17,7 @@ from django.core.exceptions import ValidationError
 from pydicom import Dataset
 
 from adit.core.dicom.errors import DicomError, RetriableDicomError
+from adit.core.dicom.file_channel import ChannelAuthenticationError
 from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.orthanc import OrthancServer, free_ports
 from adit.core.dicom.synthetic import StudySummary, generate_studies
@@ -416,6 +417,19 @@ def test_receiver_not_running_is_reported(orthanc1, orthanc1_studies, settings):
         DicomOperator(dimse_server(orthanc1, "move")).fetch_study(
             study.patient_id, study.study_instance_uid, lambda dataset: None
         )
+
+
+def test_worker_with_another_file_channel_secret_is_refused(
+    orthanc1, orthanc1_studies, receiving, settings
+):
+    settings.FILE_CHANNEL_SECRET = "not-the-secret-the-receiver-was-started-with"
+    study = orthanc1_studies[0]
+    received: list = []
+    with pytest.raises(ChannelAuthenticationError, match="Set the same FILE_CHANNEL_SECRET"):
+        DicomOperator(dimse_server(orthanc1, "move")).fetch_study(
+            study.patient_id, study.study_instance_uid, received.append
+        )
+    assert received == []
 
 
 def test_patient_root_only_server_fetches_with_the_patient_id(orthanc1, orthanc1_studies):

@@ -396,6 +396,7 @@ def test_pseudonym_mapping_csv(client, member, other, staff_user):
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/csv")
     assert response["Content-Disposition"].startswith("attachment;")
+    assert "no-store" in response["Cache-Control"].split(", ")
     rows = list(csv.reader(io.StringIO(response.content.decode())))
     assert rows == [
         ["patient_id", "pseudonym", "study_uid", "pseudonymized_study_uid"],
@@ -407,6 +408,19 @@ def test_pseudonym_mapping_csv(client, member, other, staff_user):
     assert client.get(url("job_pseudonyms", job)).status_code == 200
     client.force_login(other)
     assert client.get(url("job_pseudonyms", job)).status_code == 404
+
+
+def test_pseudonym_mapping_csv_evaluates_no_formula(client, member):
+    hostile = ["=1+1", "+1", "-1", "@SUM(1)", "\t=1+1", "\r=1+1"]
+    job = make_job(member, JobStatus.SUCCESS, [TaskStatus.SUCCESS] * len(hostile))
+    for task, value in zip(job.tasks.order_by("pk"), hostile, strict=True):
+        ExampleTask.objects.filter(pk=task.pk).update(patient_id=value, pseudonym=f"={value}")
+    client.force_login(member)
+
+    response = client.get(url("job_pseudonyms", job))
+
+    rows = list(csv.reader(io.StringIO(response.content.decode(), newline="")))
+    assert [row[:2] for row in rows[1:]] == [[f"'{value}", f"'={value}"] for value in hostile]
 
 
 def test_no_pseudonym_link_without_pseudonymized_tasks(client, member):

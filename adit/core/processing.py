@@ -19,13 +19,14 @@ from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import close_old_connections
+from django.db.models import F
 from django.utils import timezone
 from procrastinate import JobContext
 from procrastinate.contrib.django import app
 from procrastinate.contrib.django.models import ProcrastinateJob
 from procrastinate.job_context import AbortReason
 
-from .dicom.errors import RetriableDicomError
+from .dicom.errors import RetriableDicomError, ServiceStoppingError
 from .statuses import JobStatus, TaskStatus
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _PROCESSORS: dict[str, type[TaskProcessor]] = {}
+# Seconds before a task interrupted by a stopping service of ADIT's (the receiver) runs again.
+SERVICE_RESTART_WAIT = 10
 
 
 class TaskCanceled(Exception):
@@ -207,6 +210,16 @@ def run_task(context: JobContext | None, task_label: str, task_id: int) -> str:
             TaskStatus.PENDING, "The worker stopped; the task resumes when a worker runs."
         )
         requeue_in = 0
+    except ServiceStoppingError as err:
+        # Like a stopping worker: not the task's fault, so no attempt is used up; a short wait
+        # gives the supervisor time to start the service again.
+        processor.log.info(f"Interrupted: {err}")
+        outcome = TaskOutcome(
+            TaskStatus.PENDING,
+            f"{err} The task resumes in {SERVICE_RESTART_WAIT} s, once it runs again.",
+        )
+        requeue_in = SERVICE_RESTART_WAIT
+        task_model.objects.filter(pk=task.pk).update(attempts=F("attempts") - 1)
     except TaskTimedOut:
         minutes = settings.DICOM_TASK_TIMEOUT / 60
         outcome = TaskOutcome(

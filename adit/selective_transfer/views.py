@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import render
@@ -37,6 +38,7 @@ def job_create(request: HttpRequest) -> HttpResponse:
         "websocket_path": "/ws/selective-transfer",
         "max_studies": MAX_STUDIES_FOR_NON_STAFF,
         "max_results": MAX_SEARCH_RESULTS,
+        "excluded_modalities": ", ".join(settings.EXCLUDE_MODALITIES),
     }
     return render(request, "selective_transfer/job_form.html", context)
 

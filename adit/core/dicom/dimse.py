@@ -254,8 +254,8 @@ class DimseConnector:
             message = (
                 f"{where} rejected the association: {rejection.get('reason', 'no reason given')} "
                 f"({rejection.get('result', 'rejected')} by {rejection.get('source', 'the peer')})."
-                f" Check that the PACS knows ADIT's AE title {self.calling_ae!r} and that "
-                f"{self.peer.ae_title!r} is the PACS's own AE title."
+                f" Check that the PACS knows ADIT's AE title {self.calling_ae} and that "
+                f"{self.peer.ae_title} is the PACS's own AE title."
             )
             if rejection.get("transient") == "True":
                 return RetriableDicomError(message)

@@ -21,3 +21,9 @@ class RetriableDicomError(DicomError):
 class IncompleteFetchError(RetriableDicomError):
     """A fetch delivered fewer instances than the server holds; the message says how many are
     missing. Retriable: the usual cause is a connection or a PACS that went away mid-study."""
+
+
+class ServiceStoppingError(RetriableDicomError):
+    """A service of ADIT's own that an operation relies on (the receiver) stopped in the
+    middle of it. Neither the PACS's fault nor a failed attempt: the work resumes once the
+    service runs again, as after a worker that stopped."""

@@ -19,6 +19,9 @@ travels as its JSON header frame followed by one frame with the file's bytes.
     receiver -> worker  {"type": "instance", "sop_instance_uid": ..., "series_uid": ...,
                          "calling_ae": ...}, then a frame with the DICOM Part 10 file
     worker -> receiver  {"type": "ack", "sop_instance_uid": ...}
+    receiver -> worker  {"type": "refused_caller", "calling_ae": ..., "sop_instance_uid": ...}
+                        (an instance of the subscribed study came from another AE title and
+                        was refused; no ack), or {"type": "stopping"} before the receiver ends
 
 The receiver answers the PACS's C-STORE with success only after the worker acknowledged the
 instance, and refuses it otherwise, so an instance is never reported as stored while nobody
@@ -47,7 +50,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import DicomError, RetriableDicomError
+from .errors import DicomError, RetriableDicomError, ServiceStoppingError
 
 # 2: the receiver challenges every connection and the worker answers with a MAC.
 PROTOCOL_VERSION = 2
@@ -73,6 +76,10 @@ class ChannelClosedError(ConnectionError):
 
 class ProtocolError(Exception):
     """The peer sent something that is not a valid message of this protocol."""
+
+
+class ReceiverStoppingError(ServiceStoppingError):
+    """The receiver shut down (SIGTERM, a restart) in the middle of a subscription."""
 
 
 class SubscriptionConflictError(RetriableDicomError):
@@ -312,6 +319,9 @@ class Subscription:
         self._sock = sock
         self.scope = scope
         self._receiver_address = receiver_address
+        # Calling AE title -> instances of the study the receiver refused from it: the PACS
+        # calls with another AE title than ADIT knows it by.
+        self.refused_callers: dict[str, int] = {}
 
     def receive(self, timeout: float) -> ReceivedInstance | None:
         """Takes the next instance, waiting at most `timeout` seconds for it.
@@ -332,6 +342,15 @@ class Subscription:
             return None
         try:
             header = recv_message(self._sock)
+            if header["type"] == "refused_caller":
+                caller = str(header["calling_ae"])
+                self.refused_callers[caller] = self.refused_callers.get(caller, 0) + 1
+                return None
+            if header["type"] == "stopping":
+                raise ReceiverStoppingError(
+                    f"The DICOM receiver at {self._receiver_address} stopped while receiving "
+                    f"{self.scope.describe()}."
+                )
             if header["type"] != "instance":
                 raise ProtocolError(f"Expected an instance, got a '{header['type']}' message.")
             instance = ReceivedInstance(

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.message import Message
 
+from adit.core.validators import shown
+
 # Part headers are a few lines; anything longer is not a multipart body we understand.
 MAX_HEADER_BYTES = 16 * 1024
 _CRLF = b"\r\n"
@@ -40,10 +42,13 @@ def boundary_of(content_type: str) -> str:
     message = Message()
     message["content-type"] = content_type
     if message.get_content_maintype() != "multipart":
-        raise MultipartError(f"Expected a multipart response, got {content_type or 'nothing'!r}.")
+        got = shown(content_type) if content_type else "nothing"
+        raise MultipartError(f"Expected a multipart response, got {got}.")
     boundary = message.get_param("boundary")
     if not isinstance(boundary, str) or not 0 < len(boundary) <= 70:
-        raise MultipartError(f"The multipart response names no usable boundary: {content_type!r}")
+        raise MultipartError(
+            f"The multipart response names no usable boundary: {shown(content_type)}"
+        )
     return boundary
 
 
@@ -84,7 +89,7 @@ def _content_length(headers: dict[str, str], index: int) -> int | None:
     if text is None:
         return None
     if not text.strip().isdigit():
-        raise MultipartError(f"Part {index + 1} has an invalid Content-Length: {text!r}.")
+        raise MultipartError(f"Part {index + 1} has an invalid Content-Length: {shown(text)}.")
     return int(text)
 
 
@@ -155,7 +160,9 @@ class _Reader:
         for line in block.split("\r\n"):
             name, colon, value = line.partition(":")
             if not colon or not name.strip():
-                raise MultipartError(f"Part {index + 1} has a malformed header line: {line!r}.")
+                raise MultipartError(
+                    f"Part {index + 1} has a malformed header line: {shown(line)}."
+                )
             headers[name.strip().lower()] = value.strip()
         return headers
 

@@ -22,7 +22,12 @@ from pydicom import Dataset, dcmread
 
 from .dicomweb import DicomWebConnector, DicomWebPeer
 from .dimse import DimseConnector, DimsePeer, DimseTimeouts, RetrieveResult, StoreResult
-from .errors import DicomError, IncompleteFetchError, RetriableDicomError
+from .errors import (
+    DicomError,
+    IncompleteFetchError,
+    RetriableDicomError,
+    ServiceStoppingError,
+)
 from .query import RETURN_KEYS, Level, Query, as_list
 
 if TYPE_CHECKING:
@@ -82,6 +87,8 @@ class DicomOperator:
         def is_transient(error: Exception) -> bool:
             if not isinstance(error, RetriableDicomError):
                 return False
+            if isinstance(error, ServiceStoppingError):
+                return False  # ADIT's own service stopped: the task resumes when it runs
             if retry_on is not None and not retry_on(error):
                 return False
             logger.warning("Trying again after a transient failure: %s", error)
@@ -474,7 +481,20 @@ class DicomOperator:
                     if time.monotonic() > quiet_deadline:
                         break
             mover.join(timeout=settings.DICOM_DIMSE_TIMEOUT)
+            refused_callers = dict(subscription.refused_callers)
         missing = sorted(set(expected) - arrivals.uids)
+        if missing and refused_callers:
+            callers = ", ".join(
+                f"{count} from {caller!s}" for caller, count in sorted(refused_callers.items())
+            )
+            # A configuration error: trying again would only fail the same way.
+            raise DicomError(
+                f"C-MOVE from {self.server.name}: {len(missing)} of {len(expected)} instance(s) "
+                f"did not arrive because ADIT's receiver refused them ({callers}): the PACS "
+                f"sends with another AE title than the {self.server.ae_title} under which "
+                f"{self.server.name} is registered in ADIT. Register the server with the AE "
+                "title its PACS calls with, or set the PACS to call with the registered one."
+            )
         if missing:
             reason = f" The PACS reported: {move_errors[0]}" if move_errors else ""
             shown = ", ".join(missing[:5])

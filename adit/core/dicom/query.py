@@ -80,7 +80,9 @@ def _parse_date(text: str, key: str) -> None:
     try:
         datetime.datetime.strptime(text, "%Y%m%d")
     except ValueError:
-        raise ValidationError(f"{key}: {text!r} is not a date of the form YYYYMMDD.") from None
+        raise ValidationError(
+            f"{key}: {validators.shown(text)} is not a date of the form YYYYMMDD."
+        ) from None
 
 
 def encode_date(key: str, value: DateValue) -> str:
@@ -96,7 +98,7 @@ def encode_date(key: str, value: DateValue) -> str:
         if part:
             _parse_date(part, key)
     if value.count("-") > 1:
-        raise ValidationError(f"{key}: {value!r} is not a date or a date range.")
+        raise ValidationError(f"{key}: {validators.shown(value)} is not a date or a date range.")
     return value
 
 
@@ -137,7 +139,7 @@ class Query:
             if key in _UID_KEYS:
                 validators.validate_uid(text)
             elif ("*" in text or "?" in text) and key not in _WILDCARD_KEYS:
-                raise ValidationError(f"{key} does not allow wildcards: {text!r}.")
+                raise ValidationError(f"{key} does not allow wildcards: {validators.shown(text)}.")
             filters[key] = text
         return cls(level=level, filters=filters, modalities=modalities)
 

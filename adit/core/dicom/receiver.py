@@ -163,6 +163,18 @@ class _Subscriber:
             self.close()
             return False
 
+    def tell(self, message: dict) -> None:
+        """Sends a notice the worker does not acknowledge; skipped if an instance is on its way
+        for longer than a second (the notice is a courtesy, never worth a stalled C-STORE)."""
+        if not self._send_lock.acquire(timeout=1):
+            return
+        try:
+            send_message(self._sock, message)
+        except OSError:
+            pass  # the worker is gone; its connection's thread removes the subscription
+        finally:
+            self._send_lock.release()
+
     def serve_acks(self) -> None:
         """Reads the worker's acks until its connection ends. Runs in the connection's thread."""
         while True:
@@ -247,6 +259,7 @@ class SubscriptionRegistry:
                 series_uid,
                 calling_ae,
             )
+            self._tell_who_waits_for_it(calling_ae, study_uid, series_uid, sop_uid)
             return False
         (subscriber,) = matches
         if subscriber.send(calling_ae, series_uid, sop_uid, data, self.delivery_timeout):
@@ -260,6 +273,32 @@ class SubscriptionRegistry:
             subscriber.peer,
         )
         return False
+
+    def _tell_who_waits_for_it(
+        self, calling_ae: str, study_uid: str, series_uid: str, sop_uid: str
+    ) -> None:
+        """Tells the workers that wait for the instance from another AE title that it was
+        refused: the PACS calls with an AE title other than the one ADIT knows it by, and only
+        the worker can say so where the user reads it."""
+        with self._lock:
+            waiting = [
+                s
+                for s in self._subscribers
+                if s.scope.covers(s.scope.source_ae, study_uid, series_uid)
+                and s.scope.source_ae != calling_ae
+            ]
+        for subscriber in waiting:
+            subscriber.tell(
+                {"type": "refused_caller", "calling_ae": calling_ae, "sop_instance_uid": sop_uid}
+            )
+
+    def tell_all_stopping(self) -> None:
+        """Tells every subscribed worker that the receiver stops, so that its fetch resumes later
+        instead of counting as a failed attempt."""
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for subscriber in subscribers:
+            subscriber.tell({"type": "stopping"})
 
 
 def _read_routing_uids(data: bytes) -> tuple[str, str]:
@@ -508,8 +547,9 @@ class Receiver:
         )
 
     def stop(self) -> None:
-        """Stops both servers. Workers still subscribed see their connection lost."""
+        """Stops both servers. Workers still subscribed are told so, then disconnected."""
         if self._channel_server is not None:
+            self._channel_server.registry.tell_all_stopping()
             # Disconnecting the workers first makes pending deliveries fail at once, so the
             # associations waiting on them can be aborted without delay.
             self._channel_server.close_connections()

@@ -96,6 +96,18 @@ class WorkerProcess(AppProcess):
         self.stop()
 
 
+class ReceiverProcess(AppProcess):
+    """``manage.py receiver``, started and listening when the constructor returns."""
+
+    def __init__(self, env: dict[str, str], timeout: float = 30):
+        super().__init__([sys.executable, "manage.py", "receiver"], "receiver", env)
+        deadline = time.monotonic() + timeout
+        while "listening for C-STORE" not in self.log():
+            assert self.process.poll() is None, f"the receiver exited:\n{self.log()}"
+            assert time.monotonic() < deadline, f"the receiver did not start:\n{self.log()}"
+            time.sleep(0.1)
+
+
 def clear_task_queue() -> None:
     """Empties the queue tables, which (unmanaged by Django) outlive each test's flush: jobs and
     dead workers left by an earlier test would otherwise be retried or counted here."""

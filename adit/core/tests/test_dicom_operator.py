@@ -7,6 +7,7 @@ use comes from their flags, exactly as in production.
 from __future__ import annotations
 
 import datetime
+import re
 import subprocess
 import threading
 import time
@@ -392,6 +393,24 @@ def test_two_concurrent_c_moves_receive_only_their_own_instances(
     for study in (first, second):
         expected = sorted(uid for series in study.series for uid in series.sop_instance_uids)
         assert sorted(results[study.study_instance_uid]) == expected
+
+
+def test_a_pacs_calling_with_another_ae_title_is_named_as_the_cause(
+    orthanc1, orthanc1_studies, receiving
+):
+    """ADIT knows ORTHANC1 as OLDNAME; ORTHANC1 stores what it moves as ORTHANC1, so the
+    receiver refuses it. The user must learn that, not just that instances went missing."""
+    server = dimse_server(orthanc1, "move", ae_title="OLDNAME")
+    study = orthanc1_studies[1]
+    with pytest.raises(DicomError) as raised:
+        DicomOperator(server).fetch_study(
+            study.patient_id, study.study_instance_uid, lambda dataset: None
+        )
+    assert not isinstance(raised.value, RetriableDicomError)  # retrying cannot help
+    message = str(raised.value)
+    assert "ADIT's receiver refused them" in message
+    assert re.search(r"\(\d+ from ORTHANC1\)", message)
+    assert "another AE title than the OLDNAME under which ORTHANC1 is registered" in message
 
 
 def test_missing_instances_are_named_not_passed_over(orthanc1, orthanc1_studies, receiving):

@@ -31,6 +31,7 @@ from adit.core.dicom.file_channel import (
     ChannelAuthenticationError,
     FileChannelClient,
     ReceivedInstance,
+    ReceiverStoppingError,
     Subscription,
     SubscriptionConflictError,
     SubscriptionScope,
@@ -178,6 +179,25 @@ def test_instance_of_unsubscribed_study_is_refused(receiver, client):
             REFUSED_NOT_AUTHORIZED
         ]
         assert subscription.receive(timeout=0.2) is None
+        # The worker of the study learns that its PACS calls with another AE title.
+        assert subscription.refused_callers == {"ORTHANC2": 1}
+
+
+def test_a_stopping_receiver_tells_its_subscribers():
+    receiver = Receiver(RECEIVER_AE, 0, 0, delivery_timeout=2)
+    receiver.start()
+    stopped = False
+    try:
+        with FileChannelClient(*receiver.channel_address).subscribe(
+            PACS_AE, generate_uid()
+        ) as subscription:
+            receiver.stop()
+            stopped = True
+            with pytest.raises(ReceiverStoppingError, match="receiver .* stopped while"):
+                subscription.receive(timeout=2)
+    finally:
+        if not stopped:
+            receiver.stop()
 
 
 def test_instance_without_study_uid_cannot_be_understood(receiver):
@@ -348,7 +368,9 @@ def test_client_reports_a_receiver_that_is_not_running():
 
 def test_client_reports_a_connection_lost_mid_stream(receiver, client):
     with client.subscribe(PACS_AE, generate_uid()) as subscription:
-        receiver.stop()
+        # As when the receiver dies (kill -9): no goodbye, the connection just ends.
+        assert receiver._channel_server is not None
+        receiver._channel_server.close_connections()
         with pytest.raises(RetriableDicomError, match="was lost while receiving study"):
             subscription.receive(timeout=5)
 

@@ -50,3 +50,14 @@ def test_a_group_with_source_and_destination_sees_no_warning(client, researcher,
     page = _problems(client)
 
     assert 'data-testid="setup-problem"' not in page
+
+
+def test_the_help_names_the_excluded_modalities_from_the_settings(client, researcher, settings):
+    settings.EXCLUDE_MODALITIES = ["SR", "KO"]
+    client.force_login(researcher)
+
+    page = _problems(client)
+
+    assert "Series of the modalities SR, KO (presentation states, structured reports)" in page
+    assert "A pseudonymized download leaves out the series of the modalities SR, KO" in page
+    assert "how many instances are missing" in page

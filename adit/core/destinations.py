@@ -25,7 +25,7 @@ from . import folder_layout
 from .archive import EncryptedZipWriter
 from .dicom.errors import DicomError
 from .dicom.operator import DicomOperator
-from .dicom.query import Level, Query
+from .dicom.query import Level, Query, count_of
 from .dicom.syntaxes import ConversionError, convert_to_explicit_little_endian
 from .encryption import DecryptionError
 from .models import DicomFolder, DicomServer
@@ -195,9 +195,9 @@ class ServerDestination(Destination):
         for patient_id, study_uid in studies:
             query = Query.create(Level.SERIES, PatientID=patient_id, StudyInstanceUID=study_uid)
             for series in self.operator.find(query):
-                count = series.get("NumberOfSeriesRelatedInstances")
-                if count not in (None, ""):
-                    counts[(patient_id, study_uid, str(series.SeriesInstanceUID))] = int(count)
+                count = count_of(series, "NumberOfSeriesRelatedInstances")
+                if count is not None:
+                    counts[(patient_id, study_uid, str(series.SeriesInstanceUID))] = count
         return counts
 
     def _held_uids(self, key: SeriesKey) -> set[str]:

@@ -484,7 +484,9 @@ class DicomJob(models.Model):
             if outcome.status == JobStatus.IN_PROGRESS and job.start is None:
                 job.start = timezone.now()
             job.end = timezone.now() if outcome.finished else None
-            forgotten = job.forget_secrets() if outcome.finished else []
+            # A canceled job is usually resumed, so it keeps its secrets (encrypted at rest).
+            forget = outcome.finished and job.status != JobStatus.CANCELED
+            forgotten = job.forget_secrets() if forget else []
             job.save(update_fields=["status", "message", "start", "end", *forgotten])
             if outcome.finished and not was_finished and job.send_finished_mail:
                 transaction.on_commit(job.send_finished_mail_now)
@@ -499,7 +501,8 @@ class DicomJob(models.Model):
     def forget_secrets(self) -> list[str]:
         """Clears what the job needed only while it ran; returns the names of those fields.
 
-        Called under the row lock of ``refresh_status`` when the job reaches a final status.
+        Called under the row lock of ``refresh_status`` when the job reaches a final status
+        other than Canceled (which a resume may end).
         """
         return []
 

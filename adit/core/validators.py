@@ -90,3 +90,7 @@ def validate_pseudonym(value: str) -> None:
 def validate_absolute_path(value: str) -> None:
     if not PurePosixPath(value).is_absolute():
         raise ValidationError(f"The folder path must be absolute: {shown(value)}.")
+    if any(unicodedata.category(character).startswith("C") for character in value):
+        raise ValidationError(
+            f"The folder path must not contain control characters: {shown(value)}."
+        )

@@ -187,6 +187,18 @@ def download_study(request: HttpRequest) -> HttpResponseBase:
     except (DicomError, OSError) as err:
         fetcher.stop()
         return _pacs_error(request, server, study_uid, _explained(operator, study_uid, params, err))
+    except Exception as err:
+        # Data the PACS sent that ADIT could not handle (an instance without UIDs, say): the
+        # same answer as once the archive streams (error.txt), here as a page.
+        fetcher.stop()
+        logger.warning(
+            "Download of study %s failed on its first instance", study_uid, exc_info=True
+        )
+        return _refused(
+            request,
+            f"Could not download the study from {server.name}: {readable_error(err)}",
+            502,
+        )
     except BaseException:
         fetcher.stop()
         raise

@@ -141,6 +141,9 @@ AXES_COOLOFF_TIME = datetime.timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", 
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "adit.accounts.views.locked_out"
+AXES_CLIENT_IP_CALLABLE = "adit.accounts.throttling.client_address"
+# Behind a TLS proxy every client has the proxy's address; see adit.accounts.throttling.
+BEHIND_TLS_PROXY = env.bool("DJANGO_BEHIND_TLS_PROXY", False)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

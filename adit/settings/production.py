@@ -24,5 +24,5 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS
 SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", True)
 # Whoever can reach the web server directly could claim HTTPS with this header; only a TLS proxy
 # in front of it, which sets the header itself, makes it trustworthy.
-if env.bool("DJANGO_BEHIND_TLS_PROXY", False):
+if BEHIND_TLS_PROXY:  # noqa: F405
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -135,3 +135,21 @@ def test_lockout_holds_for_one_address_only(client, member):
     elsewhere = _log_in(Client(), "alice", PASSWORD, REMOTE_ADDR="10.9.9.9")
 
     assert elsewhere.status_code == 302
+
+
+def test_behind_the_tls_proxy_each_client_counts_by_its_own_address(client, member, settings):
+    """Every request comes from the proxy; the client is the address the proxy appended to
+    X-Forwarded-For, so one attacker cannot lock alice out for everybody, nor dodge the count by
+    writing a different address in front."""
+    settings.BEHIND_TLS_PROXY = True
+    proxy = {"REMOTE_ADDR": "10.0.0.1"}
+    for n in range(LIMIT):
+        _log_in(client, "alice", "wrong", HTTP_X_FORWARDED_FOR=f"1.2.3.{n}, 203.0.113.7", **proxy)
+    spoofed = _log_in(
+        client, "alice", PASSWORD, HTTP_X_FORWARDED_FOR="9.9.9.9, 203.0.113.7", **proxy
+    )
+    assert spoofed.status_code == 429
+
+    colleague = _log_in(Client(), "alice", PASSWORD, HTTP_X_FORWARDED_FOR="198.51.100.4", **proxy)
+
+    assert colleague.status_code == 302

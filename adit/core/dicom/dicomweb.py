@@ -27,6 +27,8 @@ STOW_BATCH_SIZE = 50
 # nothing only at great cost.
 WADO_ANY_SYNTAX = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 WADO_DEFAULT_SYNTAX = 'multipart/related; type="application/dicom"'
+# How servers refuse an Accept header they do not understand (406 is the standard answer).
+_ACCEPT_NOT_UNDERSTOOD = {400, 406, 415}
 
 
 class _WildcardSession(requests.Session):
@@ -94,6 +96,12 @@ class DicomWebConnector:
         message = f"{operation} on {self.peer.name} failed: HTTP {code} {reason}".rstrip() + "."
         if code in (401, 403):
             message += " Check the server's DICOMweb authorization header."
+        if operation == "STOW-RS" and code == 409:
+            # The server stored none of the instances and will not (PS3.18 10.5.3).
+            return DicomError(
+                f"{message} It refused every instance of the request; its log says why (a SOP "
+                "class or transfer syntax it does not take, say)."
+            )
         if code in _TRANSIENT_HTTP_STATUSES:
             return RetriableDicomError(message)
         return DicomError(message)
@@ -176,12 +184,16 @@ class DicomWebConnector:
         response = self.session.get(
             url, headers={"Accept": WADO_ANY_SYNTAX}, stream=True, timeout=self.timeout
         )
-        if response.status_code == 406:
+        if response.status_code in _ACCEPT_NOT_UNDERSTOOD:
             response.close()
             response = self.session.get(
                 url, headers={"Accept": WADO_DEFAULT_SYNTAX}, stream=True, timeout=self.timeout
             )
-        response.raise_for_status()
+        try:
+            response.raise_for_status()
+        except requests.HTTPError:
+            response.close()  # its connection goes back to the pool instead of lingering
+            raise
         return response
 
     def _body_chunks(self, response: requests.Response) -> Iterator[bytes]:

@@ -106,6 +106,10 @@ COMPRESSED_SYNTAXES: list[str] = [
 ]
 # An association carries at most 128 presentation contexts (PS3.8 9.3.2.2, odd IDs 1-255).
 MAX_CONTEXTS = 128
+# How many SOP classes one C-GET can receive in every syntax above, beside its query model.
+GET_CLASSES_WITH_EVERY_SYNTAX = (MAX_CONTEXTS - 1) // (
+    len(ENCODING_SYNTAXES) + len(COMPRESSED_SYNTAXES)
+)
 # Without knowing the study's SOP classes, a C-GET offers the storage classes a PACS typically
 # holds (images, SR, presentation states, key objects, encapsulated documents, RT), uncompressed.
 _GET_STORAGE_KEYWORDS = (

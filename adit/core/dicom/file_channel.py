@@ -50,6 +50,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from adit.core.validators import shown
+
 from .errors import DicomError, RetriableDicomError, ServiceStoppingError
 
 # 2: the receiver challenges every connection and the worker answers with a MAC.
@@ -460,8 +462,9 @@ class FileChannelClient:
             ):
                 raise DicomError(
                     f"The DICOM receiver at {self.address} speaks another version of the file "
-                    f"channel protocol (it sent {challenge!r}; this worker speaks version "
-                    f"{PROTOCOL_VERSION}). Run the same ADIT version on the receiver and workers."
+                    f"channel protocol (it sent {shown(str(challenge))}; this worker speaks "
+                    f"version {PROTOCOL_VERSION}). Run the same ADIT version on the receiver and "
+                    "workers."
                 )
             request = scope.to_message()
             request["mac"] = subscription_mac(self.secret, challenge["nonce"], request)

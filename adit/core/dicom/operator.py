@@ -20,15 +20,24 @@ import stamina
 from django.conf import settings
 from pydicom import Dataset, dcmread
 
+from adit.core import validators
+
 from .dicomweb import DicomWebConnector, DicomWebPeer
-from .dimse import DimseConnector, DimsePeer, DimseTimeouts, RetrieveResult, StoreResult
+from .dimse import (
+    GET_CLASSES_WITH_EVERY_SYNTAX,
+    DimseConnector,
+    DimsePeer,
+    DimseTimeouts,
+    RetrieveResult,
+    StoreResult,
+)
 from .errors import (
     DicomError,
     IncompleteFetchError,
     RetriableDicomError,
     ServiceStoppingError,
 )
-from .query import RETURN_KEYS, Level, Query, as_list
+from .query import RETURN_KEYS, Level, Query, as_list, count_of
 
 if TYPE_CHECKING:
     from adit.core.models import DicomServer
@@ -300,12 +309,11 @@ class DicomOperator:
         filters = {"PatientID": patient_id} if patient_id else {}
         series = list(self.find(Query.create(Level.SERIES, StudyInstanceUID=study_uid, **filters)))
         for item in series:
-            count = item.get("NumberOfSeriesRelatedInstances")
-            if count in (None, ""):
+            count = count_of(item, "NumberOfSeriesRelatedInstances")
+            if count is None:  # not counted (or not readably): list them
                 uid = str(item.SeriesInstanceUID)
-                item.NumberOfSeriesRelatedInstances = len(
-                    self._expected_instances(patient_id, study_uid, uid, None)
-                )
+                count = len(self._expected_instances(patient_id, study_uid, uid, None))
+            item.NumberOfSeriesRelatedInstances = count
         return series
 
     def _fetch(
@@ -335,7 +343,7 @@ class DicomOperator:
         except IncompleteFetchError:
             raise
         except DicomError as err:
-            if expected and arrivals.total < sum(expected.values()):
+            if expected and arrivals.is_short(expected):
                 # Say what the failure cost: the instances that did not arrive.
                 raise type(err)(f"{err} {arrivals.shortfall(expected)}") from err
             raise
@@ -360,8 +368,7 @@ class DicomOperator:
         ):
             method = "C-GET"
             identifier = _retrieve_identifier(level, patient_id, study_uid, series_uid, sop_uid)
-            sop_classes = self._sop_classes(patient_id, study_uid, series_uid)
-            fetch = partial(self._fetch_with_get, identifier, root, sop_classes, arrivals)
+            fetch = partial(self._fetch_with_get, identifier, root, expected, arrivals)
         elif root := self._retrieve_root(
             server.study_root_move_support, server.patient_root_move_support, patient_id
         ):
@@ -376,7 +383,7 @@ class DicomOperator:
 
         def complete_fetch() -> None:
             fetch()
-            if expected and arrivals.total < sum(expected.values()):
+            if expected and arrivals.is_short(expected):
                 # Nothing failed on the way, yet the server holds more than it sent: a
                 # response cut short that looked complete must never pass as the study.
                 raise IncompleteFetchError(
@@ -393,29 +400,40 @@ class DicomOperator:
             return "patient"
         return None
 
-    def _sop_classes(self, patient_id: str, study_uid: str, series_uid: str | None) -> list[str]:
-        """The SOP classes of the study, for the storage contexts of a C-GET; empty if the
-        server cannot say."""
+    def _study_sop_classes(self, patient_id: str, study_uid: str) -> list[str] | None:
+        """The SOP classes of the study as the PACS computes them (SOPClassesInStudy), or None
+        if it does not say."""
         filters = {"PatientID": patient_id} if patient_id else {}
+        query = Query.create(Level.STUDY, StudyInstanceUID=study_uid, **filters)
+        root = self._find_root(query) if self.server.supports_dimse else None
+        if root is None:
+            return None
+        dataset = query.to_dataset()
+        dataset.SOPClassesInStudy = ""
         try:
-            studies = list(
-                self.find(Query.create(Level.STUDY, StudyInstanceUID=study_uid, **filters))
-            )
-            classes = as_list(studies[0].get("SOPClassesInStudy")) if studies else []
-            if not classes:  # the server does not compute it: ask instance by instance
-                query = Query.create(
-                    Level.IMAGE,
-                    StudyInstanceUID=study_uid,
-                    SeriesInstanceUID=series_uid or "",
-                    **filters,
-                )
-                classes = [str(image.get("SOPClassUID", "")) for image in self.find(query)]
+            answers = list(self._retrying_stream(lambda: self.dimse.find(dataset, root, 1)))
         except DicomError as err:
             logger.warning(
-                "Could not ask %s for the SOP classes of %s: %s", self.server, study_uid, err
+                "Could not ask %s for the SOP classes of %s: %s", self.server.name, study_uid, err
+            )
+            return None
+        classes = as_list(answers[0].get("SOPClassesInStudy")) if answers else []
+        return sorted({uid for uid in classes if validators.is_valid_uid(uid)}) or None
+
+    def _series_sop_classes(self, patient_id: str, study_uid: str, series_uid: str) -> list[str]:
+        """The SOP classes of one series, instance by instance; empty if the PACS cannot say."""
+        filters = {"PatientID": patient_id} if patient_id else {}
+        query = Query.create(
+            Level.IMAGE, StudyInstanceUID=study_uid, SeriesInstanceUID=series_uid, **filters
+        )
+        try:
+            classes = {str(image.get("SOPClassUID", "")) for image in self.find(query)}
+        except DicomError as err:
+            logger.warning(
+                "Could not ask %s for the SOP classes of %s: %s", self.server.name, series_uid, err
             )
             return []
-        return sorted({uid for uid in classes if uid})
+        return sorted(uid for uid in classes if validators.is_valid_uid(uid))
 
     def _fetch_with_wado(
         self,
@@ -428,6 +446,46 @@ class DicomOperator:
             arrivals.deliver(dataset)  # again after a retry: skipped
 
     def _fetch_with_get(
+        self,
+        identifier: Dataset,
+        root: str,
+        expected: SeriesCounts | None,
+        arrivals: _Arrivals,
+    ) -> None:
+        """C-GET, with a storage context for every SOP class of the study in every transfer
+        syntax: in one C-GET when the study's classes leave room for that, else series by
+        series (a series mostly holds one class)."""
+        patient_id = str(identifier.get("PatientID", ""))
+        study_uid = str(identifier.StudyInstanceUID)
+        if identifier.QueryRetrieveLevel != Level.STUDY.value:
+            series_uid = str(identifier.SeriesInstanceUID)
+            classes = self._series_sop_classes(patient_id, study_uid, series_uid)
+            self._get(identifier, root, classes, arrivals)
+            return
+        classes = self._study_sop_classes(patient_id, study_uid)
+        if classes is not None and len(classes) <= GET_CLASSES_WITH_EVERY_SYNTAX:
+            self._get(identifier, root, classes, arrivals)
+            return
+        series_uids = (
+            list(expected)
+            if expected
+            else [
+                str(series.SeriesInstanceUID)
+                for series in self.find_series(
+                    study_uid, **({"PatientID": patient_id} if patient_id else {})
+                )
+            ]
+        )
+        for series_uid in series_uids:
+            if expected and arrivals.per_series.get(series_uid, 0) >= expected[series_uid]:
+                continue  # complete already (an earlier try of this fetch)
+            series_identifier = _retrieve_identifier(
+                Level.SERIES, patient_id, study_uid, series_uid, None
+            )
+            classes = self._series_sop_classes(patient_id, study_uid, series_uid)
+            self._get(series_identifier, root, classes, arrivals)
+
+    def _get(
         self, identifier: Dataset, root: str, sop_classes: list[str], arrivals: _Arrivals
     ) -> None:
         result = self.dimse.get(identifier, root, arrivals.deliver, sop_classes)
@@ -647,6 +705,11 @@ class _Arrivals:
     def deliver_encoded(self, sop_uid: str, data: bytes) -> None:
         if sop_uid not in self.uids:
             self.deliver(dcmread(BytesIO(data)))
+
+    def is_short(self, expected: SeriesCounts) -> bool:
+        """Whether some series has fewer instances than the server holds; compared series by
+        series, so that instances of one series cannot hide missing ones of another."""
+        return any(self.per_series.get(uid, 0) < count for uid, count in expected.items())
 
     def has_all(self, expected: dict[str, str]) -> bool:
         return len(self.uids) >= len(expected) and self.uids.issuperset(expected)

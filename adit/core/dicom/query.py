@@ -204,3 +204,19 @@ def as_list(value) -> list[str]:
     if isinstance(value, Iterable):
         return [str(item) for item in value]
     return [str(value)]
+
+
+def count_of(dataset: Dataset, keyword: str) -> int | None:
+    """A count a PACS answered (NumberOfSeriesRelatedInstances, say), or None if it gave none
+    or something that is not one non-negative number."""
+    try:
+        value = dataset.get(keyword)
+    except (ValueError, TypeError):  # pydicom could not read the value as its VR
+        return None
+    if value is None or isinstance(value, list | tuple) or str(value).strip() == "":
+        return None
+    try:
+        count = int(str(value).strip())
+    except ValueError:
+        return None
+    return count if count >= 0 else None

@@ -42,6 +42,8 @@ from pynetdicom import (
 )
 from pynetdicom.dimse_primitives import C_STORE
 
+from adit.core.validators import shown
+
 from .file_channel import (
     PROTOCOL_VERSION,
     ProtocolError,
@@ -373,7 +375,8 @@ class _ChannelRequestHandler(socketserver.BaseRequestHandler):
             if request["type"] != "subscribe" or request.get("protocol") != PROTOCOL_VERSION:
                 raise ProtocolError(
                     f"Expected a subscribe message of protocol {PROTOCOL_VERSION}, got "
-                    f"{request.get('type')!r} of protocol {request.get('protocol')!r}."
+                    f"{shown(str(request.get('type')))} of protocol "
+                    f"{shown(str(request.get('protocol')))}."
                 )
             if not has_valid_mac(self.server.secret, nonce, request):
                 self._refuse_unauthenticated(peer, "mac" in request)

@@ -43,7 +43,6 @@ def test_password_is_stored_encrypted_while_the_job_runs(member):
         (TaskStatus.SUCCESS, JobStatus.SUCCESS),
         (TaskStatus.WARNING, JobStatus.WARNING),
         (TaskStatus.FAILURE, JobStatus.FAILURE),
-        (TaskStatus.CANCELED, JobStatus.CANCELED),
     ],
 )
 def test_password_is_deleted_when_the_job_ends(member, task_status, job_status):
@@ -56,6 +55,26 @@ def test_password_is_deleted_when_the_job_ends(member, task_status, job_status):
     assert ended.archive_password == ""
     assert ended.encrypt_archive  # what the job was for is still known
     assert PASSWORD not in stored_row(job)
+
+
+def test_a_canceled_job_keeps_its_password_encrypted_and_resumes(client, member):
+    job = make_job(
+        member,
+        JobStatus.CANCELING,
+        [TaskStatus.SUCCESS, TaskStatus.CANCELED],
+        archive_password=PASSWORD,
+    )
+    job.refresh_status()
+    assert job.status == JobStatus.CANCELED
+    assert PASSWORD not in stored_row(job)
+    client.force_login(member)
+
+    response = client.post(url("job_resume", job))
+
+    assert response.status_code == 302
+    resumed = ExampleJob.objects.get(pk=job.pk)
+    assert resumed.status != JobStatus.CANCELED
+    assert resumed.archive_password == PASSWORD
 
 
 def test_password_survives_a_task_that_is_retried(member):
@@ -81,7 +100,6 @@ def test_password_of_another_secret_key_is_reported(member, settings):
 @pytest.mark.parametrize(
     ("action", "job_status", "task_statuses"),
     [
-        ("resume", JobStatus.CANCELED, [TaskStatus.SUCCESS, TaskStatus.CANCELED]),
         ("retry", JobStatus.FAILURE, [TaskStatus.SUCCESS, TaskStatus.FAILURE]),
         ("restart", JobStatus.SUCCESS, [TaskStatus.SUCCESS]),
     ],
@@ -89,9 +107,7 @@ def test_password_of_another_secret_key_is_reported(member, settings):
 def test_ended_job_without_its_password_cannot_run_again(
     client, staff_user, action, job_status, task_statuses
 ):
-    # A job being canceled ends "Canceled"; any other one sums up its tasks.
-    running = JobStatus.CANCELING if job_status == JobStatus.CANCELED else JobStatus.IN_PROGRESS
-    job = make_job(staff_user, running, task_statuses, archive_password=PASSWORD)
+    job = make_job(staff_user, JobStatus.IN_PROGRESS, task_statuses, archive_password=PASSWORD)
     job.refresh_status()
     assert job.status == job_status
     client.force_login(staff_user)

@@ -462,3 +462,41 @@ def test_patient_root_only_server_fetches_with_the_patient_id(orthanc1, orthanc1
     assert sorted(received) == sorted(
         uid for series in study.series for uid in series.sop_instance_uids
     )
+
+
+def test_completeness_is_judged_series_by_series():
+    """Extra instances of one series must not hide missing ones of another."""
+    from adit.core.dicom.operator import _Arrivals
+
+    arrivals = _Arrivals(lambda dataset: None)
+    for number in range(3):
+        dataset = Dataset()
+        dataset.SOPInstanceUID = f"1.2.3.{number}"
+        dataset.SeriesInstanceUID = "1.2.1"
+        arrivals.deliver(dataset)
+
+    assert arrivals.total == 3
+    assert arrivals.is_short({"1.2.1": 2, "1.2.2": 1})
+    assert not arrivals.is_short({"1.2.1": 3})
+    assert "series 1.2.2: 0 of 1" in arrivals.shortfall({"1.2.1": 2, "1.2.2": 1})
+
+
+def test_counts_a_pacs_answers_are_read_only_when_they_are_numbers():
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    from adit.core.dicom.query import count_of
+
+    tag = Tag("NumberOfSeriesRelatedInstances")
+    for value, count in ((b"12", 12), (b" 7", 7), (b"", None), (b"x ", None), (b"-1", None)):
+        dataset = Dataset()  # as the PACS answered, before pydicom reads the value
+        dataset[tag] = RawDataElement(tag, "IS", len(value), value, 0, False, True)
+        assert count_of(dataset, "NumberOfSeriesRelatedInstances") == count, value
+    assert count_of(Dataset(), "NumberOfSeriesRelatedInstances") is None
+
+
+def test_a_c_get_asks_the_pacs_which_sop_classes_the_study_holds(orthanc1, orthanc1_studies):
+    study = next(s for s in orthanc1_studies if "SR" in s.modalities)
+    operator = DicomOperator(dimse_server(orthanc1))
+    classes = operator._study_sop_classes(study.patient_id, study.study_instance_uid)
+    assert classes is not None and "1.2.840.10008.5.1.4.1.1.88.11" in classes  # Basic Text SR

@@ -17,6 +17,7 @@ from adit.core import validators
         (validators.validate_query_value, "P1\n"),
         (validators.validate_pseudonym, "SUBJ-1\n"),
         (validators.validate_ae_title, "ORTHANC\n"),
+        (validators.validate_absolute_path, "/data/export\n"),
     ],
 )
 def test_a_trailing_or_leading_line_break_is_rejected(validator, value):

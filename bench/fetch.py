@@ -393,7 +393,7 @@ class FetchBenchmark(common.Session):
 
         operator = DicomOperator(self.server("move"))
         started = time.perf_counter()
-        self._expected = operator._expected_instances(self.patient_id, self.study_uid, None, None)
+        self._expected = operator.expected_instances(self.patient_id, self.study_uid, None, None)
         self.listing_seconds = time.perf_counter() - started
         if len(self._expected) != self.instances:
             raise BenchmarkError(
@@ -536,7 +536,7 @@ class FetchBenchmark(common.Session):
         operator: DicomOperator = DicomOperator(self.server(method.key.split("-")[0]))
         if listed:
             expected = dict(self._expected)
-            setattr(operator, "_expected_instances", lambda *args: expected)  # noqa: B010
+            setattr(operator, "expected_instances", lambda *args: expected)  # noqa: B010
         delivered = operator.fetch_study(self.patient_id, self.study_uid, sink)
         if delivered != sink.count:
             raise BenchmarkError(
@@ -654,7 +654,7 @@ _KEY_FUNCTIONS: list[common.KeyFunction] = [
     ("idle sleeps of pynetdicom's reactors", "~", "<built-in method time.sleep>"),
     ("operator C-STORE handler (Dataset + callback)", "adit/core/dicom/dimse.py", "handle_store"),
     ("Event.dataset: Dataset from the received bytes", "pynetdicom/events.py", "dataset"),
-    ("operator C-FIND listing of expected instances", "operator.py", "_expected_instances"),
+    ("operator C-FIND listing of expected instances", "operator.py", "expected_instances"),
     ("receiver C-STORE handler", "adit/core/dicom/receiver.py", "handle_store"),
     ("receiver Event.encoded_dataset (adds file meta)", "pynetdicom/events.py", "encoded_dataset"),
     ("receiver reads the routing UIDs", "adit/core/dicom/receiver.py", "_read_routing_uids"),

@@ -43,7 +43,7 @@ from adit.core import folder_layout
 from adit.core.destinations import encode_instance
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.instance_stream import InstanceStream, StreamStopped
-from adit.core.dicom.operator import DicomOperator
+from adit.core.dicom.operator import DicomOperator, SeriesCounts
 from adit.core.models import DicomNode, DicomServer
 from adit.core.processing import readable_error
 from adit.core.pseudonymizer import Pseudonymizer
@@ -162,7 +162,7 @@ def download_study(request: HttpRequest) -> HttpResponseBase:
 
     operator = DicomOperator(server)
     try:
-        series_uids, modalities = _series_to_fetch(
+        series_uids, modalities, counts = _series_to_fetch(
             operator, study_uid, params["patient_id"], pseudonymized=pseudonymizer is not None
         )
     except DicomError as err:
@@ -177,7 +177,7 @@ def download_study(request: HttpRequest) -> HttpResponseBase:
         )
 
     fetcher = InstanceStream(
-        operator, params["patient_id"], study_uid, series_uids, depth=QUEUE_SIZE
+        operator, params["patient_id"], study_uid, series_uids, depth=QUEUE_SIZE, expected=counts
     )
     archive = _StudyArchive(fetcher, pseudonymizer, pseudonym or params["patient_id"], modalities)
     fetcher.start()
@@ -286,25 +286,27 @@ def _explained(
 
 def _series_to_fetch(
     operator: DicomOperator, study_uid: str, patient_id: str, *, pseudonymized: bool
-) -> tuple[list[str] | None, list[str]]:
-    """The series to fetch (None: the whole study) and the modalities they hold.
+) -> tuple[list[str] | None, list[str], SeriesCounts]:
+    """The series to fetch (None: the whole study), the modalities they hold, and how many
+    instances each has (what the fetch must deliver).
 
     Pseudonymized downloads leave out the series of settings.EXCLUDE_MODALITIES.
 
     Raises:
         StudyNotFound: If the PACS knows no series of the study.
     """
-    # A PACS that only offers patient root queries needs the patient for a series query.
-    filters = {"PatientID": patient_id} if patient_id else {}
-    series = list(operator.find_series(study_uid, **filters))
+    series = operator.find_counted_series(patient_id, study_uid)
     if not series:
         raise StudyNotFound(f"No study found with Study Instance UID {study_uid}.")
     excluded = set(settings.EXCLUDE_MODALITIES) if pseudonymized else set()
     kept = [item for item in series if str(item.get("Modality", "")) not in excluded]
     modalities = sorted({str(item.get("Modality", "")) for item in kept} - {""})
+    counts = {
+        str(item.SeriesInstanceUID): int(item.NumberOfSeriesRelatedInstances) for item in kept
+    }
     if not pseudonymized:
-        return None, modalities
-    return [str(item.SeriesInstanceUID) for item in kept], modalities
+        return None, modalities, counts
+    return list(counts), modalities, counts
 
 
 class _StudyArchive:

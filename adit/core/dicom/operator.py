@@ -312,7 +312,7 @@ class DicomOperator:
             count = count_of(item, "NumberOfSeriesRelatedInstances")
             if count is None:  # not counted (or not readably): list them
                 uid = str(item.SeriesInstanceUID)
-                count = len(self._expected_instances(patient_id, study_uid, uid, None))
+                count = len(self.expected_instances(patient_id, study_uid, uid))
             item.NumberOfSeriesRelatedInstances = count
         return series
 
@@ -374,7 +374,7 @@ class DicomOperator:
         ):
             method = "C-MOVE"
             identifier = _retrieve_identifier(level, patient_id, study_uid, series_uid, sop_uid)
-            instances = self._expected_instances(patient_id, study_uid, series_uid, sop_uid)
+            instances = self.expected_instances(patient_id, study_uid, series_uid, sop_uid)
             fetch = partial(self._fetch_with_move, identifier, root, study_uid, instances, arrivals)
         else:
             raise DicomError(
@@ -563,10 +563,15 @@ class DicomOperator:
                 f"instance(s) it holds arrived, {len(missing)} missing: {shown}{more}.{reason}"
             )
 
-    def _expected_instances(
-        self, patient_id: str, study_uid: str, series_uid: str | None, sop_uid: str | None
+    def expected_instances(
+        self,
+        patient_id: str,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
     ) -> dict[str, str]:
-        """SOPInstanceUID -> SeriesInstanceUID of what a fetch must deliver."""
+        """SOPInstanceUID -> SeriesInstanceUID of every instance of the study (or of one series,
+        or one instance), listed instance by instance: what a fetch must deliver."""
         if series_uid:
             series_uids = [series_uid]
         else:
@@ -639,12 +644,6 @@ class DicomOperator:
                 "this AE title (with host and port) as a move destination."
             ) from err
         return result.completed + result.warning
-
-    def expected_instances(
-        self, patient_id: str, study_uid: str, series_uid: str | None
-    ) -> dict[str, str]:
-        """SOPInstanceUID -> SeriesInstanceUID of every instance of the study or series."""
-        return self._expected_instances(patient_id, study_uid, series_uid, None)
 
     # -- storing ----------------------------------------------------------------------------
 

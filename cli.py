@@ -188,7 +188,7 @@ def up(
         exit_code = supervisor.run()
     finally:
         if demo_servers:
-            from adit.core.dicom.orthanc import stop_servers
+            from adit.core.demo.orthanc import stop_servers
 
             stop_servers(demo_servers)
         if started_database:
@@ -201,8 +201,8 @@ def _start_demo() -> list:
     import django
 
     django.setup()
-    from adit.core.demo import demo_pacs
-    from adit.core.dicom.orthanc import OrthancError, stop_servers
+    from adit.core.demo.orthanc import OrthancError, stop_servers
+    from adit.core.demo.pacs import demo_pacs
     from adit.system_packages import MissingSystemPackage
 
     servers = demo_pacs()
@@ -247,7 +247,7 @@ def _print_login_hint(host: str, port: int) -> None:
 
 
 def _ensure_system_packages() -> None:
-    from adit.core.dicom.orthanc import REQUIRED_COMMANDS
+    from adit.core.demo.orthanc import REQUIRED_COMMANDS
     from adit.system_packages import MissingSystemPackage, ensure_commands
 
     try:
@@ -345,7 +345,7 @@ def bench(
         import django
 
         django.setup()
-        from adit.core.dicom.orthanc import OrthancError
+        from adit.core.demo.orthanc import OrthancError
         from adit.system_packages import MissingSystemPackage
         from bench.fetch import BenchmarkError, run_fetch_benchmark
 
@@ -383,7 +383,7 @@ def _bench_transfer(
     try:
         # Django is set up by the benchmark itself, on its throwaway database.
         from adit import embedded_postgres
-        from adit.core.dicom.orthanc import OrthancError
+        from adit.core.demo.orthanc import OrthancError
         from adit.system_packages import MissingSystemPackage
         from bench.fetch import BenchmarkError
         from bench.transfer import DatabaseServer, run_transfer_benchmark

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
 
 if TYPE_CHECKING:
-    from adit.core.dicom.orthanc import OrthancServer
+    from adit.core.demo.orthanc import OrthancServer
 
 RESULTS_FILE = Path(__file__).resolve().parent / "RESULTS.md"
 RESULTS_PREAMBLE = (

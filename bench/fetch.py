@@ -50,8 +50,8 @@ from bench.common import RESULTS_FILE, BenchmarkError, Echo, ProfileSummary
 if TYPE_CHECKING:
     from pydicom import Dataset
 
+    from adit.core.demo.orthanc import OrthancServer
     from adit.core.dicom.operator import DicomOperator
-    from adit.core.dicom.orthanc import OrthancServer
     from adit.core.models import DicomServer
 
 MOVESCU = "/usr/bin/movescu"
@@ -311,9 +311,9 @@ class FetchBenchmark(common.Session):
         """Starts the receiver and Orthanc, points the settings at them and uploads the study."""
         from django.conf import settings
 
-        from adit.core.dicom.orthanc import OrthancServer, free_ports
+        from adit.core.demo.orthanc import OrthancServer, free_ports
+        from adit.core.demo.synthetic import describe_ct_series, generate_ct_series
         from adit.core.dicom.receiver import Receiver
-        from adit.core.dicom.synthetic import describe_ct_series, generate_ct_series
         from adit.system_packages import ensure_commands
 
         ensure_commands({common.GETSCU: "dcmtk", MOVESCU: "dcmtk"})
@@ -670,7 +670,7 @@ def measure_unit_costs(instances: int = UNIT_COST_INSTANCES) -> UnitCosts:
     from pydicom import dcmread, dcmwrite
     from pydicom.tag import Tag
 
-    from adit.core.dicom.synthetic import generate_ct_series
+    from adit.core.demo.synthetic import generate_ct_series
 
     encoded = []
     for dataset in generate_ct_series(instances, rows=ROWS, columns=COLUMNS, seed=SEED + 1):

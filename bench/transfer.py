@@ -70,7 +70,7 @@ from bench.common import RESULTS_FILE, BenchmarkError, Echo, ProfileSummary
 if TYPE_CHECKING:
     import psutil
 
-    from adit.core.dicom.orthanc import OrthancServer
+    from adit.core.demo.orthanc import OrthancServer
     from adit.core.models import DicomServer
 
 _Result = TypeVar("_Result")
@@ -419,7 +419,7 @@ class Worker:
     def start(self) -> None:
         import psutil
 
-        from adit.core.dicom.orthanc import _parent_death_signal
+        from adit.core.demo.orthanc import _parent_death_signal
 
         command = [sys.executable, "manage.py", "worker", "--queue", "dicom"]
         if self.profile_to is not None:
@@ -602,7 +602,7 @@ class TransferBenchmark(common.Session):
 
     def start(self) -> None:
         """Starts both Orthancs, uploads the studies to A and creates the database rows."""
-        from adit.core.dicom.orthanc import OrthancServer, free_ports, stop_servers
+        from adit.core.demo.orthanc import OrthancServer, free_ports, stop_servers
 
         source_dicom, source_http, destination_dicom, destination_http = free_ports(4)
         source = OrthancServer(
@@ -643,7 +643,7 @@ class TransferBenchmark(common.Session):
         self._create_rows()
 
     def _upload(self, instances: int, seed: int) -> Study:
-        from adit.core.dicom.synthetic import describe_ct_series, generate_ct_series
+        from adit.core.demo.synthetic import describe_ct_series, generate_ct_series
 
         assert self.source is not None
         summary = describe_ct_series(instances, seed=seed)
@@ -765,7 +765,7 @@ class TransferBenchmark(common.Session):
 
     def _run_job(self, worker: Worker, study: Study, *, pseudonymized: bool) -> Run:
         """Queues one job with one task and waits for its success, sampling the worker."""
-        from adit.core.statuses import TaskStatus
+        from adit.core.jobs.statuses import TaskStatus
         from adit.core.tests.example_app.models import ExampleJob, ExampleTask
 
         job = ExampleJob.objects.create(owner=self._owner)
@@ -886,23 +886,23 @@ class TransferBenchmark(common.Session):
 
 # Functions whose cumulative time explains a transfer.
 _KEY_FUNCTIONS: list[common.KeyFunction] = [
-    ("whole task (TransferProcessor.process)", "adit/core/transfer.py", "process"),
-    ("C-FIND of the study on A", "adit/core/transfer.py", "_find_study"),
+    ("whole task (TransferProcessor.process)", "adit/core/transfer/pipeline.py", "process"),
+    ("C-FIND of the study on A", "adit/core/transfer/pipeline.py", "_find_study"),
     # _Fetcher._run: fetch_study, or fetch_series per series when pseudonymizing (which lists
     # the series to leave excluded modalities out).
-    ("fetch thread: C-GET from A (_Fetcher._run)", "adit/core/transfer.py", "_run"),
+    ("fetch thread: C-GET from A (_Fetcher._run)", "adit/core/transfer/pipeline.py", "_run"),
     ("fetch thread: C-STORE handler of the C-GET", "adit/core/dicom/dimse.py", "handle_store"),
     ("fetch thread: Dataset from the received bytes", "pynetdicom/events.py", "dataset"),
-    ("fetch thread: hand-over to the queue (waits when full)", "adit/core/transfer.py", "_put"),
-    ("store thread: waits for the next instance", "adit/core/transfer.py", "instances"),
-    ("store thread: pseudonymize or stamp (_Modifier)", "adit/core/transfer.py", "__call__"),
-    ("store thread: Pseudonymizer.pseudonymize", "adit/core/pseudonymizer.py", "pseudonymize"),
+    ("fetch thread: hand-over to the queue (waits when full)", "adit/core/transfer/pipeline.py", "_put"),
+    ("store thread: waits for the next instance", "adit/core/transfer/pipeline.py", "instances"),
+    ("store thread: pseudonymize or stamp (_Modifier)", "adit/core/transfer/pipeline.py", "__call__"),
+    ("store thread: Pseudonymizer.pseudonymize", "adit/core/transfer/pseudonymizer.py", "pseudonymize"),
     ("store thread: C-STORE to B per instance", "adit/core/dicom/dimse.py", "send"),
     ("pynetdicom send_c_store (encode, send, await)", "pynetdicom/association.py", "send_c_store"),
     ("pydicom encodes a Dataset (write_dataset)", "pydicom/filewriter.py", "write_dataset"),
-    ("verify: counts per series on B (C-FIND)", "adit/core/destinations.py", "verify"),
-    ("TaskControl.check (job status query)", "adit/core/processing.py", "check"),
-    ("TaskControl.progress (progress update)", "adit/core/processing.py", "progress"),
+    ("verify: counts per series on B (C-FIND)", "adit/core/transfer/destinations.py", "verify"),
+    ("TaskControl.check (job status query)", "adit/core/jobs/processing.py", "check"),
+    ("TaskControl.progress (progress update)", "adit/core/jobs/processing.py", "progress"),
     ("pynetdicom DUL reads PDUs", "pynetdicom/dul.py", "_is_transport_event"),
     ("pynetdicom state machine, per PDU", "pynetdicom/fsm.py", "do_action"),
     ("idle sleeps (pynetdicom reactors and others)", "~", "<built-in method time.sleep>"),

@@ -20,15 +20,15 @@ from dataclasses import dataclass
 import pytest
 from django.conf import settings
 
-from adit.core.dicom.orthanc import OrthancServer, free_ports, stop_servers
-from adit.core.dicom.receiver import Receiver
-from adit.core.dicom.synthetic import (
+from adit.core.demo.orthanc import OrthancServer, free_ports, stop_servers
+from adit.core.demo.synthetic import (
     StudySummary,
     describe_ct_series,
     describe_studies,
     generate_ct_series,
     generate_studies,
 )
+from adit.core.dicom.receiver import Receiver
 
 ORTHANC1_SEED = 42
 FRAGILE_SEED = 11

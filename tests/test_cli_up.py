@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from adit import embedded_postgres
-from adit.core.dicom.orthanc import free_ports
+from adit.core.demo.orthanc import free_ports
 from adit.env import BASE_DIR as REPO_ROOT
 
 VENV_BIN = Path(sys.executable).parent

@@ -2,8 +2,8 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.models import Group
 
-from .dicom.operator import DicomOperator
-from .models import (
+from adit.core.dicom.operator import DicomOperator
+from adit.core.models import (
     DicomFolder,
     DicomNodeGroupAccess,
     DicomServer,

@@ -7,7 +7,7 @@ class CoreConfig(AppConfig):
     verbose_name = "ADIT core"
 
     def ready(self):
-        from . import checks, sections  # noqa: F401 (checks register themselves on import)
+        from adit.core import checks, sections  # noqa: F401 (checks register themselves on import)
 
         sections.register(
             sections.Section(

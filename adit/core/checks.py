@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ValidationError
 
-from .validators import validate_ae_title
+from adit.core.validators import validate_ae_title
 
 # Anyone who sees a subscription go by can try guesses at the secret offline.
 _MIN_SECRET_LENGTH = 32

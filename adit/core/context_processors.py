@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.http import HttpRequest
 
-from . import sections
+from adit.core import sections
 
 
 def site(request: HttpRequest) -> dict:

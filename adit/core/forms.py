@@ -1,6 +1,6 @@
 from django import forms
 
-from . import sections
+from adit.core import sections
 
 
 class SectionLockForm(forms.Form):

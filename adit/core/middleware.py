@@ -6,8 +6,8 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils.log import log_response
 
-from . import sections
-from .models import ProjectSettings, SectionLock
+from adit.core import sections
+from adit.core.models import ProjectSettings, SectionLock
 
 
 class ContentSecurityPolicyMiddleware:

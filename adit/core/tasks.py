@@ -11,7 +11,7 @@ from procrastinate import App, JobContext
 from procrastinate.contrib.django import app
 
 # The engine's task lives with the engine; importing it here lets the worker discover it.
-from .processing import clean_up_stuck_tasks, process_dicom_task  # noqa: F401
+from adit.core.jobs.processing import clean_up_stuck_tasks, process_dicom_task  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +44,8 @@ async def retry_stalled_jobs_periodically(context: JobContext, timestamp: int) -
 @app.task(queue="default", queueing_lock="check_disk_space")
 def check_disk_space(timestamp: int) -> list[str]:
     """E-mails the admins about folder destinations grown past their warn size."""
-    from .mail import send_low_disk_space_mail
-    from .models import DicomFolder
+    from adit.core.mail import send_low_disk_space_mail
+    from adit.core.models import DicomFolder
 
     over = []
     for folder in DicomFolder.objects.exclude(warn_size=None):

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from adit.core import views
 
 app_name = "admin_section"
 

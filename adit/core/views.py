@@ -10,10 +10,11 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from . import job_registry, sections
-from .forms import SectionLockForm
-from .models import ProjectSettings, SectionLock
-from .statuses import JobStatus
+from adit.core import sections
+from adit.core.forms import SectionLockForm
+from adit.core.jobs import registry
+from adit.core.jobs.statuses import JobStatus
+from adit.core.models import ProjectSettings, SectionLock
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -54,7 +55,7 @@ def _job_overview() -> list[dict]:
     """One row per job app: the number of jobs (of all users) in each status, each linked to
     the app's job list filtered to that status."""
     rows = []
-    for job_app in job_registry.all_job_apps():
+    for job_app in registry.all_job_apps():
         counts = job_app.status_counts()
         list_url = reverse(f"{job_app.namespace}:job_list")
         cells = [

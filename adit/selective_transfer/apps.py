@@ -8,8 +8,8 @@ class SelectiveTransferConfig(AppConfig):
 
     def ready(self) -> None:
         from adit.core import sections
-        from adit.core.processing import register_processor
-        from adit.core.transfer import TransferProcessor
+        from adit.core.jobs.processing import register_processor
+        from adit.core.transfer.pipeline import TransferProcessor
 
         from .models import SelectiveTransferTask
 

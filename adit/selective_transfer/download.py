@@ -39,14 +39,14 @@ from django.shortcuts import render
 from django.utils.log import log_response
 from pydicom import Dataset
 
-from adit.core import folder_layout
-from adit.core.destinations import encode_instance
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.instance_stream import InstanceStream, StreamStopped
 from adit.core.dicom.operator import DicomOperator, SeriesCounts
+from adit.core.jobs.processing import readable_error
 from adit.core.models import DicomNode, DicomServer
-from adit.core.processing import readable_error
-from adit.core.pseudonymizer import Pseudonymizer
+from adit.core.transfer import folder_layout
+from adit.core.transfer.destinations import encode_instance
+from adit.core.transfer.pseudonymizer import Pseudonymizer
 from adit.core.validators import (
     MAX_PSEUDONYM_LENGTH,
     validate_pseudonym,

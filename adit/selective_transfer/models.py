@@ -1,6 +1,7 @@
 from django.db import models
 
-from adit.core.models import TransferJob, TransferTask, check_pseudonyms
+from adit.core.models import check_pseudonyms
+from adit.core.transfer.models import TransferJob, TransferTask
 
 
 class SelectiveTransferJob(TransferJob):

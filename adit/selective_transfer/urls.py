@@ -1,6 +1,6 @@
 from django.urls import path
 
-from adit.core.job_views import job_urlpatterns
+from adit.core.jobs.views import job_urlpatterns
 
 from . import download, views
 from .models import SelectiveTransferJob, SelectiveTransferTask

@@ -14,8 +14,8 @@ import urllib3
 from dicomweb_client.api import DICOMwebClient
 from pydicom import Dataset, dcmread
 
-from . import multipart
-from .errors import DicomError, RetriableDicomError
+from adit.core.dicom import multipart
+from adit.core.dicom.errors import DicomError, RetriableDicomError
 
 T = TypeVar("T")
 

@@ -46,8 +46,8 @@ from pynetdicom.status import (
     code_to_category,
 )
 
-from .errors import DicomError, RetriableDicomError
-from .syntaxes import (
+from adit.core.dicom.errors import DicomError, RetriableDicomError
+from adit.core.dicom.syntaxes import (
     UNCOMPRESSED_LITTLE_ENDIAN,
     ConversionError,
     convert_to_explicit_little_endian,

@@ -50,9 +50,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from adit.core.dicom.errors import DicomError, RetriableDicomError, ServiceStoppingError
 from adit.core.validators import shown
-
-from .errors import DicomError, RetriableDicomError, ServiceStoppingError
 
 # 2: the receiver challenges every connection and the worker answers with a MAC.
 PROTOCOL_VERSION = 2

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from pydicom import Dataset
 
-from .operator import DicomOperator, SeriesCounts
+from adit.core.dicom.operator import DicomOperator, SeriesCounts
 
 # How long the consumer waits for an instance before it looks again whether to go on.
 WAIT_SECONDS = 0.5

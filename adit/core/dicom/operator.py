@@ -21,9 +21,8 @@ from django.conf import settings
 from pydicom import Dataset, dcmread
 
 from adit.core import validators
-
-from .dicomweb import DicomWebConnector, DicomWebPeer
-from .dimse import (
+from adit.core.dicom.dicomweb import DicomWebConnector, DicomWebPeer
+from adit.core.dicom.dimse import (
     GET_CLASSES_WITH_EVERY_SYNTAX,
     DimseConnector,
     DimsePeer,
@@ -31,13 +30,13 @@ from .dimse import (
     RetrieveResult,
     StoreResult,
 )
-from .errors import (
+from adit.core.dicom.errors import (
     DicomError,
     IncompleteFetchError,
     RetriableDicomError,
     ServiceStoppingError,
 )
-from .query import RETURN_KEYS, Level, Query, as_list, count_of
+from adit.core.dicom.query import RETURN_KEYS, Level, Query, as_list, count_of
 
 if TYPE_CHECKING:
     from adit.core.models import DicomServer
@@ -503,7 +502,7 @@ class DicomOperator:
         expected: dict[str, str],
         arrivals: _Arrivals,
     ) -> None:
-        from .file_channel import FileChannelClient
+        from adit.core.dicom.file_channel import FileChannelClient
 
         if not expected:
             return

@@ -42,9 +42,7 @@ from pynetdicom import (
 )
 from pynetdicom.dimse_primitives import C_STORE
 
-from adit.core.validators import shown
-
-from .file_channel import (
+from adit.core.dicom.file_channel import (
     PROTOCOL_VERSION,
     ProtocolError,
     SubscriptionConflictError,
@@ -57,6 +55,7 @@ from .file_channel import (
     send_message,
     wait_readable,
 )
+from adit.core.validators import shown
 
 if TYPE_CHECKING:
     from pynetdicom.events import Event

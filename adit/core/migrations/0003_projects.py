@@ -26,7 +26,7 @@ class Migration(migrations.Migration):
                 (
                     "secret",
                     models.CharField(
-                        default=adit.core.models._new_secret, editable=False, max_length=128
+                        default=adit.core.models.new_secret, editable=False, max_length=128
                     ),
                 ),
                 ("created", models.DateTimeField(auto_now_add=True)),

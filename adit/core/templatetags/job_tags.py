@@ -1,7 +1,7 @@
 from django import template
 
-from ..statuses import JobStatus
-from ..tables import app_url
+from adit.core.jobs.statuses import JobStatus
+from adit.core.jobs.tables import app_url
 
 register = template.Library()
 

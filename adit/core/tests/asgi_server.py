@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.request
 
-from adit.core.dicom.orthanc import free_ports
+from adit.core.demo.orthanc import free_ports
 from adit.core.tests.app_processes import AppProcess
 
 

@@ -1,9 +1,9 @@
 from factory.declarations import Sequence
 from factory.django import DjangoModelFactory
 
+from adit.core.jobs.processing import run_task
+from adit.core.jobs.statuses import JobStatus
 from adit.core.models import DicomFolder, DicomNodeGroupAccess, DicomServer
-from adit.core.processing import run_task
-from adit.core.statuses import JobStatus
 from adit.core.tests.example_app.models import ExampleJob, ExampleTask
 
 

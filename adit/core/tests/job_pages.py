@@ -6,7 +6,7 @@ from django.contrib.messages import get_messages
 from django.db import connection
 from django.urls import reverse
 
-from adit.core.statuses import JobStatus
+from adit.core.jobs.statuses import JobStatus
 from adit.core.tests.example_app.models import ExampleJob, ExampleTask
 from adit.core.tests.factories import DicomServerFactory
 

@@ -5,7 +5,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from adit.core.statuses import JobStatus
+from adit.core.jobs.statuses import JobStatus
 from adit.core.tests.job_pages import listed_job_ids, make_job
 
 pytestmark = pytest.mark.django_db

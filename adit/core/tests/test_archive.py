@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import pyzipper
 
-from adit.core.archive import EncryptedZipWriter
+from adit.core.transfer.archive import EncryptedZipWriter
 
 PASSWORD = "correct horse battery staple"
 

@@ -5,7 +5,7 @@ test_transfer.py.)"""
 import pytest
 
 from adit.core.encryption import DecryptionError
-from adit.core.statuses import JobStatus, TaskStatus
+from adit.core.jobs.statuses import JobStatus, TaskStatus
 from adit.core.tests.example_app.models import ExampleJob, ExampleTask
 from adit.core.tests.job_pages import flashes, make_job, stored_row, url
 

@@ -17,11 +17,11 @@ import pytest
 from django.core.exceptions import ValidationError
 from pydicom import Dataset
 
+from adit.core.demo.orthanc import OrthancServer, free_ports
+from adit.core.demo.synthetic import StudySummary, generate_studies
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.file_channel import ChannelAuthenticationError
 from adit.core.dicom.operator import DicomOperator
-from adit.core.dicom.orthanc import OrthancServer, free_ports
-from adit.core.dicom.synthetic import StudySummary, generate_studies
 from adit.core.models import DicomServer
 from tests.orthanc_fixtures import DCMTK_ENV, dcmtk
 

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import pytest
 
-from adit.core.dicom.orthanc import free_ports
-from adit.core.statuses import JobStatus, TaskStatus
+from adit.core.demo.orthanc import free_ports
+from adit.core.jobs.statuses import JobStatus, TaskStatus
 from adit.core.tests.app_processes import ReceiverProcess, WorkerProcess, clear_task_queue
 from adit.core.tests.example_app.models import ExampleJob, ExampleTask
 from adit.core.tests.factories import server_for

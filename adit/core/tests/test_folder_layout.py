@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from adit.core.folder_layout import (
+from adit.core.transfer.folder_layout import (
     UnsafePathError,
     instance_path,
     job_folder_name,

@@ -3,8 +3,8 @@
 import pytest
 from django.core.management import call_command
 
+from adit.core.jobs.statuses import JobStatus, TaskStatus
 from adit.core.models import DicomFolder
-from adit.core.statuses import JobStatus, TaskStatus
 from adit.core.tasks import check_disk_space
 from adit.core.tests.example_app.models import ExampleJob, ExampleTask
 from adit.core.tests.factories import DicomServerFactory

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from adit.accounts.tests.factories import UserFactory
-from adit.core.statuses import JobStatus, TaskStatus
+from adit.core.jobs.statuses import JobStatus, TaskStatus
 from adit.core.templatetags.job_tags import status_badge_class
 from adit.core.tests.example_app.models import ExampleJob, ExampleTask
 from adit.core.tests.job_pages import column_headers, flashes, listed_job_ids, make_job, url

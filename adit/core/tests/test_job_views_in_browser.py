@@ -4,7 +4,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from adit.accounts.tests.factories import PASSWORD
-from adit.core.statuses import JobStatus, TaskStatus
+from adit.core.jobs.statuses import JobStatus, TaskStatus
 from adit.core.tests.example_app.models import ExampleTask
 from adit.core.tests.job_pages import make_job
 

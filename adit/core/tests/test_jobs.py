@@ -2,7 +2,7 @@
 
 import pytest
 
-from adit.core.statuses import JobStatus, TaskStatus
+from adit.core.jobs.statuses import JobStatus, TaskStatus
 from adit.core.tests.example_app.models import ExampleJob, ExampleTask
 from adit.core.tests.factories import DicomServerFactory
 

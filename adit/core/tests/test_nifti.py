@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from adit.core import nifti
-from adit.core.dicom.synthetic import generate_ct_series, generate_studies, write_datasets
-from adit.core.nifti import (
+from adit.core.demo.synthetic import generate_ct_series, generate_studies, write_datasets
+from adit.core.transfer import nifti
+from adit.core.transfer.nifti import (
     Dcm2niixNotFoundError,
     NiftiConversionError,
     NiftiResult,

@@ -4,7 +4,7 @@ from django.contrib.auth.models import Group, Permission
 from django.core.management import call_command
 
 from adit.accounts.models import User
-from adit.core.dicom.orthanc import free_ports
+from adit.core.demo.orthanc import free_ports
 from adit.core.models import DicomFolder, DicomNode, DicomServer
 
 pytestmark = pytest.mark.django_db

@@ -11,13 +11,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from pydicom.uid import ExplicitVRLittleEndian
 
-from adit.core.dicom.orthanc import (
-    REQUIRED_COMMANDS,
-    OrthancServer,
-    OrthancStartError,
-    free_ports,
-)
-from adit.core.dicom.synthetic import (
+from adit.core.demo.orthanc import REQUIRED_COMMANDS, OrthancServer, OrthancStartError, free_ports
+from adit.core.demo.synthetic import (
     describe_ct_series,
     describe_studies,
     generate_ct_series,

@@ -9,8 +9,8 @@ import pytest
 from django.test import Client, override_settings
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from adit.core.jobs.statuses import JobStatus, TaskStatus
 from adit.core.models import ProjectSettings
-from adit.core.statuses import JobStatus, TaskStatus
 from adit.core.tests.job_pages import make_job, url
 
 pytestmark = pytest.mark.django_db

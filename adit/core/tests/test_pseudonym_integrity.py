@@ -10,7 +10,9 @@ import time
 import pytest
 from django.db import connection, transaction
 
-from adit.core.dicom.synthetic import StudySummary, describe_ct_series, generate_ct_series
+from adit.core.demo.synthetic import StudySummary, describe_ct_series, generate_ct_series
+from adit.core.jobs.processing import run_task
+from adit.core.jobs.statuses import JobStatus, TaskStatus
 from adit.core.models import (
     DicomFolder,
     DicomServer,
@@ -20,8 +22,6 @@ from adit.core.models import (
     PseudonymConflict,
     check_pseudonyms,
 )
-from adit.core.processing import run_task
-from adit.core.statuses import JobStatus, TaskStatus
 from adit.core.tests.example_app.models import ExampleJob, ExampleTask
 from adit.core.tests.factories import run_transfer, server_for
 

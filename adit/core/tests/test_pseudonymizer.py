@@ -28,8 +28,8 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from adit.core.dicom import synthetic
-from adit.core.pseudonymizer import Pseudonymizer, _date_offset_hours, _derive_seed
+from adit.core.demo import synthetic
+from adit.core.transfer.pseudonymizer import Pseudonymizer, _date_offset_hours, _derive_seed
 
 SECRET = "project-secret-of-lung-study"
 OTHER_SECRET = "project-secret-of-another-study"
@@ -672,8 +672,8 @@ def test_two_jobs_of_one_project_give_the_same_uids_and_accession_numbers():
 _SUBPROCESS_SCRIPT = """
 import hashlib, io, sys
 import pydicom
-from adit.core.dicom import synthetic
-from adit.core.pseudonymizer import Pseudonymizer
+from adit.core.demo import synthetic
+from adit.core.transfer.pseudonymizer import Pseudonymizer
 
 pseudonymizer = Pseudonymizer("LUNG-0042", sys.argv[1], shift_dates=True)
 digest = hashlib.sha256()

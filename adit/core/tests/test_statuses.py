@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from adit.core.statuses import JobStatus, TaskStatus, derive_job_status
+from adit.core.jobs.statuses import JobStatus, TaskStatus, derive_job_status
 
 FINAL = [TaskStatus.SUCCESS, TaskStatus.WARNING, TaskStatus.FAILURE, TaskStatus.CANCELED]
 

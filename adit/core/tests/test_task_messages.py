@@ -7,8 +7,8 @@ import logging
 import pytest
 from django.core.exceptions import ValidationError
 
-from adit.core.processing import readable_error, run_task
-from adit.core.statuses import JobStatus, TaskStatus
+from adit.core.jobs.processing import readable_error, run_task
+from adit.core.jobs.statuses import JobStatus, TaskStatus
 from adit.core.tests.example_app.models import ExampleJob, ExampleTask
 from adit.core.tests.factories import server_for
 

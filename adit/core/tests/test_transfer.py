@@ -18,11 +18,11 @@ import pytest
 import pyzipper
 from pydicom import Dataset, dcmread
 
+from adit.core.demo.synthetic import StudySummary, generate_ct_series
 from adit.core.dicom.operator import DicomOperator
-from adit.core.dicom.synthetic import StudySummary, generate_ct_series
+from adit.core.jobs.processing import run_task
+from adit.core.jobs.statuses import JobStatus, TaskStatus
 from adit.core.models import DicomFolder, DicomServer, Project
-from adit.core.processing import run_task
-from adit.core.statuses import JobStatus, TaskStatus
 from adit.core.tests.example_app.models import ExampleJob, ExampleTask
 from adit.core.tests.factories import run_transfer, server_for, unreachable_server
 from adit.core.tests.job_pages import stored_row, url
@@ -494,9 +494,9 @@ def test_verification_names_instances_the_destination_lost(
     source, destination, empty_orthanc2, orthanc1_studies
 ):
     """The check after storing: counts agree → fine; an instance gone → failure naming it."""
-    from adit.core.destinations import ServerDestination
     from adit.core.dicom.errors import DicomError
-    from adit.core.processing import TaskLog
+    from adit.core.jobs.processing import TaskLog
+    from adit.core.transfer.destinations import ServerDestination
 
     study = next(s for s in orthanc1_studies if any(x.instance_count > 2 for x in s.series))
     series = next(x for x in study.series if x.instance_count > 2)
@@ -527,9 +527,9 @@ def test_verification_compares_with_the_source_not_with_what_was_sent(
 ):
     """An instance that never left the source is missing at the destination too, even when
     everything sent arrived."""
-    from adit.core.destinations import ServerDestination
     from adit.core.dicom.errors import DicomError
-    from adit.core.processing import TaskLog
+    from adit.core.jobs.processing import TaskLog
+    from adit.core.transfer.destinations import ServerDestination
 
     study = next(s for s in orthanc1_studies if any(x.instance_count > 2 for x in s.series))
     series = next(x for x in study.series if x.instance_count > 2)

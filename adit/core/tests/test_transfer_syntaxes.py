@@ -20,15 +20,11 @@ from pydicom import Dataset, dcmread
 from pydicom.encaps import encapsulate
 from pydicom.uid import MPEG2MPML, UID
 
-from adit.core.dicom.orthanc import OrthancServer
-from adit.core.dicom.sample_studies import (
-    mixed_object_study,
-    multiframe_study,
-    syntax_study,
-)
+from adit.core.demo.orthanc import OrthancServer
+from adit.core.demo.sample_studies import mixed_object_study, multiframe_study, syntax_study
 from adit.core.dicom.syntaxes import syntax_of
+from adit.core.jobs.statuses import TaskStatus
 from adit.core.models import DicomFolder
-from adit.core.statuses import TaskStatus
 from adit.core.tests.factories import run_transfer, server_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]

@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from adit.core.dicom.orthanc import OrthancServer
-from adit.core.dicom.synthetic import describe_ct_series, generate_ct_series
+from adit.core.demo.orthanc import OrthancServer
+from adit.core.demo.synthetic import describe_ct_series, generate_ct_series
+from adit.core.jobs.statuses import JobStatus, TaskStatus
 from adit.core.models import DicomServer
-from adit.core.statuses import JobStatus, TaskStatus
 from adit.core.tests.app_processes import WorkerProcess, clear_task_queue
 from adit.core.tests.example_app.models import ExampleJob, ExampleTask
 

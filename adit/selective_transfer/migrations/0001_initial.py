@@ -71,7 +71,7 @@ class Migration(migrations.Migration):
                 (
                     "pseudonymization_secret",
                     models.CharField(
-                        default=adit.core.models._new_secret, editable=False, max_length=128
+                        default=adit.core.models.new_secret, editable=False, max_length=128
                     ),
                 ),
                 (

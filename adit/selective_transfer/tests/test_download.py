@@ -14,9 +14,9 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse_lazy
 from pydicom import dcmread
 
+from adit.core.demo.orthanc import free_ports
+from adit.core.demo.synthetic import StudySummary
 from adit.core.dicom.instance_stream import InstanceStream
-from adit.core.dicom.orthanc import free_ports
-from adit.core.dicom.synthetic import StudySummary
 from adit.core.models import DicomServer
 from adit.core.tests.factories import grant, server_for
 from adit.selective_transfer import download

@@ -13,7 +13,7 @@ from playwright.sync_api import ConsoleMessage, Page, expect
 from pydicom import dcmread
 
 from adit.accounts.tests.factories import PASSWORD
-from adit.core.dicom.synthetic import generate_ct_series
+from adit.core.demo.synthetic import generate_ct_series
 from adit.core.models import DicomServer
 from adit.core.tests.asgi_server import AsgiServer
 from adit.core.tests.factories import grant, server_for

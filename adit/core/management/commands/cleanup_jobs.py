@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from adit.core.processing import clean_up_stuck_tasks
+from adit.core.jobs.processing import clean_up_stuck_tasks
 
 
 class Command(BaseCommand):

@@ -1,8 +1,8 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from adit.core.dicom.orthanc import OrthancClient, OrthancError
-from adit.core.dicom.synthetic import describe_studies, generate_studies
+from adit.core.demo.orthanc import OrthancClient, OrthancError
+from adit.core.demo.synthetic import describe_studies, generate_studies
 
 
 class Command(BaseCommand):

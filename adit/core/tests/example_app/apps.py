@@ -9,9 +9,8 @@ class ExampleAppConfig(AppConfig):
     verbose_name = "Example"
 
     def ready(self) -> None:
-        from adit.core.processing import register_processor
-        from adit.core.transfer import TransferProcessor
-
-        from .models import ExampleTask
+        from adit.core.jobs.processing import register_processor
+        from adit.core.tests.example_app.models import ExampleTask
+        from adit.core.transfer.pipeline import TransferProcessor
 
         register_processor(ExampleTask, TransferProcessor)

@@ -1,6 +1,6 @@
 from django.db import models
 
-from adit.core.models import TransferJob, TransferTask
+from adit.core.transfer.models import TransferJob, TransferTask
 
 
 class ExampleJob(TransferJob):

@@ -1,6 +1,5 @@
-from adit.core.job_views import job_urlpatterns
-
-from .models import ExampleJob, ExampleTask
+from adit.core.jobs.views import job_urlpatterns
+from adit.core.tests.example_app.models import ExampleJob, ExampleTask
 
 app_name = "example_app"
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from django.db.models import Count, Q, QuerySet
 from django.urls import get_resolver
 
-from . import sections
-from .models import DicomJob, DicomTask, TransferJob, TransferTask
-from .statuses import FINAL_TASK_STATUSES
+from adit.core import sections
+from adit.core.jobs.models import DicomJob, DicomTask
+from adit.core.jobs.statuses import FINAL_TASK_STATUSES
+from adit.core.transfer.models import TransferJob, TransferTask
 
 
 @dataclass(frozen=True)

@@ -15,17 +15,23 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from pydicom import Dataset
 
-from .destinations import Destination, SeriesKey, ServerDestination, destination_for, series_key
-from .dicom.errors import DicomError
-from .dicom.instance_stream import InstanceStream
-from .dicom.operator import DicomOperator, SeriesCounts
-from .models import DicomServer, PseudonymConflict
-from .processing import TaskOutcome, TaskProcessor
-from .pseudonymizer import Pseudonymizer
-from .statuses import TaskStatus
+from adit.core.dicom.errors import DicomError
+from adit.core.dicom.instance_stream import InstanceStream
+from adit.core.dicom.operator import DicomOperator, SeriesCounts
+from adit.core.jobs.processing import TaskOutcome, TaskProcessor
+from adit.core.jobs.statuses import TaskStatus
+from adit.core.models import DicomServer, PseudonymConflict
+from adit.core.transfer.destinations import (
+    Destination,
+    SeriesKey,
+    ServerDestination,
+    destination_for,
+    series_key,
+)
+from adit.core.transfer.pseudonymizer import Pseudonymizer
 
 if TYPE_CHECKING:
-    from .models import TransferJob, TransferTask
+    from adit.core.transfer.models import TransferJob, TransferTask
 
 
 @dataclass

@@ -28,13 +28,13 @@ from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.generic import TemplateView
 
-from . import job_registry
-from .filters import PAGE_SIZES, StatusFilterForm, page_size
-from .job_registry import JobApp, task_progress
-from .models import ActionNotAllowed, DicomJob, DicomTask
-from .spreadsheets import CsvWriter
-from .statuses import JobStatus, TaskStatus
-from .tables import JobTable, TaskTable, app_url, paginate
+from adit.core.jobs import registry
+from adit.core.jobs.filters import PAGE_SIZES, StatusFilterForm, page_size
+from adit.core.jobs.models import ActionNotAllowed, DicomJob, DicomTask
+from adit.core.jobs.registry import JobApp, task_progress
+from adit.core.jobs.statuses import JobStatus, TaskStatus
+from adit.core.jobs.tables import JobTable, TaskTable, app_url, paginate
+from adit.core.spreadsheets import CsvWriter
 
 
 @dataclass(frozen=True)
@@ -347,7 +347,7 @@ def job_urlpatterns(*, job_model: type[DicomJob], task_model: type[DicomTask]) -
     job_cancel, job_resume, job_retry, job_restart, task_detail, task_delete, task_reset,
     task_kill, and for transfer jobs job_pseudonyms.
     """
-    job_app = job_registry.register(job_model, task_model)
+    job_app = registry.register(job_model, task_model)
     app = {"job_app": job_app}
     patterns = [
         path("jobs/", JobListView.as_view(**app), name="job_list"),

@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from adit.core.dicom.orthanc import OrthancServer
+from adit.core.demo.orthanc import OrthancServer
 
 
 def demo_pacs() -> list[OrthancServer]:

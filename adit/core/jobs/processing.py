@@ -26,11 +26,12 @@ from procrastinate.contrib.django import app
 from procrastinate.contrib.django.models import ProcrastinateJob
 from procrastinate.job_context import AbortReason
 
-from .dicom.errors import RetriableDicomError, ServiceStoppingError
-from .statuses import JobStatus, TaskStatus
+from adit.core.dicom.errors import RetriableDicomError, ServiceStoppingError
+from adit.core.jobs.queue import PROCESS_TASK_NAME, QUEUE
+from adit.core.jobs.statuses import JobStatus, TaskStatus
 
 if TYPE_CHECKING:
-    from .models import DicomJob, DicomTask
+    from adit.core.jobs.models import DicomTask
 
 logger = logging.getLogger(__name__)
 
@@ -143,28 +144,12 @@ def processor_for(task: DicomTask) -> type[TaskProcessor]:
     return _PROCESSORS[label]
 
 
-def defer_task(task: DicomTask, schedule_in_seconds: int = 0) -> int:
-    """Adds a queue entry for the task; returns its id."""
-    job: DicomJob = task.job
-    options: dict = {"priority": job.priority}
-    if schedule_in_seconds:
-        options["schedule_in"] = {"seconds": schedule_in_seconds}
-    return process_dicom_task.configure(**options).defer(
-        task_label=task._meta.label_lower, task_id=task.pk
-    )
-
-
-def cancel_queue_entry(queued_job_id: int, abort: bool) -> None:
-    """Removes a waiting queue entry; with ``abort``, also asks a running one to stop."""
-    app.job_manager.cancel_job_by_id(queued_job_id, abort=abort)
-
-
 def retry_wait_seconds(attempt: int) -> int:
     """Waits between task attempts grow linearly (2, 4, 6 minutes by default)."""
     return settings.DICOM_TASK_RETRY_WAIT * (1 + attempt)
 
 
-@app.task(queue="dicom", pass_context=True, name="adit.core.process_dicom_task")
+@app.task(queue=QUEUE, pass_context=True, name=PROCESS_TASK_NAME)
 def process_dicom_task(context: JobContext, task_label: str, task_id: int) -> str:
     """Runs one task of any app; returns what happened, for the queue's own log."""
     close_old_connections()
@@ -275,7 +260,7 @@ def clean_up_stuck_tasks() -> list[str]:
     A task whose worker died keeps a queue entry that the stalled-job retry puts back; this is
     for everything else, so that no task stays "In Progress" forever.
     """
-    from .models import DicomJob, DicomTask
+    from adit.core.jobs.models import DicomJob, DicomTask
 
     done: list[str] = []
     live_queue_ids = ProcrastinateJob.objects.filter(status__in=["todo", "doing"]).values("id")

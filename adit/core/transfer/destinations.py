@@ -21,20 +21,20 @@ from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from . import folder_layout
-from .archive import EncryptedZipWriter
-from .dicom.errors import DicomError
-from .dicom.operator import DicomOperator
-from .dicom.query import Level, Query, count_of
-from .dicom.syntaxes import ConversionError, convert_to_explicit_little_endian
-from .encryption import DecryptionError
-from .models import DicomFolder, DicomServer
-from .nifti import convert_series_to_nifti
+from adit.core.dicom.errors import DicomError
+from adit.core.dicom.operator import DicomOperator
+from adit.core.dicom.query import Level, Query, count_of
+from adit.core.dicom.syntaxes import ConversionError, convert_to_explicit_little_endian
+from adit.core.encryption import DecryptionError
+from adit.core.models import DicomFolder, DicomServer
+from adit.core.transfer import folder_layout
+from adit.core.transfer.archive import EncryptedZipWriter
+from adit.core.transfer.nifti import convert_series_to_nifti
 
 if TYPE_CHECKING:
-    from .models import TransferJob, TransferTask
-    from .processing import TaskLog
-    from .transfer import StudyToTransfer
+    from adit.core.jobs.processing import TaskLog
+    from adit.core.transfer.models import TransferJob, TransferTask
+    from adit.core.transfer.pipeline import StudyToTransfer
 
 # dcm2niix makes no images of these (documents, key objects, presentation states).
 NON_IMAGE_MODALITIES = frozenset({"SR", "KO", "PR", "DOC"})

@@ -1,0 +1,140 @@
+"""The abstract transfer job and task: what every app that copies studies stores."""
+
+from __future__ import annotations
+
+from django.contrib.contenttypes.fields import GenericRelation
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.db.models import Q
+
+from adit.core import validators
+from adit.core.encryption import decrypt, encrypt
+from adit.core.jobs.models import DicomJob, DicomTask
+from adit.core.models import JobPseudonym, Project, claim_pseudonym, new_secret
+
+
+class TransferJob(DicomJob):
+    """A job that copies studies from a source to a destination, optionally pseudonymized."""
+
+    trial_protocol_id = models.CharField(
+        max_length=64, blank=True, default="", validators=[validators.validate_query_value]
+    )
+    trial_protocol_name = models.CharField(
+        max_length=64, blank=True, default="", validators=[validators.validate_query_value]
+    )
+    project = models.ForeignKey(
+        Project,
+        on_delete=models.PROTECT,
+        blank=True,
+        null=True,
+        related_name="%(app_label)s_%(class)s_set",
+        help_text="Jobs of one project give the same patient the same pseudonymized UIDs.",
+    )
+    pseudonymization_secret = models.CharField(max_length=128, default=new_secret, editable=False)
+    shift_dates = models.BooleanField(
+        default=False,
+        help_text="Shift dates by an offset fixed per project instead of keeping them.",
+    )
+    encrypt_archive = models.BooleanField(
+        default=False, help_text="Each study goes into a password-protected ZIP (folders only)."
+    )
+    # The ZIP password, encrypted with a key derived from SECRET_KEY, and only while the job
+    # runs: ADIT needs it no longer, and a password kept is a password that can leak. Set it
+    # through ``archive_password``.
+    encrypted_archive_password = models.TextField(blank=True, default="", editable=False)
+    convert_to_nifti = models.BooleanField(default=False)
+    # Only for jobs without a project; no column, and deleted with the job.
+    job_pseudonyms = GenericRelation(
+        JobPseudonym, content_type_field="job_type", object_id_field="job_id"
+    )
+
+    class Meta(DicomJob.Meta):
+        abstract = True
+        permissions = [
+            *DicomJob.Meta.permissions,
+            ("can_transfer_unpseudonymized", "Can transfer unpseudonymized"),
+        ]
+
+    @property
+    def secret(self) -> str:
+        """The key of every pseudonymized value: the project's, else this job's own (kept with
+        the job so that a task run again after a crash produces the very same UIDs)."""
+        return self.project.secret if self.project else self.pseudonymization_secret
+
+    def claim_pseudonym(self, patient_id: str, pseudonym: str) -> None:
+        """Records, as a transfer of this job starts, that the patient (by the PatientID the
+        source has) goes by the pseudonym: in the job's project, else within the job. Raises
+        PseudonymConflict if the patient or the pseudonym is already in another pair there."""
+        if self.project is not None:
+            self.project.claim_pseudonym(patient_id, pseudonym)
+        else:
+            claim_pseudonym(self.job_pseudonyms, "in this job", patient_id, pseudonym)
+
+    @property
+    def archive_password(self) -> str:
+        """The password of the job's ZIPs; "" without one, and once the job has ended.
+
+        Raises:
+            DecryptionError: The password was encrypted under another DJANGO_SECRET_KEY.
+        """
+        if not self.encrypted_archive_password:
+            return ""
+        return decrypt(self.encrypted_archive_password)
+
+    @archive_password.setter
+    def archive_password(self, password: str) -> None:
+        self.encrypt_archive = bool(password)
+        self.encrypted_archive_password = encrypt(password) if password else ""
+
+    def forget_secrets(self) -> list[str]:
+        self.encrypted_archive_password = ""
+        return [*super().forget_secrets(), "encrypted_archive_password"]
+
+    @property
+    def rerun_blocker(self) -> str:
+        # Running again without the password could only write unencrypted ZIPs or fail; asking
+        # for the password again would need a form on every action. A new job is the honest way.
+        if self.encrypt_archive and not self.encrypted_archive_password:
+            return (
+                "its studies go into password-protected ZIPs, and the password was deleted when "
+                "the job ended (ADIT keeps it no longer than needed). Start a new job with a "
+                "password instead."
+            )
+        return ""
+
+
+class TransferTask(DicomTask):
+    """One study (or some of its series) to copy to the destination."""
+
+    destination = models.ForeignKey("core.DicomNode", on_delete=models.PROTECT, related_name="+")
+    patient_id = models.CharField(
+        max_length=64, blank=True, default="", validators=[validators.validate_query_value]
+    )
+    study_uid = models.CharField(max_length=64, validators=[validators.validate_uid])
+    series_uids = ArrayField(
+        models.CharField(max_length=64, validators=[validators.validate_uid]),
+        blank=True,
+        default=list,
+        help_text="Empty: the whole study.",
+    )
+    pseudonym = models.CharField(
+        max_length=64, blank=True, default="", validators=[validators.validate_pseudonym]
+    )
+    pseudonymized_study_uid = models.CharField(
+        max_length=64, blank=True, default="", help_text="The study's UID at the destination."
+    )
+    instances_done = models.PositiveIntegerField(default=0)
+    instances_total = models.PositiveIntegerField(blank=True, null=True)
+
+    job: models.ForeignKey  # to a TransferJob, declared by the concrete task model
+
+    class Meta(DicomTask.Meta):
+        abstract = True
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(study_uid=""), name="%(app_label)s_%(class)s_study_uid"
+            )
+        ]
+
+    def fields_of_a_fresh_run(self) -> dict:
+        return {**super().fields_of_a_fresh_run(), "instances_done": 0, "instances_total": None}

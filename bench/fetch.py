@@ -555,12 +555,12 @@ class FetchBenchmark(common.Session):
         from pydicom.uid import CTImageStorage
         from pynetdicom import AE, build_context, build_role, evt
 
-        from adit.core.dicom.dimse import GET_MODELS, _storage_contexts_for_get
+        from adit.core.dicom.dimse import GET_MODELS, storage_contexts_for_get
 
         assert self.orthanc is not None
         folder = sink.folder
         # The study holds CT slices only, as the operator finds out by a query.
-        storage_contexts = _storage_contexts_for_get([CTImageStorage])
+        storage_contexts = storage_contexts_for_get([CTImageStorage])
         roles = [build_role(CTImageStorage, scp_role=True)]
         pending: queue.Queue[tuple[Path, bytes] | None] = queue.Queue(maxsize=16)
         write_errors: list[BaseException] = []

@@ -32,9 +32,8 @@ deliver every instance is an error, not a number.
 The engine needs database tables, and the bench must not touch the user's data: it creates a
 throwaway database (``adit_bench``) on the same PostgreSQL server, migrates it, points this
 process and every worker at it through DATABASE_URL and drops it at the end. The job and task
-models are those of the test settings' example app (``adit.settings.test``: ExampleJob and
-ExampleTask, processed by the TransferProcessor), written before ``adit.selective_transfer``
-existed; its jobs run the very same processor.
+models are selective transfer's (SelectiveTransferJob and SelectiveTransferTask, processed by
+the TransferProcessor that every transfer job kind runs).
 
 Every ADIT run gets a fresh worker, so the worker's memory of one run is not inherited from the
 run before: the worker is started, its "is ready." line awaited, and a 5-instance pseudonymized
@@ -419,7 +418,7 @@ class Worker:
     def start(self) -> None:
         import psutil
 
-        from adit.core.demo.orthanc import _parent_death_signal
+        from adit.core.demo.orthanc import parent_death_signal
 
         command = [sys.executable, "manage.py", "worker", "--queue", "dicom"]
         if self.profile_to is not None:
@@ -453,7 +452,7 @@ class Worker:
                 stderr=subprocess.STDOUT,
                 # A benchmark killed with SIGKILL must not leave a worker polling a dropped
                 # database behind.
-                preexec_fn=_parent_death_signal(),
+                preexec_fn=parent_death_signal(),
             )
         self._ps = psutil.Process(self.process.pid)
 
@@ -595,7 +594,7 @@ class TransferBenchmark(common.Session):
         self._source_row: DicomServer | None = None
         self._destination_row: DicomServer | None = None
         self._owner: Any = None
-        self._last_task: Any = None  # the ExampleTask of the latest run by a worker
+        self._last_task: Any = None  # the SelectiveTransferTask of the latest run by a worker
         self._runs = 0
 
     # -- set-up ---------------------------------------------------------------------------
@@ -766,10 +765,10 @@ class TransferBenchmark(common.Session):
     def _run_job(self, worker: Worker, study: Study, *, pseudonymized: bool) -> Run:
         """Queues one job with one task and waits for its success, sampling the worker."""
         from adit.core.jobs.statuses import TaskStatus
-        from adit.core.tests.example_app.models import ExampleJob, ExampleTask
+        from adit.selective_transfer.models import SelectiveTransferJob, SelectiveTransferTask
 
-        job = ExampleJob.objects.create(owner=self._owner)
-        task = ExampleTask.objects.create(
+        job = SelectiveTransferJob.objects.create(owner=self._owner)
+        task = SelectiveTransferTask.objects.create(
             job=job,
             source=self._source_row,
             destination=self._destination_row,
@@ -788,7 +787,7 @@ class TransferBenchmark(common.Session):
         started = time.perf_counter()
         job.start_processing(verified=True)
         next_sample = time.monotonic() + RSS_SAMPLE_SECONDS
-        tasks = ExampleTask.objects.filter(pk=task.pk)
+        tasks = SelectiveTransferTask.objects.filter(pk=task.pk)
         while True:
             status, done = tasks.values_list("status", "instances_done").get()
             if status == TaskStatus.SUCCESS:
@@ -887,16 +886,24 @@ class TransferBenchmark(common.Session):
 # Functions whose cumulative time explains a transfer.
 _KEY_FUNCTIONS: list[common.KeyFunction] = [
     ("whole task (TransferProcessor.process)", "adit/core/transfer/pipeline.py", "process"),
-    ("C-FIND of the study on A", "adit/core/transfer/pipeline.py", "_find_study"),
-    # _Fetcher._run: fetch_study, or fetch_series per series when pseudonymizing (which lists
-    # the series to leave excluded modalities out).
-    ("fetch thread: C-GET from A (_Fetcher._run)", "adit/core/transfer/pipeline.py", "_run"),
+    ("C-FIND of the study and its series on A", "adit/core/transfer/study.py", "find_study"),
+    # InstanceStream._run: fetch_study, or fetch_series per series when pseudonymizing leaves
+    # series of excluded modalities out.
+    (
+        "fetch thread: C-GET from A (InstanceStream._run)",
+        "adit/core/dicom/instance_stream.py",
+        "_run",
+    ),
     ("fetch thread: C-STORE handler of the C-GET", "adit/core/dicom/dimse.py", "handle_store"),
     ("fetch thread: Dataset from the received bytes", "pynetdicom/events.py", "dataset"),
-    ("fetch thread: hand-over to the queue (waits when full)", "adit/core/transfer/pipeline.py", "_put"),
-    ("store thread: waits for the next instance", "adit/core/transfer/pipeline.py", "instances"),
-    ("store thread: pseudonymize or stamp (_Modifier)", "adit/core/transfer/pipeline.py", "__call__"),
-    ("store thread: Pseudonymizer.pseudonymize", "adit/core/transfer/pseudonymizer.py", "pseudonymize"),
+    ("fetch thread: hand-over (waits when full)", "adit/core/dicom/instance_stream.py", "_put"),
+    ("store thread: waits for the next instance", "adit/core/dicom/instance_stream.py", "__iter__"),
+    ("store thread: pseudonymize or stamp", "adit/core/transfer/modify.py", "__call__"),
+    (
+        "store thread: Pseudonymizer.pseudonymize",
+        "adit/core/transfer/pseudonymizer.py",
+        "pseudonymize",
+    ),
     ("store thread: C-STORE to B per instance", "adit/core/dicom/dimse.py", "send"),
     ("pynetdicom send_c_store (encode, send, await)", "pynetdicom/association.py", "send_c_store"),
     ("pydicom encodes a Dataset (write_dataset)", "pydicom/filewriter.py", "write_dataset"),
@@ -1078,19 +1085,20 @@ def format_markdown_section(report: Report) -> str:
         f"{report.upload_seconds:.1f} s.",
         f"- Orthanc A ({SOURCE_AE}) -> Orthanc B ({DESTINATION_AE}) on loopback. Orthanc: B's "
         f"`POST /modalities/{SOURCE_NAME}/move` (B's C-MOVE SCU, A C-STOREs to B). ADIT: one "
-        "ExampleJob with one task, queued with `start_processing(verified=True)` and run by a "
-        "fresh `manage.py worker --queue dicom` (warmed up with a 5-instance job), C-GET from "
-        "A, C-STORE to B, then the check (C-FIND of B's series, comparing the instances per "
-        "series with what was sent; instances listed only where a count differs); *direct "
-        'C-MOVE*: the same job with A\'s row set to "C-MOVE to destinations" (and study-root '
-        "C-MOVE), so A C-MOVEs the study straight to B and the check compares B's counts per "
-        "series with A's. Timed from queueing until the task reads Success "
-        f"(polled every {POLL_SECONDS} s). Each method ran {report.repeat} times, round by "
-        "round; seconds are the median. *task s* is the task's own start-to-end, *pickup s* "
-        "queueing to claim. CPU is per run (median). Worker RSS: *ready* before queueing, "
-        f"*peak* the highest psutil sample (every {RSS_SAMPLE_SECONDS} s; highest of all "
-        "runs), *VmHWM* the kernel's high-water mark (reset before the job; highest of all "
-        "runs), *slope* the least-squares RSS slope over instances done (median of runs).",
+        "SelectiveTransferJob with one task, queued with `start_processing(verified=True)` and "
+        "run by a fresh `manage.py worker --queue dicom` (warmed up with a 5-instance job), "
+        "C-GET from A, C-STORE to B, then the check (C-FIND of B's series, comparing the "
+        "instances per series with what was sent; instances listed only where a count "
+        "differs); *direct C-MOVE*: the same job with A's row set to \"C-MOVE to "
+        'destinations" (and study-root C-MOVE), so A C-MOVEs the study straight to B and the '
+        "check compares B's counts per series with A's. Timed from queueing until the task "
+        f"reads Success (polled every {POLL_SECONDS} s). Each method ran {report.repeat} "
+        "times, round by round; seconds are the median. *task s* is the task's own "
+        "start-to-end, *pickup s* queueing to claim. CPU is per run (median). Worker RSS: "
+        "*ready* before queueing, *peak* the highest psutil sample "
+        f"(every {RSS_SAMPLE_SECONDS} s; highest of all runs), *VmHWM* the kernel's high-water "
+        "mark (reset before the job; highest of all runs), *slope* the least-squares RSS slope "
+        "over instances done (median of runs).",
         "",
         common.markdown_table(result_rows(report)),
         "",

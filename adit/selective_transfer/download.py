@@ -37,16 +37,19 @@ from django.http import HttpRequest, HttpResponse, QueryDict, StreamingHttpRespo
 from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.utils.log import log_response
-from pydicom import Dataset
 
 from adit.core.dicom.errors import DicomError, RetriableDicomError
+from adit.core.dicom.files import encode_instance
 from adit.core.dicom.instance_stream import InstanceStream, StreamStopped
-from adit.core.dicom.operator import DicomOperator, SeriesCounts
+from adit.core.dicom.operator import DicomOperator
+from adit.core.dicom.selection import StudySelection
 from adit.core.jobs.processing import readable_error
 from adit.core.models import DicomNode, DicomServer
 from adit.core.transfer import folder_layout
-from adit.core.transfer.destinations import encode_instance
+from adit.core.transfer.folder_layout import StudyLayout
+from adit.core.transfer.modify import InstanceModifier
 from adit.core.transfer.pseudonymizer import Pseudonymizer
+from adit.core.transfer.study import StudyNotFoundError, excluded_modalities, find_study
 from adit.core.validators import (
     MAX_PSEUDONYM_LENGTH,
     validate_pseudonym,
@@ -61,10 +64,6 @@ QUEUE_SIZE = 8
 ERROR_ENTRY = "error.txt"
 
 BACK_HINT = "Search again on the Selective Transfer page and use the download button of a study."
-
-
-class StudyNotFound(DicomError):
-    """The PACS does not hold the study (any more)."""
 
 
 class DownloadForm(forms.Form):
@@ -162,12 +161,11 @@ def download_study(request: HttpRequest) -> HttpResponseBase:
 
     operator = DicomOperator(server)
     try:
-        series_uids, modalities, counts = _series_to_fetch(
-            operator, study_uid, params["patient_id"], pseudonymized=pseudonymizer is not None
-        )
+        selection = StudySelection(params["patient_id"], study_uid)
+        study = find_study(operator, selection, pseudonymized=pseudonymizer is not None)
     except DicomError as err:
         return _pacs_error(request, server, study_uid, err)
-    if series_uids == []:
+    if not study.series:
         excluded = ", ".join(settings.EXCLUDE_MODALITIES)
         return _refused(
             request,
@@ -176,10 +174,20 @@ def download_study(request: HttpRequest) -> HttpResponseBase:
             404,
         )
 
+    fetch = study.fetch
     fetcher = InstanceStream(
-        operator, params["patient_id"], study_uid, series_uids, depth=QUEUE_SIZE, expected=counts
+        operator,
+        fetch.patient_id,
+        fetch.study_uid,
+        fetch.series_uids or None,
+        depth=QUEUE_SIZE,
+        expected=study.counts,
     )
-    archive = _StudyArchive(fetcher, pseudonymizer, pseudonym or params["patient_id"], modalities)
+    modify = InstanceModifier(
+        pseudonymizer, excluded_modalities=excluded_modalities(pseudonymizer is not None)
+    )
+    layout = StudyLayout(pseudonym or params["patient_id"], study.modalities)
+    archive = _StudyArchive(fetcher, modify, layout)
     fetcher.start()
     try:
         # Waiting for the first instance keeps the status line open for the usual failures.
@@ -247,7 +255,7 @@ def _attachment(filename: str) -> str:
 def _pacs_error(
     request: HttpRequest, server: DicomServer, study_uid: str, error: BaseException
 ) -> HttpResponse:
-    if isinstance(error, StudyNotFound):
+    if isinstance(error, StudyNotFoundError):
         return _refused(request, f"{server.name} does not hold this study: {error}", 404)
     reason = readable_error(error)
     response = _refused(request, f"Could not download the study from {server.name}: {reason}", 502)
@@ -278,54 +286,19 @@ def _explained(
     filters = {"PatientID": params["patient_id"]} if params["patient_id"] else {}
     try:
         if not list(operator.find_studies(limit=1, StudyInstanceUID=study_uid, **filters)):
-            return StudyNotFound(f"No study found with Study Instance UID {study_uid}.")
+            return StudyNotFoundError(f"No study found with Study Instance UID {study_uid}.")
     except DicomError:
         pass  # the server cannot be asked either; the fetch's error says more
     return error
 
 
-def _series_to_fetch(
-    operator: DicomOperator, study_uid: str, patient_id: str, *, pseudonymized: bool
-) -> tuple[list[str] | None, list[str], SeriesCounts]:
-    """The series to fetch (None: the whole study), the modalities they hold, and how many
-    instances each has (what the fetch must deliver).
-
-    Pseudonymized downloads leave out the series of settings.EXCLUDE_MODALITIES.
-
-    Raises:
-        StudyNotFound: If the PACS knows no series of the study.
-    """
-    series = operator.find_counted_series(patient_id, study_uid)
-    if not series:
-        raise StudyNotFound(f"No study found with Study Instance UID {study_uid}.")
-    excluded = set(settings.EXCLUDE_MODALITIES) if pseudonymized else set()
-    kept = [item for item in series if str(item.get("Modality", "")) not in excluded]
-    modalities = sorted({str(item.get("Modality", "")) for item in kept} - {""})
-    counts = {
-        str(item.SeriesInstanceUID): int(item.NumberOfSeriesRelatedInstances) for item in kept
-    }
-    if not pseudonymized:
-        return None, modalities, counts
-    return list(counts), modalities, counts
-
-
 class _StudyArchive:
     """Turns the fetched instances into the entries of the study's ZIP archive."""
 
-    def __init__(
-        self,
-        fetcher: InstanceStream,
-        pseudonymizer: Pseudonymizer | None,
-        patient: str,
-        modalities: list[str],
-    ):
+    def __init__(self, fetcher: InstanceStream, modify: InstanceModifier, layout: StudyLayout):
         self.fetcher = fetcher
-        self.pseudonymizer = pseudonymizer
-        self.excluded = set(settings.EXCLUDE_MODALITIES) if pseudonymizer else set()
-        self.patient = patient
-        self.modalities = modalities
-        self.study_date = ""
-        self._study_folder = ""
+        self.modify = modify
+        self.layout = layout
         # Entries get the time of the download; DICOM dates may precede what ZIP can store.
         self._timestamp = time.localtime()[:6]
 
@@ -337,7 +310,9 @@ class _StudyArchive:
         """
         entry = self._next_entry()
         if entry is None and not self.fetcher.delivered:
-            raise StudyNotFound(f"No study found with Study Instance UID {self.fetcher.study_uid}.")
+            raise StudyNotFoundError(
+                f"No study found with Study Instance UID {self.fetcher.study_uid}."
+            )
         if entry is None:
             raise DicomError("The study holds no instances to download.")
         return entry
@@ -376,32 +351,19 @@ class _StudyArchive:
         finally:
             self.fetcher.stop()
 
+    @property
+    def patient(self) -> str:
+        return self.layout.patient
+
+    @property
+    def study_date(self) -> str:
+        return self.layout.study_date
+
     def _next_entry(self) -> tuple[str, bytes] | None:
         while (dataset := self.fetcher.next_instance()) is not None:
-            # Only kept series are fetched; this catches a PACS whose series level
-            # Modality disagreed with its instances.
-            if str(dataset.get("Modality", "")) in self.excluded:
-                continue
-            return self._entry(dataset)
+            if self.modify(dataset):
+                return self.layout.entry(dataset), encode_instance(dataset)
         return None
-
-    def _entry(self, dataset: Dataset) -> tuple[str, bytes]:
-        if self.pseudonymizer is not None:
-            self.pseudonymizer.pseudonymize(dataset)
-        if not self._study_folder:
-            # Named from the first instance as stored, like the study folders of transfers.
-            self.study_date = str(dataset.get("StudyDate", ""))
-            self._study_folder = folder_layout.study_folder_of(dataset, self.modalities)
-            self.patient = self.patient or str(dataset.get("PatientID", "")).strip()
-        name = "/".join(
-            (
-                folder_layout.sanitize_part(self.patient),
-                self._study_folder,
-                folder_layout.series_folder_of(dataset),
-                folder_layout.instance_file_name(dataset),
-            )
-        )
-        return name, encode_instance(dataset)
 
     def _write(self, archive: zipfile.ZipFile, name: str, data: bytes) -> None:
         info = zipfile.ZipInfo(name, date_time=self._timestamp)

@@ -401,7 +401,7 @@ class OrthancServer(OrthancClient):
                 stderr=subprocess.STDOUT,
                 cwd=self.storage_dir,
                 env={**os.environ, "TCP_NODELAY": "1"},
-                preexec_fn=_parent_death_signal() if self.stop_with_parent else None,
+                preexec_fn=parent_death_signal() if self.stop_with_parent else None,
             )
         atexit.register(self.stop)
         try:
@@ -583,13 +583,13 @@ def _encoded_instances(items: Iterable[DicomSource]) -> Iterable[bytes]:
                 yield file.read_bytes()
 
 
-def _parent_death_signal():
+def parent_death_signal():
     """A preexec function that asks the kernel for SIGTERM when the parent thread ends."""
     # libc is loaded here, in the parent: the child runs only the prctl call between fork and
     # exec, where loading libraries is not safe.
     libc = ctypes.CDLL(None, use_errno=True)
 
-    def set_parent_death_signal() -> None:
+    def setparent_death_signal() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
-    return set_parent_death_signal
+    return setparent_death_signal

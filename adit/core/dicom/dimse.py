@@ -164,7 +164,7 @@ def describe_status(code: int, table: dict) -> str:
     return f"0x{code:04X} ({meaning})"
 
 
-def _storage_contexts_for_get(sop_classes: Sequence[str]) -> list[PresentationContext]:
+def storage_contexts_for_get(sop_classes: Sequence[str]) -> list[PresentationContext]:
     """Contexts to receive the given SOP classes in every syntax a PACS may hold them in, as
     many syntaxes per class as fit beside the query model; without classes, a generic set."""
     room = MAX_CONTEXTS - 1
@@ -335,7 +335,7 @@ class DimseConnector:
         "out of resources", the association is aborted and the exception is raised here.
         """
         model = GET_MODELS[root]
-        storage_contexts = _storage_contexts_for_get(sop_classes)
+        storage_contexts = storage_contexts_for_get(sop_classes)
         roles = [
             build_role(uid, scp_role=True)
             for uid in dict.fromkeys(str(context.abstract_syntax) for context in storage_contexts)

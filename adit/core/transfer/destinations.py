@@ -8,33 +8,28 @@ after a crash replaces its earlier output instead of doubling it.
 
 from __future__ import annotations
 
-import errno
-import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
-from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydicom import Dataset
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
 
 from adit.core.dicom.errors import DicomError
+from adit.core.dicom.files import encode_instance, write_instance
 from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.query import Level, Query, count_of
 from adit.core.dicom.syntaxes import ConversionError, convert_to_explicit_little_endian
-from adit.core.encryption import DecryptionError
 from adit.core.models import DicomFolder, DicomServer
 from adit.core.transfer import folder_layout
 from adit.core.transfer.archive import EncryptedZipWriter
+from adit.core.transfer.folder_layout import StudyLayout
+from adit.core.transfer.modify import SeriesKey, series_key
 from adit.core.transfer.nifti import convert_series_to_nifti
 
 if TYPE_CHECKING:
     from adit.core.jobs.processing import TaskLog
-    from adit.core.transfer.models import TransferJob, TransferTask
-    from adit.core.transfer.pipeline import StudyToTransfer
 
 # dcm2niix makes no images of these (documents, key objects, presentation states).
 NON_IMAGE_MODALITIES = frozenset({"SR", "KO", "PR", "DOC"})
@@ -62,50 +57,38 @@ class Destination:
         """
 
 
-SeriesKey = tuple[str, str, str]  # PatientID, StudyInstanceUID, SeriesInstanceUID
+def destination_for(
+    node: DicomServer | DicomFolder,
+    layout: StudyLayout,
+    log: TaskLog,
+    *,
+    job_folder: str = "",
+    encrypt_archive: bool = False,
+    archive_password: str = "",
+    convert_to_nifti: bool = False,
+) -> Destination:
+    """The destination for one study.
 
-
-def series_key(dataset: Dataset) -> SeriesKey:
-    return (
-        str(dataset.get("PatientID", "")),
-        str(dataset.StudyInstanceUID),
-        str(dataset.SeriesInstanceUID),
-    )
-
-
-def destination_for(task: TransferTask, study: StudyToTransfer, log: TaskLog) -> Destination:
-    node = task.destination.concrete()
+    Args:
+        layout: Names the study's files below ``job_folder`` (folders only).
+        job_folder: The folder of the job inside a destination folder.
+        encrypt_archive: The study goes into one ZIP encrypted with ``archive_password``
+            (folders only).
+        convert_to_nifti: The study is converted with dcm2niix (folders only).
+    """
     if isinstance(node, DicomServer):
-        job: TransferJob = task.job
-        if job.encrypt_archive or job.convert_to_nifti:
+        if encrypt_archive or convert_to_nifti:
             log.warning(
                 "Archive password and NIfTI conversion apply to folder destinations only; "
                 f"the study goes to {node.name} as DICOM."
             )
         return ServerDestination(node, log)
-    assert isinstance(node, DicomFolder)
-    layout = FolderLayout(task, study, node)
-    if task.job.encrypt_archive:
-        return ZipDestination(layout, _archive_password(task.job))
-    if task.job.convert_to_nifti:
-        return NiftiDestination(layout, log)
-    return FolderDestination(layout)
-
-
-def _archive_password(job: TransferJob) -> str:
-    """The job's ZIP password; never "" for a job that asked for encrypted ZIPs, because
-    writing them without one would put the data in the open."""
-    try:
-        password = job.archive_password
-    except DecryptionError as err:
-        message = f"The archive password of job {job.pk} cannot be decrypted. {err}"
-        raise DicomError(message) from err
-    if not password:
-        raise DicomError(
-            f"Job {job.pk} writes password-protected ZIPs, but its password was deleted when the "
-            "job ended; start a new job with a password instead of running this one again."
-        )
-    return password
+    root = Path(node.path)
+    if encrypt_archive:
+        return ZipDestination(root, job_folder, layout, archive_password)
+    if convert_to_nifti:
+        return NiftiDestination(root, job_folder, layout, log)
+    return FolderDestination(root, job_folder, layout)
 
 
 class ServerDestination(Destination):
@@ -211,55 +194,39 @@ class ServerDestination(Destination):
         return {str(image.SOPInstanceUID) for image in self.operator.find(query)}
 
 
-class FolderLayout:
-    """Paths of the documented folder layout for one task."""
+class _FolderWriter(Destination):
+    """Writes below ``<root>/<job folder>`` in the layout's paths."""
 
-    def __init__(self, task: TransferTask, study: StudyToTransfer, folder: DicomFolder):
-        job = task.job
-        self.root = Path(folder.path)
-        self.job_folder = folder_layout.job_folder_name(
-            job._meta.app_label, job.pk, job.created, job.owner.get_username()
-        )
-        self.patient = task.pseudonym or study.patient_id
-        self.modalities = study.modalities
-        self.study_folder = ""
-
-    def study_path(self, first_instance: Dataset) -> Path:
-        """The study folder, named from the first instance as it will be stored."""
-        if not self.study_folder:
-            self.study_folder = folder_layout.study_folder_of(first_instance, self.modalities)
-        patient = folder_layout.sanitize_part(self.patient)
-        return self.root / self.job_folder / patient / self.study_folder
-
-    def instance_path(self, dataset: Dataset) -> Path:
-        self.study_path(dataset)
-        return folder_layout.instance_path(
-            self.root,
-            self.job_folder,
-            self.patient,
-            self.study_folder,
-            folder_layout.series_folder_of(dataset),
-            str(dataset.SOPInstanceUID),
-        )
-
-
-class FolderDestination(Destination):
-    def __init__(self, layout: FolderLayout):
+    def __init__(self, root: Path, job_folder: str, layout: StudyLayout):
+        self.root = root
+        self.job_folder = job_folder
         self.layout = layout
 
+    def study_path(self, first_instance: Dataset) -> Path:
+        path = self.root.joinpath(self.job_folder, *self.layout.study_parts(first_instance))
+        _check_inside(path, self.root)
+        return path
+
+
+class FolderDestination(_FolderWriter):
     def consume(self, instances: Iterable[Dataset]) -> int:
         count = 0
         for dataset in instances:
-            write_instance(dataset, self.layout.instance_path(dataset))
+            patient, study, series, _ = self.layout.parts(dataset)
+            path = folder_layout.instance_path(
+                self.root, self.job_folder, patient, study, series, str(dataset.SOPInstanceUID)
+            )
+            write_instance(dataset, path)
             count += 1
         return count
 
 
-class ZipDestination(Destination):
+class ZipDestination(_FolderWriter):
     """One AES-encrypted ZIP per study: <job folder>/<patient>/<study folder>.zip."""
 
-    def __init__(self, layout: FolderLayout, password: str):
-        self.layout = layout
+    def __init__(self, root: Path, job_folder: str, layout: StudyLayout, password: str):
+        super().__init__(root, job_folder, layout)
+        assert password, "an archive without a password would put the data in the open"
         self.password = password
         self.writer: EncryptedZipWriter | None = None
         # The archive is opened with the first instance (it names the study folder) and
@@ -270,19 +237,12 @@ class ZipDestination(Destination):
         count = 0
         for dataset in instances:
             if self.writer is None:
-                path = self.layout.study_path(dataset).with_suffix(".zip")
-                _check_inside(path, self.layout.root)
+                path = self.study_path(dataset).with_suffix(".zip")
                 self.writer = self.open_archive.enter_context(
                     EncryptedZipWriter(path, self.password)
                 )
-            arcname = "/".join(
-                (
-                    self.layout.study_folder,
-                    folder_layout.series_folder_of(dataset),
-                    folder_layout.instance_file_name(dataset),
-                )
-            )
-            self.writer.add(arcname, encode_instance(dataset))
+            _, study, series, file_name = self.layout.parts(dataset)
+            self.writer.add(f"{study}/{series}/{file_name}", encode_instance(dataset))
             count += 1
         return count
 
@@ -290,12 +250,12 @@ class ZipDestination(Destination):
         self.open_archive.__exit__(exc_type, exc, tb)
 
 
-class NiftiDestination(Destination):
+class NiftiDestination(_FolderWriter):
     """Writes the instances to a scratch folder per series, then converts each image series
     with dcm2niix into the study folder."""
 
-    def __init__(self, layout: FolderLayout, log: TaskLog):
-        self.layout = layout
+    def __init__(self, root: Path, job_folder: str, layout: StudyLayout, log: TaskLog):
+        super().__init__(root, job_folder, layout)
         self.log = log
         self.scratch = tempfile.TemporaryDirectory(prefix="adit-nifti-")
         self.series: dict[str, tuple[Path, str, str]] = {}  # uid -> folder, name, modality
@@ -305,16 +265,12 @@ class NiftiDestination(Destination):
         count = 0
         for dataset in instances:
             if self.output is None:
-                self.output = self.layout.study_path(dataset)
-                _check_inside(self.output, self.layout.root)
+                self.output = self.study_path(dataset)
             uid = str(dataset.SeriesInstanceUID)
+            _, _, series_folder, file_name = self.layout.parts(dataset)
             if uid not in self.series:
                 folder = Path(self.scratch.name) / str(len(self.series))
-                self.series[uid] = (
-                    folder,
-                    folder_layout.series_folder_of(dataset),
-                    str(dataset.get("Modality", "")),
-                )
+                self.series[uid] = (folder, series_folder, str(dataset.get("Modality", "")))
             folder = self.series[uid][0]
             try:
                 # dcm2niix decodes fewer compressed syntaxes than pydicom (no 12-bit JPEG); its
@@ -322,7 +278,7 @@ class NiftiDestination(Destination):
                 convert_to_explicit_little_endian(dataset)
             except ConversionError:
                 pass  # dcm2niix may still manage, else it says why
-            write_instance(dataset, folder / folder_layout.instance_file_name(dataset))
+            write_instance(dataset, folder / file_name)
             count += 1
         self._convert()
         return count
@@ -344,36 +300,6 @@ class NiftiDestination(Destination):
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.scratch.cleanup()
-
-
-def encode_instance(dataset: Dataset) -> bytes:
-    _ensure_file_meta(dataset)
-    buffer = BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
-def write_instance(dataset: Dataset, path: Path) -> None:
-    """Writes a DICOM file completely or not at all (a temporary name, then a rename)."""
-    _ensure_file_meta(dataset)
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        dataset.save_as(partial, enforce_file_format=True)
-        os.replace(partial, path)
-    except OSError as err:
-        partial.unlink(missing_ok=True)
-        if err.errno == errno.ENOSPC:
-            raise DicomError(f"Out of disk space while trying to save '{path}'.") from err
-        raise DicomError(f"Could not save '{path}': {err.strerror or err}.") from err
-
-
-def _ensure_file_meta(dataset: Dataset) -> None:
-    file_meta = getattr(dataset, "file_meta", None)
-    if file_meta is None:
-        file_meta = dataset.file_meta = FileMetaDataset()
-    if "TransferSyntaxUID" not in file_meta:
-        file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
 
 
 def _check_inside(path: Path, root: Path) -> None:

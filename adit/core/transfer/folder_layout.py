@@ -102,3 +102,46 @@ def instance_path(
     if not path.resolve().is_relative_to(root):
         raise UnsafePathError(f"{path} lies outside the destination folder {root}.")
     return path
+
+
+class StudyLayout:
+    """The path of each instance of one study below the job folder (or in a download):
+    ``<patient>/<study folder>/<series folder>/<SOPInstanceUID>.dcm``.
+
+    The one place that names these parts: folder, ZIP and NIfTI destinations and the study
+    download all ask it. The study folder is named from the first instance as it is stored,
+    so pseudonymized (shifted) dates name it, not the original ones.
+    """
+
+    def __init__(self, patient: str, modalities: Iterable[str] = ()):
+        """Args:
+        patient: The pseudonym, or the PatientID; "" takes the first instance's PatientID.
+        modalities: Those of the study's series that go (the study folder's name lists
+            them); empty: the first instance's.
+        """
+        self._patient = patient.strip()
+        self.modalities = list(modalities)
+        self.study_folder = ""
+        self.study_date = ""  # of the first instance, as stored
+
+    @property
+    def patient(self) -> str:
+        return sanitize_part(self._patient)
+
+    def study_parts(self, first_instance: Dataset) -> tuple[str, str]:
+        """(patient folder, study folder), fixed by the first instance."""
+        if not self.study_folder:
+            self.study_date = str(first_instance.get("StudyDate", ""))
+            self.study_folder = study_folder_of(first_instance, self.modalities)
+            if not self._patient:
+                self._patient = str(first_instance.get("PatientID", "")).strip()
+        return self.patient, self.study_folder
+
+    def parts(self, dataset: Dataset) -> tuple[str, str, str, str]:
+        """(patient folder, study folder, series folder, file name) of an instance."""
+        patient, study = self.study_parts(dataset)
+        return patient, study, series_folder_of(dataset), instance_file_name(dataset)
+
+    def entry(self, dataset: Dataset) -> str:
+        """The instance's path as a ZIP entry or below a job folder, with "/" separators."""
+        return "/".join(self.parts(dataset))

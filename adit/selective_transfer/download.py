@@ -165,7 +165,8 @@ def download_study(request: HttpRequest) -> HttpResponseBase:
         study = find_study(operator, selection, pseudonymized=pseudonymizer is not None)
     except DicomError as err:
         return _pacs_error(request, server, study_uid, err)
-    if not study.series:
+    fetch = study.fetch
+    if fetch is None:
         excluded = ", ".join(settings.EXCLUDE_MODALITIES)
         return _refused(
             request,
@@ -174,7 +175,6 @@ def download_study(request: HttpRequest) -> HttpResponseBase:
             404,
         )
 
-    fetch = study.fetch
     fetcher = InstanceStream(
         operator,
         fetch.patient_id,

@@ -543,3 +543,77 @@ def test_verification_compares_with_the_source_not_with_what_was_sent(
     total = series.instance_count
     with pytest.raises(DicomError, match=rf"holds only {total - 1} of the {total} instance"):
         check.verify(TaskLog(), {key: total}, "ORTHANC1")
+
+
+class _RecordingControl:
+    """A control as a caller without a task gives one: it records the progress."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[int, int | None]] = []
+
+    def check(self) -> None:
+        pass
+
+    def progress(self, done: int, total: int | None = None, force: bool = False) -> None:
+        self.reports.append((done, total))
+
+
+def test_a_study_transfers_from_plain_values_without_any_job(source, folder, orthanc1_studies):
+    """The pipeline's seam: what a mass-transfer partition or an API call will use."""
+    from adit.core.dicom.selection import StudySelection
+    from adit.core.jobs.processing import TaskLog
+    from adit.core.transfer.pipeline import TransferOptions, TransferRequest, transfer_study
+
+    study = next(s for s in orthanc1_studies if len(s.series) > 1)
+    chosen = next(x for x in study.series if x.modality not in ("PR", "SR"))
+    claimed: list[tuple[str, str]] = []
+    request = TransferRequest(
+        source=source,
+        destination=folder,
+        selection=StudySelection(
+            study.patient_id, study.study_instance_uid, (chosen.series_instance_uid,)
+        ),
+        options=TransferOptions(
+            pseudonym="API-1",
+            secret="a secret of the caller's",
+            claim_pseudonym=lambda patient, pseudonym: claimed.append((patient, pseudonym)),
+            job_folder="api_call_7",
+        ),
+    )
+    control = _RecordingControl()
+    log = TaskLog()
+    result = transfer_study(request, control, log)
+
+    assert claimed == [(study.patient_id, "API-1")]
+    assert result.transferred == chosen.instance_count
+    assert control.reports[0] == (0, chosen.instance_count)
+    assert control.reports[-1][0] == chosen.instance_count
+    files = sorted(Path(folder.path).rglob("*.dcm"))
+    assert len(files) == chosen.instance_count
+    assert {path.relative_to(folder.path).parts[:2] for path in files} == {("api_call_7", "API-1")}
+    assert result.study_uid_at_destination == str(dcmread(files[0]).StudyInstanceUID)
+    assert result.study_uid_at_destination != study.study_instance_uid
+    assert log.warnings == []
+
+
+def test_a_series_left_out_by_modality_is_not_fetched_at_all(source, folder, orthanc1_studies):
+    from adit.core.dicom.selection import StudySelection
+    from adit.core.jobs.processing import TaskLog
+    from adit.core.transfer.pipeline import TransferOptions, TransferRequest, transfer_study
+
+    study = _study(orthanc1_studies, with_modality="PR")
+    excluded = next(x for x in study.series if x.modality == "PR")
+    request = TransferRequest(
+        source=source,
+        destination=folder,
+        selection=StudySelection(
+            study.patient_id, study.study_instance_uid, (excluded.series_instance_uid,)
+        ),
+        options=TransferOptions(pseudonym="API-2", secret="another secret"),
+    )
+    log = TaskLog()
+    result = transfer_study(request, _RecordingControl(), log)
+    assert result.transferred == 0
+    assert result.study.left_out == {"PR": excluded.instance_count}
+    assert not list(Path(folder.path).rglob("*.dcm"))
+    assert log.warnings == ["The study has no instances to transfer."]

@@ -204,6 +204,8 @@ def _modified_instances(
     """Yields each fetched instance once modified; stops the fetch when the consumer (the
     destination) stops early, and re-raises a fetch failure here."""
     fetch = study.fetch
+    if fetch is None:
+        return
     stream = InstanceStream(
         operator,
         fetch.patient_id,

@@ -52,8 +52,11 @@ class StudyToTransfer:
         return sum(self.counts.values())
 
     @property
-    def fetch(self) -> StudySelection:
-        """What to fetch: the whole study in one fetch, else the series (or the instance)."""
+    def fetch(self) -> StudySelection | None:
+        """What to fetch: the whole study in one fetch, else the series (or the instance);
+        None when no series goes."""
+        if not self.counts:
+            return None
         series = () if self.whole_study else tuple(self.counts)
         return StudySelection(self.patient_id, self.study_uid, series, self.sop_uid)
 

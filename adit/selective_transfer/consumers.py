@@ -26,6 +26,7 @@ from pydicom import Dataset
 from pydicom.multival import MultiValue
 
 from adit.core import validators
+from adit.core.access import NodeNotUsable, usable_server
 from adit.core.dicom.errors import DicomError
 from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.query import as_list
@@ -152,6 +153,11 @@ class SelectiveTransferConsumer(AsyncWebsocketConsumer):
         if not form.has_search_terms:
             await self._message("Type at least one search term.", "warning")
             return
+        try:
+            server, may_download = await self._search_source(form)
+        except NodeNotUsable as err:  # access taken away since the form was checked
+            await self._send(results_html([], err.message, "danger"))
+            return
         stopped = threading.Event()
         self.search_stopped = stopped
         await self._send(results_html([], "Searching…", "info", searching=True))
@@ -168,7 +174,6 @@ class SelectiveTransferConsumer(AsyncWebsocketConsumer):
                 future = asyncio.run_coroutine_threadsafe(send_unless_superseded(html), loop)
                 future.result(timeout=30)
 
-        server, may_download = await self._search_source(form)
         # Kept so the running search is not garbage-collected mid-way.
         self.search_task = asyncio.create_task(
             asyncio.to_thread(
@@ -179,8 +184,7 @@ class SelectiveTransferConsumer(AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def _search_source(self, form: SelectiveTransferForm) -> tuple[DicomServer, bool]:
-        server = form.cleaned_data["source"].concrete()
-        assert isinstance(server, DicomServer)  # the form offers servers only
+        server = usable_server(self.user, "source", pk=form.cleaned_data["source"].pk)
         return server, form.may_download
 
     def _stop_search(self) -> None:
@@ -207,12 +211,7 @@ class SelectiveTransferConsumer(AsyncWebsocketConsumer):
         data = form.cleaned_data
         try:
             job = create_transfer_job(
-                self.user,
-                data["source"],
-                data["destination"],
-                data["selected_studies"],
-                pseudonym=data.get("pseudonym", ""),
-                **form.job_fields(),
+                self.user, data["source"], data["selected_studies"], form.transfer_options()
             )
         except PseudonymConflict as conflict:
             return message_html(conflict.message, "danger", "transfer-message")

@@ -38,13 +38,14 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.utils.log import log_response
 
+from adit.core.access import NodeNotUsable, usable_server
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.files import encode_instance
 from adit.core.dicom.instance_stream import InstanceStream, StreamStopped
 from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.selection import StudySelection
 from adit.core.jobs.processing import readable_error
-from adit.core.models import DicomNode, DicomServer
+from adit.core.models import DicomServer
 from adit.core.transfer import folder_layout
 from adit.core.transfer.folder_layout import StudyLayout
 from adit.core.transfer.modify import InstanceModifier
@@ -134,12 +135,10 @@ def download_study(request: HttpRequest) -> HttpResponseBase:
         return _refused(request, "The download cannot start:", 400, errors=form)
     params = form.cleaned_data
     study_uid: str = params["study_uid"]
-    node = DicomNode.objects.accessible_by_user(user, "source").filter(pk=params["source"]).first()
-    server = node.concrete() if node is not None else None
-    if not isinstance(server, DicomServer):
-        return _refused(
-            request, f"There is no DICOM server {params['source']} you may download from.", 404
-        )
+    try:
+        server = usable_server(user, "source", pk=params["source"], use="download from")
+    except NodeNotUsable as err:
+        return _refused(request, err.message, 404)
     pseudonym: str = params["pseudonym"]
     if not pseudonym and not user.has_perm("selective_transfer.can_transfer_unpseudonymized"):
         return _refused(

@@ -11,7 +11,12 @@ from django.core.exceptions import ValidationError
 from django.http import QueryDict
 
 from adit.core import validators
-from adit.core.models import DicomNode, Project
+from adit.core.access import usable_nodes
+from adit.core.forms import NodeChoiceField
+from adit.core.models import DicomNode
+from adit.core.transfer.forms import TransferOptionsForm
+
+from .models import SelectiveTransferJob
 
 MAX_STUDIES_FOR_NON_STAFF = 10
 MAX_SEARCH_RESULTS = 100
@@ -32,11 +37,6 @@ def person_name_query(text: str) -> str:
     parts = [part.strip() for part in text.split(",")]
     patterns = [part if part.endswith("*") or not part else f"{part}*" for part in parts]
     return "^".join(patterns)
-
-
-class NodeChoiceField(forms.ModelChoiceField):
-    def label_from_instance(self, obj) -> str:
-        return str(obj)
 
 
 class StudyReference(NamedTuple):
@@ -106,13 +106,35 @@ class StudyReferencesField(forms.Field):
         return list(studies)
 
 
-class SelectiveTransferForm(forms.Form):
-    """Bound to the user: it offers only the nodes and options their active group allows."""
+class SelectiveTransferForm(TransferOptionsForm):
+    """Bound to the user: it offers only the nodes and options their active group allows.
+
+    The transfer options (destination to send_finished_mail) come from TransferOptionsForm.
+    """
+
+    job_model = SelectiveTransferJob
+    field_order = [  # as before the transfer options moved to the shared base form
+        "source",
+        "destination",
+        "patient_id",
+        "patient_name",
+        "patient_birth_date",
+        "study_date",
+        "study_date_until",
+        "modality",
+        "accession_number",
+        "pseudonym",
+        "project",
+        "trial_protocol_id",
+        "trial_protocol_name",
+        "archive_password",
+        "convert_to_nifti",
+        "urgent",
+        "send_finished_mail",
+        "selected_studies",
+    ]
 
     source = NodeChoiceField(queryset=DicomNode.objects.none(), empty_label="Choose a source")
-    destination = NodeChoiceField(
-        queryset=DicomNode.objects.none(), empty_label="Choose a destination", required=False
-    )
 
     patient_id = forms.CharField(
         label="Patient ID", max_length=64, required=False,
@@ -140,61 +162,13 @@ class SelectiveTransferForm(forms.Form):
         label="Accession #", max_length=32, required=False,
         validators=[validators.validate_query_value],
     )  # fmt: skip
-
-    pseudonym = forms.CharField(
-        max_length=validators.MAX_PSEUDONYM_LENGTH,
-        required=False,
-        strip=False,  # a pseudonym with spaces around it is an error, not another pseudonym
-        validators=[validators.validate_pseudonym],
-    )
-    project = forms.ModelChoiceField(
-        queryset=Project.objects.none(),
-        required=False,
-        empty_label="No project (pseudonyms only stable within this job)",
-        help_text="Jobs of one project give a patient the same pseudonymized UIDs.",
-    )
-    trial_protocol_id = forms.CharField(
-        label="Trial ID", max_length=64, required=False,
-        validators=[validators.validate_query_value],
-    )  # fmt: skip
-    trial_protocol_name = forms.CharField(
-        label="Trial name", max_length=64, required=False,
-        validators=[validators.validate_query_value],
-    )  # fmt: skip
-    archive_password = forms.CharField(
-        max_length=50,
-        required=False,
-        widget=forms.PasswordInput(render_value=True),
-        help_text="Folder destinations only: each study is written as an encrypted ZIP.",
-    )
-    convert_to_nifti = forms.BooleanField(label="Convert to NIfTI", required=False)
-    urgent = forms.BooleanField(required=False, help_text="Process before other jobs.")
-    send_finished_mail = forms.BooleanField(
-        label="Send an e-mail when the job is finished", required=False
-    )
     selected_studies = StudyReferencesField(label="Selected studies", required=False)
 
     def __init__(self, *args, user, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.user = user
+        super().__init__(*args, user=user, **kwargs)
         # Fields the message sent in a shape no form field accepts (see from_message).
         self.shape_errors: dict[str, str] = {}
-        sources = DicomNode.objects.accessible_by_user(user, "source")
-        self.fields["source"].queryset = sources.filter(  # pyright: ignore[reportAttributeAccessIssue]
-            node_type=DicomNode.NodeType.SERVER
-        )
-        self.fields["destination"].queryset = DicomNode.objects.accessible_by_user(  # pyright: ignore[reportAttributeAccessIssue]
-            user, "destination"
-        )
-        self.fields["project"].queryset = Project.objects.filter(  # pyright: ignore[reportAttributeAccessIssue]
-            groups__id=user.active_group_id
-        ).distinct()
-        if not self.may_process_urgently:
-            del self.fields["urgent"]
-        if not self.may_transfer_unpseudonymized:
-            self.fields["pseudonym"].help_text = "Required: you may only transfer pseudonymized."
-        else:
-            self.fields["pseudonym"].help_text = "Leave empty to transfer unpseudonymized."
+        self.fields["source"].queryset = usable_nodes(user, "source", servers_only=True)  # pyright: ignore[reportAttributeAccessIssue]
 
     @classmethod
     def from_message(cls, message: dict, *, user) -> SelectiveTransferForm:
@@ -222,14 +196,6 @@ class SelectiveTransferForm(forms.Form):
         form = cls(data, user=user)
         form.shape_errors = shape_errors
         return form
-
-    @property
-    def may_process_urgently(self) -> bool:
-        return self.user.has_perm("selective_transfer.can_process_urgently")
-
-    @property
-    def may_transfer_unpseudonymized(self) -> bool:
-        return self.user.has_perm("selective_transfer.can_transfer_unpseudonymized")
 
     @property
     def may_download(self) -> bool:
@@ -282,22 +248,8 @@ class SelectiveTransferForm(forms.Form):
         Raises:
             ValidationError: If the selection is empty or too large for the user.
         """
+        self.check_transfer_options()
         data = self.cleaned_data
-        destination = data.get("destination")
-        if destination is None:
-            self.add_error("destination", "Choose where the studies go.")
-        if not data.get("pseudonym") and not self.may_transfer_unpseudonymized:
-            self.add_error("pseudonym", "This field is required.")
-        if data.get("archive_password") and destination is not None:
-            if destination.node_type != DicomNode.NodeType.FOLDER:
-                self.add_error(
-                    "archive_password", "An archive password only works for folder destinations."
-                )
-        if data.get("convert_to_nifti") and destination is not None:
-            if destination.node_type != DicomNode.NodeType.FOLDER:
-                self.add_error(
-                    "convert_to_nifti", "NIfTI conversion only works for folder destinations."
-                )
         selected = len(data.get("selected_studies", []))
         if selected == 0:
             raise ValidationError("At least one study to transfer must be selected.")
@@ -305,18 +257,6 @@ class SelectiveTransferForm(forms.Form):
             raise ValidationError(
                 f"Maximum {MAX_STUDIES_FOR_NON_STAFF} studies per selective transfer are allowed."
             )
-
-    def job_fields(self) -> dict:
-        data = self.cleaned_data
-        return {
-            "urgent": bool(data.get("urgent")) and self.may_process_urgently,
-            "send_finished_mail": bool(data.get("send_finished_mail")),
-            "trial_protocol_id": data.get("trial_protocol_id", ""),
-            "trial_protocol_name": data.get("trial_protocol_name", ""),
-            "project": data.get("project"),
-            "archive_password": data.get("archive_password", ""),
-            "convert_to_nifti": bool(data.get("convert_to_nifti")),
-        }
 
     def preferences(self) -> dict:
         data = self.cleaned_data

@@ -1,7 +1,14 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from django.db import models
 
 from adit.core.models import check_pseudonyms
 from adit.core.transfer.models import TransferJob, TransferTask
+
+if TYPE_CHECKING:
+    from adit.core.transfer.forms import TransferOptions
 
 
 class SelectiveTransferJob(TransferJob):
@@ -23,12 +30,7 @@ class SelectiveTransferTask(TransferTask):
 
 
 def create_transfer_job(
-    owner,
-    source,
-    destination,
-    studies: list[tuple[str, str]],
-    pseudonym: str = "",
-    **job_fields,
+    owner, source, studies: list[tuple[str, str]], options: TransferOptions
 ) -> SelectiveTransferJob:
     """A job with one task per (PatientID, StudyInstanceUID), queued unless staff must
     verify it first. Raises PseudonymConflict, creating nothing, if the pseudonym would go
@@ -37,18 +39,17 @@ def create_transfer_job(
     from django.db import transaction
 
     check_pseudonyms(
-        job_fields.get("project"), [(patient_id, pseudonym) for patient_id, _ in studies]
+        options.project, [(patient_id, options.pseudonym) for patient_id, _ in studies]
     )
     with transaction.atomic():
-        job = SelectiveTransferJob.objects.create(owner=owner, **job_fields)
+        job = SelectiveTransferJob.objects.create(owner=owner, **options.job_fields())
         SelectiveTransferTask.objects.bulk_create(
             SelectiveTransferTask(
                 job=job,
                 source=source,
-                destination=destination,
                 patient_id=patient_id,
                 study_uid=study_uid,
-                pseudonym=pseudonym,
+                **options.task_fields(),
             )
             for patient_id, study_uid in studies
         )

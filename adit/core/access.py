@@ -1,0 +1,96 @@
+"""Which DICOM servers and folders a user may use as a source or a destination.
+
+Every form, page and API that lets a user name a node asks here, so that the access rule (a
+DicomNodeGroupAccess row of the user's active group carrying the flag of the role; see
+``DicomNodeQuerySet.accessible_by_user``) is applied the same way everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from adit.core.models import DicomFolder, DicomNode, DicomNodeQuerySet, DicomServer
+from adit.core.validators import shown
+
+Role = Literal["source", "destination"]
+
+
+class NodeNotUsable(LookupError):
+    """The user named a node that does not exist, that they may not use in the role asked
+    for, or a folder where only a server will do. All three read the same to the user: which
+    of them it is would tell an outsider what exists."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def usable_nodes(user, role: Role, *, servers_only: bool = False) -> DicomNodeQuerySet:
+    """The nodes the user may use as ``role`` through their active group, servers first (the
+    choices of a form field)."""
+    nodes = DicomNode.objects.accessible_by_user(user, role)
+    if servers_only:
+        nodes = nodes.filter(node_type=DicomNode.NodeType.SERVER)
+    return nodes
+
+
+def usable_node(
+    user,
+    role: Role,
+    *,
+    pk: int | None = None,
+    name: str | None = None,
+    ae_title: str | None = None,
+    servers_only: bool = False,
+    use: str = "",
+) -> DicomServer | DicomFolder:
+    """The server or folder the user names by exactly one of ``pk``, ``name`` or ``ae_title``
+    (which only servers have), if they may use it as ``role``.
+
+    Args:
+        use: How the error message ends, after "you may"; "use as a source" (or destination)
+            unless given.
+
+    Raises:
+        NodeNotUsable: No such node is usable by the user in that role (or it is a folder
+            and ``servers_only`` is set).
+    """
+    lookups = {"pk": pk, "name": name, "dicomserver__ae_title": ae_title}
+    given = {lookup: value for lookup, value in lookups.items() if value is not None}
+    assert len(given) == 1, "a node is named by exactly one of pk, name or ae_title"
+    node = usable_nodes(user, role, servers_only=servers_only).filter(**given).first()
+    if node is None:
+        if pk is not None:
+            named = str(pk)
+        elif name is not None:
+            named = shown(name)
+        else:
+            named = f"with AE title {shown(str(ae_title))}"
+        kind = "DICOM server" if servers_only or ae_title is not None else "DICOM server or folder"
+        raise NodeNotUsable(f"There is no {kind} {named} you may {use or f'use as a {role}'}.")
+    return node.concrete()
+
+
+def usable_server(
+    user,
+    role: Role,
+    *,
+    pk: int | None = None,
+    name: str | None = None,
+    ae_title: str | None = None,
+    use: str = "",
+) -> DicomServer:
+    """The DICOM server the user names, if they may use it as ``role`` (see usable_node).
+
+    Raises:
+        NodeNotUsable: No such server is usable by the user in that role; a folder of that
+            id or name counts as no such server.
+    """
+    server = usable_node(
+        user, role, pk=pk, name=name, ae_title=ae_title, servers_only=True, use=use
+    )
+    assert isinstance(server, DicomServer), "servers_only selects servers"
+    return server

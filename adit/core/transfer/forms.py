@@ -1,0 +1,159 @@
+"""The transfer options every app that starts transfer jobs offers: where the studies go, under
+which pseudonym, project and trial, how urgently, packed how, and whether to mail at the end.
+
+An app's form subclasses TransferOptionsForm and names its job model; the permission checks
+("may transfer unpseudonymized", "may process urgently") are those of that model's app. The
+checked options come out as a TransferOptions, which fills the job and its tasks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from django import forms
+
+from adit.core import validators
+from adit.core.access import usable_nodes
+from adit.core.forms import NodeChoiceField
+from adit.core.models import DicomNode, Project
+from adit.core.transfer.models import TransferJob
+
+
+@dataclass(frozen=True)
+class TransferOptions:
+    """The options of a transfer as checked for its user (permissions applied)."""
+
+    destination: DicomNode
+    pseudonym: str = ""
+    project: Project | None = None
+    trial_protocol_id: str = ""
+    trial_protocol_name: str = ""
+    urgent: bool = False
+    archive_password: str = ""
+    convert_to_nifti: bool = False
+    send_finished_mail: bool = False
+
+    def job_fields(self) -> dict:
+        """Keyword arguments of the TransferJob to create."""
+        return {
+            "urgent": self.urgent,
+            "send_finished_mail": self.send_finished_mail,
+            "trial_protocol_id": self.trial_protocol_id,
+            "trial_protocol_name": self.trial_protocol_name,
+            "project": self.project,
+            "archive_password": self.archive_password,
+            "convert_to_nifti": self.convert_to_nifti,
+        }
+
+    def task_fields(self) -> dict:
+        """Keyword arguments every TransferTask of the job shares."""
+        return {"destination": self.destination, "pseudonym": self.pseudonym}
+
+
+class TransferOptionsForm(forms.Form):
+    """The transfer options, bound to the user: it offers only the destinations and projects
+    of their active group, and urgency only to those who may use it.
+
+    Subclasses set ``job_model``. The options are not required by ``is_valid()`` (a form may
+    serve a search too); call ``check_transfer_options()`` where a transfer is asked for.
+    """
+
+    job_model: ClassVar[type[TransferJob]]
+
+    destination = NodeChoiceField(
+        queryset=DicomNode.objects.none(), empty_label="Choose a destination", required=False
+    )
+    pseudonym = forms.CharField(
+        max_length=validators.MAX_PSEUDONYM_LENGTH,
+        required=False,
+        strip=False,  # a pseudonym with spaces around it is an error, not another pseudonym
+        validators=[validators.validate_pseudonym],
+    )
+    project = forms.ModelChoiceField(
+        queryset=Project.objects.none(),
+        required=False,
+        empty_label="No project (pseudonyms only stable within this job)",
+        help_text="Jobs of one project give a patient the same pseudonymized UIDs.",
+    )
+    trial_protocol_id = forms.CharField(
+        label="Trial ID", max_length=64, required=False,
+        validators=[validators.validate_query_value],
+    )  # fmt: skip
+    trial_protocol_name = forms.CharField(
+        label="Trial name", max_length=64, required=False,
+        validators=[validators.validate_query_value],
+    )  # fmt: skip
+    archive_password = forms.CharField(
+        max_length=50,
+        required=False,
+        widget=forms.PasswordInput(render_value=True),
+        help_text="Folder destinations only: each study is written as an encrypted ZIP.",
+    )
+    convert_to_nifti = forms.BooleanField(label="Convert to NIfTI", required=False)
+    urgent = forms.BooleanField(required=False, help_text="Process before other jobs.")
+    send_finished_mail = forms.BooleanField(
+        label="Send an e-mail when the job is finished", required=False
+    )
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+        self.fields["destination"].queryset = usable_nodes(user, "destination")  # pyright: ignore[reportAttributeAccessIssue]
+        self.fields["project"].queryset = Project.objects.filter(  # pyright: ignore[reportAttributeAccessIssue]
+            groups__id=user.active_group_id
+        ).distinct()
+        if not self.may_process_urgently:
+            del self.fields["urgent"]
+        if not self.may_transfer_unpseudonymized:
+            self.fields["pseudonym"].help_text = "Required: you may only transfer pseudonymized."
+        else:
+            self.fields["pseudonym"].help_text = "Leave empty to transfer unpseudonymized."
+
+    @property
+    def app_label(self) -> str:
+        return self.job_model._meta.app_label
+
+    @property
+    def may_process_urgently(self) -> bool:
+        return self.user.has_perm(f"{self.app_label}.can_process_urgently")
+
+    @property
+    def may_transfer_unpseudonymized(self) -> bool:
+        return self.user.has_perm(f"{self.app_label}.can_transfer_unpseudonymized")
+
+    def check_transfer_options(self) -> None:
+        """Adds the errors that stop a transfer with these options; call after is_valid()."""
+        data = self.cleaned_data
+        destination = data.get("destination")
+        if destination is None:
+            self.add_error("destination", "Choose where the studies go.")
+        if not data.get("pseudonym") and not self.may_transfer_unpseudonymized:
+            self.add_error("pseudonym", "This field is required.")
+        if data.get("archive_password") and destination is not None:
+            if destination.node_type != DicomNode.NodeType.FOLDER:
+                self.add_error(
+                    "archive_password", "An archive password only works for folder destinations."
+                )
+        if data.get("convert_to_nifti") and destination is not None:
+            if destination.node_type != DicomNode.NodeType.FOLDER:
+                self.add_error(
+                    "convert_to_nifti", "NIfTI conversion only works for folder destinations."
+                )
+
+    def transfer_options(self) -> TransferOptions:
+        """The checked options; call only once the form is valid and check_transfer_options()
+        added no error."""
+        assert not self.errors, "transfer options of a form with errors"
+        data = self.cleaned_data
+        return TransferOptions(
+            destination=data["destination"],
+            pseudonym=data.get("pseudonym", ""),
+            project=data.get("project"),
+            trial_protocol_id=data.get("trial_protocol_id", ""),
+            trial_protocol_name=data.get("trial_protocol_name", ""),
+            urgent=bool(data.get("urgent")) and self.may_process_urgently,
+            archive_password=data.get("archive_password", ""),
+            convert_to_nifti=bool(data.get("convert_to_nifti")),
+            send_finished_mail=bool(data.get("send_finished_mail")),
+        )

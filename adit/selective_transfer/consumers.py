@@ -211,7 +211,7 @@ class SelectiveTransferConsumer(AsyncWebsocketConsumer):
         data = form.cleaned_data
         try:
             job = create_transfer_job(
-                self.user, data["source"], data["selected_studies"], form.transfer_options()
+                self.user, data["source"], data["selected_studies"], form.transfer_choices()
             )
         except PseudonymConflict as conflict:
             return message_html(conflict.message, "danger", "transfer-message")

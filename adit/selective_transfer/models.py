@@ -8,7 +8,7 @@ from adit.core.models import check_pseudonyms
 from adit.core.transfer.models import TransferJob, TransferTask
 
 if TYPE_CHECKING:
-    from adit.core.transfer.forms import TransferOptions
+    from adit.core.transfer.forms import TransferChoices
 
 
 class SelectiveTransferJob(TransferJob):
@@ -30,7 +30,7 @@ class SelectiveTransferTask(TransferTask):
 
 
 def create_transfer_job(
-    owner, source, studies: list[tuple[str, str]], options: TransferOptions
+    owner, source, studies: list[tuple[str, str]], options: TransferChoices
 ) -> SelectiveTransferJob:
     """A job with one task per (PatientID, StudyInstanceUID), queued unless staff must
     verify it first. Raises PseudonymConflict, creating nothing, if the pseudonym would go

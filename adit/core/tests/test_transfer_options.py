@@ -59,7 +59,7 @@ def test_permissions_come_from_the_form_s_own_app(member, server_destination):
 
     selective = _checked(SelectiveTransferForm, member, source=source.pk, **data)
     assert selective.errors == {}
-    assert selective.transfer_options().urgent is True
+    assert selective.transfer_choices().urgent is True
 
     example = _checked(ExampleTransferForm, member, **data)
     assert example.errors == {"pseudonym": ["This field is required."]}
@@ -71,10 +71,10 @@ def test_permissions_come_from_the_form_s_own_app(member, server_destination):
     give(member, "example_app", "can_transfer_unpseudonymized")
     example = _checked(ExampleTransferForm, member, **data)
     assert example.errors == {}
-    options = example.transfer_options()
+    options = example.transfer_choices()
     assert (options.pseudonym, options.urgent) == ("", False)  # urgent refused, silently
     give(member, "example_app", "can_process_urgently")
-    assert _checked(ExampleTransferForm, member, **data).transfer_options().urgent is True
+    assert _checked(ExampleTransferForm, member, **data).transfer_choices().urgent is True
 
 
 def test_folder_only_options_are_refused_for_a_server_destination(member, server_destination):
@@ -104,7 +104,7 @@ def test_folder_only_options_are_taken_for_a_folder_destination(member, folder_d
     )
 
     assert form.errors == {}
-    options = form.transfer_options()
+    options = form.transfer_choices()
     assert (options.archive_password, options.convert_to_nifti) == ("s3cret", True)
 
 
@@ -177,7 +177,7 @@ def test_the_options_fill_a_job_and_its_tasks(member, folder_destination):
         send_finished_mail="on",
     )
     assert form.errors == {}
-    options = form.transfer_options()
+    options = form.transfer_choices()
 
     job = ExampleJob.objects.create(owner=member, **options.job_fields())
 

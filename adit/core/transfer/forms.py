@@ -3,7 +3,7 @@ which pseudonym, project and trial, how urgently, packed how, and whether to mai
 
 An app's form subclasses TransferOptionsForm and names its job model; the permission checks
 ("may transfer unpseudonymized", "may process urgently") are those of that model's app. The
-checked options come out as a TransferOptions, which fills the job and its tasks.
+checked options come out as a TransferChoices, which fills the job and its tasks.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from adit.core.transfer.models import TransferJob
 
 
 @dataclass(frozen=True)
-class TransferOptions:
+class TransferChoices:
     """The options of a transfer as checked for its user (permissions applied)."""
 
     destination: DicomNode
@@ -141,12 +141,12 @@ class TransferOptionsForm(forms.Form):
                     "convert_to_nifti", "NIfTI conversion only works for folder destinations."
                 )
 
-    def transfer_options(self) -> TransferOptions:
+    def transfer_choices(self) -> TransferChoices:
         """The checked options; call only once the form is valid and check_transfer_options()
         added no error."""
         assert not self.errors, "transfer options of a form with errors"
         data = self.cleaned_data
-        return TransferOptions(
+        return TransferChoices(
             destination=data["destination"],
             pseudonym=data.get("pseudonym", ""),
             project=data.get("project"),

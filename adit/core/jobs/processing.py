@@ -109,13 +109,15 @@ class TaskControl:
                 raise TaskCanceled()
 
     def progress(self, done: int, total: int | None = None, force: bool = False) -> None:
+        """Records that ``done`` of ``total`` units of work (the task model's
+        ``progress_unit``) are done; at most twice a second unless ``force``d."""
         now = time.monotonic()
         if not force and now < self._next_progress:
             return
         self._next_progress = now + self.check_interval
-        fields = {"instances_done": done}
+        fields = {"progress_done": done}
         if total is not None:
-            fields["instances_total"] = total
+            fields["progress_total"] = total
         type(self.task).objects.filter(pk=self.task.pk).update(**fields)
 
 

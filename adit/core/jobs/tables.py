@@ -83,6 +83,6 @@ class TaskTable(_BaseTable):
         return self._link("task_detail", record)
 
     def render_instances(self, record) -> str:
-        if record.instances_total is None:
-            return str(record.instances_done) if record.instances_done else "—"
-        return f"{record.instances_done} of {record.instances_total}"
+        if record.progress_total is None:
+            return str(record.progress_done) if record.progress_done else "—"
+        return f"{record.progress_done} of {record.progress_total}"

@@ -89,7 +89,7 @@ def test_detail_shows_job_progress_and_tasks(client, member):
         trial_protocol_id="TRIAL-7",
     )
     running = job.tasks.get(status=TaskStatus.IN_PROGRESS)
-    ExampleTask.objects.filter(pk=running.pk).update(instances_done=3, instances_total=10)
+    ExampleTask.objects.filter(pk=running.pk).update(progress_done=3, progress_total=10)
     client.force_login(member)
 
     response = client.get(url("job_detail", job))
@@ -160,7 +160,7 @@ def test_fragment_polls_while_the_job_runs_and_stops_when_finished(client, membe
     assert fragment.lstrip().startswith("<div") and "<html" not in fragment
     assert 'hx-trigger="every 2s"' in fragment
 
-    ExampleTask.objects.filter(job=job).update(status=TaskStatus.SUCCESS, instances_done=4)
+    ExampleTask.objects.filter(job=job).update(status=TaskStatus.SUCCESS, progress_done=4)
     job.refresh_status()
     fragment = client.get(url("job_progress", job)).content.decode()
     assert "hx-trigger" not in fragment and "hx-get" not in fragment

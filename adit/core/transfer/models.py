@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from django.contrib.contenttypes.fields import GenericRelation
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
@@ -123,8 +125,8 @@ class TransferTask(DicomTask):
     pseudonymized_study_uid = models.CharField(
         max_length=64, blank=True, default="", help_text="The study's UID at the destination."
     )
-    instances_done = models.PositiveIntegerField(default=0)
-    instances_total = models.PositiveIntegerField(blank=True, null=True)
+
+    progress_unit: ClassVar[str] = "instances"
 
     job: models.ForeignKey  # to a TransferJob, declared by the concrete task model
 
@@ -135,6 +137,3 @@ class TransferTask(DicomTask):
                 condition=~Q(study_uid=""), name="%(app_label)s_%(class)s_study_uid"
             )
         ]
-
-    def fields_of_a_fresh_run(self) -> dict:
-        return {**super().fields_of_a_fresh_run(), "instances_done": 0, "instances_total": None}

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
+import re
+import unicodedata
+from collections.abc import Iterable
 from typing import ClassVar
 
 from django.contrib.contenttypes.fields import GenericRelation
@@ -105,6 +109,38 @@ class TransferJob(DicomJob):
         return ""
 
 
+STUDY_DESCRIPTION_LENGTH = 64  # a DICOM LO value
+MODALITY_LENGTH = 16  # a DICOM CS value
+MAX_MODALITIES = 16
+_MODALITY = re.compile(r"[A-Z0-9_ ]{1,16}")
+
+
+def study_date_from_dicom(value: str | None) -> datetime.date | None:
+    """A DICOM DA value (YYYYMMDD) as a date; None for anything else a PACS may send."""
+    text = "" if value is None else str(value).strip()
+    if len(text) != 8 or not text.isdigit():
+        return None
+    try:
+        return datetime.datetime.strptime(text, "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def printable_text(value: str | None, max_length: int) -> str:
+    """``value`` without control characters, cut to ``max_length`` (a PACS may send anything)."""
+    text = "".join(
+        " " if unicodedata.category(character).startswith("C") else character
+        for character in ("" if value is None else str(value))
+    )
+    return " ".join(text.split())[:max_length]
+
+
+def modality_codes(values: Iterable[str]) -> list[str]:
+    """The well-formed modality codes among ``values``, sorted, each once; a bounded number."""
+    codes = {str(value).strip() for value in values}
+    return sorted(code for code in codes if _MODALITY.fullmatch(code))[:MAX_MODALITIES]
+
+
 class TransferTask(DicomTask):
     """One study (or some of its series) to copy to the destination."""
 
@@ -126,9 +162,31 @@ class TransferTask(DicomTask):
         max_length=64, blank=True, default="", help_text="The study's UID at the destination."
     )
 
+    # What the source PACS says about the study, for people to recognise it on the job pages;
+    # filled once the transfer found the study (see ``record_study``).
+    study_date = models.DateField(blank=True, null=True)
+    study_description = models.CharField(
+        max_length=STUDY_DESCRIPTION_LENGTH, blank=True, default=""
+    )
+    modalities = ArrayField(models.CharField(max_length=MODALITY_LENGTH), blank=True, default=list)
+
     progress_unit: ClassVar[str] = "instances"
 
     job: models.ForeignKey  # to a TransferJob, declared by the concrete task model
+
+    def record_study(
+        self, study_date: str, description: str | None, modalities: Iterable[str]
+    ) -> None:
+        """Stores the study's date, description and modalities as the source PACS gave them
+        (raw DICOM values, so untrusted: an odd date is left out, text is cleaned and cut)."""
+        fields = {
+            "study_date": study_date_from_dicom(study_date),
+            "study_description": printable_text(description, STUDY_DESCRIPTION_LENGTH),
+            "modalities": modality_codes(modalities),
+        }
+        type(self).objects.filter(pk=self.pk).update(**fields)
+        for name, value in fields.items():
+            setattr(self, name, value)
 
     class Meta(DicomTask.Meta):
         abstract = True

@@ -49,6 +49,7 @@ class StudyToTransfer:
     counts: SeriesCounts
     # Modality -> instances the source holds that stay behind (excluded when pseudonymizing).
     left_out: dict[str, int] = field(default_factory=dict)
+    description: str = ""
 
     @property
     def expected_instances(self) -> int:
@@ -76,6 +77,7 @@ class TransferProcessor(TaskProcessor):
         operator = DicomOperator(source)
         pseudonymizer = self._pseudonymizer(job)
         study = self._find_study(operator, exclude=bool(pseudonymizer))
+        task.record_study(study.study_date, study.description, study.modalities)
         if pseudonymizer is not None:
             try:
                 self._claim_pseudonym(job, study, source)
@@ -254,6 +256,7 @@ class TransferProcessor(TaskProcessor):
                 for item in kept
             },
             left_out=left_out,
+            description=str(found.get("StudyDescription", "")),
         )
 
     # -- the pipeline -----------------------------------------------------------------------

@@ -18,6 +18,8 @@ from adit.core.encryption import decrypt, encrypt
 from adit.core.jobs.models import DicomJob, DicomTask
 from adit.core.models import JobPseudonym, Project, claim_pseudonym, new_secret
 
+MAX_ROUTES_SHOWN = 5
+
 
 class TransferJob(DicomJob):
     """A job that copies studies from a source to a destination, optionally pseudonymized."""
@@ -75,6 +77,18 @@ class TransferJob(DicomJob):
             self.project.claim_pseudonym(patient_id, pseudonym)
         else:
             claim_pseudonym(self.job_pseudonyms, "in this job", patient_id, pseudonym)
+
+    @property
+    def routes(self) -> list[tuple[str, str]]:
+        """(source, destination) names of the job's tasks, each pair once; a few at most."""
+        pairs = self.tasks.order_by("source__name", "destination__name").values_list(
+            "source__name", "destination__name"
+        )
+        return list(pairs.distinct()[:MAX_ROUTES_SHOWN])
+
+    @property
+    def is_pseudonymized(self) -> bool:
+        return self.tasks.exclude(pseudonym="").exists()
 
     @property
     def archive_password(self) -> str:

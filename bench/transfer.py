@@ -789,7 +789,7 @@ class TransferBenchmark(common.Session):
         next_sample = time.monotonic() + RSS_SAMPLE_SECONDS
         tasks = SelectiveTransferTask.objects.filter(pk=task.pk)
         while True:
-            status, done = tasks.values_list("status", "instances_done").get()
+            status, done = tasks.values_list("status", "progress_done").get()
             if status == TaskStatus.SUCCESS:
                 break
             if status in (TaskStatus.FAILURE, TaskStatus.WARNING, TaskStatus.CANCELED):

@@ -3,13 +3,6 @@ from django import forms
 from adit.core import sections
 
 
-class NodeChoiceField(forms.ModelChoiceField):
-    """A choice of DICOM servers and folders, each shown as "DICOM Server PACS"."""
-
-    def label_from_instance(self, obj) -> str:
-        return str(obj)
-
-
 class SectionLockForm(forms.Form):
     namespace = forms.CharField(max_length=64)
     reason = forms.CharField(max_length=200, required=False)

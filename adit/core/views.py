@@ -52,12 +52,12 @@ def admin_section(request: HttpRequest) -> HttpResponse:
 
 
 def _job_overview() -> list[dict]:
-    """One row per job app: the number of jobs (of all users) in each status, each linked to
+    """One row per job kind: the number of jobs (of all users) in each status, each linked to
     the app's job list filtered to that status."""
     rows = []
-    for job_app in registry.all_job_apps():
-        counts = job_app.status_counts()
-        list_url = reverse(f"{job_app.namespace}:job_list")
+    for kind in registry.all_kinds():
+        counts = kind.status_counts()
+        list_url = reverse(f"{kind.namespace}:job_list")
         cells = [
             {
                 "count": counts.get(status, 0),
@@ -65,7 +65,7 @@ def _job_overview() -> list[dict]:
             }
             for status in JobStatus
         ]
-        rows.append({"label": job_app.label, "list_url": list_url, "cells": cells})
+        rows.append({"label": kind.label, "list_url": list_url, "cells": cells})
     return rows
 
 

@@ -7,18 +7,21 @@ class SelectiveTransferConfig(AppConfig):
     verbose_name = "Selective Transfer"
 
     def ready(self) -> None:
-        from adit.core import sections
-        from adit.core.jobs.processing import register_processor
-        from adit.core.transfer.pipeline import TransferProcessor
+        from adit.core.jobs import registry
+        from adit.core.sections import Section
+        from adit.core.transfer.kind import transfer_job_kind
 
-        from .models import SelectiveTransferTask
+        from .models import SelectiveTransferJob, SelectiveTransferTask
 
-        register_processor(SelectiveTransferTask, TransferProcessor)
-        sections.register(
-            sections.Section(
-                namespace="selective_transfer",
-                label="Selective Transfer",
-                url_name="selective_transfer:job_create",
-                order=10,
+        registry.register(
+            transfer_job_kind(
+                SelectiveTransferJob,
+                SelectiveTransferTask,
+                section=Section(
+                    namespace="selective_transfer",
+                    label="Selective Transfer",
+                    url_name="selective_transfer:job_create",
+                    order=10,
+                ),
             )
         )

@@ -11,8 +11,7 @@ from django.core.exceptions import ValidationError
 from django.http import QueryDict
 
 from adit.core import validators
-from adit.core.access import usable_nodes
-from adit.core.forms import NodeChoiceField
+from adit.core.access import NodeChoiceField, usable_nodes
 from adit.core.models import DicomNode
 from adit.core.transfer.forms import TransferOptionsForm
 

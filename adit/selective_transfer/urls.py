@@ -3,12 +3,12 @@ from django.urls import path
 from adit.core.jobs.views import job_urlpatterns
 
 from . import download, views
-from .models import SelectiveTransferJob, SelectiveTransferTask
+from .models import SelectiveTransferJob
 
 app_name = "selective_transfer"
 
 urlpatterns = [
     path("", views.job_create, name="job_create"),
     path("download/", download.download_study, name="download_study"),
-    *job_urlpatterns(job_model=SelectiveTransferJob, task_model=SelectiveTransferTask),
+    *job_urlpatterns(SelectiveTransferJob),
 ]

@@ -19,7 +19,11 @@ C_MOVE_QUIET_TIMEOUT = 3
 DICOM_TASK_RETRY_WAIT = 1
 DICOM_TASK_TIMEOUT = 300
 
-INSTALLED_APPS = [*INSTALLED_APPS, "adit.core.tests.example_app"]  # noqa: F405
+INSTALLED_APPS = [
+    *INSTALLED_APPS,  # noqa: F405
+    "adit.core.tests.example_app",
+    "adit.core.tests.query_app",
+]
 ROOT_URLCONF = "adit.core.tests.urls"
 # Browser tests against daphne (not the WSGI live server) get static files from the finders.
 WHITENOISE_USE_FINDERS = True

@@ -274,6 +274,13 @@ class DicomTask(models.Model):
     created = models.DateTimeField(auto_now_add=True)
     start = models.DateTimeField(blank=True, null=True)
     end = models.DateTimeField(blank=True, null=True)
+    # How far the running task got, in ``progress_unit``s (written by TaskControl.progress);
+    # the total stays empty until the processor knows it.
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(blank=True, null=True)
+
+    # What the task counts its progress in ("instances", "queries", "files"), plural.
+    progress_unit: ClassVar[str] = "steps"
 
     job: models.ForeignKey  # declared by the concrete task model
 
@@ -327,7 +334,16 @@ class DicomTask(models.Model):
             "queued_job_id": None,
             "start": None,
             "end": None,
+            "progress_done": 0,
+            "progress_total": None,
         }
+
+    @property
+    def progress_text(self) -> str:
+        """The progress as a person reads it: "12 of 40 instances", "3 instances", or "—"."""
+        if self.progress_total is None:
+            return f"{self.progress_done} {self.progress_unit}" if self.progress_done else "—"
+        return f"{self.progress_done} of {self.progress_total} {self.progress_unit}"
 
     # -- actions ------------------------------------------------------------------------------
 

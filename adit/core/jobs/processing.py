@@ -1,9 +1,10 @@
 """The one engine that runs every app's tasks on the ``dicom`` queue.
 
-An app registers a processor for its task model; a worker then takes the task's queue entry,
-claims the task (a conditional UPDATE, so two workers never run one task), runs the processor,
-stores the outcome and lets the job derive its status. Transient DICOM failures put the task
-back in the queue with a growing wait; a canceled or killed task stops between two instances.
+An app names the processor of its tasks in its job kind (see ``registry``); a worker then
+takes the task's queue entry, claims the task (a conditional UPDATE, so two workers never run
+one task), runs the processor, stores the outcome and lets the job derive its status.
+Transient DICOM failures put the task back in the queue with a growing wait; a canceled or
+killed task stops between two instances.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from procrastinate.contrib.django.models import ProcrastinateJob
 from procrastinate.job_context import AbortReason
 
 from adit.core.dicom.errors import RetriableDicomError, ServiceStoppingError
+from adit.core.jobs import registry
 from adit.core.jobs.queue import PROCESS_TASK_NAME, QUEUE
 from adit.core.jobs.statuses import JobStatus, TaskStatus
 
@@ -35,7 +37,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_PROCESSORS: dict[str, type[TaskProcessor]] = {}
 # Seconds before a task interrupted by a stopping service of ADIT's (the receiver) runs again.
 SERVICE_RESTART_WAIT = 10
 
@@ -109,13 +110,15 @@ class TaskControl:
                 raise TaskCanceled()
 
     def progress(self, done: int, total: int | None = None, force: bool = False) -> None:
+        """Records that ``done`` of ``total`` units of work (the task model's
+        ``progress_unit``) are done; at most twice a second unless ``force``d."""
         now = time.monotonic()
         if not force and now < self._next_progress:
             return
         self._next_progress = now + self.check_interval
-        fields = {"instances_done": done}
+        fields = {"progress_done": done}
         if total is not None:
-            fields["instances_total"] = total
+            fields["progress_total"] = total
         type(self.task).objects.filter(pk=self.task.pk).update(**fields)
 
 
@@ -132,16 +135,9 @@ class TaskProcessor(ABC):
     def process(self) -> TaskOutcome: ...
 
 
-def register_processor(task_model: type[DicomTask], processor: type[TaskProcessor]) -> None:
-    """Tells the engine how to process tasks of ``task_model`` (call from AppConfig.ready)."""
-    _PROCESSORS[task_model._meta.label_lower] = processor
-
-
 def processor_for(task: DicomTask) -> type[TaskProcessor]:
-    label = task._meta.label_lower
-    if label not in _PROCESSORS:
-        raise LookupError(f"No processor is registered for {label} tasks.")
-    return _PROCESSORS[label]
+    """The processor the task's job kind names; LookupError if its app registered none."""
+    return registry.kind_of(type(task)).processor
 
 
 def retry_wait_seconds(attempt: int) -> int:
@@ -260,27 +256,24 @@ def clean_up_stuck_tasks() -> list[str]:
     A task whose worker died keeps a queue entry that the stalled-job retry puts back; this is
     for everything else, so that no task stays "In Progress" forever.
     """
-    from adit.core.jobs.models import DicomJob, DicomTask
-
     done: list[str] = []
     live_queue_ids = ProcrastinateJob.objects.filter(status__in=["todo", "doing"]).values("id")
-    for model in apps.get_models():
-        if issubclass(model, DicomTask):
-            stuck = model.objects.filter(status=TaskStatus.IN_PROGRESS).exclude(
-                queued_job_id__in=live_queue_ids
+    for kind in registry.all_kinds():
+        tasks = kind.task_model.objects
+        stuck = tasks.filter(status=TaskStatus.IN_PROGRESS).exclude(
+            queued_job_id__in=live_queue_ids
+        )
+        for task in stuck.select_related("job"):
+            updated = tasks.filter(pk=task.pk, status=TaskStatus.IN_PROGRESS).update(
+                status=TaskStatus.FAILURE,
+                message="Task was interrupted and cannot resume by itself; reset it to "
+                "run it again.",
+                end=timezone.now(),
             )
-            for task in stuck.select_related("job"):
-                updated = model.objects.filter(pk=task.pk, status=TaskStatus.IN_PROGRESS).update(
-                    status=TaskStatus.FAILURE,
-                    message="Task was interrupted and cannot resume by itself; reset it to "
-                    "run it again.",
-                    end=timezone.now(),
-                )
-                if updated:
-                    task.job.refresh_status()
-                    done.append(f"{task} of {task.job} ended as failed.")
-        elif issubclass(model, DicomJob):
-            for job in model.objects.filter(status=JobStatus.CANCELING):
-                if job.refresh_status().status != JobStatus.CANCELING:
-                    done.append(f"{job} is now {JobStatus(job.status).label}.")
+            if updated:
+                task.job.refresh_status()
+                done.append(f"{task} of {task.job} ended as failed.")
+        for job in kind.job_model.objects.filter(status=JobStatus.CANCELING):
+            if job.refresh_status().status != JobStatus.CANCELING:
+                done.append(f"{job} is now {JobStatus(job.status).label}.")
     return done

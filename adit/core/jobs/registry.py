@@ -1,27 +1,75 @@
-"""The registry of job apps: every app whose jobs the generic job pages show.
+"""The registry of job kinds: every app's jobs, described once.
 
-An app lands here when its urls.py calls ``job_urlpatterns`` (see ``job_views``), so the admin
-section's overview knows every app a user can reach, without a second place to list them. The
-URL namespace of an app's job pages is its app label.
+An app registers its kind in ``AppConfig.ready`` with one call::
+
+    registry.register(JobKind(job_model=…, task_model=…, processor=…, section=Section(…),
+                              task_columns=…, job_fields_template=…, links=…))
+
+which is all the engine (which processor runs a task), the main menu (the app's section), the
+generic job pages (columns, fields, links), the admin overview and the cleanup of stuck tasks
+need to know about it. An app has at most one kind; its URL namespace is its app label.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from django.db.models import Count, Q, QuerySet
-from django.urls import get_resolver
 
 from adit.core import sections
 from adit.core.jobs.models import DicomJob, DicomTask
 from adit.core.jobs.statuses import FINAL_TASK_STATUSES
-from adit.core.transfer.models import TransferJob, TransferTask
+
+if TYPE_CHECKING:
+    from django.views import View
+
+    from adit.core.jobs.processing import TaskProcessor
 
 
-@dataclass(frozen=True)
-class JobApp:
+def _always(job: DicomJob) -> bool:
+    return True
+
+
+@dataclass(frozen=True, eq=False)
+class JobLink:
+    """A link beside a job's actions (a download, say), served by a view of the kind's own.
+
+    The view gets the kind as ``kind`` (subclass ``jobs.views.JobKindView``) and the job's
+    primary key as ``pk``; it is routed at ``jobs/<pk>/<path>`` under the URL name
+    ``job_<name>``, and the link carries ``data-testid="<name>-link"``.
+    """
+
+    name: str
+    path: str
+    label: str
+    view: type[View]
+    icon: str = "bi-download"
+    shown_if: Callable[[DicomJob], bool] = _always
+
+
+@dataclass(frozen=True, eq=False)
+class JobKind:
+    """How one app's jobs are processed and shown.
+
+    Attributes:
+        task_columns: (name, django-tables2 column) pairs the task table shows after the
+            status, before the generic progress, message and end columns.
+        job_fields_template, task_fields_template: templates of ``<dt>/<dd>`` pairs added to
+            the fields of the job page and the task page (the job or task is in the context
+            as ``job`` or ``task``).
+        links: links beside the job's actions.
+    """
+
     job_model: type[DicomJob]
     task_model: type[DicomTask]
+    processor: type[TaskProcessor]
+    section: sections.Section | None = None
+    task_columns: tuple[tuple[str, Any], ...] = ()
+    job_fields_template: str | None = None
+    task_fields_template: str | None = None
+    links: tuple[JobLink, ...] = field(default=())
 
     @property
     def namespace(self) -> str:
@@ -29,14 +77,9 @@ class JobApp:
 
     @property
     def label(self) -> str:
-        section = sections.get(self.namespace)
-        if section is not None:
-            return section.label
+        if self.section is not None:
+            return self.section.label
         return str(self.job_model._meta.app_config.verbose_name)  # pyright: ignore[reportOptionalMemberAccess]
-
-    @property
-    def is_transfer(self) -> bool:
-        return issubclass(self.job_model, TransferJob) and issubclass(self.task_model, TransferTask)
 
     def jobs_for(self, user, *, all_users: bool = False) -> QuerySet:
         """The jobs the user may see: their own; with ``all_users`` (staff only) everybody's."""
@@ -69,24 +112,33 @@ def task_progress(job: DicomJob) -> tuple[int, int]:
     return counts["processed"], counts["total"]
 
 
-_apps: dict[str, JobApp] = {}
+_kinds: dict[str, JobKind] = {}
 
 
-def register(job_model: type[DicomJob], task_model: type[DicomTask]) -> JobApp:
-    """Adds an app's job and task model; registering the same pair again changes nothing."""
-    related = task_model._meta.get_field("job").related_model
-    if related is not job_model:
-        raise ValueError(f"{task_model.__name__}.job must point to {job_model.__name__}.")
-    job_app = JobApp(job_model, task_model)
-    known = _apps.get(job_app.namespace)
-    if known is not None and known != job_app:
-        raise ValueError(f"Another job model is already registered for {job_app.namespace}.")
-    _apps[job_app.namespace] = job_app
-    return job_app
+def register(kind: JobKind) -> JobKind:
+    """Adds an app's job kind, and its section to the main menu (call from AppConfig.ready)."""
+    related = kind.task_model._meta.get_field("job").related_model
+    if related is not kind.job_model:
+        raise ValueError(f"{kind.task_model.__name__}.job must point to {kind.job_model.__name__}.")
+    if kind.namespace in _kinds:
+        raise ValueError(f"The app {kind.namespace} registered a job kind already.")
+    if kind.section is not None:
+        if kind.section.namespace != kind.namespace:
+            raise ValueError(
+                f"The section of {kind.namespace} must have the namespace {kind.namespace}."
+            )
+        sections.register(kind.section)
+    _kinds[kind.namespace] = kind
+    return kind
 
 
-def all_job_apps() -> list[JobApp]:
-    # The apps register while the URLconf is imported, which a request does first thing;
-    # elsewhere (a command, the shell) importing it here makes the registry complete.
-    get_resolver().url_patterns  # noqa: B018
-    return sorted(_apps.values(), key=lambda job_app: job_app.label)
+def kind_of(model: type[DicomJob] | type[DicomTask]) -> JobKind:
+    """The kind of a job or task model; LookupError if its app registered none."""
+    kind = _kinds.get(model._meta.app_label)
+    if kind is None or model not in (kind.job_model, kind.task_model):
+        raise LookupError(f"No job kind is registered for {model._meta.label}.")
+    return kind
+
+
+def all_kinds() -> list[JobKind]:
+    return sorted(_kinds.values(), key=lambda kind: kind.label)

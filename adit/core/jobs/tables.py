@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import django_tables2 as tables
 from django.core.paginator import EmptyPage
 from django.http import HttpRequest
@@ -9,6 +11,9 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
+
+if TYPE_CHECKING:
+    from adit.core.jobs.registry import JobKind
 
 DATETIME_FORMAT = "Y-m-d H:i"
 STATUS_BADGE_TEMPLATE = "core/jobs/_status_badge.html"
@@ -68,21 +73,37 @@ class JobTable(_BaseTable):
 
 
 class TaskTable(_BaseTable):
+    """The columns every task has; ``task_table_for`` adds a kind's own."""
+
     id = tables.Column(verbose_name="Task ID")
-    instances = tables.Column(verbose_name="Instances", accessor="pk", default="")
+    progress = tables.Column(verbose_name="Progress", accessor="pk", default="")
     end = tables.DateTimeColumn(
         verbose_name="Finished", format=DATETIME_FORMAT, attrs={"td": {"class": "text-nowrap"}}
     )
 
     class Meta(_BaseTable.Meta):
-        sequence = ("id", "status", "message", "instances", "end")
+        sequence = ("id", "status", "...", "progress", "message", "end")
         empty_text = "No tasks."
         attrs = {**_BaseTable.Meta.attrs, "data-testid": "task-table"}
 
     def render_id(self, record) -> SafeString:
         return self._link("task_detail", record)
 
-    def render_instances(self, record) -> str:
-        if record.instances_total is None:
-            return str(record.instances_done) if record.instances_done else "—"
-        return f"{record.instances_done} of {record.instances_total}"
+    def render_progress(self, record) -> str:
+        return record.progress_text
+
+
+_task_tables: dict[str, type[TaskTable]] = {}
+
+
+def task_table_for(kind: JobKind) -> type[TaskTable]:
+    """The task table of a kind: the generic columns plus the kind's ``task_columns``."""
+    table = _task_tables.get(kind.namespace)
+    if table is None:
+        name = f"{kind.task_model.__name__}Table"
+        # django-tables2 reads the options of a table class from its own Meta only.
+        meta = type("Meta", (TaskTable.Meta,), {})
+        members = {**dict(kind.task_columns), "Meta": meta}
+        table = cast("type[TaskTable]", type(name, (TaskTable,), members))
+        _task_tables[kind.namespace] = table
+    return table

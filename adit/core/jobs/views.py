@@ -1,14 +1,16 @@
-"""The job pages every job app shares: job list and detail, task detail, the job and task
-actions and the pseudonym mapping download.
+"""The job pages every job kind shares: job list and detail, task detail, the job and task
+actions, and the links a kind adds (e.g. the pseudonym mapping of transfer jobs).
 
-An app plugs them in with one call in its urls.py (whose ``app_name`` must be the app label)::
+An app registers its kind in ``AppConfig.ready`` (see ``registry``) and plugs the pages in with
+one call in its urls.py (whose ``app_name`` must be the app label)::
 
     app_name = "selective_transfer"
-    urlpatterns = [..., *job_urlpatterns(job_model=SelectiveTransferJob,
-                                         task_model=SelectiveTransferTask)]
+    urlpatterns = [..., *job_urlpatterns(SelectiveTransferJob)]
 
-A page looks for ``<app_label>/<template>`` before ``core/jobs/<template>``, so an app can
-extend a page (e.g. add a "New job" button to its list) without copying it.
+What differs between kinds (task columns, job and task fields, links) comes from the kind;
+nothing here knows what a transfer is. A page looks for ``<app_label>/<template>`` before
+``core/jobs/<template>``, so an app can also fill a page's blocks (e.g. a "New job" button on its
+list) without copying it.
 
 Visibility: users see their own jobs and tasks, staff everybody's; anything else is a 404, so
 nobody learns which IDs exist.
@@ -22,19 +24,17 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import select_template
 from django.urls import URLPattern, path, reverse
-from django.utils.decorators import method_decorator
 from django.views import View
-from django.views.decorators.cache import never_cache
 from django.views.generic import TemplateView
 
 from adit.core.jobs import registry
 from adit.core.jobs.filters import PAGE_SIZES, StatusFilterForm, page_size
 from adit.core.jobs.models import ActionNotAllowed, DicomJob, DicomTask
-from adit.core.jobs.registry import JobApp, task_progress
+from adit.core.jobs.registry import JobKind, task_progress
 from adit.core.jobs.statuses import JobStatus, TaskStatus
-from adit.core.jobs.tables import JobTable, TaskTable, app_url, paginate
-from adit.core.spreadsheets import CsvWriter
+from adit.core.jobs.tables import JobTable, app_url, paginate, task_table_for
 
 
 @dataclass(frozen=True)
@@ -163,13 +163,15 @@ def _offered_actions(obj, actions: tuple[Action, ...], prefix: str, user) -> lis
     ]
 
 
-class _JobAppView(View):
-    job_app: JobApp | None = None  # given to as_view() by job_urlpatterns
+class JobKindView(View):
+    """A page of one job kind; the base of the views a kind's links route to."""
+
+    kind: JobKind | None = None  # given to as_view() by job_urlpatterns
 
     @property
-    def app(self) -> JobApp:
-        assert self.job_app is not None, "use job_urlpatterns() to route to the job views"
-        return self.job_app
+    def app(self) -> JobKind:
+        assert self.kind is not None, "use job_urlpatterns() to route to the job views"
+        return self.kind
 
     def app_template(self, name: str) -> list[str]:
         return [f"{self.app.namespace}/{name}", f"core/jobs/{name}"]
@@ -184,11 +186,10 @@ class _JobAppView(View):
         return {
             "app_label": self.app.label,
             "job_list_url": reverse(f"{self.app.namespace}:job_list"),
-            "is_transfer": self.app.is_transfer,
         }
 
 
-class JobListView(_JobAppView, TemplateView):
+class JobListView(JobKindView, TemplateView):
     def get_template_names(self) -> list[str]:
         return self.app_template("job_list.html")
 
@@ -219,11 +220,13 @@ class JobListView(_JobAppView, TemplateView):
         }
 
 
-class JobDetailView(_JobAppView, TemplateView):
-    template = "job_detail.html"
+class JobDetailView(JobKindView, TemplateView):
+    """The job page. Its changing part is one template (``_job_live.html``, the app's own if
+    it has one) that the page includes and JobProgressView renders alone for htmx to poll, so
+    the first render and every refresh look the same."""
 
     def get_template_names(self) -> list[str]:
-        return self.app_template(self.template)
+        return self.app_template("job_detail.html")
 
     def get_context_data(self, **kwargs) -> dict:
         request = self.request
@@ -231,14 +234,18 @@ class JobDetailView(_JobAppView, TemplateView):
         processed, total = task_progress(job)
         filter_form = StatusFilterForm(request, TaskStatus.choices)
         tasks = filter_form.filter(job.tasks.all())
-        table = TaskTable(tasks, exclude=() if self.app.is_transfer else ("instances",))
+        table = task_table_for(self.app)(tasks)
         per_page = page_size(request)
         paginate(table, request, per_page)
 
         progress_url = app_url("job_progress", job)
         if request.GET:
             progress_url += f"?{request.GET.urlencode()}"
-        pseudonyms = self.app.is_transfer and job.tasks.exclude(pseudonym="").exists()
+        links = [
+            {"link": link, "url": app_url(f"job_{link.name}", job)}
+            for link in self.app.links
+            if link.shown_if(job)
+        ]
         return {
             **super().get_context_data(**kwargs),
             **self.base_context(),
@@ -255,17 +262,20 @@ class JobDetailView(_JobAppView, TemplateView):
             # trigger.
             "live": not job.is_finished,
             "progress_url": progress_url,
-            "pseudonyms_url": app_url("job_pseudonyms", job) if pseudonyms else None,
+            "links": links,
+            "job_fields_template": self.app.job_fields_template,
+            "live_template": select_template(self.app_template("_job_live.html")),
         }
 
 
 class JobProgressView(JobDetailView):
     """The part of the job page that changes while the job runs, polled by htmx."""
 
-    template = "_job_live.html"
+    def get_template_names(self) -> list[str]:
+        return self.app_template("_job_live.html")
 
 
-class TaskDetailView(_JobAppView, TemplateView):
+class TaskDetailView(JobKindView, TemplateView):
     def get_template_names(self) -> list[str]:
         return self.app_template("task_detail.html")
 
@@ -276,11 +286,12 @@ class TaskDetailView(_JobAppView, TemplateView):
             **self.base_context(),
             "task": task,
             "job": task.job,
+            "task_fields_template": self.app.task_fields_template,
             "actions": _offered_actions(task, TASK_ACTIONS, "task", self.request.user),
         }
 
 
-class _ActionView(_JobAppView):
+class _ActionView(JobKindView):
     http_method_names = ["post"]
     action: Action | None = None  # given to as_view() by job_urlpatterns
 
@@ -319,37 +330,17 @@ class TaskActionView(_ActionView):
         return self.perform(task, success_url, detail_url)
 
 
-# The file re-identifies patients: no browser or proxy cache may keep a copy of it.
-@method_decorator(never_cache, name="dispatch")
-class PseudonymsView(_JobAppView):
-    """The mapping of real patient IDs and study UIDs to the pseudonymized ones, for the
-    people who must be able to re-identify the data of their project later."""
-
-    http_method_names = ["get", "head"]
-    columns = ("patient_id", "pseudonym", "study_uid", "pseudonymized_study_uid")
-
-    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
-        job = self.get_job()
-        filename = f"{self.app.namespace}_job_{job.pk}_pseudonyms.csv"
-        response = HttpResponse(content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="{filename}"'
-        writer = CsvWriter(response)
-        writer.writerow(self.columns)
-        rows = job.tasks.exclude(pseudonym="").order_by("pk").values_list(*self.columns)
-        writer.writerows(rows)
-        return response
-
-
-def job_urlpatterns(*, job_model: type[DicomJob], task_model: type[DicomTask]) -> list[URLPattern]:
-    """The URL patterns of the job pages of an app, which they register in the job registry.
+def job_urlpatterns(job_model: type[DicomJob]) -> list[URLPattern]:
+    """The URL patterns of the job pages of the kind of ``job_model`` (registered in its
+    app's ``AppConfig.ready``).
 
     Names (in the app's namespace): job_list, job_detail, job_progress, job_verify, job_delete,
     job_cancel, job_resume, job_retry, job_restart, task_detail, task_delete, task_reset,
-    task_kill, and for transfer jobs job_pseudonyms.
+    task_kill, and job_<name> for each of the kind's links.
     """
-    job_app = registry.register(job_model, task_model)
-    app = {"job_app": job_app}
-    patterns = [
+    kind = registry.kind_of(job_model)
+    app = {"kind": kind}
+    return [
         path("jobs/", JobListView.as_view(**app), name="job_list"),
         path("jobs/<int:pk>/", JobDetailView.as_view(**app), name="job_detail"),
         path("jobs/<int:pk>/progress/", JobProgressView.as_view(**app), name="job_progress"),
@@ -361,6 +352,10 @@ def job_urlpatterns(*, job_model: type[DicomJob], task_model: type[DicomTask]) -
             )
             for action in JOB_ACTIONS
         ),
+        *(
+            path(f"jobs/<int:pk>/{link.path}", link.view.as_view(**app), name=f"job_{link.name}")
+            for link in kind.links
+        ),
         path("tasks/<int:pk>/", TaskDetailView.as_view(**app), name="task_detail"),
         *(
             path(
@@ -371,10 +366,3 @@ def job_urlpatterns(*, job_model: type[DicomJob], task_model: type[DicomTask]) -
             for action in TASK_ACTIONS
         ),
     ]
-    if job_app.is_transfer:
-        patterns.append(
-            path(
-                "jobs/<int:pk>/pseudonyms.csv", PseudonymsView.as_view(**app), name="job_pseudonyms"
-            )
-        )
-    return patterns

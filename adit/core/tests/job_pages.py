@@ -1,4 +1,5 @@
-"""Helpers for tests of the generic job pages, through the example app (/example/…)."""
+"""Helpers for tests of the generic job pages, through the test-only job apps: the transfer
+app ``example_app`` (/example/…) and the query app ``example_queries`` (/queries/…)."""
 
 import re
 
@@ -9,15 +10,25 @@ from django.urls import reverse
 from adit.core.jobs.statuses import JobStatus
 from adit.core.tests.example_app.models import ExampleJob, ExampleTask
 from adit.core.tests.factories import DicomServerFactory
+from adit.core.tests.query_app.models import QueryJob, QueryTask
+
+TRANSFER_APP = "example_app"
+QUERY_APP = "example_queries"
+JOB_APPS = (TRANSFER_APP, QUERY_APP)
+MODELS = {TRANSFER_APP: (ExampleJob, ExampleTask), QUERY_APP: (QueryJob, QueryTask)}
 
 
-def make_job(owner, status=JobStatus.PENDING, tasks=(), **fields):
-    job = ExampleJob.objects.create(owner=owner, status=status, **fields)
+def make_job(owner, status=JobStatus.PENDING, tasks=(), app=TRANSFER_APP, **fields):
+    job_model, task_model = MODELS[app]
+    job = job_model.objects.create(owner=owner, status=status, **fields)
     source = DicomServerFactory()
+    task_fields = (
+        {"destination": source, "study_uid": "1.2.3"}
+        if app == TRANSFER_APP
+        else {"patient_id": "P1"}
+    )
     for task_status in tasks:
-        ExampleTask.objects.create(
-            job=job, source=source, destination=source, study_uid="1.2.3", status=task_status
-        )
+        task_model.objects.create(job=job, source=source, status=task_status, **task_fields)
     return job
 
 
@@ -28,9 +39,11 @@ def stored_row(job: ExampleJob) -> str:
         return repr(cursor.fetchone())
 
 
-def url(name, obj=None, query=""):
+def url(name, obj=None, query="", app=TRANSFER_APP):
+    """A job page's URL: of ``obj``'s app, else of ``app``."""
     args = [obj.pk] if obj is not None else []
-    return reverse(f"example_app:{name}", args=args) + query
+    namespace = obj._meta.app_label if obj is not None else app
+    return reverse(f"{namespace}:{name}", args=args) + query
 
 
 def flashes(response) -> list[str]:
@@ -38,9 +51,11 @@ def flashes(response) -> list[str]:
 
 
 def listed_job_ids(response) -> list[int]:
-    return [int(pk) for pk in re.findall(r'href="/example/jobs/(\d+)/"', response.content.decode())]
+    content = response.content.decode()
+    return [int(pk) for pk in re.findall(r'href="/(?:example|queries)/jobs/(\d+)/"', content)]
 
 
-def column_headers(response) -> list[str]:
-    table = response.content.decode().split('data-testid="job-table"', 1)[1]
-    return re.findall(r"<th(?:\s[^>]*)?>\s*(.*?)\s*</th>", table, re.S)
+def column_headers(response, table="job-table") -> list[str]:
+    content = response.content.decode().split(f'data-testid="{table}"', 1)[1]
+    content = content.split("</thead>", 1)[0]
+    return re.findall(r"<th(?:\s[^>]*)?>\s*(.*?)\s*</th>", content, re.S)

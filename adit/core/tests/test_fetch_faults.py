@@ -108,7 +108,7 @@ def test_a_receiver_stopped_mid_move_is_no_failed_attempt_and_the_task_resumes(
     receiver = ReceiverProcess(receiver_env)
     try:
         with WorkerProcess("dicom", env={"FILE_CHANNEL_PORT": str(channel_port)}) as worker:
-            _wait_for(lambda: reload().instances_done >= 30, 60, "the transfer", worker)
+            _wait_for(lambda: reload().progress_done >= 30, 60, "the transfer", worker)
             receiver.stop()
             _wait_for(lambda: reload().status != TaskStatus.IN_PROGRESS, 60, "the end", worker)
             assert task.status == TaskStatus.PENDING, (task.status, task.message, task.log)

@@ -1,4 +1,5 @@
-"""The generic job pages, through the example app's URLs (/example/…)."""
+"""The generic job pages, through the test apps' URLs: the transfer app (/example/…) and, for
+everything that is not about transfers, the query app (/queries/…) too."""
 
 import csv
 import io
@@ -10,7 +11,15 @@ from adit.accounts.tests.factories import UserFactory
 from adit.core.jobs.statuses import JobStatus, TaskStatus
 from adit.core.templatetags.job_tags import status_badge_class
 from adit.core.tests.example_app.models import ExampleJob, ExampleTask
-from adit.core.tests.job_pages import column_headers, flashes, listed_job_ids, make_job, url
+from adit.core.tests.job_pages import (
+    JOB_APPS,
+    MODELS,
+    column_headers,
+    flashes,
+    listed_job_ids,
+    make_job,
+    url,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -18,6 +27,12 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def other(db):
     return UserFactory(username="bob")
+
+
+@pytest.fixture(params=JOB_APPS)
+def app(request) -> str:
+    """Each test app: a test asking for it runs for a transfer and a non-transfer job kind."""
+    return request.param
 
 
 # -- job list ------------------------------------------------------------------------------------
@@ -89,7 +104,7 @@ def test_detail_shows_job_progress_and_tasks(client, member):
         trial_protocol_id="TRIAL-7",
     )
     running = job.tasks.get(status=TaskStatus.IN_PROGRESS)
-    ExampleTask.objects.filter(pk=running.pk).update(instances_done=3, instances_total=10)
+    ExampleTask.objects.filter(pk=running.pk).update(progress_done=3, progress_total=10)
     client.force_login(member)
 
     response = client.get(url("job_detail", job))
@@ -102,19 +117,19 @@ def test_detail_shows_job_progress_and_tasks(client, member):
     assert 'data-testid="job-owner"' not in content
 
 
-def test_task_status_filter_on_detail(client, member):
-    job = make_job(member, JobStatus.FAILURE, [TaskStatus.SUCCESS, TaskStatus.FAILURE])
+def test_task_status_filter_on_detail(client, app, member):
+    job = make_job(member, JobStatus.FAILURE, [TaskStatus.SUCCESS, TaskStatus.FAILURE], app=app)
     failed = job.tasks.get(status=TaskStatus.FAILURE)
     client.force_login(member)
 
     content = client.get(url("job_detail", job, "?status=FA")).content.decode()
 
-    assert re.findall(r'href="/example/tasks/(\d+)/"', content) == [str(failed.pk)]
+    assert re.findall(r'href="/(?:example|queries)/tasks/(\d+)/"', content) == [str(failed.pk)]
     assert "Processed tasks: 2 of 2" in content
 
 
-def test_foreign_job_and_task_are_not_found(client, member, other, staff_user):
-    job = make_job(other, tasks=[TaskStatus.PENDING])
+def test_foreign_job_and_task_are_not_found(client, app, member, other, staff_user):
+    job = make_job(other, tasks=[TaskStatus.PENDING], app=app)
     task = job.tasks.get()
     client.force_login(member)
     assert client.get(url("job_detail", job)).status_code == 404
@@ -128,9 +143,9 @@ def test_foreign_job_and_task_are_not_found(client, member, other, staff_user):
     assert client.get(url("task_detail", task)).status_code == 200
 
 
-def test_control_panel_offers_only_allowed_actions(client, member, staff_user):
-    pending = make_job(member, JobStatus.PENDING, [TaskStatus.PENDING])
-    finished = make_job(member, JobStatus.SUCCESS, [TaskStatus.SUCCESS])
+def test_control_panel_offers_only_allowed_actions(client, app, member, staff_user):
+    pending = make_job(member, JobStatus.PENDING, [TaskStatus.PENDING], app=app)
+    finished = make_job(member, JobStatus.SUCCESS, [TaskStatus.SUCCESS], app=app)
 
     def buttons(user, job):
         client.force_login(user)
@@ -140,7 +155,7 @@ def test_control_panel_offers_only_allowed_actions(client, member, staff_user):
     assert buttons(member, pending) == {"delete", "cancel"}
     assert buttons(member, finished) == set()
     assert buttons(staff_user, finished) == {"restart"}
-    unverified = make_job(member, JobStatus.UNVERIFIED, [TaskStatus.PENDING])
+    unverified = make_job(member, JobStatus.UNVERIFIED, [TaskStatus.PENDING], app=app)
     assert buttons(staff_user, unverified) == {"verify", "delete"}
     assert buttons(member, unverified) == {"delete"}
 
@@ -148,19 +163,19 @@ def test_control_panel_offers_only_allowed_actions(client, member, staff_user):
 # -- live progress -------------------------------------------------------------------------------
 
 
-def test_fragment_polls_while_the_job_runs_and_stops_when_finished(client, member):
-    job = make_job(member, JobStatus.IN_PROGRESS, [TaskStatus.IN_PROGRESS])
+def test_fragment_polls_while_the_job_runs_and_stops_when_finished(client, app, member):
+    job = make_job(member, JobStatus.IN_PROGRESS, [TaskStatus.IN_PROGRESS], app=app)
     client.force_login(member)
 
     page = client.get(url("job_detail", job, "?status=IP")).content.decode()
     assert 'hx-trigger="every 2s"' in page
-    assert f'hx-get="/example/jobs/{job.pk}/progress/?status=IP"' in page
+    assert f'hx-get="{url("job_progress", job, "?status=IP")}"' in page
 
     fragment = client.get(url("job_progress", job)).content.decode()
     assert fragment.lstrip().startswith("<div") and "<html" not in fragment
     assert 'hx-trigger="every 2s"' in fragment
 
-    ExampleTask.objects.filter(job=job).update(status=TaskStatus.SUCCESS, instances_done=4)
+    MODELS[app][1].objects.filter(job=job).update(status=TaskStatus.SUCCESS, progress_done=4)
     job.refresh_status()
     fragment = client.get(url("job_progress", job)).content.decode()
     assert "hx-trigger" not in fragment and "hx-get" not in fragment
@@ -170,8 +185,8 @@ def test_fragment_polls_while_the_job_runs_and_stops_when_finished(client, membe
 # -- job actions ---------------------------------------------------------------------------------
 
 
-def test_owner_cancels_a_pending_job(client, member):
-    job = make_job(member, JobStatus.PENDING, [TaskStatus.PENDING, TaskStatus.PENDING])
+def test_owner_cancels_a_pending_job(client, app, member):
+    job = make_job(member, JobStatus.PENDING, [TaskStatus.PENDING, TaskStatus.PENDING], app=app)
     client.force_login(member)
 
     response = client.post(url("job_cancel", job))
@@ -185,8 +200,8 @@ def test_owner_cancels_a_pending_job(client, member):
     }
 
 
-def test_staff_verifies_a_job_and_its_tasks_are_queued(client, member, staff_user):
-    job = make_job(member, JobStatus.UNVERIFIED, [TaskStatus.PENDING])
+def test_staff_verifies_a_job_and_its_tasks_are_queued(client, app, member, staff_user):
+    job = make_job(member, JobStatus.UNVERIFIED, [TaskStatus.PENDING], app=app)
     client.force_login(member)
     assert client.post(url("job_verify", job)).status_code == 403
 
@@ -199,20 +214,20 @@ def test_staff_verifies_a_job_and_its_tasks_are_queued(client, member, staff_use
     assert job.tasks.get().queued_job_id is not None
 
 
-def test_owner_deletes_an_untouched_job(client, member):
-    job = make_job(member, JobStatus.PENDING, [TaskStatus.PENDING])
+def test_owner_deletes_an_untouched_job(client, app, member):
+    job = make_job(member, JobStatus.PENDING, [TaskStatus.PENDING], app=app)
     client.force_login(member)
 
     response = client.post(url("job_delete", job))
 
-    assert response.url == url("job_list")
+    assert response.url == url("job_list", app=app)
     assert flashes(response) == [f"Job with ID {job.pk} was deleted"]
-    assert not ExampleJob.objects.filter(pk=job.pk).exists()
-    assert not ExampleTask.objects.filter(job_id=job.pk).exists()
+    assert not MODELS[app][0].objects.filter(pk=job.pk).exists()
+    assert not MODELS[app][1].objects.filter(job_id=job.pk).exists()
 
 
-def test_owner_resumes_a_canceled_job(client, member):
-    job = make_job(member, JobStatus.CANCELED, [TaskStatus.SUCCESS, TaskStatus.CANCELED])
+def test_owner_resumes_a_canceled_job(client, app, member):
+    job = make_job(member, JobStatus.CANCELED, [TaskStatus.SUCCESS, TaskStatus.CANCELED], app=app)
     client.force_login(member)
 
     response = client.post(url("job_resume", job))
@@ -223,8 +238,8 @@ def test_owner_resumes_a_canceled_job(client, member):
     assert sorted(job.tasks.values_list("status", flat=True)) == ["PE", "SU"]
 
 
-def test_owner_retries_failed_tasks(client, member):
-    job = make_job(member, JobStatus.FAILURE, [TaskStatus.SUCCESS, TaskStatus.FAILURE])
+def test_owner_retries_failed_tasks(client, app, member):
+    job = make_job(member, JobStatus.FAILURE, [TaskStatus.SUCCESS, TaskStatus.FAILURE], app=app)
     client.force_login(member)
 
     response = client.post(url("job_retry", job))
@@ -235,8 +250,8 @@ def test_owner_retries_failed_tasks(client, member):
     assert sorted(job.tasks.values_list("status", flat=True)) == ["PE", "SU"]
 
 
-def test_only_staff_restart_a_finished_job(client, member, staff_user):
-    job = make_job(member, JobStatus.SUCCESS, [TaskStatus.SUCCESS, TaskStatus.WARNING])
+def test_only_staff_restart_a_finished_job(client, app, member, staff_user):
+    job = make_job(member, JobStatus.SUCCESS, [TaskStatus.SUCCESS, TaskStatus.WARNING], app=app)
     client.force_login(member)
     assert client.post(url("job_restart", job)).status_code == 403
 
@@ -250,9 +265,11 @@ def test_only_staff_restart_a_finished_job(client, member, staff_user):
 
 
 @pytest.mark.parametrize("action", ["verify", "delete", "cancel", "resume", "retry", "restart"])
-def test_job_actions_on_foreign_jobs_are_not_found_and_need_post(client, member, other, action):
-    foreign = make_job(other, JobStatus.UNVERIFIED, [TaskStatus.PENDING])
-    own = make_job(member, JobStatus.UNVERIFIED, [TaskStatus.PENDING])
+def test_job_actions_on_foreign_jobs_are_not_found_and_need_post(
+    client, app, member, other, action
+):
+    foreign = make_job(other, JobStatus.UNVERIFIED, [TaskStatus.PENDING], app=app)
+    own = make_job(member, JobStatus.UNVERIFIED, [TaskStatus.PENDING], app=app)
     client.force_login(member)
 
     assert client.post(url(f"job_{action}", foreign)).status_code == 404
@@ -271,8 +288,8 @@ def test_job_actions_on_foreign_jobs_are_not_found_and_need_post(client, member,
         ("verify", "cannot be verified while it is success"),
     ],
 )
-def test_job_action_in_the_wrong_state_is_a_bad_request(client, staff_user, action, message):
-    job = make_job(staff_user, JobStatus.SUCCESS, [TaskStatus.SUCCESS])
+def test_job_action_in_the_wrong_state_is_a_bad_request(client, app, staff_user, action, message):
+    job = make_job(staff_user, JobStatus.SUCCESS, [TaskStatus.SUCCESS], app=app)
     client.force_login(staff_user)
 
     response = client.post(url(f"job_{action}", job))
@@ -302,8 +319,8 @@ def test_task_detail_shows_the_log_to_staff_only(client, member, staff_user):
     assert re.search(r"<pre[^>]*>Traceback: secret details</pre>", content)
 
 
-def test_owner_deletes_a_pending_task(client, member):
-    job = make_job(member, JobStatus.PENDING, [TaskStatus.PENDING, TaskStatus.PENDING])
+def test_owner_deletes_a_pending_task(client, app, member):
+    job = make_job(member, JobStatus.PENDING, [TaskStatus.PENDING, TaskStatus.PENDING], app=app)
     task = job.tasks.earliest("pk")
     client.force_login(member)
 
@@ -314,8 +331,8 @@ def test_owner_deletes_a_pending_task(client, member):
     assert job.tasks.count() == 1
 
 
-def test_owner_resets_a_failed_task(client, member):
-    job = make_job(member, JobStatus.FAILURE, [TaskStatus.FAILURE])
+def test_owner_resets_a_failed_task(client, app, member):
+    job = make_job(member, JobStatus.FAILURE, [TaskStatus.FAILURE], app=app)
     task = job.tasks.get()
     client.force_login(member)
 
@@ -329,8 +346,8 @@ def test_owner_resets_a_failed_task(client, member):
     assert job.status == JobStatus.PENDING
 
 
-def test_only_staff_kill_a_running_task(client, member, staff_user):
-    job = make_job(member, JobStatus.IN_PROGRESS, [TaskStatus.IN_PROGRESS])
+def test_only_staff_kill_a_running_task(client, app, member, staff_user):
+    job = make_job(member, JobStatus.IN_PROGRESS, [TaskStatus.IN_PROGRESS], app=app)
     task = job.tasks.get()
     client.force_login(member)
     assert client.post(url("task_kill", task)).status_code == 403
@@ -347,8 +364,8 @@ def test_only_staff_kill_a_running_task(client, member, staff_user):
         ("kill", "cannot be killed while it is success"),
     ],
 )
-def test_task_action_in_the_wrong_state_is_a_bad_request(client, staff_user, action, message):
-    job = make_job(staff_user, JobStatus.SUCCESS, [TaskStatus.SUCCESS])
+def test_task_action_in_the_wrong_state_is_a_bad_request(client, app, staff_user, action, message):
+    job = make_job(staff_user, JobStatus.SUCCESS, [TaskStatus.SUCCESS], app=app)
     client.force_login(staff_user)
 
     response = client.post(url(f"task_{action}", job.tasks.get()))
@@ -356,8 +373,8 @@ def test_task_action_in_the_wrong_state_is_a_bad_request(client, staff_user, act
     assert response.status_code == 400 and message in response.content.decode()
 
 
-def test_reset_of_a_pending_task_is_a_bad_request(client, member):
-    job = make_job(member, JobStatus.PENDING, [TaskStatus.PENDING])
+def test_reset_of_a_pending_task_is_a_bad_request(client, app, member):
+    job = make_job(member, JobStatus.PENDING, [TaskStatus.PENDING], app=app)
     client.force_login(member)
 
     response = client.post(url("task_reset", job.tasks.get()))
@@ -368,14 +385,16 @@ def test_reset_of_a_pending_task_is_a_bad_request(client, member):
 
 
 @pytest.mark.parametrize("action", ["delete", "reset", "kill"])
-def test_task_actions_on_foreign_tasks_are_not_found_and_need_post(client, member, other, action):
-    foreign = make_job(other, JobStatus.PENDING, [TaskStatus.PENDING]).tasks.get()
-    own = make_job(member, JobStatus.PENDING, [TaskStatus.PENDING]).tasks.get()
+def test_task_actions_on_foreign_tasks_are_not_found_and_need_post(
+    client, app, member, other, action
+):
+    foreign = make_job(other, JobStatus.PENDING, [TaskStatus.PENDING], app=app).tasks.get()
+    own = make_job(member, JobStatus.PENDING, [TaskStatus.PENDING], app=app).tasks.get()
     client.force_login(member)
 
     assert client.post(url(f"task_{action}", foreign)).status_code == 404
     assert client.get(url(f"task_{action}", own)).status_code == 405
-    assert ExampleTask.objects.filter(pk=foreign.pk).exists()
+    assert MODELS[app][1].objects.filter(pk=foreign.pk).exists()
 
 
 # -- pseudonym mapping ---------------------------------------------------------------------------

@@ -43,15 +43,15 @@ def test_user_watches_a_job_progress_and_cancels_it(page: Page, live_server, mem
     expect(page.get_by_test_id("task-progress")).to_contain_text("Processed tasks: 0 of 3")
 
     # A worker gets on with the job: the page follows without being reloaded.
-    ExampleTask.objects.filter(pk=first.pk).update(status=TaskStatus.SUCCESS, instances_done=5)
+    ExampleTask.objects.filter(pk=first.pk).update(status=TaskStatus.SUCCESS, progress_done=5)
     ExampleTask.objects.filter(pk=second.pk).update(
-        status=TaskStatus.IN_PROGRESS, instances_done=3, instances_total=10
+        status=TaskStatus.IN_PROGRESS, progress_done=3, progress_total=10
     )
     job.refresh_status()
     expect(page.get_by_test_id("task-progress")).to_contain_text("Processed tasks: 1 of 3")
     expect(page.get_by_test_id("task-table")).to_contain_text("3 of 10")
     page.screenshot(path=tmp_path / "job-detail-running.png", full_page=True)
-    ExampleTask.objects.filter(pk=second.pk).update(status=TaskStatus.SUCCESS, instances_done=10)
+    ExampleTask.objects.filter(pk=second.pk).update(status=TaskStatus.SUCCESS, progress_done=10)
     job.refresh_status()
     expect(page.get_by_test_id("task-progress")).to_contain_text("Processed tasks: 2 of 3")
 

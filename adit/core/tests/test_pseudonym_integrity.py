@@ -270,7 +270,7 @@ def test_a_second_pseudonym_for_a_patient_of_the_project_is_refused_and_nothing_
     )  # fmt: skip
     assert (second.status, second.message) == (TaskStatus.FAILURE, message)
     assert second.job.status == JobStatus.FAILURE
-    assert (second.instances_done, second.pseudonymized_study_uid) == (0, "")
+    assert (second.progress_done, second.pseudonymized_study_uid) == (0, "")
     assert empty_orthanc2.count_instances() == stored
     assert _patient_ids_at(empty_orthanc2) == {"P1"}
     assert _pairs(project) == [(study.patient_id, "P1")]

@@ -106,7 +106,7 @@ def test_server_to_server_copies_every_instance_unchanged(
     expected = {uid for series in study.series for uid in series.sop_instance_uids}
     assert arrived == expected
     assert destination_uids  # the study is not empty
-    assert task.instances_done == study.instance_count
+    assert task.progress_done == study.instance_count
     assert f"holds all {study.instance_count} instance(s) that ORTHANC1 holds" in task.log
 
 
@@ -149,7 +149,7 @@ def test_excluded_modalities_are_dropped_only_when_pseudonymizing(
     assert task.status == TaskStatus.SUCCESS, task.message
     modalities = {ds.Modality for ds in _instances_at(destination, task.pseudonymized_study_uid)}
     assert "SR" not in modalities
-    assert task.instances_done == kept
+    assert task.progress_done == kept
     left_out = sum(series.instance_count for series in study.series if series.modality == "SR")
     # The user learns what stayed behind and why, not only "completed successfully".
     assert task.message == (
@@ -432,7 +432,7 @@ def test_unmodified_transfer_goes_straight_from_pacs_to_pacs_when_allowed(
     assert f"holds all {study.instance_count} instance(s) that ORTHANC1 holds" in task.log
     held = {str(ds.SOPInstanceUID) for ds in _instances_at(destination, study.study_instance_uid)}
     assert held == {uid for series in study.series for uid in series.sop_instance_uids}
-    assert task.instances_done == study.instance_count
+    assert task.progress_done == study.instance_count
 
     # Pseudonymized data must pass through ADIT, whatever the option says.
     pseudonymized = transfer(member, source, destination, study, pseudonym="VIA-ADIT")

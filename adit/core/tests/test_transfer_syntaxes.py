@@ -126,7 +126,7 @@ def test_every_instance_arrives_in_its_own_transfer_syntax(
     )
 
     assert task.status == TaskStatus.SUCCESS, f"{task.message}\n{task.log}"
-    assert task.instances_done == len(source_instances)
+    assert task.progress_done == len(source_instances)
     if to_folder:
         arrived = _arrived_in_folder(folder)
     else:

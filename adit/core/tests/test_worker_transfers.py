@@ -82,12 +82,12 @@ def test_a_worker_runs_a_queued_job_to_success(big_transfer, empty_orthanc2):
     job.refresh_from_db()
     assert (job.status, job.message) == (JobStatus.SUCCESS, "All tasks succeeded.")
     assert empty_orthanc2.count_instances() == INSTANCES
-    assert big_transfer.instances_done == INSTANCES
+    assert big_transfer.progress_done == INSTANCES
 
 
 def test_cancel_stops_a_running_task_within_seconds(big_transfer, empty_orthanc2):
     with WorkerProcess("dicom") as worker:
-        _wait_for(lambda: _task(big_transfer).instances_done >= 20, 60, "the transfer", worker)
+        _wait_for(lambda: _task(big_transfer).progress_done >= 20, 60, "the transfer", worker)
         job = big_transfer.job
         job.refresh_from_db()
         job.cancel()
@@ -99,7 +99,7 @@ def test_cancel_stops_a_running_task_within_seconds(big_transfer, empty_orthanc2
 
     assert took < 5, f"the task stopped {took:.1f} s after the cancel"
     assert big_transfer.message == "Task was canceled."
-    assert big_transfer.instances_done < INSTANCES
+    assert big_transfer.progress_done < INSTANCES
     job.refresh_from_db()
     assert (job.status, job.message) == (JobStatus.CANCELED, "Job was canceled.")
     assert empty_orthanc2.count_instances() < INSTANCES
@@ -112,7 +112,7 @@ def test_worker_killed_mid_task_then_a_new_worker_completes_it_exactly_once(
     env = {"STALLED_WORKER_SECONDS": "3"}
     first = WorkerProcess("dicom", env=env)
     try:
-        _wait_for(lambda: _task(big_transfer).instances_done >= INSTANCES // 2, 60, "half", first)
+        _wait_for(lambda: _task(big_transfer).progress_done >= INSTANCES // 2, 60, "half", first)
         first.kill()
     finally:
         first.stop()
@@ -139,7 +139,7 @@ def test_worker_killed_mid_task_then_a_new_worker_completes_it_exactly_once(
 def test_stopping_the_worker_puts_a_running_task_back_in_the_queue(big_transfer, empty_orthanc2):
     worker = WorkerProcess("dicom", env={"WORKER_SHUTDOWN_GRACE_SECONDS": "0.5"})
     try:
-        _wait_for(lambda: _task(big_transfer).instances_done >= 20, 60, "the transfer", worker)
+        _wait_for(lambda: _task(big_transfer).progress_done >= 20, 60, "the transfer", worker)
     finally:
         returncode = worker.stop(timeout=15)
     assert returncode == 0

@@ -1,4 +1,4 @@
-"""The project's URLs plus the test-only example job app (ROOT_URLCONF of the test settings)."""
+"""The project's URLs plus the test-only job apps (ROOT_URLCONF of the test settings)."""
 
 from django.urls import include, path
 
@@ -7,4 +7,5 @@ from adit.urls import urlpatterns as project_urlpatterns
 urlpatterns = [
     *project_urlpatterns,
     path("example/", include("adit.core.tests.example_app.urls")),
+    path("queries/", include("adit.core.tests.query_app.urls")),
 ]

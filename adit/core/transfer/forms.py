@@ -14,8 +14,7 @@ from typing import ClassVar
 from django import forms
 
 from adit.core import validators
-from adit.core.access import usable_nodes
-from adit.core.forms import NodeChoiceField
+from adit.core.access import NodeChoiceField, usable_nodes
 from adit.core.models import DicomNode, Project
 from adit.core.transfer.models import TransferJob
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
+import re
+import unicodedata
+from collections.abc import Iterable
+from typing import ClassVar
+
 from django.contrib.contenttypes.fields import GenericRelation
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
@@ -11,6 +17,8 @@ from adit.core import validators
 from adit.core.encryption import decrypt, encrypt
 from adit.core.jobs.models import DicomJob, DicomTask
 from adit.core.models import JobPseudonym, Project, claim_pseudonym, new_secret
+
+MAX_ROUTES_SHOWN = 5
 
 
 class TransferJob(DicomJob):
@@ -71,6 +79,18 @@ class TransferJob(DicomJob):
             claim_pseudonym(self.job_pseudonyms, "in this job", patient_id, pseudonym)
 
     @property
+    def routes(self) -> list[tuple[str, str]]:
+        """(source, destination) names of the job's tasks, each pair once; a few at most."""
+        pairs = self.tasks.order_by("source__name", "destination__name").values_list(
+            "source__name", "destination__name"
+        )
+        return list(pairs.distinct()[:MAX_ROUTES_SHOWN])
+
+    @property
+    def is_pseudonymized(self) -> bool:
+        return self.tasks.exclude(pseudonym="").exists()
+
+    @property
     def archive_password(self) -> str:
         """The password of the job's ZIPs; "" without one, and once the job has ended.
 
@@ -103,6 +123,38 @@ class TransferJob(DicomJob):
         return ""
 
 
+STUDY_DESCRIPTION_LENGTH = 64  # a DICOM LO value
+MODALITY_LENGTH = 16  # a DICOM CS value
+MAX_MODALITIES = 16
+_MODALITY = re.compile(r"[A-Z0-9_ ]{1,16}")
+
+
+def study_date_from_dicom(value: str | None) -> datetime.date | None:
+    """A DICOM DA value (YYYYMMDD) as a date; None for anything else a PACS may send."""
+    text = "" if value is None else str(value).strip()
+    if len(text) != 8 or not text.isdigit():
+        return None
+    try:
+        return datetime.datetime.strptime(text, "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def printable_text(value: str | None, max_length: int) -> str:
+    """``value`` without control characters, cut to ``max_length`` (a PACS may send anything)."""
+    text = "".join(
+        " " if unicodedata.category(character).startswith("C") else character
+        for character in ("" if value is None else str(value))
+    )
+    return " ".join(text.split())[:max_length]
+
+
+def modality_codes(values: Iterable[str]) -> list[str]:
+    """The well-formed modality codes among ``values``, sorted, each once; a bounded number."""
+    codes = {str(value).strip() for value in values}
+    return sorted(code for code in codes if _MODALITY.fullmatch(code))[:MAX_MODALITIES]
+
+
 class TransferTask(DicomTask):
     """One study (or some of its series) to copy to the destination."""
 
@@ -123,10 +175,32 @@ class TransferTask(DicomTask):
     pseudonymized_study_uid = models.CharField(
         max_length=64, blank=True, default="", help_text="The study's UID at the destination."
     )
-    instances_done = models.PositiveIntegerField(default=0)
-    instances_total = models.PositiveIntegerField(blank=True, null=True)
+
+    # What the source PACS says about the study, for people to recognise it on the job pages;
+    # filled once the transfer found the study (see ``record_study``).
+    study_date = models.DateField(blank=True, null=True)
+    study_description = models.CharField(
+        max_length=STUDY_DESCRIPTION_LENGTH, blank=True, default=""
+    )
+    modalities = ArrayField(models.CharField(max_length=MODALITY_LENGTH), blank=True, default=list)
+
+    progress_unit: ClassVar[str] = "instances"
 
     job: models.ForeignKey  # to a TransferJob, declared by the concrete task model
+
+    def record_study(
+        self, study_date: str, description: str | None, modalities: Iterable[str]
+    ) -> None:
+        """Stores the study's date, description and modalities as the source PACS gave them
+        (raw DICOM values, so untrusted: an odd date is left out, text is cleaned and cut)."""
+        fields = {
+            "study_date": study_date_from_dicom(study_date),
+            "study_description": printable_text(description, STUDY_DESCRIPTION_LENGTH),
+            "modalities": modality_codes(modalities),
+        }
+        type(self).objects.filter(pk=self.pk).update(**fields)
+        for name, value in fields.items():
+            setattr(self, name, value)
 
     class Meta(DicomTask.Meta):
         abstract = True
@@ -135,6 +209,3 @@ class TransferTask(DicomTask):
                 condition=~Q(study_uid=""), name="%(app_label)s_%(class)s_study_uid"
             )
         ]
-
-    def fields_of_a_fresh_run(self) -> dict:
-        return {**super().fields_of_a_fresh_run(), "instances_done": 0, "instances_total": None}

@@ -299,7 +299,9 @@ class TransferProcessor(TaskProcessor):
     def process(self) -> TaskOutcome:
         task = self.task
         try:
-            result = transfer_study(self.transfer_request(), self.control, self.log)
+            result = transfer_study(
+                self.transfer_request(), self.control, self.log, on_study_found=self._record_study
+            )
         except PseudonymConflict as conflict:
             self.log.info(f"Refused: {conflict.message}")
             return TaskOutcome(TaskStatus.FAILURE, conflict.message)
@@ -309,6 +311,9 @@ class TransferProcessor(TaskProcessor):
         if self.log.warnings:
             return TaskOutcome(TaskStatus.WARNING, self.log.warnings[-1])
         return TaskOutcome(TaskStatus.SUCCESS, result.message)
+
+    def _record_study(self, study: StudyToTransfer) -> None:
+        self.task.record_study(study.study_date, study.study_description, study.modalities)
 
     def transfer_request(self) -> TransferRequest:
         task = self.task

@@ -2,15 +2,15 @@ from django.apps import AppConfig
 
 
 class ExampleAppConfig(AppConfig):
-    """A minimal job app, installed in tests only, that exercises the core job engine."""
+    """A minimal transfer job app, installed in tests only, that exercises the core job engine."""
 
     name = "adit.core.tests.example_app"
     label = "example_app"
     verbose_name = "Example"
 
     def ready(self) -> None:
-        from adit.core.jobs.processing import register_processor
-        from adit.core.tests.example_app.models import ExampleTask
-        from adit.core.transfer.pipeline import TransferProcessor
+        from adit.core.jobs import registry
+        from adit.core.tests.example_app.models import ExampleJob, ExampleTask
+        from adit.core.transfer.kind import transfer_job_kind
 
-        register_processor(ExampleTask, TransferProcessor)
+        registry.register(transfer_job_kind(ExampleJob, ExampleTask))

@@ -1,6 +1,6 @@
 from adit.core.jobs.views import job_urlpatterns
-from adit.core.tests.example_app.models import ExampleJob, ExampleTask
+from adit.core.tests.example_app.models import ExampleJob
 
 app_name = "example_app"
 
-urlpatterns = job_urlpatterns(job_model=ExampleJob, task_model=ExampleTask)
+urlpatterns = job_urlpatterns(ExampleJob)

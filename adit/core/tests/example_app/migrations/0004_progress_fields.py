@@ -1,0 +1,16 @@
+"""Progress moved from the transfer task to every task: the same columns, neutral names."""
+
+from django.db import migrations
+
+
+class Migration(migrations.Migration):
+    dependencies = [("example_app", "0003_archive_password_encrypted")]
+
+    operations = [
+        migrations.RenameField(
+            model_name="exampletask", old_name="instances_done", new_name="progress_done"
+        ),
+        migrations.RenameField(
+            model_name="exampletask", old_name="instances_total", new_name="progress_total"
+        ),
+    ]

@@ -40,7 +40,7 @@ from .forms import (
     patient_id_problem,
     study_uid_problem,
 )
-from .models import create_transfer_job
+from .models import StudyShown, create_transfer_job
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ class SelectiveTransferConsumer(AsyncWebsocketConsumer):
         self.user: Any = None  # the user model of settings.AUTH_USER_MODEL, once connected
         self.search_stopped: threading.Event | None = None
         self.search_task: asyncio.Task | None = None
+        # What the searches showed of each study, for the tasks of a transfer to name them.
+        self.shown: dict[tuple[str, str], StudyShown] = {}
 
     async def connect(self) -> None:
         # Accepted first: a socket closed before that is refused with HTTP 403 instead of
@@ -160,6 +162,7 @@ class SelectiveTransferConsumer(AsyncWebsocketConsumer):
             return
         stopped = threading.Event()
         self.search_stopped = stopped
+        self.shown = {}  # a transfer picks from the rows of the latest search
         await self._send(results_html([], "Searching…", "info", searching=True))
         loop = asyncio.get_running_loop()
 
@@ -178,7 +181,7 @@ class SelectiveTransferConsumer(AsyncWebsocketConsumer):
         self.search_task = asyncio.create_task(
             asyncio.to_thread(
                 run_search, server, form.search_filters(), may_download, stopped,
-                send_from_thread,
+                send_from_thread, self.shown,
             )
         )  # fmt: skip
 
@@ -211,7 +214,11 @@ class SelectiveTransferConsumer(AsyncWebsocketConsumer):
         data = form.cleaned_data
         try:
             job = create_transfer_job(
-                self.user, data["source"], data["selected_studies"], form.transfer_choices()
+                self.user,
+                data["source"],
+                data["selected_studies"],
+                form.transfer_choices(),
+                shown=self.shown,
             )
         except PseudonymConflict as conflict:
             return message_html(conflict.message, "danger", "transfer-message")
@@ -241,15 +248,24 @@ def run_search(
     may_download: bool,
     stopped: threading.Event,
     send: Callable[[str], None],
+    shown: dict[tuple[str, str], StudyShown] | None = None,
 ) -> None:
-    """Queries the PACS and sends the growing result table, newest study first."""
+    """Queries the PACS and sends the growing result table, newest study first; ``shown``
+    gets what each transferable row showed of its study."""
     studies: list[dict] = []
     last_sent = time.monotonic()
     try:
         for dataset in DicomOperator(server).find_studies(limit=MAX_SEARCH_RESULTS + 1, **filters):
             if stopped.is_set():
                 return
-            studies.append(study_row(dataset, server.pk))
+            row = study_row(dataset, server.pk)
+            studies.append(row)
+            if shown is not None and row["reference"]:
+                shown[(row["patient_id"], row["study_uid"])] = StudyShown(
+                    row["study_date"],
+                    row["description"],
+                    tuple(as_list(dataset.get("ModalitiesInStudy"))),
+                )
             if time.monotonic() - last_sent > SEND_INTERVAL:
                 send(results_html(studies, "", "", searching=True, may_download=may_download))
                 last_sent = time.monotonic()

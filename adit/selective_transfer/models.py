@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, NamedTuple
 
 from django.db import models
 
@@ -25,22 +26,39 @@ class SelectiveTransferJob(TransferJob):
         ]
 
 
+class StudyShown(NamedTuple):
+    """What a search result showed of a study, as the PACS sent it."""
+
+    study_date: str = ""
+    description: str = ""
+    modalities: tuple[str, ...] = ()
+
+
 class SelectiveTransferTask(TransferTask):
     job = models.ForeignKey(SelectiveTransferJob, on_delete=models.CASCADE, related_name="tasks")
 
 
 def create_transfer_job(
-    owner, source, studies: list[tuple[str, str]], options: TransferChoices
+    owner,
+    source,
+    studies: list[tuple[str, str]],
+    options: TransferChoices,
+    shown: Mapping[tuple[str, str], StudyShown] | None = None,
 ) -> SelectiveTransferJob:
     """A job with one task per (PatientID, StudyInstanceUID), queued unless staff must
     verify it first. Raises PseudonymConflict, creating nothing, if the pseudonym would go
-    to two patients or a patient has another one in the project."""
+    to two patients or a patient has another one in the project.
+
+    ``shown`` has what the search showed of the studies (date, description, modalities), so
+    the job page names them before the tasks run; a task records what the PACS says then.
+    """
     from django.conf import settings
     from django.db import transaction
 
     check_pseudonyms(
         options.project, [(patient_id, options.pseudonym) for patient_id, _ in studies]
     )
+    seen, nothing = shown or {}, StudyShown()
     with transaction.atomic():
         job = SelectiveTransferJob.objects.create(owner=owner, **options.job_fields())
         SelectiveTransferTask.objects.bulk_create(
@@ -50,6 +68,7 @@ def create_transfer_job(
                 patient_id=patient_id,
                 study_uid=study_uid,
                 **options.task_fields(),
+                **SelectiveTransferTask.study_fields(*seen.get((patient_id, study_uid), nothing)),
             )
             for patient_id, study_uid in studies
         )

@@ -188,16 +188,23 @@ class TransferTask(DicomTask):
 
     job: models.ForeignKey  # to a TransferJob, declared by the concrete task model
 
-    def record_study(
-        self, study_date: str, description: str | None, modalities: Iterable[str]
-    ) -> None:
-        """Stores the study's date, description and modalities as the source PACS gave them
-        (raw DICOM values, so untrusted: an odd date is left out, text is cleaned and cut)."""
-        fields = {
+    @staticmethod
+    def study_fields(
+        study_date: str | None, description: str | None, modalities: Iterable[str]
+    ) -> dict:
+        """The task's study fields from raw DICOM values (untrusted: an odd date is left out,
+        text is cleaned and cut, only well-formed modality codes are kept)."""
+        return {
             "study_date": study_date_from_dicom(study_date),
             "study_description": printable_text(description, STUDY_DESCRIPTION_LENGTH),
             "modalities": modality_codes(modalities),
         }
+
+    def record_study(
+        self, study_date: str, description: str | None, modalities: Iterable[str]
+    ) -> None:
+        """Stores the study's date, description and modalities as the source PACS gave them."""
+        fields = self.study_fields(study_date, description, modalities)
         type(self).objects.filter(pk=self.pk).update(**fields)
         for name, value in fields.items():
             setattr(self, name, value)

@@ -511,3 +511,25 @@ def test_a_study_ticked_twice_is_transferred_once(
     )
     assert "Successfully submitted" in page.receive()
     assert SelectiveTransferJob.objects.get(owner=researcher).tasks.count() == 1
+
+
+def test_tasks_name_the_studies_as_the_search_showed_them_before_they_run(
+    page, researcher, source_server, destination_server, orthanc1_studies
+):
+    study = orthanc1_studies[0]
+    page.send("search", source=source_server.pk, patient_id=study.patient_id)
+    html = page.receive_until("results-table")
+    while "still searching" in html:
+        html = page.receive()
+    page.send(
+        "transfer",
+        source=source_server.pk,
+        destination=destination_server.pk,
+        pseudonym="SUBJ-9",
+        selected_studies=[f"{study.patient_id}\\{study.study_instance_uid}"],
+    )
+    assert "Successfully submitted transfer job" in page.receive()
+    (task,) = SelectiveTransferJob.objects.get(owner=researcher).tasks.all()
+    assert task.study_date.strftime("%Y%m%d") == study.study_date
+    assert task.study_description == study.study_description
+    assert task.modalities == sorted(set(study.modalities))

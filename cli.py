@@ -258,7 +258,11 @@ def _ensure_system_packages() -> None:
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def test(ctx: typer.Context) -> None:
-    """Run the whole test suite (extra arguments go to pytest)."""
+    """Run the whole test suite; extra arguments go to pytest, before or after "--".
+
+    Examples: `cli test --cov` (coverage of adit, report in the terminal),
+    `cli test -- --cov=adit --cov-report=html -x adit/core`.
+    """
     _ensure_system_packages()
     started_database = _start_embedded_database()
     try:

@@ -114,3 +114,26 @@ def test_missing_package_without_root_names_the_package(monkeypatch):
 
 def test_present_commands_need_no_install():
     ensure_commands({"sh": "dash"})
+
+
+@pytest.mark.parametrize("separator", [[], ["--"]], ids=["plain", "after-double-dash"])
+def test_cli_test_forwards_coverage_options_to_pytest(short_tmp_dir, separator):
+    # A database URL keeps the command from starting an embedded server the chosen test does not
+    # need; the coverage data goes to the temporary folder, not into the repository.
+    environment = _environment(short_tmp_dir) | {
+        "DATABASE_URL": "postgres://unused@127.0.0.1:9/unused",
+        "COVERAGE_FILE": str(short_tmp_dir / ".coverage"),
+    }
+    result = _cli(
+        "test",
+        *separator,
+        "--cov=adit.system_packages",
+        "--cov-report=term",
+        "tests/test_cli_tools.py::test_present_commands_need_no_install",
+        env=environment,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "unrecognized arguments" not in result.stderr
+    assert "coverage: platform" in result.stdout
+    assert "adit/system_packages.py" in result.stdout
+    assert "1 passed" in result.stdout

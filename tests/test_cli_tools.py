@@ -1,6 +1,7 @@
 """The maintenance commands of the CLI, run as a user runs them."""
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -104,6 +105,37 @@ def test_cli_help_lists_every_command():
         "compose-down",
     ):
         assert f" {command} " in result.stdout
+
+
+def test_every_command_answers_to_its_underscore_spelling_and_is_listed_once():
+    import typer.main
+    from typer.core import TyperGroup
+
+    from cli import app
+
+    group = typer.main.get_command(app)
+    assert isinstance(group, TyperGroup)
+    names = list(group.commands)
+    dashed = [name for name in names if "-" in name]
+    assert "copy-statics" in dashed
+    for name in dashed:
+        underscored = name.replace("-", "_")
+        result = subprocess.run(
+            [str(CLI), underscored, "--help"], capture_output=True, text=True, timeout=60
+        )
+        assert "No such command" not in result.stderr, underscored
+        assert result.returncode == 0, result.stderr
+        assert f"Usage: cli {name} " in result.stdout
+
+    listing = subprocess.run([str(CLI), "--help"], capture_output=True, text=True, timeout=60)
+    listed = re.findall(r"^│ ([a-z][a-z_-]*) ", listing.stdout, re.MULTILINE)
+    assert sorted(listed) == sorted(names)
+
+
+def test_an_unknown_command_is_still_refused():
+    result = subprocess.run([str(CLI), "copy_static"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "No such command" in result.stderr
 
 
 def test_missing_package_without_root_names_the_package(monkeypatch):

@@ -28,7 +28,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+def pytest_runtest_protocol(item: pytest.Item):
     """Allows sync ORM calls under Playwright's event loop, for browser tests only.
 
     The test and its fixtures (of any scope, set up or torn down with it) share the main thread

@@ -15,10 +15,34 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from adit.env import BASE_DIR, env_file, load_env
 
+
+class _EitherSpellingGroup(TyperGroup):
+    """Takes ``copy_statics`` for ``copy-statics`` and the other way round: the original ADIT's
+    commands had underscores, this one's have dashes.
+
+    Only the lookup accepts the other spelling, so ``--help`` lists every command once.
+    """
+
+    # Types come from TyperGroup: typer vendors click in a private module, not to be imported.
+    def get_command(self, ctx, cmd_name):
+        for name in (cmd_name, cmd_name.replace("_", "-"), cmd_name.replace("-", "_")):
+            command = super().get_command(ctx, name)
+            if command is not None:
+                return command
+        return None
+
+    def resolve_command(self, ctx, args):
+        name, command, rest = super().resolve_command(ctx, args)
+        # Usage lines and error messages then name the command as --help lists it.
+        return (command.name if command else name), command, rest
+
+
 app = typer.Typer(
+    cls=_EitherSpellingGroup,
     help="ADIT - Automated DICOM Transfer: run, test and maintain the app.",
     no_args_is_help=True,
     add_completion=False,
@@ -258,7 +282,11 @@ def _ensure_system_packages() -> None:
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def test(ctx: typer.Context) -> None:
-    """Run the whole test suite (extra arguments go to pytest)."""
+    """Run the whole test suite; extra arguments go to pytest, before or after "--".
+
+    Examples: `cli test --cov` (coverage of adit, report in the terminal),
+    `cli test -- --cov=adit --cov-report=html -x adit/core`.
+    """
     _ensure_system_packages()
     started_database = _start_embedded_database()
     try:

@@ -2,14 +2,50 @@ import os
 
 import pytest
 
-# Playwright's sync API runs an event loop in the main thread; without this the ORM refuses to
-# work in tests that use a browser page and the database together.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 CHROMIUM = "/usr/bin/chromium"
+# Django refuses sync ORM calls in a thread with a running event loop unless this is set.
+ASYNC_UNSAFE_VARIABLE = "DJANGO_ALLOW_ASYNC_UNSAFE"
 
 # Real Orthanc PACS (orthanc1, orthanc2, empty_orthanc2, receiver_port, ...) for integration tests.
 pytest_plugins = ["tests.orthanc_fixtures"]
+
+
+def _uses_a_browser(item: pytest.Item) -> bool:
+    # pytest-playwright's page, context and browser all rest on its "playwright" fixture.
+    return "playwright" in getattr(item, "fixturenames", ())
+
+
+# After pytest-django's own sorting (by database use), which would otherwise mix them again.
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Runs the browser tests last, in their order.
+
+    Playwright's sync API leaves its event loop marked as running in the main thread from the
+    first browser test to the end of the session. A test after it would run "inside" that loop:
+    Django would refuse its sync ORM calls, asyncio.run would refuse to start.
+    """
+    items.sort(key=_uses_a_browser)  # stable: the order within each part is kept
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item):
+    """Allows sync ORM calls under Playwright's event loop, for browser tests only.
+
+    The test and its fixtures (of any scope, set up or torn down with it) share the main thread
+    with that loop. Every other test runs without the allowance, so async code that calls the
+    ORM directly fails there as it would in production.
+    """
+    if not _uses_a_browser(item):
+        return (yield)
+    previous = os.environ.get(ASYNC_UNSAFE_VARIABLE)
+    os.environ[ASYNC_UNSAFE_VARIABLE] = "true"
+    try:
+        return (yield)
+    finally:
+        if previous is None:
+            os.environ.pop(ASYNC_UNSAFE_VARIABLE, None)
+        else:
+            os.environ[ASYNC_UNSAFE_VARIABLE] = previous
 
 
 @pytest.fixture(scope="session")

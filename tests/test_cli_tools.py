@@ -1,6 +1,7 @@
 """The maintenance commands of the CLI, run as a user runs them."""
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -106,6 +107,37 @@ def test_cli_help_lists_every_command():
         assert f" {command} " in result.stdout
 
 
+def test_every_command_answers_to_its_underscore_spelling_and_is_listed_once():
+    import typer.main
+    from typer.core import TyperGroup
+
+    from cli import app
+
+    group = typer.main.get_command(app)
+    assert isinstance(group, TyperGroup)
+    names = list(group.commands)
+    dashed = [name for name in names if "-" in name]
+    assert "copy-statics" in dashed
+    for name in dashed:
+        underscored = name.replace("-", "_")
+        result = subprocess.run(
+            [str(CLI), underscored, "--help"], capture_output=True, text=True, timeout=60
+        )
+        assert "No such command" not in result.stderr, underscored
+        assert result.returncode == 0, result.stderr
+        assert f"Usage: cli {name} " in result.stdout
+
+    listing = subprocess.run([str(CLI), "--help"], capture_output=True, text=True, timeout=60)
+    listed = re.findall(r"^│ ([a-z][a-z_-]*) ", listing.stdout, re.MULTILINE)
+    assert sorted(listed) == sorted(names)
+
+
+def test_an_unknown_command_is_still_refused():
+    result = subprocess.run([str(CLI), "copy_static"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "No such command" in result.stderr
+
+
 def test_missing_package_without_root_names_the_package(monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(MissingSystemPackage, match="Missing Debian package.*: orthanc-nonexistent"):
@@ -114,3 +146,26 @@ def test_missing_package_without_root_names_the_package(monkeypatch):
 
 def test_present_commands_need_no_install():
     ensure_commands({"sh": "dash"})
+
+
+@pytest.mark.parametrize("separator", [[], ["--"]], ids=["plain", "after-double-dash"])
+def test_cli_test_forwards_coverage_options_to_pytest(short_tmp_dir, separator):
+    # A database URL keeps the command from starting an embedded server the chosen test does not
+    # need; the coverage data goes to the temporary folder, not into the repository.
+    environment = _environment(short_tmp_dir) | {
+        "DATABASE_URL": "postgres://unused@127.0.0.1:9/unused",
+        "COVERAGE_FILE": str(short_tmp_dir / ".coverage"),
+    }
+    result = _cli(
+        "test",
+        *separator,
+        "--cov=adit.system_packages",
+        "--cov-report=term",
+        "tests/test_cli_tools.py::test_present_commands_need_no_install",
+        env=environment,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "unrecognized arguments" not in result.stderr
+    assert "coverage: platform" in result.stdout
+    assert "adit/system_packages.py" in result.stdout
+    assert "1 passed" in result.stdout

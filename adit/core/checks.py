@@ -1,4 +1,4 @@
-"""Start-up checks of the DICOM configuration, so a bad setting fails at once with a hint
+"""Start-up checks of the DICOM and pseudonymization settings, so a bad setting fails at once
 instead of in the middle of a transfer (run by every manage.py command and `cli up`)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ValidationError
 
-from adit.core.validators import validate_ae_title
+from adit.core.validators import validate_ae_title, validate_uid_root
 
 # Anyone who sees a subscription go by can try guesses at the secret offline.
 _MIN_SECRET_LENGTH = 32
@@ -58,6 +58,18 @@ def check_dicom_settings(app_configs, **kwargs) -> list[checks.CheckMessage]:
                 id="adit.E003",
             )
         )
+    if settings.PSEUDONYMIZATION_UID_ROOT:
+        try:
+            validate_uid_root(settings.PSEUDONYMIZATION_UID_ROOT)
+        except ValidationError as err:
+            messages.append(
+                checks.Error(
+                    f"PSEUDONYMIZATION_UID_ROOT is not usable: {' '.join(err.messages)}",
+                    hint="Set it to your organisation's registered UID root, or leave it empty "
+                    "to generate UIDs under 2.25 (UUID-derived, PS3.5 B.2).",
+                    id="adit.E004",
+                )
+            )
     return messages
 
 

@@ -14,9 +14,15 @@ from django.core.exceptions import ValidationError
 
 MAX_UID_LENGTH = 64
 MAX_PSEUDONYM_LENGTH = 64
+# An organisation root for generated UIDs leaves 64 - 24 - 1 = 39 digits, room for a whole
+# 128-bit number: shorter suffixes would make two generated UIDs more likely to collide.
+MAX_UID_ROOT_LENGTH = 24
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+# PS3.5 9.1: components without leading zeros; the first arc of an OID is 0, 1 or 2.
+_UID_ROOT = re.compile(r"[012](\.(0|[1-9][0-9]*))+")
+_STANDARD_UID_ROOT = "1.2.840.10008"
 _SHOWN_LENGTH = 70
 
 
@@ -55,6 +61,30 @@ def validate_uid(value: str) -> None:
         )
     if not _UID.fullmatch(value):
         raise ValidationError(f"A DICOM UID consists of digits and dots only: {shown(value)}.")
+
+
+def validate_uid_root(value: str) -> None:
+    """An organisation's UID root under which ADIT generates new UIDs, e.g. "1.2.826.0.1.3680043".
+
+    Each generated UID is the root, a dot and a 128-bit number in decimal (up to 39 digits).
+    """
+    if len(value) > MAX_UID_ROOT_LENGTH:
+        raise ValidationError(
+            f"A UID root for generated UIDs has at most {MAX_UID_ROOT_LENGTH} characters, so "
+            f"that a 128-bit number still fits into a 64-character UID; {shown(value)} has "
+            f"{len(value)}."
+        )
+    if not _UID_ROOT.fullmatch(value):
+        raise ValidationError(
+            f"{shown(value)} is not a UID root: it must be numbers separated by dots, without a "
+            "dot at the end, without leading zeros, starting with 0, 1 or 2 and at least two "
+            "numbers long."
+        )
+    if value == _STANDARD_UID_ROOT or value.startswith(_STANDARD_UID_ROOT + "."):
+        raise ValidationError(
+            f"{shown(value)} lies under {_STANDARD_UID_ROOT}, the root the DICOM standard "
+            "reserves for its own UIDs; use your organisation's root."
+        )
 
 
 def validate_query_value(value: str) -> None:

@@ -236,6 +236,9 @@ DICOM_TASK_TIMEOUT = env.int("DICOM_TASK_TIMEOUT", 20 * 60)
 TRANSFER_PIPELINE_DEPTH = env.int("TRANSFER_PIPELINE_DEPTH", 16)
 # Modalities left out when pseudonymizing (they often carry burned-in or free-text PHI).
 EXCLUDE_MODALITIES = env.list("EXCLUDE_MODALITIES", ["PR", "SR"])
+# The root of the UIDs the pseudonymizer generates: empty for 2.25 (UUID-derived, PS3.5 B.2),
+# else the organisation's registered root (checked at start-up: adit.core.checks).
+PSEUDONYMIZATION_UID_ROOT = env.str("PSEUDONYMIZATION_UID_ROOT", "")
 # Each folder destination is checked daily and staff e-mailed when it grows past its warn size.
 DISK_SPACE_CHECK_CRON = env.str("DISK_SPACE_CHECK_CRON", "0 7 * * *")
 

@@ -35,8 +35,9 @@ class AppProcess:
             command,
             cwd=settings.BASE_DIR,
             env={
-                # The test process allows sync ORM calls from async code (Playwright needs
-                # it); the app must not, or code doing so would pass here and fail in use.
+                # Browser tests allow sync ORM calls from async code (Playwright needs it in
+                # the test process); the app must not, or code doing so would pass here and
+                # fail in use.
                 **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
                 "DJANGO_SETTINGS_MODULE": "adit.settings.test",
                 "DATABASE_URL": database_url(),

@@ -29,3 +29,14 @@ def test_short_file_channel_secret_fails_at_start_up(settings):
     settings.FILE_CHANNEL_SECRET = "hospital"
     with pytest.raises(SystemCheckError, match="FILE_CHANNEL_SECRET has only 8 characters"):
         call_command("check")
+
+
+def test_a_bad_uid_root_for_pseudonymization_fails_at_start_up(settings):
+    settings.PSEUDONYMIZATION_UID_ROOT = "1.2.276.0.12345."
+    with pytest.raises(SystemCheckError, match="adit.E004.*PSEUDONYMIZATION_UID_ROOT"):
+        call_command("check")
+
+
+def test_an_organisation_uid_root_passes_the_checks(settings):
+    settings.PSEUDONYMIZATION_UID_ROOT = "1.2.276.0.12345"
+    call_command("check")

@@ -15,6 +15,7 @@ import io
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_ui
 
 from adit.core.demo import synthetic
 from adit.core.transfer.pseudonymizer import Pseudonymizer, _date_offset_hours, _derive_seed
+from adit.core.validators import validate_uid
 
 SECRET = "project-secret-of-lung-study"
 OTHER_SECRET = "project-secret-of-another-study"
@@ -669,6 +671,74 @@ def test_two_jobs_of_one_project_give_the_same_uids_and_accession_numbers():
     assert len({ds.AccessionNumber for ds in first_job}) == 1
 
 
+ORGANISATION_ROOT = "1.2.826.0.1.3680043.10.9"  # 24 characters, the longest root allowed
+
+
+def _new_uids(results: list[Dataset]) -> set[str]:
+    return set().union(*(_instance_uids(ds) for ds in results))
+
+
+def test_new_uids_are_uuid_derived_under_2_25():
+    originals = list(synthetic.generate_studies(seed=21, patients=2))
+    new_uids = _new_uids(_pseudonymized(originals))
+
+    assert new_uids
+    for new_uid in new_uids:
+        assert new_uid.startswith("2.25."), new_uid
+        validate_uid(new_uid)
+        assert UID(new_uid).is_valid
+        number = new_uid.removeprefix("2.25.")
+        assert number == str(int(number)), "a component must not have leading zeros"
+        as_uuid = uuid.UUID(int=int(number))  # refuses numbers of more than 128 bits
+        assert (as_uuid.version, as_uuid.variant) == (8, uuid.RFC_4122)
+
+
+def test_new_uids_are_the_same_for_a_project_and_differ_between_projects():
+    originals = list(synthetic.generate_studies(seed=21, patients=2))
+    first_job = _new_uids(_pseudonymized(originals))
+
+    assert _new_uids(_pseudonymized(originals)) == first_job
+    assert not _new_uids(_pseudonymized(originals, secret=OTHER_SECRET)) & first_job
+    assert not _new_uids(_pseudonymized(originals)) & _new_uids(originals)
+
+
+def test_an_organisation_root_from_the_setting_starts_every_new_uid(settings):
+    originals = list(synthetic.generate_studies(seed=21, patients=2))
+    settings.PSEUDONYMIZATION_UID_ROOT = ORGANISATION_ROOT
+    new_uids = _new_uids(_pseudonymized(originals))
+
+    for new_uid in new_uids:
+        assert new_uid.startswith(ORGANISATION_ROOT + "."), new_uid
+        validate_uid(new_uid)
+    assert max(len(new_uid) for new_uid in new_uids) <= 64
+    assert _new_uids(_pseudonymized(originals)) == new_uids
+    assert not _new_uids(_pseudonymized(originals, secret=OTHER_SECRET)) & new_uids
+
+
+def test_an_empty_root_means_2_25_whatever_the_setting(settings):
+    settings.PSEUDONYMIZATION_UID_ROOT = ORGANISATION_ROOT
+    ds = _first_study_instances()[0]
+    Pseudonymizer(PSEUDONYM, SECRET, uid_root="").pseudonymize(ds)
+
+    assert ds.SOPInstanceUID.startswith("2.25.")
+
+
+@pytest.mark.parametrize(
+    ("uid_root", "message"),
+    [
+        ("1.2.826.0.1.3680043.10.99", "at most 24 characters"),
+        ("1.2.826.", "not a UID root"),
+        ("1.02.3", "not a UID root"),
+        ("3.1.2", "not a UID root"),
+        ("1", "not a UID root"),
+        ("1.2.840.10008.7", "reserves for its own UIDs"),
+    ],
+)
+def test_a_bad_uid_root_is_refused(uid_root: str, message: str):
+    with pytest.raises(ValueError, match=message):
+        Pseudonymizer(PSEUDONYM, SECRET, uid_root=uid_root)
+
+
 _SUBPROCESS_SCRIPT = """
 import hashlib, io, sys
 import pydicom
@@ -788,7 +858,8 @@ def test_date_shift_matches_dicognitos_own_for_the_project_seed():
     Pseudonymizer(PSEUDONYM, SECRET, shift_dates=True).pseudonymize(ds)
 
     assert (ds.StudyDate, ds.StudyTime) == (by_dicognito.StudyDate, by_dicognito.StudyTime)
-    assert ds.SOPInstanceUID == by_dicognito.SOPInstanceUID
+    # The same seed: dicognito's replacements agree (UIDs are ADIT's own since 2.25 roots).
+    assert ds.AccessionNumber and ds.AccessionNumber == by_dicognito.AccessionNumber
     assert -730 * 24 <= _date_offset_hours(_derive_seed(SECRET)) <= -62 * 24
 
 

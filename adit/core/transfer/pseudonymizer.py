@@ -4,10 +4,15 @@ Every app that hands out pseudonymized data (transfers, downloads, DICOMweb) bui
 ``Pseudonymizer`` per job and passes each retrieved instance through ``pseudonymize`` before
 storing it. The work is split between dicognito and this module:
 
-* dicognito replaces UIDs, person names, accession numbers and study IDs with values derived
-  from an MD5 of a seed and the original value. The seed is an HMAC of the project secret, so
-  the same original always gets the same replacement within a project, in every job and every
-  process, and a different one in another project.
+* dicognito replaces person names, accession numbers and study IDs with values derived from an
+  MD5 of a seed and the original value. The seed is an HMAC of the project secret, so the same
+  original always gets the same replacement within a project, in every job and every process,
+  and a different one in another project.
+* UIDs are replaced here, the same way keyed by the seed, but under a root that is meant for
+  generated UIDs: ``2.25.`` and a UUID-shaped 128-bit number (PS3.5 B.2), or the
+  organisation's root from the PSEUDONYMIZATION_UID_ROOT setting (dicognito's bare ``2.``
+  lies under the joint ISO/ITU arc, which nobody assigned to it). Class UIDs, transfer syntaxes
+  and the standard's own UIDs are kept.
 * This module applies the attribute table ``_RULES`` (a condensed PS3.15 Table E.1-1 for the
   attributes that occur in practice) in the same walk over the dataset, file meta information
   and every nested sequence item included. It removes private attributes, overlays and curves,
@@ -55,18 +60,26 @@ from dicognito.anonymizer import Anonymizer
 from dicognito.datetimeanonymizer import DateTimeAnonymizer
 from dicognito.element_anonymizer import ElementAnonymizer
 from dicognito.randomizer import Randomizer
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from pydicom.charset import python_encoding
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
+from adit.core.validators import MAX_UID_LENGTH, validate_uid_root
+
 MAX_PSEUDONYM_LENGTH = 64
 
 # Changing the label changes every pseudonymized UID of every project; never change it.
 _SEED_LABEL = b"adit-pseudonymizer-seed-v1"
+# Keys the new UIDs apart from the other keyed hashes of the seed; never change it either.
+_UID_LABEL = b"adit-pseudonymizer-uid-v1\x00"
+# PS3.5 B.2: a UID made of a UUID is 2.25 and the UUID as one decimal number.
+_UUID_UID_ROOT = "2.25"
 # Replaces identifiers of people other than the patient inside kept free text.
 _REDACTION_MARK = "***"
 # Fills Type 1 attributes the Basic Profile replaces with a dummy ("D") and dicognito ignores.
@@ -84,6 +97,7 @@ _VRS_DICOGNITO_IGNORES = frozenset(
     | {"SL", "SS", "SV", "UL", "US", "UV"}
 )
 _STANDARD_UID_ROOT = "1.2.840.10008."
+_TRANSFER_SYNTAX_UID_TAG = tag_for_keyword("TransferSyntaxUID")
 
 
 class _Action(enum.Enum):
@@ -93,7 +107,8 @@ class _Action(enum.Enum):
     EMPTY = "Z"  # kept with zero length, where the attribute is Type 2 somewhere
     DUMMY = "D"  # a fixed dummy text
     KEYED_HASH = "D (keyed hash)"  # the same original gives the same dummy within a project
-    DICOGNITO = "D/U (dicognito)"  # dicognito's consistent replacement
+    DICOGNITO = "D (dicognito)"  # dicognito's consistent replacement
+    NEW_UID = "U"  # a new UID, the same for the same original within a project
     PSEUDONYM = "D (pseudonym)"
     CLEAN = "C"  # kept, with the patient's known identifiers scrubbed out of its text
     KEEP = "K"
@@ -107,8 +122,8 @@ class _Rule:
 
 
 # A condensed PS3.15 Table E.1-1 with the options claimed in the module docstring. Attributes
-# not listed are handled by their value representation: dates by the date policy, UIDs and
-# person names by dicognito, other text is cleaned, everything else kept.
+# not listed are handled by their value representation: dates by the date policy, UIDs by
+# _new_uid, person names by dicognito, other text is cleaned, everything else kept.
 _RULES = (
     # The patient's identity becomes the pseudonym; everything else about the person goes.
     _Rule(_Action.PSEUDONYM, ("PatientName", "PatientID")),
@@ -467,6 +482,7 @@ class Pseudonymizer:
         trial_protocol_id: str = "",
         trial_protocol_name: str = "",
         keep_private_tags: Collection[tuple[int, int]] | None = None,
+        uid_root: str | None = None,
     ) -> None:
         """Validates the settings and prepares the anonymizer.
 
@@ -482,10 +498,13 @@ class Pseudonymizer:
             keep_private_tags: Private (group, element) tags to keep (with their private
                 creator); every other private attribute is removed. Kept text values are
                 scrubbed like public ones; binary values are kept as they are.
+            uid_root: Root of the new UIDs: "" for 2.25 (UUID-derived), else an
+                organisation's root of at most 24 characters. None: the
+                PSEUDONYMIZATION_UID_ROOT setting.
 
         Raises:
-            ValueError: If the pseudonym, the secret, a trial value or a private tag is
-                invalid; the message says which and why.
+            ValueError: If the pseudonym, the secret, a trial value, a private tag or the UID
+                root is invalid; the message says which and why.
         """
         _check_text_value("pseudonym", pseudonym, required=True)
         _check_text_value("trial protocol ID", trial_protocol_id, required=False)
@@ -496,6 +515,13 @@ class Pseudonymizer:
                 "pseudonymized UIDs from the original ones."
             )
         kept_private_tags = _private_tags_to_keep(keep_private_tags or ())
+        if uid_root is None:
+            uid_root = settings.PSEUDONYMIZATION_UID_ROOT
+        if uid_root:
+            try:
+                validate_uid_root(uid_root)
+            except ValidationError as err:
+                raise ValueError(" ".join(err.messages)) from err
 
         self._pseudonym = pseudonym
         self._shift_dates = shift_dates
@@ -509,6 +535,7 @@ class Pseudonymizer:
             seed=seed,
             shift_dates=shift_dates,
             kept_private_tags=kept_private_tags,
+            uid_root=uid_root or _UUID_UID_ROOT,
         )
         self._anonymizer = Anonymizer(seed=seed)
         # Runs before dicognito's own handlers and decides which of them get an element at all.
@@ -688,11 +715,18 @@ class _BasicProfileCleaner(ElementAnonymizer):
     """
 
     def __init__(
-        self, *, pseudonym: str, seed: str, shift_dates: bool, kept_private_tags: frozenset[int]
+        self,
+        *,
+        pseudonym: str,
+        seed: str,
+        shift_dates: bool,
+        kept_private_tags: frozenset[int],
+        uid_root: str,
     ) -> None:
         self.findings: _InstanceFindings | None = None
         self._pseudonym = pseudonym
         self._hash_key = seed.encode()
+        self._uid_root = uid_root
         self._kept_private_tags = kept_private_tags
         self._date_shifter = DateTimeAnonymizer(_date_offset_hours(seed)) if shift_dates else None
 
@@ -740,7 +774,9 @@ class _BasicProfileCleaner(ElementAnonymizer):
             # Times are shifted together with their date, by the date's rule.
             return _Action.KEEP
         if vr == "UI":
-            return _Action.KEEP if _is_standard_uid(data_element.value) else _Action.DICOGNITO
+            if _is_standard_uid(data_element.value) or _names_a_class_or_syntax(tag):
+                return _Action.KEEP
+            return _Action.NEW_UID
         if vr in ("UN", "UR"):
             # Unknown content cannot be checked; URLs carry host names and original UIDs.
             return _Action.REMOVE
@@ -774,6 +810,12 @@ class _BasicProfileCleaner(ElementAnonymizer):
             data_element.value = hashes[0] if len(hashes) == 1 else hashes
         elif action is _Action.DATE:
             self._handle_date(dataset, data_element)
+        elif action is _Action.NEW_UID:
+            value = data_element.value
+            if isinstance(value, (MultiValue, list, tuple)):
+                data_element.value = [self._new_uid(str(uid)) if uid else "" for uid in value]
+            elif value:
+                data_element.value = self._new_uid(str(value))
         return True
 
     def _handle_date(self, dataset: Dataset, data_element: DataElement) -> None:
@@ -793,6 +835,16 @@ class _BasicProfileCleaner(ElementAnonymizer):
     def _keyed_hash(self, value: str) -> str:
         digest = hmac.new(self._hash_key, value.encode(), hashlib.sha256).digest()
         return base64.b32encode(digest[:10]).decode()  # 16 characters, fits SH
+
+    def _new_uid(self, uid: str) -> str:
+        """The UID that replaces ``uid``: the root and a UUID-shaped number keyed by the seed."""
+        # Padding is no part of a UID; a PACS that keeps it must not get another pseudonym.
+        original = uid.rstrip("\x00 ").encode()
+        digest = hmac.new(self._hash_key, _UID_LABEL + original, hashlib.sha256).digest()
+        number = _as_uuid_version_8(int.from_bytes(digest[:16], "big"))
+        new_uid = f"{self._uid_root}.{number}"
+        assert len(new_uid) <= MAX_UID_LENGTH, new_uid  # the root has at most 24 characters
+        return new_uid
 
 
 # -- Helpers ---------------------------------------------------------------------------------
@@ -847,6 +899,22 @@ def _private_tags_to_keep(tags: Collection[tuple[int, int]]) -> frozenset[int]:
         kept.add(group << 16 | element)
         kept.add(group << 16 | element >> 8)
     return frozenset(kept)
+
+
+def _as_uuid_version_8(number: int) -> int:
+    """The 128-bit ``number`` with the version (8, custom) and variant bits of RFC 9562.
+
+    A 2.25 UID claims to be a UUID; with these bits it is a valid one, which leaves 122 bits
+    from the hash, as many as a random (version 4) UUID has.
+    """
+    assert 0 <= number < 1 << 128
+    number = number & ~(0xF << 76) | 0x8 << 76
+    return number & ~(0x3 << 62) | 0x2 << 62
+
+
+def _names_a_class_or_syntax(tag: BaseTag) -> bool:
+    # SOP class UIDs (private ones too) and transfer syntaxes say what an instance is, not whose.
+    return tag == _TRANSFER_SYNTAX_UID_TAG or keyword_for_tag(tag).endswith("ClassUID")
 
 
 def _is_standard_uid(value: object) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import threading
 from html import unescape
 
@@ -49,15 +48,7 @@ class Page:
         scope["session"] = SessionStore(session_key)  # pyright: ignore[reportGeneralTypeIssues]
 
     def _run(self, coroutine, timeout: float = 30):
-        # The suite allows sync ORM calls from async code (Playwright needs that in the main
-        # thread); while the consumer runs they are forbidden again, as in production. The
-        # main thread only waits meanwhile.
-        allowed = os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        try:
-            return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-        finally:
-            if allowed is not None:
-                os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = allowed
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
     def connect(self):
         return self._run(self.communicator.connect())

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pydicom import Dataset
 
 from .operator import DicomOperator, SeriesCounts
+from .selection import StudySelection
 
 # How long the consumer waits for an instance before it looks again whether to go on.
 WAIT_SECONDS = 0.5
@@ -36,11 +37,12 @@ _END = object()
 
 
 class InstanceStream:
-    """The instances of a study (or of some of its series), fetched on a thread of their own.
+    """The instances of a study (or of some of its series, or one instance), fetched on a
+    thread of their own.
 
     Example::
 
-        stream = InstanceStream(operator, patient_id, study_uid, depth=16)
+        stream = InstanceStream(operator, StudySelection(patient_id, study_uid), depth=16)
         stream.start()
         try:
             for dataset in stream:
@@ -52,8 +54,8 @@ class InstanceStream:
     def __init__(
         self,
         operator: DicomOperator,
-        patient_id: str,
-        study_uid: str,
+        selection: StudySelection | str,
+        study_uid: str = "",
         series_uids: Sequence[str] | None = None,
         *,
         depth: int,
@@ -63,17 +65,24 @@ class InstanceStream:
         """Prepares the fetch; nothing is sent before ``start``.
 
         Args:
-            series_uids: Fetch only these series, one after the other; None: the whole study.
+            selection: What to fetch: the whole study, its series one after the other, or one
+                instance. The older form, a patient ID followed by ``study_uid`` and
+                ``series_uids`` (None: the whole study), is read into a selection.
             depth: How many instances may wait in the queue.
             expected: How many instances each series has, as the server said (asked by the
                 operator if None); a fetch that delivers fewer fails.
             on_wait: Called while the consumer waits for the next instance (a slow PACS),
                 every WAIT_SECONDS; an exception it raises reaches the consumer.
         """
+        # The older form's empty list of series (every chosen series left out) fetches nothing,
+        # which no selection can say.
+        self._fetches_nothing = series_uids is not None and not series_uids
+        if isinstance(selection, str):
+            selection = StudySelection(selection, study_uid, tuple(series_uids or ()))
+        else:
+            assert not study_uid and series_uids is None, "a selection says it all"
         self.operator = operator
-        self.patient_id = patient_id
-        self.study_uid = study_uid
-        self.series_uids = series_uids
+        self.selection = selection
         self.on_wait = on_wait
         self.expected = expected
         self.delivered = 0
@@ -93,6 +102,10 @@ class InstanceStream:
         self._stopping.set()
         if wait and self.thread.is_alive() and self.thread is not threading.current_thread():
             self.thread.join(timeout=wait)
+
+    @property
+    def study_uid(self) -> str:
+        return self.selection.study_uid
 
     @property
     def stopped(self) -> bool:
@@ -128,19 +141,7 @@ class InstanceStream:
 
     def _run(self) -> None:
         try:
-            operator = self.operator
-            expected = self.expected
-            if self.series_uids is None:
-                operator.fetch_study(self.patient_id, self.study_uid, self._deliver, expected)
-            else:
-                for uid in self.series_uids:
-                    operator.fetch_series(
-                        self.patient_id,
-                        self.study_uid,
-                        uid,
-                        self._deliver,
-                        {uid: expected[uid]} if expected and uid in expected else None,
-                    )
+            self._fetch()
             outcome: object = _END
         except StreamStopped:
             return
@@ -150,6 +151,28 @@ class InstanceStream:
             self._put(outcome)
         except StreamStopped:
             pass
+
+    def _fetch(self) -> None:
+        if self._fetches_nothing:
+            return
+        operator, selection, expected = self.operator, self.selection, self.expected
+        patient_id, study_uid = selection.patient_id, selection.study_uid
+        if selection.whole_study:
+            operator.fetch_study(patient_id, study_uid, self._deliver, expected)
+        elif selection.sop_uid:
+            (series_uid,) = selection.series_uids
+            operator.fetch_image(
+                patient_id, study_uid, series_uid, selection.sop_uid, self._deliver
+            )
+        else:
+            for uid in selection.series_uids:
+                operator.fetch_series(
+                    patient_id,
+                    study_uid,
+                    uid,
+                    self._deliver,
+                    {uid: expected[uid]} if expected and uid in expected else None,
+                )
 
     def _deliver(self, dataset: Dataset) -> None:
         self._put(dataset)

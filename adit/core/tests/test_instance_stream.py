@@ -1,0 +1,157 @@
+"""InstanceStream on its own: what it asks the operator for, and how it hands instances over.
+
+Most tests give it a stand-in for DicomOperator that delivers made-up instances, so that order,
+end, failures, stopping and the memory bound can be checked without a PACS; one test per
+retrieve level runs against a real Orthanc.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import cast
+
+import pytest
+from pydicom import Dataset
+from pydicom.uid import generate_uid
+
+from adit.core.dicom.instance_stream import InstanceStream
+from adit.core.dicom.operator import DicomOperator
+from adit.core.dicom.selection import StudySelection
+from adit.core.tests.test_dicom_operator import dicomweb_server, dimse_server
+
+STUDY = "1.2.826.0.1.1"
+SERIES = [f"1.2.826.0.2.{number}" for number in range(1, 4)]
+
+
+def _instance(series_uid: str, number: int, pixel_bytes: int = 0) -> Dataset:
+    dataset = Dataset()
+    dataset.StudyInstanceUID = STUDY
+    dataset.SeriesInstanceUID = series_uid
+    dataset.SOPInstanceUID = f"{series_uid}.{number}"
+    dataset.InstanceNumber = number
+    if pixel_bytes:
+        dataset.PixelData = bytes(pixel_bytes)
+    return dataset
+
+
+class FakeOperator:
+    """Delivers a few instances per series and records what it was asked to fetch."""
+
+    def __init__(self, per_series: int = 2, pixel_bytes: int = 0):
+        self.per_series = per_series
+        self.pixel_bytes = pixel_bytes
+        self.calls: list[tuple] = []
+        self.failure: Exception | None = None
+        self.fail_after = 0
+        # Set before each delivery, so that a test can hold the fetch at an instance.
+        self.before_delivery: Callable[[int], None] = lambda delivered: None
+        self.delivered = 0
+
+    def _deliver_series(self, series_uid: str, callback: Callable[[Dataset], None]) -> int:
+        for number in range(1, self.per_series + 1):
+            if self.failure is not None and self.delivered == self.fail_after:
+                raise self.failure
+            self.before_delivery(self.delivered)
+            callback(_instance(series_uid, number, self.pixel_bytes))
+            self.delivered += 1
+        return self.per_series
+
+    def fetch_study(self, patient_id, study_uid, callback, expected=None) -> int:
+        self.calls.append(("study", patient_id, study_uid))
+        return sum(self._deliver_series(uid, callback) for uid in SERIES)
+
+    def fetch_series(self, patient_id, study_uid, series_uid, callback, expected=None) -> int:
+        self.calls.append(("series", patient_id, study_uid, series_uid, expected))
+        return self._deliver_series(series_uid, callback)
+
+    def fetch_image(self, patient_id, study_uid, series_uid, sop_uid, callback) -> int:
+        self.calls.append(("image", patient_id, study_uid, series_uid, sop_uid))
+        dataset = _instance(series_uid, 1, self.pixel_bytes)
+        dataset.SOPInstanceUID = sop_uid
+        callback(dataset)
+        return 1
+
+
+def _stream(fake: FakeOperator, selection: StudySelection, **options) -> InstanceStream:
+    options.setdefault("depth", 4)
+    return InstanceStream(cast(DicomOperator, fake), selection, **options)
+
+
+def _read_all(stream: InstanceStream) -> list[str]:
+    stream.start()
+    try:
+        return [str(dataset.SOPInstanceUID) for dataset in stream]
+    finally:
+        stream.stop(wait=5)
+
+
+# -- what is fetched ------------------------------------------------------------------------
+
+
+def test_a_whole_study_is_one_study_fetch():
+    fake = FakeOperator()
+    uids = _read_all(_stream(fake, StudySelection("P1", STUDY)))
+    assert fake.calls == [("study", "P1", STUDY)]
+    assert uids == [f"{series}.{number}" for series in SERIES for number in (1, 2)]
+
+
+def test_series_are_fetched_one_after_the_other_in_the_order_given():
+    fake = FakeOperator()
+    chosen = (SERIES[2], SERIES[0])
+    expected = {SERIES[2]: 2, SERIES[0]: 2}
+    uids = _read_all(_stream(fake, StudySelection("P1", STUDY, chosen), expected=expected))
+    assert fake.calls == [
+        ("series", "P1", STUDY, SERIES[2], {SERIES[2]: 2}),
+        ("series", "P1", STUDY, SERIES[0], {SERIES[0]: 2}),
+    ]
+    assert uids == [f"{SERIES[2]}.1", f"{SERIES[2]}.2", f"{SERIES[0]}.1", f"{SERIES[0]}.2"]
+
+
+def test_one_instance_is_an_image_fetch():
+    fake = FakeOperator()
+    sop_uid = generate_uid()
+    uids = _read_all(_stream(fake, StudySelection("P1", STUDY, (SERIES[1],), sop_uid)))
+    assert fake.calls == [("image", "P1", STUDY, SERIES[1], sop_uid)]
+    assert uids == [sop_uid]
+
+
+def test_the_older_form_with_patient_id_and_series_still_works():
+    fake = FakeOperator()
+    stream = InstanceStream(cast(DicomOperator, fake), "P1", STUDY, [SERIES[1]], depth=2)
+    assert stream.selection == StudySelection("P1", STUDY, (SERIES[1],))
+    assert _read_all(stream) == [f"{SERIES[1]}.1", f"{SERIES[1]}.2"]
+    whole = InstanceStream(cast(DicomOperator, fake), "P1", STUDY, None, depth=2)
+    assert whole.selection.whole_study
+    nothing = InstanceStream(cast(DicomOperator, fake), "P1", STUDY, [], depth=2)
+    fake.calls.clear()
+    assert _read_all(nothing) == []
+    assert fake.calls == []
+
+
+# -- against a real PACS --------------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("protocol", ["C-GET", "WADO-RS"])
+def test_each_level_of_selection_against_orthanc(protocol, orthanc1, orthanc1_studies):
+    server = dimse_server(orthanc1) if protocol == "C-GET" else dicomweb_server(orthanc1)
+    operator = DicomOperator(server)
+    study = orthanc1_studies[0]
+    series = study.series[0]
+    sop_uid = series.sop_instance_uids[-1]
+    selections = {
+        "study": StudySelection(study.patient_id, study.study_instance_uid),
+        "series": StudySelection(
+            study.patient_id, study.study_instance_uid, (series.series_instance_uid,)
+        ),
+        "instance": StudySelection(
+            study.patient_id, study.study_instance_uid, (series.series_instance_uid,), sop_uid
+        ),
+    }
+    got = {
+        level: sorted(_read_all(InstanceStream(operator, selection, depth=4)))
+        for level, selection in selections.items()
+    }
+    assert got["study"] == sorted(uid for item in study.series for uid in item.sop_instance_uids)
+    assert got["series"] == sorted(series.sop_instance_uids)
+    assert got["instance"] == [sop_uid]

@@ -88,6 +88,7 @@ class InstanceStream:
         self.delivered = 0
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._stopping = threading.Event()
+        self._ended = False
         self.thread = threading.Thread(target=self._run, name="fetch", daemon=True)
 
     def start(self) -> None:
@@ -119,6 +120,8 @@ class InstanceStream:
             StreamStopped: If the stream was stopped meanwhile.
         """
         while True:
+            if self._ended:
+                return None
             try:
                 item = self._queue.get(timeout=WAIT_SECONDS)
             except queue.Empty:
@@ -129,6 +132,7 @@ class InstanceStream:
                     self.on_wait()
                 continue
             if item is _END:
+                self._ended = True
                 return None
             if isinstance(item, _Failure):
                 raise item.error

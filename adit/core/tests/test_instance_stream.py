@@ -7,6 +7,8 @@ retrieve level runs against a real Orthanc.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from typing import cast
 
@@ -14,7 +16,7 @@ import pytest
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 
-from adit.core.dicom.instance_stream import InstanceStream
+from adit.core.dicom.instance_stream import InstanceStream, StreamStopped
 from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.selection import StudySelection
 from adit.core.tests.test_dicom_operator import dicomweb_server, dimse_server
@@ -126,6 +128,105 @@ def test_the_older_form_with_patient_id_and_series_still_works():
     fake.calls.clear()
     assert _read_all(nothing) == []
     assert fake.calls == []
+
+
+# -- how instances are handed over ----------------------------------------------------------
+
+
+def test_instances_come_in_the_order_delivered_and_then_the_end():
+    fake = FakeOperator(per_series=5)
+    stream = _stream(fake, StudySelection("P1", STUDY), depth=2)
+    stream.start()
+    try:
+        uids = []
+        while (dataset := stream.next_instance()) is not None:
+            uids.append(str(dataset.SOPInstanceUID))
+        assert stream.next_instance() is None  # asked again, the end stays the end
+    finally:
+        stream.stop(wait=5)
+    assert uids == [f"{series}.{number}" for series in SERIES for number in range(1, 6)]
+    assert stream.delivered == 15
+
+
+def test_the_fetch_runs_ahead_by_at_most_the_depth():
+    fake = FakeOperator(per_series=10)
+    stream = _stream(fake, StudySelection("P1", STUDY), depth=3)
+    stream.start()
+    try:
+        first = stream.next_instance()
+        assert first is not None
+        # The consumer holds one; three wait; the fetch thread holds the next one, blocked.
+        _wait_until(lambda: fake.delivered >= 4)
+        threading.Event().wait(0.3)
+        assert fake.delivered <= 5
+    finally:
+        stream.stop(wait=5)
+    assert not stream.thread.is_alive()
+
+
+def test_a_failure_of_the_fetch_reaches_the_consumer_after_what_arrived_before():
+    fake = FakeOperator(per_series=3)
+    fake.failure, fake.fail_after = OSError("PACS gone"), 4
+    stream = _stream(fake, StudySelection("P1", STUDY))
+    stream.start()
+    got: list[str] = []
+    with pytest.raises(OSError, match="PACS gone"):
+        for dataset in stream:
+            got.append(str(dataset.SOPInstanceUID))
+    stream.stop(wait=5)
+    assert len(got) == 4
+
+
+def test_a_consumer_that_stops_ends_the_fetch_and_gets_no_more():
+    fake = FakeOperator(per_series=50)
+    stream = _stream(fake, StudySelection("P1", STUDY), depth=2)
+    stream.start()
+    assert stream.next_instance() is not None
+    stream.stop(wait=5)
+    assert not stream.thread.is_alive()
+    delivered = fake.delivered
+    assert delivered < 150
+    with pytest.raises(StreamStopped):
+        while stream.next_instance() is not None:  # what waited may still come, then not more
+            pass
+    assert fake.delivered == delivered
+
+
+def test_on_wait_is_called_while_the_pacs_is_slow_and_its_exception_reaches_the_consumer():
+    fake = FakeOperator()
+    release = threading.Event()
+
+    def hold_the_second(delivered: int) -> None:
+        if delivered == 1:
+            release.wait(10)
+
+    fake.before_delivery = hold_the_second
+    waits: list[int] = []
+
+    def on_wait() -> None:
+        waits.append(1)
+        if len(waits) == 2:
+            raise RuntimeError("task canceled")
+
+    stream = _stream(fake, StudySelection("P1", STUDY), on_wait=on_wait)
+    stream.start()
+    try:
+        assert stream.next_instance() is not None
+        with pytest.raises(RuntimeError, match="task canceled"):
+            stream.next_instance()
+    finally:
+        stream.stop()
+        release.set()
+        stream.thread.join(timeout=5)
+    assert len(waits) == 2
+    assert not stream.thread.is_alive()
+
+
+def _wait_until(condition, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not come true in time"
+        time.sleep(0.01)
 
 
 # -- against a real PACS --------------------------------------------------------------------

@@ -372,16 +372,19 @@ class DimseConnector:
         root: str,
         destination_ae: str,
         on_pending: Callable[[RetrieveResult], None] | None = None,
+        message_id: int = 1,
     ) -> RetrieveResult:
         """C-MOVE to ``destination_ae``; returns when the peer reports the move finished.
 
         ``on_pending`` sees the counts after every pending response; an exception it raises
         aborts the association (the peer then stops sending) and is raised here.
+        ``message_id`` is the C-MOVE's Message ID, which the peer may name in the C-STOREs
+        it sends for it (MoveOriginatorMessageID).
         """
         model = MOVE_MODELS[root]
         with self.associate([build_context(model)]) as assoc:
             return self._run_retrieve(
-                assoc.send_c_move(query, destination_ae, model),
+                assoc.send_c_move(query, destination_ae, model, msg_id=message_id),
                 "C-MOVE",
                 QR_MOVE_SERVICE_CLASS_STATUS,
                 assoc,

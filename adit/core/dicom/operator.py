@@ -8,6 +8,7 @@ either delivers every instance or says exactly which ones are missing.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -503,19 +504,26 @@ class DicomOperator:
         expected: dict[str, str],
         arrivals: _Arrivals,
     ) -> None:
-        from .file_channel import FileChannelClient
+        from .file_channel import MAX_MESSAGE_ID, FileChannelClient
 
         if not expected:
             return
         channel = FileChannelClient(settings.FILE_CHANNEL_HOST, settings.FILE_CHANNEL_PORT)
         series_filter = sorted(set(expected.values())) if "SeriesInstanceUID" in identifier else ()
-        with channel.subscribe(self.server.ae_title, study_uid, series_filter) as subscription:
+        # A Message ID of its own lets the receiver tell this C-MOVE's copies from those of
+        # an overlapping fetch, where the PACS names it in its C-STOREs.
+        message_id = secrets.randbelow(MAX_MESSAGE_ID) + 1
+        with channel.subscribe(
+            self.server.ae_title, study_uid, series_filter, message_id
+        ) as subscription:
             move_done = threading.Event()
             move_errors: list[BaseException] = []
 
             def move() -> None:
                 try:
-                    self.dimse.move(identifier, root, settings.RECEIVER_AE_TITLE)
+                    self.dimse.move(
+                        identifier, root, settings.RECEIVER_AE_TITLE, message_id=message_id
+                    )
                 except BaseException as err:  # reported on the receiving thread
                     move_errors.append(err)
                 finally:

@@ -199,6 +199,26 @@ class DimseConnector:
         self.peer = peer
         self.calling_ae = calling_ae
         self.timeouts = timeouts or DimseTimeouts()
+        self._find_session: FindSession | None = None
+
+    @contextmanager
+    def find_session(self) -> Iterator[FindSession]:
+        """Within the block, C-FINDs share one association (a batch of queries then costs one
+        association, not one each); nested sessions share the outer one.
+
+        The association opens with the first C-FIND and is opened again when the peer closed
+        it meanwhile (an idle timeout, a restart); it is released when the block ends.
+        """
+        if self._find_session is not None:
+            yield self._find_session
+            return
+        session = FindSession(self)
+        self._find_session = session
+        try:
+            yield session
+        finally:
+            self._find_session = None
+            session.close()
 
     # -- association handling -------------------------------------------------------------
 
@@ -296,26 +316,47 @@ class DimseConnector:
         return time.perf_counter() - started
 
     def find(self, query: Dataset, root: str, limit: int | None = None) -> Iterator[Dataset]:
-        """C-FIND; yields matches as they arrive. Stops (aborting) once ``limit`` are found."""
+        """C-FIND; yields matches as they arrive. Stops (aborting) once ``limit`` are found.
+
+        Inside ``find_session`` it runs on the session's association, unless another C-FIND
+        is still running on that one (a nested query); otherwise on an association of its own.
+        """
         model = FIND_MODELS[root]
+        session = self._find_session
+        assoc = session.take() if session is not None else None
+        if session is not None and assoc is not None:
+            done = False
+            try:
+                yield from self._find_on(assoc, query, model, limit)
+                done = True
+            finally:
+                # Left early (an error, a limit, a consumer that stopped reading), answers may
+                # still be on their way: the association cannot carry the next C-FIND.
+                session.give_back(reusable=done)
+            return
         with self.associate([build_context(model)]) as assoc:
-            found = 0
-            for status, identifier in assoc.send_c_find(query, model):
-                self._check_response_arrived(status, "C-FIND")
-                code = status.Status
-                if code in (0xFF00, 0xFF01):
-                    if identifier is None:
-                        continue
-                    yield identifier
-                    found += 1
-                    if limit is not None and found >= limit:
-                        # Matches still on their way would arrive on a released association.
-                        assoc.abort()
-                        return
-                elif code == 0x0000:
+            yield from self._find_on(assoc, query, model, limit)
+
+    def _find_on(
+        self, assoc: Association, query: Dataset, model: str, limit: int | None
+    ) -> Iterator[Dataset]:
+        found = 0
+        for status, identifier in assoc.send_c_find(query, model):
+            self._check_response_arrived(status, "C-FIND")
+            code = status.Status
+            if code in (0xFF00, 0xFF01):
+                if identifier is None:
+                    continue
+                yield identifier
+                found += 1
+                if limit is not None and found >= limit:
+                    # Matches still on their way would arrive on a released association.
+                    assoc.abort()
                     return
-                else:
-                    raise self._status_error("C-FIND", code, QR_FIND_SERVICE_CLASS_STATUS)
+            elif code == 0x0000:
+                return
+            else:
+                raise self._status_error("C-FIND", code, QR_FIND_SERVICE_CLASS_STATUS)
 
     def get(
         self,
@@ -464,6 +505,79 @@ class DimseConnector:
         if code in _OUT_OF_RESOURCES:
             return RetriableDicomError(message)
         return DicomError(message)
+
+
+class FindSession:
+    """One association for many C-FINDs; made by ``DimseConnector.find_session``.
+
+    Attributes:
+        associations_opened: How many associations the session opened so far (one, unless
+            the peer closed one or a C-FIND was left early).
+    """
+
+    def __init__(self, connector: DimseConnector):
+        self.connector = connector
+        self.associations_opened = 0
+        self._lock = threading.Lock()
+        self._association_context = None
+        self._assoc: Association | None = None
+        self._busy = False
+
+    def take(self) -> Association | None:
+        """The session's association for one C-FIND, opened (again) if need be; None while
+        another C-FIND runs on it.
+
+        Raises:
+            DicomError: If the association cannot be opened.
+        """
+        with self._lock:
+            if self._busy:
+                return None
+            self._busy = True
+        try:
+            if self._assoc is not None and not _can_carry_requests(self._assoc):
+                logger.info("%s closed the query association; opening another.", self._peer)
+                self._drop()
+            if self._assoc is None:
+                contexts = [build_context(model) for model in FIND_MODELS.values()]
+                self._association_context = self.connector.associate(contexts)
+                self._assoc = self._association_context.__enter__()
+                self.associations_opened += 1
+        except BaseException:
+            self._busy = False
+            raise
+        return self._assoc
+
+    def give_back(self, reusable: bool) -> None:
+        if not reusable:
+            self._drop()
+        self._busy = False
+
+    def close(self) -> None:
+        """Ends the association: released if it is still open, else aborted."""
+        self._drop(release=self._assoc is not None and _can_carry_requests(self._assoc))
+
+    @property
+    def _peer(self) -> str:
+        return self.connector.peer.name
+
+    def _drop(self, release: bool = False) -> None:
+        if self._association_context is None:
+            return
+        assert self._assoc is not None
+        context, assoc = self._association_context, self._assoc
+        self._association_context = self._assoc = None
+        if not release:
+            assoc.abort()
+        context.__exit__(None, None, None)  # releases what is still established
+
+
+def _can_carry_requests(assoc: Association) -> bool:
+    """Whether the association is still open for requests. The reactor is held (see
+    ``_hold_reactor``), so ``is_established`` does not learn of a peer that released or
+    dropped it; the state machine, driven by pynetdicom's socket thread, does (Sta6: "ready
+    for data transfer", PS3.8 9.2)."""
+    return assoc.is_established and assoc.dul.state_machine.current_state == "Sta6"
 
 
 @dataclass

@@ -46,6 +46,7 @@ from pynetdicom.status import (
     code_to_category,
 )
 
+from . import spool
 from .errors import DicomError, RetriableDicomError
 from .syntaxes import (
     UNCOMPRESSED_LITTLE_ENDIAN,
@@ -364,6 +365,8 @@ class DimseConnector:
         root: str,
         on_instance: Callable[[Dataset], None],
         sop_classes: Sequence[str] = (),
+        *,
+        spool_above: int | None = None,
     ) -> RetrieveResult:
         """C-GET; hands each instance to ``on_instance`` as it arrives, on the receiving thread,
         in the transfer syntax the PACS holds it in.
@@ -371,6 +374,9 @@ class DimseConnector:
         Args:
             sop_classes: The SOP classes the PACS will send (those of the study); a generic
                 set of storage classes, uncompressed only, if empty.
+            spool_above: An instance encoded in more bytes than this goes to disk without
+                being decoded in memory, and reaches ``on_instance`` with its large values
+                deferred (see ``spool``).
 
         An exception in ``on_instance`` stops the retrieve: the instance is answered with
         "out of resources", the association is aborted and the exception is raised here.
@@ -387,9 +393,7 @@ class DimseConnector:
             if callback_error:
                 return 0xA702
             try:
-                dataset = event.dataset
-                dataset.file_meta = event.file_meta
-                on_instance(dataset)
+                on_instance(_arrived_dataset(event, spool_above))
             except BaseException as err:  # handed back to the caller below
                 callback_error.append(err)
                 return 0xA702
@@ -688,6 +692,17 @@ class _StoreSession:
             self._association_context.__exit__(None, None, None)
             self._association_context = None
             self.assoc = None
+
+
+def _arrived_dataset(event, spool_above: int | None) -> Dataset:
+    """The dataset a C-STORE brought, with its file meta; spooled (see ``get``) if large."""
+    encoded = event.request.DataSet  # the encoded data set as received, in a BytesIO
+    if spool_above is not None and encoded.getbuffer().nbytes > spool_above:
+        with encoded.getbuffer() as view:
+            return spool.spool_parts(event.file_meta, view)
+    dataset = event.dataset
+    dataset.file_meta = event.file_meta
+    return dataset
 
 
 def _disable_nagle(assoc: Association) -> None:

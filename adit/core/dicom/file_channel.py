@@ -151,7 +151,7 @@ def send_message(sock: socket.socket, message: dict[str, Any]) -> None:
     send_frame(sock, json.dumps(message).encode())
 
 
-def recv_frame(sock: socket.socket, max_size: int = MAX_FRAME_SIZE) -> bytes:
+def recv_frame(sock: socket.socket, max_size: int = MAX_FRAME_SIZE) -> bytearray:
     """Receives one frame.
 
     Raises:
@@ -161,7 +161,8 @@ def recv_frame(sock: socket.socket, max_size: int = MAX_FRAME_SIZE) -> bytes:
     (size,) = _LENGTH_PREFIX.unpack(_recv_exactly(sock, _LENGTH_PREFIX.size))
     if size > max_size:
         raise ProtocolError(f"A frame of {size} bytes exceeds the limit of {max_size} bytes.")
-    return bytes(_recv_exactly(sock, size))
+    # Not copied into bytes: an instance of hundreds of megabytes must not be held twice.
+    return _recv_exactly(sock, size)
 
 
 def recv_message(sock: socket.socket) -> dict[str, Any]:
@@ -327,7 +328,7 @@ class ReceivedInstance:
     sop_instance_uid: str
     series_uid: str
     calling_ae: str
-    data: bytes
+    data: bytes | bytearray
 
 
 class Subscription:

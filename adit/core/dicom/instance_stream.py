@@ -1,27 +1,35 @@
-"""A fetch running on its own thread, handing instances over through a bounded queue.
+"""A fetch running on its own thread, handing instances over through a buffer bounded in bytes.
 
 DicomOperator's fetches call back synchronously for every instance. On a thread of their own
 they answer the PACS while the consumer still works on the previous instance (storing it,
-zipping it for a client), yet run ahead by at most ``depth`` instances, so memory stays
-bounded whatever the study size. Transfers and the study download both read studies this way.
+zipping it for a client), yet run ahead by at most a byte budget (settings.
+TRANSFER_PIPELINE_BYTES) and a number of instances, so memory stays bounded whatever the
+study and its instances weigh. An instance larger than the whole budget waits on disk instead
+(see ``spool``): the worker then holds the budget, the instance the fetch is receiving and the
+one the consumer works on. Transfers and the study download both read studies this way.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from django.conf import settings
 from pydicom import Dataset
 
+from . import spool
 from .operator import DicomOperator, SeriesCounts
 from .selection import StudySelection
 
 # How long the consumer waits for an instance before it looks again whether to go on.
 WAIT_SECONDS = 0.5
-# How long the fetch thread waits for room in the queue before it looks whether to stop.
+# How long the fetch thread waits for room in the buffer before it looks whether to stop.
 PUT_SECONDS = 0.2
+# How many instances may wait at most, however small: a study of tiny instances needs no more
+# to keep the PACS busy.
+DEFAULT_DEPTH = 16
 
 
 class StreamStopped(Exception):
@@ -34,6 +42,7 @@ class _Failure:
 
 
 _END = object()
+_NOTHING = object()
 
 
 class InstanceStream:
@@ -42,7 +51,7 @@ class InstanceStream:
 
     Example::
 
-        stream = InstanceStream(operator, StudySelection(patient_id, study_uid), depth=16)
+        stream = InstanceStream(operator, StudySelection(patient_id, study_uid))
         stream.start()
         try:
             for dataset in stream:
@@ -58,7 +67,8 @@ class InstanceStream:
         study_uid: str = "",
         series_uids: Sequence[str] | None = None,
         *,
-        depth: int,
+        depth: int = DEFAULT_DEPTH,
+        budget_bytes: int | None = None,
         on_wait: Callable[[], None] | None = None,
         expected: SeriesCounts | None = None,
     ):
@@ -68,7 +78,10 @@ class InstanceStream:
             selection: What to fetch: the whole study, its series one after the other, or one
                 instance. The older form, a patient ID followed by ``study_uid`` and
                 ``series_uids`` (None: the whole study), is read into a selection.
-            depth: How many instances may wait in the queue.
+            depth: How many instances may wait at most.
+            budget_bytes: How many bytes the waiting instances may hold together
+                (settings.TRANSFER_PIPELINE_BYTES if None); an instance larger than that waits
+                on disk, and the consumer gets it with its large values read from there.
             expected: How many instances each series has, as the server said (asked by the
                 operator if None); a fetch that delivers fewer fails.
             on_wait: Called while the consumer waits for the next instance (a slow PACS),
@@ -86,7 +99,15 @@ class InstanceStream:
         self.on_wait = on_wait
         self.expected = expected
         self.delivered = 0
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        assert depth >= 1
+        self.depth = depth
+        self.budget_bytes = (
+            settings.TRANSFER_PIPELINE_BYTES if budget_bytes is None else budget_bytes
+        )
+        # What waits for the consumer, each with its size; guarded by _changed.
+        self._waiting: deque[tuple[object, int]] = deque()
+        self.waiting_bytes = 0
+        self._changed = threading.Condition()
         self._stopping = threading.Event()
         self._ended = False
         self.thread = threading.Thread(target=self._run, name="fetch", daemon=True)
@@ -101,6 +122,14 @@ class InstanceStream:
             wait: Seconds to wait for the fetch thread to end (0: do not wait).
         """
         self._stopping.set()
+        with self._changed:
+            dropped = [item for item, _ in self._waiting]
+            self._waiting.clear()
+            self.waiting_bytes = 0
+            self._changed.notify_all()
+        for item in dropped:
+            if isinstance(item, Dataset):
+                spool.release(item)  # its disk space now, not when the stream is collected
         if wait and self.thread.is_alive() and self.thread is not threading.current_thread():
             self.thread.join(timeout=wait)
 
@@ -122,12 +151,11 @@ class InstanceStream:
         while True:
             if self._ended:
                 return None
-            try:
-                item = self._queue.get(timeout=WAIT_SECONDS)
-            except queue.Empty:
+            item = self._take(WAIT_SECONDS)
+            if item is _NOTHING:
                 # A stopped fetch hands nothing more over; waiting on would block forever.
                 if self.stopped:
-                    raise StreamStopped from None
+                    raise StreamStopped
                 if self.on_wait is not None:
                     self.on_wait()
                 continue
@@ -161,12 +189,22 @@ class InstanceStream:
             return
         operator, selection, expected = self.operator, self.selection, self.expected
         patient_id, study_uid = selection.patient_id, selection.study_uid
+        # An instance that will wait on disk anyway goes there as it arrives, not decoded in
+        # memory first.
+        spool_above = self.budget_bytes
         if selection.whole_study:
-            operator.fetch_study(patient_id, study_uid, self._deliver, expected)
+            operator.fetch_study(
+                patient_id, study_uid, self._deliver, expected, spool_above=spool_above
+            )
         elif selection.sop_uid:
             (series_uid,) = selection.series_uids
             operator.fetch_image(
-                patient_id, study_uid, series_uid, selection.sop_uid, self._deliver
+                patient_id,
+                study_uid,
+                series_uid,
+                selection.sop_uid,
+                self._deliver,
+                spool_above=spool_above,
             )
         else:
             for uid in selection.series_uids:
@@ -176,18 +214,42 @@ class InstanceStream:
                     uid,
                     self._deliver,
                     {uid: expected[uid]} if expected and uid in expected else None,
+                    spool_above=spool_above,
                 )
 
     def _deliver(self, dataset: Dataset) -> None:
-        self._put(dataset)
+        size = spool.estimated_size(dataset)
+        if size > self.budget_bytes:
+            # It could never wait in memory: it waits on disk, and the fetch can go on.
+            dataset = spool.spool_dataset(dataset)
+            size = spool.estimated_size(dataset)
+        self._put(dataset, size)
         self.delivered += 1
 
-    def _put(self, item: object) -> None:
-        while True:
-            if self.stopped:
-                raise StreamStopped
-            try:
-                self._queue.put(item, timeout=PUT_SECONDS)
-                return
-            except queue.Full:
-                continue
+    def _put(self, item: object, size: int = 0) -> None:
+        with self._changed:
+            while True:
+                if self.stopped:
+                    raise StreamStopped
+                # Something always fits into an empty buffer, so a stream never stalls.
+                if not self._waiting or (
+                    len(self._waiting) < self.depth
+                    and self.waiting_bytes + size <= self.budget_bytes
+                ):
+                    self._waiting.append((item, size))
+                    self.waiting_bytes += size
+                    self._changed.notify_all()
+                    return
+                self._changed.wait(PUT_SECONDS)
+
+    def _take(self, timeout: float) -> object:
+        """The next waiting item, or _NOTHING if none came within ``timeout`` seconds."""
+        with self._changed:
+            if not self._waiting:
+                self._changed.wait(timeout)
+            if not self._waiting:
+                return _NOTHING
+            item, size = self._waiting.popleft()
+            self.waiting_bytes -= size
+            self._changed.notify_all()
+            return item

@@ -24,6 +24,7 @@ from pydicom import Dataset, dcmread
 
 from adit.core import validators
 
+from . import spool
 from .dicomweb import DicomWebConnector, DicomWebPeer
 from .dimse import (
     GET_CLASSES_WITH_EVERY_SYNTAX,
@@ -255,19 +256,24 @@ class DicomOperator:
         study_uid: str,
         callback: InstanceCallback,
         expected: SeriesCounts | None = None,
+        *,
+        spool_above: int | None = None,
     ) -> int:
         """Delivers every instance of the study to ``callback``; returns how many.
 
         Args:
             expected: How many instances each series has, as the server said; asked here
                 when None. A fetch that delivers fewer raises instead of returning.
+            spool_above: Instances larger than this many bytes go to disk as they arrive and
+                reach ``callback`` with their large values deferred (see ``spool``), instead
+                of being decoded in memory; None: every instance in memory.
 
         Raises:
             RetriableDicomError: If some instances did not arrive (the error says how many),
                 or the server could not be reached.
             DicomError: If the server cannot fetch or refused the fetch.
         """
-        return self._fetch(patient_id, study_uid, None, None, callback, expected)
+        return self._fetch(patient_id, study_uid, None, None, callback, expected, spool_above)
 
     def fetch_series(
         self,
@@ -276,8 +282,10 @@ class DicomOperator:
         series_uid: str,
         callback: InstanceCallback,
         expected: SeriesCounts | None = None,
+        *,
+        spool_above: int | None = None,
     ) -> int:
-        return self._fetch(patient_id, study_uid, series_uid, None, callback, expected)
+        return self._fetch(patient_id, study_uid, series_uid, None, callback, expected, spool_above)
 
     def fetch_image(
         self,
@@ -286,8 +294,12 @@ class DicomOperator:
         series_uid: str,
         sop_uid: str,
         callback: InstanceCallback,
+        *,
+        spool_above: int | None = None,
     ) -> int:
-        return self._fetch(patient_id, study_uid, series_uid, sop_uid, callback, {series_uid: 1})
+        return self._fetch(
+            patient_id, study_uid, series_uid, sop_uid, callback, {series_uid: 1}, spool_above
+        )
 
     def count_instances(
         self, patient_id: str, study_uid: str, series_uids: Iterable[str] | None = None
@@ -342,6 +354,7 @@ class DicomOperator:
         sop_uid: str | None,
         callback: InstanceCallback,
         expected: SeriesCounts | None,
+        spool_above: int | None = None,
     ) -> int:
         if expected is None:
             expected = self.count_instances(
@@ -353,7 +366,7 @@ class DicomOperator:
                     self.server.name,
                     study_uid,
                 )
-        arrivals = _Arrivals(callback)
+        arrivals = _Arrivals(callback, spool_above)
         try:
             self._fetch_with_any(
                 patient_id, study_uid, series_uid, sop_uid, arrivals, expected or None
@@ -460,7 +473,10 @@ class DicomOperator:
         sop_uid: str | None,
         arrivals: _Arrivals,
     ) -> None:
-        for dataset in self.dicomweb.retrieve(study_uid, series_uid, sop_uid):
+        retrieved = self.dicomweb.retrieve(
+            study_uid, series_uid, sop_uid, spool_above=arrivals.spool_above
+        )
+        for dataset in retrieved:
             arrivals.deliver(dataset)  # again after a retry: skipped
 
     def _fetch_with_get(
@@ -506,7 +522,9 @@ class DicomOperator:
     def _get(
         self, identifier: Dataset, root: str, sop_classes: list[str], arrivals: _Arrivals
     ) -> None:
-        result = self.dimse.get(identifier, root, arrivals.deliver, sop_classes)
+        result = self.dimse.get(
+            identifier, root, arrivals.deliver, sop_classes, spool_above=arrivals.spool_above
+        )
         if result.failed:
             raise RetriableDicomError(
                 f"C-GET from {self.server.name}: {result.failed} instance(s) failed "
@@ -554,6 +572,8 @@ class DicomOperator:
                 if received is not None:
                     if received.sop_instance_uid in expected:
                         arrivals.deliver_encoded(received.sop_instance_uid, received.data)
+                    # Let go of its bytes before the next one arrives: not two at once.
+                    received = None
                     continue
                 if move_done.is_set():
                     if move_errors:  # the PACS gave up; nothing more will come
@@ -708,8 +728,9 @@ class _Arrivals:
     """The instances a fetch delivered so far, each handed to the callback once (a retried
     fetch sends some again), counted per series for the comparison with the server's counts."""
 
-    def __init__(self, callback: InstanceCallback):
+    def __init__(self, callback: InstanceCallback, spool_above: int | None = None):
         self.callback = callback
+        self.spool_above = spool_above
         self.uids: set[str] = set()
         self.per_series: dict[str, int] = {}
 
@@ -726,8 +747,12 @@ class _Arrivals:
         series_uid = str(dataset.get("SeriesInstanceUID", ""))
         self.per_series[series_uid] = self.per_series.get(series_uid, 0) + 1
 
-    def deliver_encoded(self, sop_uid: str, data: bytes) -> None:
-        if sop_uid not in self.uids:
+    def deliver_encoded(self, sop_uid: str, data: bytes | bytearray) -> None:
+        if sop_uid in self.uids:
+            return
+        if self.spool_above is not None and len(data) > self.spool_above:
+            self.deliver(spool.spool_encoded(data))  # never decoded in memory
+        else:
             self.deliver(dcmread(BytesIO(data)))
 
     def is_short(self, expected: SeriesCounts) -> bool:

@@ -14,8 +14,10 @@ from typing import cast
 
 import pytest
 from pydicom import Dataset
-from pydicom.uid import generate_uid
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from adit.core.dicom import spool
 from adit.core.dicom.instance_stream import InstanceStream, StreamStopped
 from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.selection import StudySelection
@@ -27,11 +29,15 @@ SERIES = [f"1.2.826.0.2.{number}" for number in range(1, 4)]
 
 def _instance(series_uid: str, number: int, pixel_bytes: int = 0) -> Dataset:
     dataset = Dataset()
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.SOPClassUID = CTImageStorage
     dataset.StudyInstanceUID = STUDY
     dataset.SeriesInstanceUID = series_uid
     dataset.SOPInstanceUID = f"{series_uid}.{number}"
     dataset.InstanceNumber = number
     if pixel_bytes:
+        dataset.BitsAllocated = 16
         dataset.PixelData = bytes(pixel_bytes)
     return dataset
 
@@ -58,15 +64,17 @@ class FakeOperator:
             self.delivered += 1
         return self.per_series
 
-    def fetch_study(self, patient_id, study_uid, callback, expected=None) -> int:
+    def fetch_study(self, patient_id, study_uid, callback, expected=None, **options) -> int:
         self.calls.append(("study", patient_id, study_uid))
         return sum(self._deliver_series(uid, callback) for uid in SERIES)
 
-    def fetch_series(self, patient_id, study_uid, series_uid, callback, expected=None) -> int:
+    def fetch_series(
+        self, patient_id, study_uid, series_uid, callback, expected=None, **options
+    ) -> int:
         self.calls.append(("series", patient_id, study_uid, series_uid, expected))
         return self._deliver_series(series_uid, callback)
 
-    def fetch_image(self, patient_id, study_uid, series_uid, sop_uid, callback) -> int:
+    def fetch_image(self, patient_id, study_uid, series_uid, sop_uid, callback, **options) -> int:
         self.calls.append(("image", patient_id, study_uid, series_uid, sop_uid))
         dataset = _instance(series_uid, 1, self.pixel_bytes)
         dataset.SOPInstanceUID = sop_uid
@@ -220,6 +228,54 @@ def test_on_wait_is_called_while_the_pacs_is_slow_and_its_exception_reaches_the_
         stream.thread.join(timeout=5)
     assert len(waits) == 2
     assert not stream.thread.is_alive()
+
+
+def test_what_waits_stays_within_the_byte_budget():
+    mib = 1024 * 1024
+    fake = FakeOperator(per_series=10, pixel_bytes=mib)
+    stream = _stream(fake, StudySelection("P1", STUDY), depth=100, budget_bytes=3 * mib + mib // 2)
+    stream.start()
+    try:
+        first = stream.next_instance()
+        assert first is not None
+        _wait_until(lambda: fake.delivered >= 4)
+        threading.Event().wait(0.3)
+        # Three of 1 MiB fit into 3.5 MiB; the fourth waits in the fetch thread for room.
+        assert stream.waiting_bytes <= stream.budget_bytes
+        assert fake.delivered <= 1 + 3 + 1
+        assert not any(getattr(item, "_spooled", False) for item, _ in stream._waiting)
+        got = 1 + sum(1 for _ in stream)
+    finally:
+        stream.stop(wait=5)
+    assert got == 30
+
+
+def test_an_instance_larger_than_the_budget_waits_on_disk_and_reads_back_whole():
+    fake = FakeOperator(per_series=2, pixel_bytes=300_000)
+    stream = _stream(fake, StudySelection("P1", STUDY, (SERIES[0],)), budget_bytes=100_000)
+    stream.start()
+    try:
+        datasets = list(stream)
+    finally:
+        stream.stop(wait=5)
+    assert [str(item.SOPInstanceUID) for item in datasets] == [f"{SERIES[0]}.1", f"{SERIES[0]}.2"]
+    for dataset in datasets:
+        assert spool.is_spooled(dataset)
+        assert spool.estimated_size(dataset) < 10_000  # the pixel data stays on disk...
+        assert dataset.PixelData == bytes(300_000)  # ...until it is read
+        assert dataset.StudyInstanceUID == STUDY
+
+
+def test_stopping_frees_what_waits_on_disk():
+    fake = FakeOperator(per_series=5, pixel_bytes=300_000)
+    stream = _stream(fake, StudySelection("P1", STUDY), budget_bytes=100_000, depth=3)
+    stream.start()
+    _wait_until(lambda: len(stream._waiting) == 3)
+    waiting = [item for item, _ in stream._waiting]
+    stream.stop(wait=5)
+    assert all(isinstance(item, Dataset) and item.buffer.closed for item in waiting)
+    with pytest.raises(StreamStopped):
+        stream.next_instance()
 
 
 def _wait_until(condition, timeout: float = 5) -> None:

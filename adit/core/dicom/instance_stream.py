@@ -11,9 +11,10 @@ one the consumer works on. Transfers and the study download both read studies th
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -108,6 +109,8 @@ class InstanceStream:
         self._waiting: deque[tuple[object, int]] = deque()
         self.waiting_bytes = 0
         self._changed = threading.Condition()
+        # Consumers awaiting in an event loop (see ``ready``), woken from the fetch thread.
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._stopping = threading.Event()
         self._ended = False
         self.thread = threading.Thread(target=self._run, name="fetch", daemon=True)
@@ -127,6 +130,7 @@ class InstanceStream:
             self._waiting.clear()
             self.waiting_bytes = 0
             self._changed.notify_all()
+            self._wake_async_waiters()
         for item in dropped:
             if isinstance(item, Dataset):
                 spool.release(item)  # its disk space now, not when the stream is collected
@@ -151,6 +155,8 @@ class InstanceStream:
         while True:
             if self._ended:
                 return None
+            if self.stopped:
+                raise StreamStopped  # what waited was dropped by stop()
             item = self._take(WAIT_SECONDS)
             if item is _NOTHING:
                 # A stopped fetch hands nothing more over; waiting on would block forever.
@@ -170,6 +176,48 @@ class InstanceStream:
     def __iter__(self) -> Iterator[Dataset]:
         while (dataset := self.next_instance()) is not None:
             yield dataset
+
+    async def ready(self) -> None:
+        """Waits in the event loop until ``next_instance`` answers at once (an instance, the
+        end or a failure waits, or the stream was stopped), holding no thread meanwhile: the
+        fetch thread wakes the loop. A slow PACS costs an ASGI server nothing but the task.
+
+        Raises:
+            Exception: What ``on_wait`` raised (it is called every WAIT_SECONDS meanwhile).
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            woken: asyncio.Future[None] = loop.create_future()
+            waiter = (loop, woken)
+            with self._changed:
+                if self._waiting or self._ended or self.stopped:
+                    return
+                self._async_waiters.append(waiter)
+            try:
+                done, _ = await asyncio.wait({woken}, timeout=WAIT_SECONDS)
+            finally:
+                with self._changed:
+                    if waiter in self._async_waiters:
+                        self._async_waiters.remove(waiter)
+            if not done and self.on_wait is not None:
+                self.on_wait()
+
+    async def __aiter__(self) -> AsyncIterator[Dataset]:
+        """The instances for a consumer in an event loop; see ``ready``."""
+        while True:
+            await self.ready()
+            dataset = self.next_instance()  # at once: something waits
+            if dataset is None:
+                return
+            yield dataset
+
+    def _wake_async_waiters(self) -> None:
+        """Wakes the consumers awaiting ``ready``; called with ``_changed`` held."""
+        for loop, woken in self._async_waiters:
+            try:
+                loop.call_soon_threadsafe(_resolve, woken)
+            except RuntimeError:  # the loop is closed: nobody waits there any more
+                pass
 
     def _run(self) -> None:
         try:
@@ -239,6 +287,7 @@ class InstanceStream:
                     self._waiting.append((item, size))
                     self.waiting_bytes += size
                     self._changed.notify_all()
+                    self._wake_async_waiters()
                     return
                 self._changed.wait(PUT_SECONDS)
 
@@ -253,3 +302,8 @@ class InstanceStream:
             self.waiting_bytes -= size
             self._changed.notify_all()
             return item
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -7,6 +7,7 @@ retrieve level runs against a real Orthanc.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -276,6 +277,54 @@ def test_stopping_frees_what_waits_on_disk():
     assert all(isinstance(item, Dataset) and item.buffer.closed for item in waiting)
     with pytest.raises(StreamStopped):
         stream.next_instance()
+
+
+def test_async_iteration_gives_the_same_instances_and_the_same_failure():
+    fake = FakeOperator(per_series=3)
+    fake.failure, fake.fail_after = OSError("PACS gone"), 7
+
+    async def read() -> list[str]:
+        got: list[str] = []
+        stream = _stream(fake, StudySelection("P1", STUDY), depth=2)
+        stream.start()
+        try:
+            with pytest.raises(OSError, match="PACS gone"):
+                async for dataset in stream:
+                    got.append(str(dataset.SOPInstanceUID))
+        finally:
+            stream.stop(wait=5)
+        return got
+
+    got = asyncio.run(read())
+    assert got == [f"{series}.{number}" for series in SERIES for number in (1, 2, 3)][:7]
+
+
+def test_a_stream_stopped_while_a_loop_awaits_it_wakes_the_loop():
+    fake = FakeOperator()
+    release = threading.Event()
+
+    def hold(delivered: int) -> None:
+        release.wait(10)
+
+    fake.before_delivery = hold
+    stream = _stream(fake, StudySelection("P1", STUDY))
+
+    async def stop_soon() -> None:
+        await asyncio.sleep(0.1)
+        stream.stop()
+
+    async def read() -> None:
+        stream.start()
+        stopper = asyncio.ensure_future(stop_soon())
+        with pytest.raises(StreamStopped):
+            async for _ in stream:
+                pass
+        await stopper
+
+    asyncio.run(read())
+    release.set()
+    stream.thread.join(timeout=5)
+    assert not stream.thread.is_alive()
 
 
 def _wait_until(condition, timeout: float = 5) -> None:

@@ -27,7 +27,7 @@ import logging
 import secrets
 import time
 import zipfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from urllib.parse import quote
 
 from django import forms
@@ -176,9 +176,7 @@ def download_study(request: HttpRequest) -> HttpResponseBase:
 
     fetcher = InstanceStream(
         operator,
-        fetch.patient_id,
-        fetch.study_uid,
-        fetch.series_uids or None,
+        fetch,
         depth=QUEUE_SIZE,
         expected=study.counts,
     )
@@ -219,7 +217,7 @@ def download_study(request: HttpRequest) -> HttpResponseBase:
     )
     chunks = archive.chunks(first_entry)
     # Under ASGI Django would collect a synchronous iterator completely before sending it.
-    content = _asynchronous(chunks, fetcher.stop) if isinstance(request, ASGIRequest) else chunks
+    content = _asynchronous(chunks, fetcher) if isinstance(request, ASGIRequest) else chunks
     response = StreamingHttpResponse(content, content_type="application/zip")
     stem = f"study_{pseudonym or params['patient_id'] or archive.patient}"
     if archive.study_date:
@@ -397,15 +395,21 @@ class _ChunkSink:
         return data
 
 
-async def _asynchronous(chunks: Iterator[bytes], stop: Callable[[], None]) -> AsyncIterator[bytes]:
-    """The chunks for an ASGI server, each made on a worker thread.
+async def _asynchronous(chunks: Iterator[bytes], fetcher: InstanceStream) -> AsyncIterator[bytes]:
+    """The chunks for an ASGI server, each made on a worker thread once its instance is there.
 
     Django's ASGI handler collects a synchronous iterator into a list before sending it, which
-    would hold the whole study in memory. When the client disconnects Django cancels this
-    generator; ``stop`` then ends the fetch, as closing the synchronous one would.
+    would hold the whole study in memory. Waiting for the PACS happens in the event loop, so a
+    slow PACS holds none of the threads that every other request of the process needs; only
+    making a chunk (pseudonymizing, zipping) takes one. When the client disconnects Django
+    cancels this generator, which then ends the fetch, as closing the synchronous one would.
     """
     try:
-        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+        while True:
+            await fetcher.ready()
+            chunk = await asyncio.to_thread(next, chunks, None)
+            if chunk is None:
+                return
             yield chunk
     finally:
-        stop()
+        fetcher.stop()

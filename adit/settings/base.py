@@ -232,8 +232,11 @@ JOBS_NEED_STAFF_VERIFICATION = env.bool("JOBS_NEED_STAFF_VERIFICATION", False)
 DICOM_TASK_MAX_ATTEMPTS = env.int("DICOM_TASK_MAX_ATTEMPTS", 3)
 DICOM_TASK_RETRY_WAIT = env.int("DICOM_TASK_RETRY_WAIT", 120)
 DICOM_TASK_TIMEOUT = env.int("DICOM_TASK_TIMEOUT", 20 * 60)
-# Instances retrieved but not yet stored; bounds a worker's memory whatever the study size.
+# Instances retrieved but not yet stored, at most (a bound by count beside the one in bytes).
 TRANSFER_PIPELINE_DEPTH = env.int("TRANSFER_PIPELINE_DEPTH", 16)
+# How many bytes of fetched instances may wait for the destination (or a download's client);
+# an instance larger than that waits on disk, in the system's temporary folder.
+TRANSFER_PIPELINE_BYTES = env.int("TRANSFER_PIPELINE_BYTES", 256 * 1024 * 1024)
 # Modalities left out when pseudonymizing (they often carry burned-in or free-text PHI).
 EXCLUDE_MODALITIES = env.list("EXCLUDE_MODALITIES", ["PR", "SR"])
 # The root of the UIDs the pseudonymizer generates: empty for 2.25 (UUID-derived, PS3.5 B.2),

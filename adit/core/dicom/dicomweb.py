@@ -14,7 +14,7 @@ import urllib3
 from dicomweb_client.api import DICOMwebClient
 from pydicom import Dataset, dcmread
 
-from adit.core.dicom import multipart
+from adit.core.dicom import multipart, spool
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 
 T = TypeVar("T")
@@ -148,10 +148,18 @@ class DicomWebConnector:
         return [Dataset.from_json(result) for result in results]
 
     def retrieve(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        spool_above: int | None = None,
     ) -> Iterator[Dataset]:
         """WADO-RS, streamed: instances are parsed one by one from the multipart response, in
         the transfer syntax the server holds them in (no transcoding on the server).
+
+        An instance of more than ``spool_above`` bytes goes to disk as it arrives and is
+        handed out with its large values deferred (see ``spool``).
 
         Raises:
             RetriableDicomError: If the response is cut short (it ends before its closing
@@ -168,10 +176,13 @@ class DicomWebConnector:
         response = self._call("WADO-RS", lambda: self._get_multipart(url))
         with response:
             boundary = self._call("WADO-RS", lambda: multipart.boundary_of(_content_type(response)))
-            parts = multipart.iter_parts(self._body_chunks(response), boundary)
+            parts = multipart.iter_parts(self._body_chunks(response), boundary, spool_above)
             received = 0
             while (part := self._call("WADO-RS", lambda: next(parts, None))) is not None:
-                yield self._instance_of(part, received)
+                dataset = self._instance_of(part, received)
+                del part  # its body is the dataset now; not held twice while the caller works
+                yield dataset
+                del dataset
                 received += 1
 
     def _wado_base(self) -> str:
@@ -207,6 +218,8 @@ class DicomWebConnector:
 
     def _instance_of(self, part: multipart.Part, index: int) -> Dataset:
         try:
+            if part.file is not None:
+                return spool.spooled_file(part.file)
             return dcmread(BytesIO(part.body))
         except Exception as err:  # pydicom raises many kinds for a broken file
             raise RetriableDicomError(

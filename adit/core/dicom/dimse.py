@@ -46,6 +46,7 @@ from pynetdicom.status import (
     code_to_category,
 )
 
+from adit.core.dicom import spool
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.syntaxes import (
     UNCOMPRESSED_LITTLE_ENDIAN,
@@ -199,6 +200,26 @@ class DimseConnector:
         self.peer = peer
         self.calling_ae = calling_ae
         self.timeouts = timeouts or DimseTimeouts()
+        self._find_session: FindSession | None = None
+
+    @contextmanager
+    def find_session(self) -> Iterator[FindSession]:
+        """Within the block, C-FINDs share one association (a batch of queries then costs one
+        association, not one each); nested sessions share the outer one.
+
+        The association opens with the first C-FIND and is opened again when the peer closed
+        it meanwhile (an idle timeout, a restart); it is released when the block ends.
+        """
+        if self._find_session is not None:
+            yield self._find_session
+            return
+        session = FindSession(self)
+        self._find_session = session
+        try:
+            yield session
+        finally:
+            self._find_session = None
+            session.close()
 
     # -- association handling -------------------------------------------------------------
 
@@ -296,26 +317,47 @@ class DimseConnector:
         return time.perf_counter() - started
 
     def find(self, query: Dataset, root: str, limit: int | None = None) -> Iterator[Dataset]:
-        """C-FIND; yields matches as they arrive. Stops (aborting) once ``limit`` are found."""
+        """C-FIND; yields matches as they arrive. Stops (aborting) once ``limit`` are found.
+
+        Inside ``find_session`` it runs on the session's association, unless another C-FIND
+        is still running on that one (a nested query); otherwise on an association of its own.
+        """
         model = FIND_MODELS[root]
+        session = self._find_session
+        assoc = session.take() if session is not None else None
+        if session is not None and assoc is not None:
+            done = False
+            try:
+                yield from self._find_on(assoc, query, model, limit)
+                done = True
+            finally:
+                # Left early (an error, a limit, a consumer that stopped reading), answers may
+                # still be on their way: the association cannot carry the next C-FIND.
+                session.give_back(reusable=done)
+            return
         with self.associate([build_context(model)]) as assoc:
-            found = 0
-            for status, identifier in assoc.send_c_find(query, model):
-                self._check_response_arrived(status, "C-FIND")
-                code = status.Status
-                if code in (0xFF00, 0xFF01):
-                    if identifier is None:
-                        continue
-                    yield identifier
-                    found += 1
-                    if limit is not None and found >= limit:
-                        # Matches still on their way would arrive on a released association.
-                        assoc.abort()
-                        return
-                elif code == 0x0000:
+            yield from self._find_on(assoc, query, model, limit)
+
+    def _find_on(
+        self, assoc: Association, query: Dataset, model: str, limit: int | None
+    ) -> Iterator[Dataset]:
+        found = 0
+        for status, identifier in assoc.send_c_find(query, model):
+            self._check_response_arrived(status, "C-FIND")
+            code = status.Status
+            if code in (0xFF00, 0xFF01):
+                if identifier is None:
+                    continue
+                yield identifier
+                found += 1
+                if limit is not None and found >= limit:
+                    # Matches still on their way would arrive on a released association.
+                    assoc.abort()
                     return
-                else:
-                    raise self._status_error("C-FIND", code, QR_FIND_SERVICE_CLASS_STATUS)
+            elif code == 0x0000:
+                return
+            else:
+                raise self._status_error("C-FIND", code, QR_FIND_SERVICE_CLASS_STATUS)
 
     def get(
         self,
@@ -323,6 +365,8 @@ class DimseConnector:
         root: str,
         on_instance: Callable[[Dataset], None],
         sop_classes: Sequence[str] = (),
+        *,
+        spool_above: int | None = None,
     ) -> RetrieveResult:
         """C-GET; hands each instance to ``on_instance`` as it arrives, on the receiving thread,
         in the transfer syntax the PACS holds it in.
@@ -330,6 +374,9 @@ class DimseConnector:
         Args:
             sop_classes: The SOP classes the PACS will send (those of the study); a generic
                 set of storage classes, uncompressed only, if empty.
+            spool_above: An instance encoded in more bytes than this goes to disk without
+                being decoded in memory, and reaches ``on_instance`` with its large values
+                deferred (see ``spool``).
 
         An exception in ``on_instance`` stops the retrieve: the instance is answered with
         "out of resources", the association is aborted and the exception is raised here.
@@ -346,9 +393,7 @@ class DimseConnector:
             if callback_error:
                 return 0xA702
             try:
-                dataset = event.dataset
-                dataset.file_meta = event.file_meta
-                on_instance(dataset)
+                on_instance(_arrived_dataset(event, spool_above))
             except BaseException as err:  # handed back to the caller below
                 callback_error.append(err)
                 return 0xA702
@@ -372,16 +417,19 @@ class DimseConnector:
         root: str,
         destination_ae: str,
         on_pending: Callable[[RetrieveResult], None] | None = None,
+        message_id: int = 1,
     ) -> RetrieveResult:
         """C-MOVE to ``destination_ae``; returns when the peer reports the move finished.
 
         ``on_pending`` sees the counts after every pending response; an exception it raises
         aborts the association (the peer then stops sending) and is raised here.
+        ``message_id`` is the C-MOVE's Message ID, which the peer may name in the C-STOREs
+        it sends for it (MoveOriginatorMessageID).
         """
         model = MOVE_MODELS[root]
         with self.associate([build_context(model)]) as assoc:
             return self._run_retrieve(
-                assoc.send_c_move(query, destination_ae, model),
+                assoc.send_c_move(query, destination_ae, model, msg_id=message_id),
                 "C-MOVE",
                 QR_MOVE_SERVICE_CLASS_STATUS,
                 assoc,
@@ -461,6 +509,79 @@ class DimseConnector:
         if code in _OUT_OF_RESOURCES:
             return RetriableDicomError(message)
         return DicomError(message)
+
+
+class FindSession:
+    """One association for many C-FINDs; made by ``DimseConnector.find_session``.
+
+    Attributes:
+        associations_opened: How many associations the session opened so far (one, unless
+            the peer closed one or a C-FIND was left early).
+    """
+
+    def __init__(self, connector: DimseConnector):
+        self.connector = connector
+        self.associations_opened = 0
+        self._lock = threading.Lock()
+        self._association_context = None
+        self._assoc: Association | None = None
+        self._busy = False
+
+    def take(self) -> Association | None:
+        """The session's association for one C-FIND, opened (again) if need be; None while
+        another C-FIND runs on it.
+
+        Raises:
+            DicomError: If the association cannot be opened.
+        """
+        with self._lock:
+            if self._busy:
+                return None
+            self._busy = True
+        try:
+            if self._assoc is not None and not _can_carry_requests(self._assoc):
+                logger.info("%s closed the query association; opening another.", self._peer)
+                self._drop()
+            if self._assoc is None:
+                contexts = [build_context(model) for model in FIND_MODELS.values()]
+                self._association_context = self.connector.associate(contexts)
+                self._assoc = self._association_context.__enter__()
+                self.associations_opened += 1
+        except BaseException:
+            self._busy = False
+            raise
+        return self._assoc
+
+    def give_back(self, reusable: bool) -> None:
+        if not reusable:
+            self._drop()
+        self._busy = False
+
+    def close(self) -> None:
+        """Ends the association: released if it is still open, else aborted."""
+        self._drop(release=self._assoc is not None and _can_carry_requests(self._assoc))
+
+    @property
+    def _peer(self) -> str:
+        return self.connector.peer.name
+
+    def _drop(self, release: bool = False) -> None:
+        if self._association_context is None:
+            return
+        assert self._assoc is not None
+        context, assoc = self._association_context, self._assoc
+        self._association_context = self._assoc = None
+        if not release:
+            assoc.abort()
+        context.__exit__(None, None, None)  # releases what is still established
+
+
+def _can_carry_requests(assoc: Association) -> bool:
+    """Whether the association is still open for requests. The reactor is held (see
+    ``_hold_reactor``), so ``is_established`` does not learn of a peer that released or
+    dropped it; the state machine, driven by pynetdicom's socket thread, does (Sta6: "ready
+    for data transfer", PS3.8 9.2)."""
+    return assoc.is_established and assoc.dul.state_machine.current_state == "Sta6"
 
 
 @dataclass
@@ -571,6 +692,17 @@ class _StoreSession:
             self._association_context.__exit__(None, None, None)
             self._association_context = None
             self.assoc = None
+
+
+def _arrived_dataset(event, spool_above: int | None) -> Dataset:
+    """The dataset a C-STORE brought, with its file meta; spooled (see ``get``) if large."""
+    encoded = event.request.DataSet  # the encoded data set as received, in a BytesIO
+    if spool_above is not None and encoded.getbuffer().nbytes > spool_above:
+        with encoded.getbuffer() as view:
+            return spool.spool_parts(event.file_meta, view)
+    dataset = event.dataset
+    dataset.file_meta = event.file_meta
+    return dataset
 
 
 def _disable_nagle(assoc: Association) -> None:

@@ -12,10 +12,11 @@ travels as its JSON header frame followed by one frame with the file's bytes.
 
     receiver -> worker  {"type": "challenge", "protocol": 2, "nonce": <64 hex digits>}
     worker -> receiver  {"type": "subscribe", "protocol": 2, "source_ae": ..., "study_uid": ...,
-                         "series_uids": [...], "mac": <HMAC, see below>}
+                         "series_uids": [...], "move_message_id": <int, optional>,
+                         "mac": <HMAC, see below>}
     receiver -> worker  {"type": "subscribed"}
                         or {"type": "refused",
-                            "reason": "unauthenticated" | "conflict" | "invalid", "message": ...}
+                            "reason": "unauthenticated" | "invalid", "message": ...}
     receiver -> worker  {"type": "instance", "sop_instance_uid": ..., "series_uid": ...,
                          "calling_ae": ...}, then a frame with the DICOM Part 10 file
     worker -> receiver  {"type": "ack", "sop_instance_uid": ...}
@@ -26,6 +27,13 @@ travels as its JSON header frame followed by one frame with the file's bytes.
 The receiver answers the PACS's C-STORE with success only after the worker acknowledged the
 instance, and refuses it otherwise, so an instance is never reported as stored while nobody
 holds it. Closing the connection ends the subscription.
+
+Subscriptions may overlap: two workers fetching the same study (or a study and one of its
+series) from the same PACS each send a C-MOVE, so the PACS sends every instance they share
+once per C-MOVE, and the receiver gives each copy to a subscription that has not had that
+instance yet. "move_message_id" is the Message ID of the worker's C-MOVE; a PACS that names
+it in its C-STORE (MoveOriginatorMessageID, PS3.7 9.1.1.1) gets its instances routed to that
+subscription first.
 
 Every connection is authenticated by challenge and response: the worker proves it knows the
 channel's shared secret (settings.FILE_CHANNEL_SECRET, by default derived from SECRET_KEY) by
@@ -69,6 +77,7 @@ STALL_TIMEOUT = 30.0
 # DICOM (PS3.5 6.2) limits an AE title to 16 characters and a UID to 64.
 _MAX_AE_TITLE = 16
 _MAX_UID = 64
+MAX_MESSAGE_ID = 0xFFFF
 
 
 class ChannelClosedError(ConnectionError):
@@ -81,15 +90,6 @@ class ProtocolError(Exception):
 
 class ReceiverStoppingError(ServiceStoppingError):
     """The receiver shut down (SIGTERM, a restart) in the middle of a subscription."""
-
-
-class SubscriptionConflictError(RetriableDicomError):
-    """Another worker is already subscribed to (some of) the same instances from the same PACS.
-
-    The receiver could not tell to whom an instance belongs, so it allows one subscription per
-    source AE, study and series. Concurrent fetches of the same study from the same PACS must be
-    serialized by the caller; this error clears once the other fetch has ended.
-    """
 
 
 class ChannelAuthenticationError(DicomError):
@@ -150,7 +150,7 @@ def send_message(sock: socket.socket, message: dict[str, Any]) -> None:
     send_frame(sock, json.dumps(message).encode())
 
 
-def recv_frame(sock: socket.socket, max_size: int = MAX_FRAME_SIZE) -> bytes:
+def recv_frame(sock: socket.socket, max_size: int = MAX_FRAME_SIZE) -> bytearray:
     """Receives one frame.
 
     Raises:
@@ -160,7 +160,8 @@ def recv_frame(sock: socket.socket, max_size: int = MAX_FRAME_SIZE) -> bytes:
     (size,) = _LENGTH_PREFIX.unpack(_recv_exactly(sock, _LENGTH_PREFIX.size))
     if size > max_size:
         raise ProtocolError(f"A frame of {size} bytes exceeds the limit of {max_size} bytes.")
-    return bytes(_recv_exactly(sock, size))
+    # Not copied into bytes: an instance of hundreds of megabytes must not be held twice.
+    return _recv_exactly(sock, size)
 
 
 def recv_message(sock: socket.socket) -> dict[str, Any]:
@@ -222,15 +223,22 @@ class SubscriptionScope:
             for a C-MOVE is the AE title of the PACS that was asked.
         study_uid: The StudyInstanceUID.
         series_uids: The SeriesInstanceUIDs to receive; empty means the whole study.
+        move_message_id: The Message ID of the C-MOVE the worker sends for these instances,
+            if it chose one: the instances a PACS stores for that C-MOVE go here first.
     """
 
     source_ae: str
     study_uid: str
     series_uids: frozenset[str] = frozenset()
+    move_message_id: int | None = None
 
     @classmethod
     def create(
-        cls, source_ae: str, study_uid: str, series_uids: Collection[str] = ()
+        cls,
+        source_ae: str,
+        study_uid: str,
+        series_uids: Collection[str] = (),
+        move_message_id: int | None = None,
     ) -> SubscriptionScope:
         """Validates and normalizes the caller's values.
 
@@ -241,7 +249,12 @@ class SubscriptionScope:
             raise ValueError("series_uids must be a collection of UIDs, not one string.")
         try:
             return cls.from_message(
-                {"source_ae": source_ae, "study_uid": study_uid, "series_uids": list(series_uids)}
+                {
+                    "source_ae": source_ae,
+                    "study_uid": study_uid,
+                    "series_uids": list(series_uids),
+                    "move_message_id": move_message_id,
+                }
             )
         except ProtocolError as err:
             raise ValueError(str(err)) from err
@@ -256,22 +269,36 @@ class SubscriptionScope:
         series_uids = message.get("series_uids", [])
         if not isinstance(series_uids, list):
             raise ProtocolError("The field 'series_uids' must be a list.")
+        message_id = message.get("move_message_id")
+        # A DIMSE Message ID is an unsigned 16-bit number (PS3.7 E.1); bool is no number here.
+        if message_id is not None and (
+            not isinstance(message_id, int)
+            or isinstance(message_id, bool)
+            or not 0 <= message_id <= MAX_MESSAGE_ID
+        ):
+            raise ProtocolError(
+                f"The field 'move_message_id' must be a number from 0 to {MAX_MESSAGE_ID}."
+            )
         return cls(
             source_ae=_clean_value(message.get("source_ae"), "source AE title", _MAX_AE_TITLE),
             study_uid=_clean_value(message.get("study_uid"), "StudyInstanceUID", _MAX_UID),
             series_uids=frozenset(
                 _clean_value(uid, "SeriesInstanceUID", _MAX_UID) for uid in series_uids
             ),
+            move_message_id=message_id,
         )
 
     def to_message(self) -> dict[str, Any]:
-        return {
+        message = {
             "type": "subscribe",
             "protocol": PROTOCOL_VERSION,
             "source_ae": self.source_ae,
             "study_uid": self.study_uid,
             "series_uids": sorted(self.series_uids),
         }
+        if self.move_message_id is not None:
+            message["move_message_id"] = self.move_message_id
+        return message
 
     def covers(self, calling_ae: str, study_uid: str, series_uid: str) -> bool:
         """Whether an instance stored by `calling_ae` belongs to this subscription."""
@@ -280,13 +307,6 @@ class SubscriptionScope:
             and study_uid == self.study_uid
             and (not self.series_uids or series_uid in self.series_uids)
         )
-
-    def overlaps(self, other: SubscriptionScope) -> bool:
-        """Whether some instance could belong to both scopes."""
-        if (self.source_ae, self.study_uid) != (other.source_ae, other.study_uid):
-            return False
-        whole_study = not self.series_uids or not other.series_uids
-        return whole_study or not self.series_uids.isdisjoint(other.series_uids)
 
     def describe(self) -> str:
         series = f" ({len(self.series_uids)} series)" if self.series_uids else ""
@@ -307,7 +327,7 @@ class ReceivedInstance:
     sop_instance_uid: str
     series_uid: str
     calling_ae: str
-    data: bytes
+    data: bytes | bytearray
 
 
 class Subscription:
@@ -400,7 +420,11 @@ class FileChannelClient:
 
     @contextmanager
     def subscribe(
-        self, source_ae: str, study_uid: str, series_uids: Collection[str] = ()
+        self,
+        source_ae: str,
+        study_uid: str,
+        series_uids: Collection[str] = (),
+        move_message_id: int | None = None,
     ) -> Iterator[Subscription]:
         """Subscribes to the instances `source_ae` will store of a study or some of its series.
 
@@ -411,16 +435,17 @@ class FileChannelClient:
             source_ae: The AE title the PACS calls from when it stores (usually its own).
             study_uid: The StudyInstanceUID.
             series_uids: Only these series; empty means the whole study.
+            move_message_id: The Message ID the worker's C-MOVE will carry; it helps the
+                receiver tell this fetch's copies from those of an overlapping one.
 
         Raises:
             ValueError: A value is empty or too long for DICOM.
-            SubscriptionConflictError: Another subscription overlaps this one.
             ChannelAuthenticationError: The receiver has another secret than this worker.
             RetriableDicomError: The receiver cannot be reached or did not answer in time.
             DicomError: The receiver refused the subscription as invalid, or speaks another
                 version of the protocol.
         """
-        scope = SubscriptionScope.create(source_ae, study_uid, series_uids)
+        scope = SubscriptionScope.create(source_ae, study_uid, series_uids, move_message_id)
         sock = self._connect()
         try:
             self._register(sock, scope)
@@ -477,8 +502,6 @@ class FileChannelClient:
         if reply["type"] == "subscribed":
             return
         message = str(reply.get("message", reply))
-        if reply["type"] == "refused" and reply.get("reason") == "conflict":
-            raise SubscriptionConflictError(message)
         if reply["type"] == "refused" and reply.get("reason") == "unauthenticated":
             raise ChannelAuthenticationError(
                 f"The DICOM receiver at {self.address} refused this worker: the file channel "

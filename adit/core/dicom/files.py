@@ -11,7 +11,7 @@ from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from .errors import DicomError
+from adit.core.dicom.errors import DicomError
 
 
 def encode_instance(dataset: Dataset) -> bytes:

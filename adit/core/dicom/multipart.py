@@ -8,9 +8,11 @@ where its Content-Length says is an error, never a shorter study.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.message import Message
+from typing import IO
 
 from adit.core.validators import shown
 
@@ -25,8 +27,12 @@ class MultipartError(ValueError):
 
 @dataclass(frozen=True)
 class Part:
+    """One part; its body in ``body``, or, for a part spooled to disk, in ``file`` (an
+    anonymous temporary file, positioned at its start, that the receiver of the part owns)."""
+
     headers: dict[str, str]  # names lower-cased
     body: bytes
+    file: IO[bytes] | None = None
 
     @property
     def content_type(self) -> str:
@@ -52,8 +58,14 @@ def boundary_of(content_type: str) -> str:
     return boundary
 
 
-def iter_parts(chunks: Iterable[bytes], boundary: str) -> Iterator[Part]:
+def iter_parts(
+    chunks: Iterable[bytes], boundary: str, spool_above: int | None = None
+) -> Iterator[Part]:
     """The parts of a multipart body that arrives in ``chunks``, each as soon as it is complete.
+
+    Args:
+        spool_above: A part whose Content-Length exceeds this many bytes is written to a
+            temporary file as it arrives (``Part.file``) instead of being collected in memory.
 
     Raises:
         MultipartError: If the body ends before the closing delimiter, a part's headers are
@@ -71,8 +83,12 @@ def iter_parts(chunks: Iterable[bytes], boundary: str) -> Iterator[Part]:
         reader.skip_line_rest(count)
         headers = reader.headers(count)
         length = _content_length(headers, count)
+        file = None
         if length is not None:
-            body = reader.take_exactly(length, count)
+            if spool_above is not None and length > spool_above:
+                body, file = b"", reader.spool_exactly(length, count)
+            else:
+                body = reader.take_exactly(length, count)
             if not reader.take_if(_CRLF + delimiter, count):
                 raise MultipartError(
                     f"Part {count + 1} of the multipart body does not end where its "
@@ -81,7 +97,9 @@ def iter_parts(chunks: Iterable[bytes], boundary: str) -> Iterator[Part]:
         else:
             body = reader.take_until(_CRLF + delimiter, count)
         count += 1
-        yield Part(headers, body)
+        yield Part(headers, body, file)
+        # Not kept while the caller reads on: a part may weigh hundreds of megabytes.
+        del body, file
 
 
 def _content_length(headers: dict[str, str], index: int) -> int | None:
@@ -170,9 +188,28 @@ class _Reader:
         while len(self._buffer) < length:
             if not self._more():
                 raise self._cut_short(index)
-        body = bytes(self._buffer[:length])
+        with memoryview(self._buffer) as view:
+            body = bytes(view[:length])  # one copy, not a slice's and then its bytes'
         del self._buffer[:length]
         return body
+
+    def spool_exactly(self, length: int, index: int) -> IO[bytes]:
+        """The next ``length`` bytes written to an anonymous temporary file, chunk by chunk."""
+        file = tempfile.TemporaryFile(prefix="adit-part-")
+        try:
+            left = length
+            while left:
+                if not self._buffer and not self._more():
+                    raise self._cut_short(index)
+                taken = min(left, len(self._buffer))
+                file.write(self._buffer[:taken])
+                del self._buffer[:taken]
+                left -= taken
+            file.seek(0)
+        except BaseException:
+            file.close()
+            raise
+        return file
 
     def take_until(self, marker: bytes, index: int) -> bytes:
         end = self._find(marker, index)

@@ -8,9 +8,11 @@ either delivers every instance or says exactly which ones are missing.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property, partial
 from io import BytesIO
@@ -21,12 +23,14 @@ from django.conf import settings
 from pydicom import Dataset, dcmread
 
 from adit.core import validators
+from adit.core.dicom import spool
 from adit.core.dicom.dicomweb import DicomWebConnector, DicomWebPeer
 from adit.core.dicom.dimse import (
     GET_CLASSES_WITH_EVERY_SYNTAX,
     DimseConnector,
     DimsePeer,
     DimseTimeouts,
+    FindSession,
     RetrieveResult,
     StoreResult,
 )
@@ -154,6 +158,21 @@ class DicomOperator:
 
     # -- queries ----------------------------------------------------------------------------
 
+    @contextmanager
+    def query_session(self) -> Iterator[FindSession]:
+        """Within the block, the C-FINDs of this operator share one association, reopened
+        when the PACS closes it (an idle timeout, a restart): a batch of hundreds of queries
+        costs one association instead of one each. QIDO-RS keeps its HTTP connections anyway.
+
+        Example::
+
+            with operator.query_session():
+                for query in queries:
+                    results = list(operator.find(query))
+        """
+        with self.dimse.find_session() as session:
+            yield session
+
     def find(self, query: Query, limit: int | None = None) -> Iterator[Dataset]:
         """Matches of ``query``, filtered by what the PACS may have ignored, at most ``limit``."""
         found = 0
@@ -236,19 +255,24 @@ class DicomOperator:
         study_uid: str,
         callback: InstanceCallback,
         expected: SeriesCounts | None = None,
+        *,
+        spool_above: int | None = None,
     ) -> int:
         """Delivers every instance of the study to ``callback``; returns how many.
 
         Args:
             expected: How many instances each series has, as the server said; asked here
                 when None. A fetch that delivers fewer raises instead of returning.
+            spool_above: Instances larger than this many bytes go to disk as they arrive and
+                reach ``callback`` with their large values deferred (see ``spool``), instead
+                of being decoded in memory; None: every instance in memory.
 
         Raises:
             RetriableDicomError: If some instances did not arrive (the error says how many),
                 or the server could not be reached.
             DicomError: If the server cannot fetch or refused the fetch.
         """
-        return self._fetch(patient_id, study_uid, None, None, callback, expected)
+        return self._fetch(patient_id, study_uid, None, None, callback, expected, spool_above)
 
     def fetch_series(
         self,
@@ -257,8 +281,10 @@ class DicomOperator:
         series_uid: str,
         callback: InstanceCallback,
         expected: SeriesCounts | None = None,
+        *,
+        spool_above: int | None = None,
     ) -> int:
-        return self._fetch(patient_id, study_uid, series_uid, None, callback, expected)
+        return self._fetch(patient_id, study_uid, series_uid, None, callback, expected, spool_above)
 
     def fetch_image(
         self,
@@ -267,8 +293,12 @@ class DicomOperator:
         series_uid: str,
         sop_uid: str,
         callback: InstanceCallback,
+        *,
+        spool_above: int | None = None,
     ) -> int:
-        return self._fetch(patient_id, study_uid, series_uid, sop_uid, callback, {series_uid: 1})
+        return self._fetch(
+            patient_id, study_uid, series_uid, sop_uid, callback, {series_uid: 1}, spool_above
+        )
 
     def count_instances(
         self, patient_id: str, study_uid: str, series_uids: Iterable[str] | None = None
@@ -323,6 +353,7 @@ class DicomOperator:
         sop_uid: str | None,
         callback: InstanceCallback,
         expected: SeriesCounts | None,
+        spool_above: int | None = None,
     ) -> int:
         if expected is None:
             expected = self.count_instances(
@@ -334,7 +365,7 @@ class DicomOperator:
                     self.server.name,
                     study_uid,
                 )
-        arrivals = _Arrivals(callback)
+        arrivals = _Arrivals(callback, spool_above)
         try:
             self._fetch_with_any(
                 patient_id, study_uid, series_uid, sop_uid, arrivals, expected or None
@@ -441,7 +472,10 @@ class DicomOperator:
         sop_uid: str | None,
         arrivals: _Arrivals,
     ) -> None:
-        for dataset in self.dicomweb.retrieve(study_uid, series_uid, sop_uid):
+        retrieved = self.dicomweb.retrieve(
+            study_uid, series_uid, sop_uid, spool_above=arrivals.spool_above
+        )
+        for dataset in retrieved:
             arrivals.deliver(dataset)  # again after a retry: skipped
 
     def _fetch_with_get(
@@ -487,7 +521,9 @@ class DicomOperator:
     def _get(
         self, identifier: Dataset, root: str, sop_classes: list[str], arrivals: _Arrivals
     ) -> None:
-        result = self.dimse.get(identifier, root, arrivals.deliver, sop_classes)
+        result = self.dimse.get(
+            identifier, root, arrivals.deliver, sop_classes, spool_above=arrivals.spool_above
+        )
         if result.failed:
             raise RetriableDicomError(
                 f"C-GET from {self.server.name}: {result.failed} instance(s) failed "
@@ -502,19 +538,26 @@ class DicomOperator:
         expected: dict[str, str],
         arrivals: _Arrivals,
     ) -> None:
-        from adit.core.dicom.file_channel import FileChannelClient
+        from adit.core.dicom.file_channel import MAX_MESSAGE_ID, FileChannelClient
 
         if not expected:
             return
         channel = FileChannelClient(settings.FILE_CHANNEL_HOST, settings.FILE_CHANNEL_PORT)
         series_filter = sorted(set(expected.values())) if "SeriesInstanceUID" in identifier else ()
-        with channel.subscribe(self.server.ae_title, study_uid, series_filter) as subscription:
+        # A Message ID of its own lets the receiver tell this C-MOVE's copies from those of
+        # an overlapping fetch, where the PACS names it in its C-STOREs.
+        message_id = secrets.randbelow(MAX_MESSAGE_ID) + 1
+        with channel.subscribe(
+            self.server.ae_title, study_uid, series_filter, message_id
+        ) as subscription:
             move_done = threading.Event()
             move_errors: list[BaseException] = []
 
             def move() -> None:
                 try:
-                    self.dimse.move(identifier, root, settings.RECEIVER_AE_TITLE)
+                    self.dimse.move(
+                        identifier, root, settings.RECEIVER_AE_TITLE, message_id=message_id
+                    )
                 except BaseException as err:  # reported on the receiving thread
                     move_errors.append(err)
                 finally:
@@ -528,6 +571,8 @@ class DicomOperator:
                 if received is not None:
                     if received.sop_instance_uid in expected:
                         arrivals.deliver_encoded(received.sop_instance_uid, received.data)
+                    # Let go of its bytes before the next one arrives: not two at once.
+                    received = None
                     continue
                 if move_done.is_set():
                     if move_errors:  # the PACS gave up; nothing more will come
@@ -682,8 +727,9 @@ class _Arrivals:
     """The instances a fetch delivered so far, each handed to the callback once (a retried
     fetch sends some again), counted per series for the comparison with the server's counts."""
 
-    def __init__(self, callback: InstanceCallback):
+    def __init__(self, callback: InstanceCallback, spool_above: int | None = None):
         self.callback = callback
+        self.spool_above = spool_above
         self.uids: set[str] = set()
         self.per_series: dict[str, int] = {}
 
@@ -700,8 +746,12 @@ class _Arrivals:
         series_uid = str(dataset.get("SeriesInstanceUID", ""))
         self.per_series[series_uid] = self.per_series.get(series_uid, 0) + 1
 
-    def deliver_encoded(self, sop_uid: str, data: bytes) -> None:
-        if sop_uid not in self.uids:
+    def deliver_encoded(self, sop_uid: str, data: bytes | bytearray) -> None:
+        if sop_uid in self.uids:
+            return
+        if self.spool_above is not None and len(data) > self.spool_above:
+            self.deliver(spool.spool_encoded(data))  # never decoded in memory
+        else:
             self.deliver(dcmread(BytesIO(data)))
 
     def is_short(self, expected: SeriesCounts) -> bool:

@@ -13,10 +13,13 @@ It is built in three thin layers:
 Each instance is delivered to exactly one subscription or refused: an instance nobody asked for
 must make the PACS report a failed sub-operation, never vanish.
 
-Subscriptions may not overlap (same source AE, same study, a series in common or a whole study),
-because the receiver could not tell whose instance it is. A second, overlapping subscription is
-refused with `SubscriptionConflictError`, so two fetches of the same study from the same PACS
-at the same time must be serialized by their callers.
+Subscriptions may overlap (two workers fetching the same study from the same PACS, or a study
+and one of its series): each sends its own C-MOVE, so the PACS stores an instance they share
+once for each, and every copy goes to a subscription that covers it and has not had it yet.
+Which one gets which copy does not matter, as long as each gets the instance once; a PACS that
+names the C-MOVE a C-STORE belongs to (MoveOriginatorMessageID) gets it routed to the
+subscription of that C-MOVE first. A copy no subscription still lacks is refused like any
+instance nobody asked for.
 """
 
 from __future__ import annotations
@@ -45,7 +48,6 @@ from pynetdicom.dimse_primitives import C_STORE
 from adit.core.dicom.file_channel import (
     PROTOCOL_VERSION,
     ProtocolError,
-    SubscriptionConflictError,
     SubscriptionScope,
     configured_secret,
     has_valid_mac,
@@ -102,6 +104,9 @@ class _Subscriber:
         self._state = threading.Condition()
         self._acked_uid: str | None = None
         self._closed = False
+        # The SOPInstanceUIDs handed to this subscription (or on their way to it); changed
+        # under the registry's lock only.
+        self.claimed: set[str] = set()
 
     def activate(self, registry: SubscriptionRegistry) -> None:
         """Registers the subscription and confirms it to the worker.
@@ -110,7 +115,6 @@ class _Subscriber:
         one from an earlier fetch) from reaching the worker before the confirmation does.
 
         Raises:
-            SubscriptionConflictError: It overlaps an active subscription.
             OSError: The worker is gone.
         """
         with self._send_lock:
@@ -213,19 +217,8 @@ class SubscriptionRegistry:
         self._subscribers: list[_Subscriber] = []
 
     def add(self, subscriber: _Subscriber) -> None:
-        """Registers a subscription.
-
-        Raises:
-            SubscriptionConflictError: It overlaps an active subscription.
-        """
+        """Registers a subscription (also one that overlaps others)."""
         with self._lock:
-            for active in self._subscribers:
-                if active.scope.overlaps(subscriber.scope):
-                    raise SubscriptionConflictError(
-                        f"Another fetch of {active.scope.describe()} is running (worker at "
-                        f"{active.peer}); the receiver cannot tell apart the instances of two "
-                        "overlapping fetches from the same PACS. Fetch again when it has ended."
-                    )
             self._subscribers.append(subscriber)
 
     def remove(self, subscriber: _Subscriber) -> None:
@@ -238,23 +231,44 @@ class SubscriptionRegistry:
             return len(self._subscribers)
 
     def deliver(
-        self, calling_ae: str, study_uid: str, series_uid: str, sop_uid: str, data: bytes
+        self,
+        calling_ae: str,
+        study_uid: str,
+        series_uid: str,
+        sop_uid: str,
+        data: bytes,
+        move_message_id: int | None = None,
     ) -> bool:
-        """Hands an instance to the subscription it belongs to.
+        """Hands an instance to a subscription it belongs to that has not had it yet.
+
+        Args:
+            move_message_id: The MoveOriginatorMessageID of the C-STORE, if the PACS sent one:
+                the subscription of that C-MOVE comes first.
 
         Returns:
-            True when the subscribed worker took it; False when there is no subscription for it
-            or the worker did not take it in time.
+            True when the subscribed worker took it; False when no subscription lacks it or
+            the worker did not take it in time.
         """
         with self._lock:
             matches = [
-                s for s in self._subscribers if s.scope.covers(calling_ae, study_uid, series_uid)
+                s
+                for s in self._subscribers
+                if s.scope.covers(calling_ae, study_uid, series_uid) and sop_uid not in s.claimed
             ]
-        assert len(matches) <= 1, "add() lets no two subscriptions overlap"
-        if not matches:
+            # The C-MOVE's own subscription first, then the oldest (the list keeps the order
+            # of subscribing): that one's C-MOVE started first, so its copies come first.
+            matches.sort(
+                key=lambda s: move_message_id is None or s.scope.move_message_id != move_message_id
+            )
+            subscriber = matches[0] if matches else None
+            if subscriber is not None:
+                # Claimed before sending: a copy arriving meanwhile on another association
+                # goes to another subscription.
+                subscriber.claimed.add(sop_uid)
+        if subscriber is None:
             logger.warning(
                 "Refused instance %s of study %s (series %s) stored by %s: no worker subscribed "
-                "to it.",
+                "to it, or every one that is has it already.",
                 sop_uid,
                 study_uid,
                 series_uid,
@@ -262,7 +276,6 @@ class SubscriptionRegistry:
             )
             self._tell_who_waits_for_it(calling_ae, study_uid, series_uid, sop_uid)
             return False
-        (subscriber,) = matches
         if subscriber.send(calling_ae, series_uid, sop_uid, data, self.delivery_timeout):
             return True
         self.remove(subscriber)
@@ -317,14 +330,16 @@ def _read_routing_uids(data: bytes) -> tuple[str, str]:
 def handle_store(event: Event, registry: SubscriptionRegistry) -> int:
     """The EVT_C_STORE handler: routes the instance and answers with a C-STORE status."""
     calling_ae = event.assoc.requestor.ae_title.strip()
-    sop_uid = str(cast(C_STORE, event.request).AffectedSOPInstanceUID)
+    request = cast(C_STORE, event.request)
+    sop_uid = str(request.AffectedSOPInstanceUID)
+    move_message_id = request.MoveOriginatorMessageID
     data = event.encoded_dataset()
     try:
         study_uid, series_uid = _read_routing_uids(data)
     except Exception as err:  # whatever pydicom raises, the data set cannot be routed
         logger.warning("Refused instance %s stored by %s: %s", sop_uid, calling_ae, err)
         return CANNOT_UNDERSTAND
-    if registry.deliver(calling_ae, study_uid, series_uid, sop_uid, data):
+    if registry.deliver(calling_ae, study_uid, series_uid, sop_uid, data, move_message_id):
         return SUCCESS
     return REFUSED_NOT_AUTHORIZED
 
@@ -392,10 +407,6 @@ class _ChannelRequestHandler(socketserver.BaseRequestHandler):
             subscriber.activate(self.server.registry)
             logger.info("The worker at %s subscribed to %s.", peer, scope.describe())
             subscriber.serve_acks()
-        except SubscriptionConflictError as err:
-            logger.warning("Refused a subscription from %s: %s", peer, err)
-            self._refuse("conflict", str(err))
-            return
         except OSError:
             pass  # the worker left; the subscription ends below
         finally:

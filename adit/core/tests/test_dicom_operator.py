@@ -18,7 +18,7 @@ from django.core.exceptions import ValidationError
 from pydicom import Dataset
 
 from adit.core.demo.orthanc import OrthancServer, free_ports
-from adit.core.demo.synthetic import StudySummary, generate_studies
+from adit.core.demo.synthetic import StudySummary, describe_studies, generate_studies
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.file_channel import ChannelAuthenticationError
 from adit.core.dicom.operator import DicomOperator
@@ -353,6 +353,84 @@ def test_c_move_only_pacs_delivers_the_study_through_the_receiver(
     )
     assert sorted(str(item.SOPInstanceUID) for item in received) == expected
     assert count == len(expected)
+
+
+def _fetch_at_once(
+    server: DicomServer,
+    patient_id: str,
+    study_uid: str,
+    *series_uids: str,
+    all_running: threading.Event,
+):
+    """Fetches the study (series UID "") or each series on a thread of its own, all at once;
+    returns the SOPInstanceUIDs each fetch received, in the order given. Each fetch takes its
+    first instance only once ``all_running`` is set, so none can end before the others run."""
+    received: list[list[str]] = [[] for _ in series_uids]
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(series_uids), timeout=30)
+
+    def fetch(index: int, series_uid: str) -> None:
+        operator = DicomOperator(server)
+
+        def take(dataset: Dataset) -> None:
+            assert all_running.wait(timeout=30)
+            received[index].append(str(dataset.SOPInstanceUID))
+
+        try:
+            start.wait()
+            if series_uid:
+                operator.fetch_series(patient_id, study_uid, series_uid, take)
+            else:
+                operator.fetch_study(patient_id, study_uid, take)
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [
+        threading.Thread(target=fetch, args=(index, uid)) for index, uid in enumerate(series_uids)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    return [sorted(uids) for uids in received]
+
+
+@pytest.mark.parametrize("overlap", ["same study", "two series", "study and a series"])
+def test_overlapping_c_moves_of_one_study_each_receive_every_instance(
+    overlap, strict_orthanc, receiving, monkeypatch
+):
+    strict_orthanc.add_modality("ADIT", "ADIT", "127.0.0.1", receiving.store_address[1])
+    registry = receiving.registry
+    both_subscribed = threading.Event()
+    add = registry.add
+
+    def add_and_look(subscriber) -> None:
+        add(subscriber)
+        if len(registry) == 2:
+            both_subscribed.set()
+
+    monkeypatch.setattr(registry, "add", add_and_look)
+    server = dimse_server(strict_orthanc, "move")
+    (study,) = describe_studies(seed=42, patients=1)
+    series = {item.series_instance_uid: sorted(item.sop_instance_uids) for item in study.series}
+    whole = sorted(uid for uids in series.values() for uid in uids)
+    first, second = list(series)[:2]
+    wanted = {
+        "same study": ("", ""),
+        "two series": (first, second),
+        "study and a series": ("", first),
+    }[overlap]
+
+    got = _fetch_at_once(
+        server,
+        study.patient_id,
+        study.study_instance_uid,
+        *wanted,
+        all_running=both_subscribed,
+    )
+
+    assert got == [series[uid] if uid else whole for uid in wanted]
 
 
 def test_c_get_is_not_used_for_a_c_move_only_pacs(strict_orthanc):

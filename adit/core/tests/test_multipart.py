@@ -97,3 +97,22 @@ def test_boundary_of_reads_the_parameter_and_refuses_what_is_not_multipart():
         boundary_of("application/dicom+json")
     with pytest.raises(MultipartError, match="no usable boundary"):
         boundary_of("multipart/related; type=application/dicom")
+
+
+def test_parts_above_the_spool_size_arrive_in_a_file_chunk_by_chunk():
+    large = bytes(range(256)) * 40
+    body = _body([b"small", large, b"tiny"])
+    chunks = _chunks(body, [7] * 300)  # the large part spans many chunks
+    parts = list(iter_parts(chunks, BOUNDARY, spool_above=1000))
+    assert [part.body for part in parts] == [b"small", b"", b"tiny"]
+    assert parts[0].file is None and parts[2].file is None
+    spooled = parts[1].file
+    assert spooled is not None
+    assert spooled.read() == large
+    spooled.close()
+
+
+def test_a_spooled_part_cut_short_is_an_error():
+    body = _body([bytes(5000)])
+    with pytest.raises(MultipartError, match="cut short"):
+        list(iter_parts([body[:3000]], BOUNDARY, spool_above=1000))

@@ -33,7 +33,6 @@ from adit.core.dicom.file_channel import (
     ReceivedInstance,
     ReceiverStoppingError,
     Subscription,
-    SubscriptionConflictError,
     SubscriptionScope,
     recv_message,
     send_message,
@@ -96,14 +95,24 @@ def _dataset_bytes(part10: bytes) -> bytes:
     return part10[144 + meta_length :]
 
 
-def _store(address: tuple[str, int], datasets: list[Dataset], calling_ae: str = PACS_AE) -> list:
-    """Stores the datasets over one association, as a PACS answering a C-MOVE would."""
+def _store(
+    address: tuple[str, int],
+    datasets: list[Dataset],
+    calling_ae: str = PACS_AE,
+    move_message_id: int | None = None,
+) -> list:
+    """Stores the datasets over one association, as a PACS answering a C-MOVE would (naming
+    the C-MOVE's Message ID, if given, as MoveOriginatorMessageID)."""
     ae = AE(ae_title=calling_ae)
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
     assoc = ae.associate(*address, ae_title=RECEIVER_AE)
     assert assoc.is_established
+    originator = None if move_message_id is None else "ADIT"
     try:
-        return [assoc.send_c_store(ds).Status for ds in datasets]
+        return [
+            assoc.send_c_store(ds, originator_aet=originator, originator_id=move_message_id).Status
+            for ds in datasets
+        ]
     finally:
         assoc.release()
 
@@ -336,18 +345,72 @@ def test_subscriber_that_does_not_take_its_instance_loses_the_subscription(recei
     assert len(receiver.registry) == 0
 
 
-def test_overlapping_subscriptions_are_refused(receiver, client):
+def _receive_in_background(
+    subscription: Subscription,
+) -> tuple[threading.Thread, list[ReceivedInstance]]:
+    received: list[ReceivedInstance] = []
+    thread = threading.Thread(
+        target=lambda: received.extend(_receive_until_quiet(subscription)), daemon=True
+    )
+    thread.start()
+    return thread, received
+
+
+def test_overlapping_subscriptions_each_get_every_instance_once(receiver, client):
+    """A study and one of its series fetched at once: the PACS stores the series twice (once
+    per C-MOVE), and each copy goes to a subscription that lacks it."""
     study_uid, series_a, series_b = generate_uid(), generate_uid(), generate_uid()
-    with client.subscribe(PACS_AE, study_uid, [series_a]):
-        with pytest.raises(SubscriptionConflictError, match="Another fetch"):
-            with client.subscribe(PACS_AE, study_uid):
-                pass
-        with pytest.raises(SubscriptionConflictError):
-            with client.subscribe(f" {PACS_AE} ", study_uid, [series_a, series_b]):
-                pass
-        with client.subscribe(PACS_AE, study_uid, [series_b]):
-            with client.subscribe("ORTHANC2", study_uid):
-                assert len(receiver.registry) == 3
+    in_a = [_make_instance(study_uid, series_a) for _ in range(2)]
+    in_b = [_make_instance(study_uid, series_b)]
+    with (
+        client.subscribe(PACS_AE, study_uid) as whole,
+        client.subscribe(f" {PACS_AE} ", study_uid, [series_a]) as one_series,
+    ):
+        assert len(receiver.registry) == 2
+        readers = [_receive_in_background(whole), _receive_in_background(one_series)]
+        study_move = _store(receiver.store_address, [*in_a, *in_b])
+        series_move = _store(receiver.store_address, in_a)
+        third_copy = _store(receiver.store_address, in_a[:1])
+        for thread, _ in readers:
+            thread.join(timeout=10)
+
+    assert study_move + series_move == [SUCCESS] * 5
+    assert third_copy == [REFUSED_NOT_AUTHORIZED]  # both have it: nobody asked for it
+    (_, got_whole), (_, got_series) = readers
+    assert sorted(i.sop_instance_uid for i in got_whole) == sorted(
+        ds.SOPInstanceUID for ds in [*in_a, *in_b]
+    )
+    assert sorted(i.sop_instance_uid for i in got_series) == sorted(
+        ds.SOPInstanceUID for ds in in_a
+    )
+
+
+def test_a_copy_naming_its_c_move_goes_to_that_subscription(receiver, client):
+    study_uid = generate_uid()
+    instance = _make_instance(study_uid, generate_uid())
+    with (
+        client.subscribe(PACS_AE, study_uid, move_message_id=7) as first,
+        client.subscribe(PACS_AE, study_uid, move_message_id=9) as second,
+    ):
+        readers = [_receive_in_background(first), _receive_in_background(second)]
+        # Without the Message ID the older subscription would get this copy.
+        assert _store(receiver.store_address, [instance], move_message_id=9) == [SUCCESS]
+        assert _store(receiver.store_address, [instance], move_message_id=7) == [SUCCESS]
+        for thread, _ in readers:
+            thread.join(timeout=10)
+    (_, got_first), (_, got_second) = readers
+    assert [i.sop_instance_uid for i in got_first] == [instance.SOPInstanceUID]
+    assert [i.sop_instance_uid for i in got_second] == [instance.SOPInstanceUID]
+
+
+def test_subscriptions_of_another_pacs_do_not_take_the_instances(receiver, client):
+    study_uid = generate_uid()
+    instance = _make_instance(study_uid, generate_uid())
+    with client.subscribe("ORTHANC2", study_uid) as other:
+        reader, got = _receive_in_background(other)
+        assert _store(receiver.store_address, [instance]) == [REFUSED_NOT_AUTHORIZED]
+        reader.join(timeout=10)
+    assert got == []
 
 
 def test_client_reports_a_receiver_that_is_not_running():
@@ -384,6 +447,9 @@ def test_client_rejects_invalid_values(client):
             pass
     with pytest.raises(ValueError, match="collection"):
         with client.subscribe(PACS_AE, generate_uid(), generate_uid()):
+            pass
+    with pytest.raises(ValueError, match="move_message_id"):
+        with client.subscribe(PACS_AE, generate_uid(), move_message_id=0x10000):
             pass
 
 

@@ -617,3 +617,26 @@ def test_a_series_left_out_by_modality_is_not_fetched_at_all(source, folder, ort
     assert result.study.left_out == {"PR": excluded.instance_count}
     assert not list(Path(folder.path).rglob("*.dcm"))
     assert log.warnings == ["The study has no instances to transfer."]
+
+
+def test_one_instance_transfers_on_its_own(source, folder, orthanc1_studies):
+    from adit.core.dicom.selection import StudySelection
+    from adit.core.jobs.processing import TaskLog
+    from adit.core.transfer.pipeline import TransferOptions, TransferRequest, transfer_study
+
+    study = next(s for s in orthanc1_studies if any(x.instance_count > 2 for x in s.series))
+    series = next(x for x in study.series if x.instance_count > 2)
+    sop_uid = series.sop_instance_uids[1]
+    request = TransferRequest(
+        source=source,
+        destination=folder,
+        selection=StudySelection(
+            study.patient_id, study.study_instance_uid, (series.series_instance_uid,), sop_uid
+        ),
+        options=TransferOptions(job_folder="one_instance"),
+    )
+    result = transfer_study(request, _RecordingControl(), TaskLog())
+    assert result.transferred == 1
+    (path,) = Path(folder.path).rglob("*.dcm")
+    assert path.name == f"{sop_uid}.dcm"
+    assert str(dcmread(path).SOPInstanceUID) == sop_uid

@@ -208,9 +208,7 @@ def _modified_instances(
         return
     stream = InstanceStream(
         operator,
-        fetch.patient_id,
-        fetch.study_uid,
-        fetch.series_uids or None,
+        fetch,
         depth=settings.TRANSFER_PIPELINE_DEPTH,
         on_wait=control.check,  # a cancel is noticed even while the PACS is slow
         expected=study.counts,

@@ -1,0 +1,116 @@
+"""Instances too large to hold in memory, kept on disk instead, and what an instance weighs.
+
+A spooled instance is a DICOM file in an anonymous temporary file (it has no name, so nothing
+is left behind whatever happens to the process) read back with its large values deferred:
+pydicom reads them from the file only when they are used. The file's space is freed when the
+last reference to the dataset goes, or when ``release`` closes it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable
+from typing import IO
+
+from pydicom import Dataset, dcmread, dcmwrite
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.filewriter import write_file_meta_info
+
+# Values longer than this stay on disk until used: pixel data, overlays, encapsulated documents.
+DEFER_SIZE = 64 * 1024
+# What an element costs beyond its value (tag, VR, length; pydicom's objects).
+_ELEMENT_OVERHEAD = 100
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+
+
+def estimated_size(dataset: Dataset) -> int:
+    """The bytes the dataset holds in memory, about its encoded size: the values as read
+    (a value deferred to a file counts nothing) and a little per element."""
+    return _size_of_elements(dataset.get_item(tag, keep_deferred=True) for tag in dataset.keys())
+
+
+def _size_of_elements(elements: Iterable[DataElement | RawDataElement | None]) -> int:
+    total = 0
+    for element in elements:
+        if element is None:
+            continue
+        total += _ELEMENT_OVERHEAD
+        value = element.value
+        if value is None:
+            continue  # deferred: on disk, or empty
+        if isinstance(value, bytes | bytearray):
+            total += len(value)
+        elif isinstance(element, DataElement) and element.VR == "SQ":
+            total += sum(estimated_size(item) for item in value)
+        else:
+            total += len(str(value))
+    return total
+
+
+def is_spooled(dataset: Dataset) -> bool:
+    return getattr(dataset, "buffer", None) is not None and getattr(dataset, "_spooled", False)
+
+
+def spool_dataset(dataset: Dataset) -> Dataset:
+    """The dataset written to a temporary file and read back with its large values deferred.
+
+    Raises:
+        OSError: If the temporary file cannot be written (a full disk).
+    """
+    file = tempfile.TemporaryFile(prefix="adit-spool-")
+    try:
+        dcmwrite(file, dataset, enforce_file_format=True)
+    except BaseException:
+        file.close()
+        raise
+    return _read_back(file)
+
+
+def spool_encoded(encoded: bytes | bytearray | memoryview) -> Dataset:
+    """A complete DICOM file (preamble, file meta, data set) spooled like ``spool_dataset``."""
+    file = tempfile.TemporaryFile(prefix="adit-spool-")
+    try:
+        file.write(encoded)
+    except BaseException:
+        file.close()
+        raise
+    return _read_back(file)
+
+
+def spool_parts(file_meta: Dataset, encoded_dataset: bytes | bytearray | memoryview) -> Dataset:
+    """An encoded data set with its file meta (as a C-STORE brings them) spooled like
+    ``spool_dataset``, without decoding the data set in memory first."""
+    file = tempfile.TemporaryFile(prefix="adit-spool-")
+    try:
+        file.write(_PREAMBLE)
+        write_file_meta_info(file, file_meta, enforce_standard=True)  # pyright: ignore[reportArgumentType]
+        file.write(encoded_dataset)
+    except BaseException:
+        file.close()
+        raise
+    return _read_back(file)
+
+
+def spooled_file(file: IO[bytes]) -> Dataset:
+    """A DICOM file written to ``file`` (a temporary file of the caller's) read back with its
+    large values deferred; the dataset then owns the file."""
+    return _read_back(file)
+
+
+def release(dataset: Dataset) -> None:
+    """Frees the disk space of a spooled dataset at once; its deferred values are gone then."""
+    buffer = getattr(dataset, "buffer", None)
+    if is_spooled(dataset) and buffer is not None:
+        buffer.close()
+
+
+def _read_back(file: IO[bytes]) -> Dataset:
+    try:
+        file.seek(0)
+        dataset = dcmread(file, defer_size=DEFER_SIZE)
+    except BaseException:
+        file.close()
+        raise
+    # pydicom reads deferred values from the open file object, which has no name on disk.
+    dataset._spooled = True  # pyright: ignore[reportAttributeAccessIssue]
+    return dataset

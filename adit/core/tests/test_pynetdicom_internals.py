@@ -1,0 +1,54 @@
+"""The two places where ADIT reaches into pynetdicom's private parts, checked on real
+associations, so that an upgrade that renames them fails here instead of silently costing
+time: the reactor hold (5 s per association, lost responses) and TCP_NODELAY (40 ms per
+C-STORE). pyproject.toml bounds pynetdicom to the minor version these were written against.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+from pynetdicom import AE, build_context
+from pynetdicom.association import Association
+
+from adit.core.dicom.dimse import VERIFICATION, DimseConnector, DimsePeer, _HeldReactorCheckpoint
+
+pytestmark = pytest.mark.integration
+
+
+def _connector(orthanc) -> DimseConnector:
+    return DimseConnector(
+        DimsePeer(orthanc.ae_title, orthanc.ae_title, "127.0.0.1", orthanc.dicom_port), "ADIT"
+    )
+
+
+def test_pynetdicom_still_has_the_reactor_checkpoint_adit_replaces():
+    association = Association(AE(), "requestor")
+    checkpoint = getattr(association, "_reactor_checkpoint", None)
+    assert isinstance(checkpoint, threading.Event), (
+        "pynetdicom's Association has no _reactor_checkpoint Event any more: dimse._hold_reactor "
+        "must follow its new way of pausing the reactor."
+    )
+
+
+def test_the_reactor_of_an_adit_association_stays_paused_while_messages_go_both_ways(orthanc1):
+    with _connector(orthanc1).associate([build_context(VERIFICATION)]) as association:
+        hold = getattr(association, "_reactor_checkpoint", None)
+        assert isinstance(hold, _HeldReactorCheckpoint)
+        # The reactor reached the hold and waits in it: pynetdicom reads the attribute.
+        assert hold.reactor_waits.is_set()
+        for _ in range(3):
+            assert association.send_c_echo().Status == 0x0000
+            # pynetdicom "lets the reactor run" after every request; the hold ignores that.
+            assert not hold.is_set()
+        assert association.is_established
+    assert hold.is_set()  # let go once the association ended
+
+
+def test_adit_associations_send_without_nagle_delay(orthanc1):
+    with _connector(orthanc1).associate([build_context(VERIFICATION)]) as association:
+        raw = association.dul.socket.socket  # pyright: ignore[reportOptionalMemberAccess]
+        assert raw is not None
+        assert raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

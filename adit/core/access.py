@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-from django import forms
-
 from adit.core.models import DicomFolder, DicomNode, DicomNodeQuerySet, DicomServer
 from adit.core.validators import shown
 
@@ -96,10 +94,3 @@ def usable_server(
     )
     assert isinstance(server, DicomServer), "servers_only selects servers"
     return server
-
-
-class NodeChoiceField(forms.ModelChoiceField):
-    """A choice of DICOM servers and folders, each shown as "DICOM Server PACS"."""
-
-    def label_from_instance(self, obj) -> str:
-        return str(obj)

@@ -124,3 +124,7 @@ def validate_absolute_path(value: str) -> None:
         raise ValidationError(
             f"The folder path must not contain control characters: {shown(value)}."
         )
+
+
+# A Code String (VR CS) as PACS name modalities: "CT", "MR", "OT", "RTSTRUCT", ...
+MODALITY_CODE = re.compile(r"[A-Z0-9_ ]{1,16}")

@@ -60,8 +60,10 @@ from adit.core.validators import (
 
 logger = logging.getLogger(__name__)
 
-# Instances fetched ahead of the client: bounds a download's memory to a few instances.
+# Instances fetched ahead of the client: bounds a download's memory to a few instances, and
+# to these bytes (a larger instance waits on disk); a web process serves many downloads.
 QUEUE_SIZE = 8
+QUEUE_BYTES = 32 * 2**20
 ERROR_ENTRY = "error.txt"
 
 BACK_HINT = "Search again on the Selective Transfer page and use the download button of a study."
@@ -178,6 +180,7 @@ def download_study(request: HttpRequest) -> HttpResponseBase:
         operator,
         fetch,
         depth=QUEUE_SIZE,
+        budget_bytes=QUEUE_BYTES,
         expected=study.counts,
     )
     modify = InstanceModifier(

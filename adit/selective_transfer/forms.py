@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import re
 from typing import NamedTuple
 
 from django import forms
@@ -11,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.http import QueryDict
 
 from adit.core import validators
-from adit.core.access import NodeChoiceField, usable_nodes
+from adit.core.access import usable_nodes
 from adit.core.models import DicomNode
 from adit.core.transfer.forms import TransferOptionsForm
 
@@ -21,8 +20,6 @@ MAX_STUDIES_FOR_NON_STAFF = 10
 MAX_SEARCH_RESULTS = 100
 MAX_PATIENT_ID_LENGTH = 64
 
-# A Code String (VR CS) as PACS name modalities: "CT", "MR", "OT", "RTSTRUCT", ...
-_MODALITY = re.compile(r"[A-Z0-9_ ]{1,16}")
 
 PREFERENCE_FIELDS = ("source", "destination", "urgent", "send_finished_mail")
 
@@ -133,7 +130,9 @@ class SelectiveTransferForm(TransferOptionsForm):
         "selected_studies",
     ]
 
-    source = NodeChoiceField(queryset=DicomNode.objects.none(), empty_label="Choose a source")
+    source = forms.ModelChoiceField(
+        queryset=DicomNode.objects.none(), empty_label="Choose a source"
+    )
 
     patient_id = forms.CharField(
         label="Patient ID", max_length=64, required=False,
@@ -212,7 +211,7 @@ class SelectiveTransferForm(TransferOptionsForm):
             self.add_error("study_date_until", "The range must not end before it starts.")
         if cleaned.get("modality"):
             modalities = [item.strip().upper() for item in cleaned["modality"].split(",")]
-            if any(item and not _MODALITY.fullmatch(item) for item in modalities):
+            if any(item and not validators.MODALITY_CODE.fullmatch(item) for item in modalities):
                 self.add_error("modality", "Modalities are letters like CT or MR, comma-separated.")
             cleaned["modalities"] = [item for item in modalities if item]
         return cleaned

@@ -5,17 +5,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from io import BytesIO
 from itertools import islice
 from typing import TypeVar
 
 import requests
 import urllib3
 from dicomweb_client.api import DICOMwebClient
-from pydicom import Dataset, dcmread
+from pydicom import Dataset
 
 from adit.core.dicom import multipart, spool
 from adit.core.dicom.errors import DicomError, RetriableDicomError
+from adit.core.dicom.files import decode_instance
 
 T = TypeVar("T")
 
@@ -220,7 +220,7 @@ class DicomWebConnector:
         try:
             if part.file is not None:
                 return spool.spooled_file(part.file)
-            return dcmread(BytesIO(part.body))
+            return decode_instance(part.body)
         except Exception as err:  # pydicom raises many kinds for a broken file
             raise RetriableDicomError(
                 f"WADO-RS on {self.peer.name}: part {index + 1} of the response is not a "

@@ -7,11 +7,19 @@ import os
 from io import BytesIO
 from pathlib import Path
 
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from adit.core.dicom.errors import DicomError
+
+
+def decode_instance(data: bytes | bytearray) -> Dataset:
+    """The instance of a DICOM file's bytes, holding its values only: pydicom would keep the
+    bytes it was read from too, which doubles what a waiting instance costs."""
+    dataset = dcmread(BytesIO(data))
+    dataset.buffer = None  # nothing is read later: no deferred values
+    return dataset
 
 
 def encode_instance(dataset: Dataset) -> bytes:

@@ -159,6 +159,8 @@ class InstanceStream:
                 self._ended = True
                 return None
             if isinstance(item, _Failure):
+                # The fetch thread has ended; a consumer that asks again gets the end.
+                self._ended = True
                 raise item.error
             assert isinstance(item, Dataset)
             return item

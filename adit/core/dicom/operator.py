@@ -15,12 +15,11 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property, partial
-from io import BytesIO
 from typing import TYPE_CHECKING, TypeVar
 
 import stamina
 from django.conf import settings
-from pydicom import Dataset, dcmread
+from pydicom import Dataset
 
 from adit.core import validators
 from adit.core.dicom import spool
@@ -40,6 +39,7 @@ from adit.core.dicom.errors import (
     RetriableDicomError,
     ServiceStoppingError,
 )
+from adit.core.dicom.files import decode_instance
 from adit.core.dicom.query import RETURN_KEYS, Level, Query, as_list, count_of
 
 if TYPE_CHECKING:
@@ -752,7 +752,7 @@ class _Arrivals:
         if self.spool_above is not None and len(data) > self.spool_above:
             self.deliver(spool.spool_encoded(data))  # never decoded in memory
         else:
-            self.deliver(dcmread(BytesIO(data)))
+            self.deliver(decode_instance(data))
 
     def is_short(self, expected: SeriesCounts) -> bool:
         """Whether some series has fewer instances than the server holds; compared series by

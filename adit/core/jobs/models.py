@@ -232,7 +232,13 @@ class DicomJob(models.Model):
         with transaction.atomic():
             self._change_status((JobStatus.CANCELED,), JobStatus.PENDING, "resumed", message="")
             self.tasks.filter(status=TaskStatus.CANCELED).update(
-                status=TaskStatus.PENDING, message="", queued_job_id=None, start=None, end=None
+                status=TaskStatus.PENDING,
+                message="",
+                queued_job_id=None,
+                start=None,
+                end=None,
+                progress_done=0,
+                progress_total=None,
             )
             self.queue_pending_tasks()
         self.refresh_status()

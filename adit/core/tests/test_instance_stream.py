@@ -173,6 +173,21 @@ def test_a_failure_of_the_fetch_reaches_the_consumer_after_what_arrived_before()
     assert len(got) == 4
 
 
+def test_after_its_failure_the_stream_is_at_its_end_for_every_consumer():
+    """A download writes the failure into its archive and asks once more: it must get the
+    end, not wait for a fetch thread that is gone."""
+    fake = FakeOperator(per_series=3)
+    fake.failure, fake.fail_after = OSError("PACS gone"), 1
+    stream = _stream(fake, StudySelection("P1", STUDY))
+    stream.start()
+    assert stream.next_instance() is not None
+    with pytest.raises(OSError, match="PACS gone"):
+        stream.next_instance()
+    stream.thread.join(timeout=5)
+    asyncio.run(asyncio.wait_for(stream.ready(), timeout=5))
+    assert stream.next_instance() is None
+
+
 def test_a_consumer_that_stops_ends_the_fetch_and_gets_no_more():
     fake = FakeOperator(per_series=50)
     stream = _stream(fake, StudySelection("P1", STUDY), depth=2)

@@ -14,7 +14,7 @@ from typing import ClassVar
 from django import forms
 
 from adit.core import validators
-from adit.core.access import NodeChoiceField, usable_nodes
+from adit.core.access import usable_nodes
 from adit.core.models import DicomNode, Project
 from adit.core.transfer.models import TransferJob
 
@@ -60,7 +60,7 @@ class TransferOptionsForm(forms.Form):
 
     job_model: ClassVar[type[TransferJob]]
 
-    destination = NodeChoiceField(
+    destination = forms.ModelChoiceField(
         queryset=DicomNode.objects.none(), empty_label="Choose a destination", required=False
     )
     pseudonym = forms.CharField(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import re
 import unicodedata
 from collections.abc import Iterable
 from typing import ClassVar
@@ -126,7 +125,6 @@ class TransferJob(DicomJob):
 STUDY_DESCRIPTION_LENGTH = 64  # a DICOM LO value
 MODALITY_LENGTH = 16  # a DICOM CS value
 MAX_MODALITIES = 16
-_MODALITY = re.compile(r"[A-Z0-9_ ]{1,16}")
 
 
 def study_date_from_dicom(value: str | None) -> datetime.date | None:
@@ -152,7 +150,9 @@ def printable_text(value: str | None, max_length: int) -> str:
 def modality_codes(values: Iterable[str]) -> list[str]:
     """The well-formed modality codes among ``values``, sorted, each once; a bounded number."""
     codes = {str(value).strip() for value in values}
-    return sorted(code for code in codes if _MODALITY.fullmatch(code))[:MAX_MODALITIES]
+    return sorted(code for code in codes if validators.MODALITY_CODE.fullmatch(code))[
+        :MAX_MODALITIES
+    ]
 
 
 class TransferTask(DicomTask):

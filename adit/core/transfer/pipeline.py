@@ -34,7 +34,12 @@ from adit.core.transfer.destinations import Destination, ServerDestination, dest
 from adit.core.transfer.folder_layout import StudyLayout
 from adit.core.transfer.modify import InstanceModifier, SeriesKey
 from adit.core.transfer.pseudonymizer import Pseudonymizer
-from adit.core.transfer.study import StudyToTransfer, find_study, left_out_text
+from adit.core.transfer.study import (
+    StudyToTransfer,
+    excluded_modalities,
+    find_study,
+    left_out_text,
+)
 
 if TYPE_CHECKING:
     from adit.core.transfer.models import TransferJob, TransferTask
@@ -151,11 +156,14 @@ def transfer_study(
 
     modify = InstanceModifier(
         pseudonymizer,
-        excluded_modalities=set(settings.EXCLUDE_MODALITIES) if pseudonymizer else set(),
+        excluded_modalities=excluded_modalities(pseudonymizer is not None),
         trial_protocol_id=options.trial_protocol_id,
         trial_protocol_name=options.trial_protocol_name,
     )
-    direct_to = _direct_move_destination(source, request.destination, modify)
+    # The source's own C-MOVE goes by study or series, not by instance.
+    direct_to = (
+        None if study.sop_uid else _direct_move_destination(source, request.destination, modify)
+    )
     if direct_to is not None:
         moved = _move_directly(operator, study, direct_to, control, log)
         return TransferResult(study, moved, study.study_uid if moved else "")

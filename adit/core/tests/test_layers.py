@@ -19,7 +19,7 @@ ROOT = CORE.parents[1]
 # middleware, management commands, housekeeping tasks).
 LAYERS = [
     ("utilities", ["adit.core.validators", "adit.core.encryption", "adit.core.spreadsheets",
-                   "adit.core.sections"]),
+                   "adit.core.sheet_reader", "adit.core.sections"]),
     ("DICOM protocol", ["adit.core.dicom"]),
     ("data and demo PACS", ["adit.core.models", "adit.core.access", "adit.core.demo"]),
     ("job engine", ["adit.core.jobs"]),

@@ -1,0 +1,266 @@
+"""The one way ADIT reads the spreadsheets users upload (batch query, batch transfer, the job
+API): ``.xlsx`` or ``.csv``, checked cell by cell against the columns an app expects.
+
+Everything in such a file is untrusted and often hand-made, so the reader never guesses: a
+problem becomes a ``SheetProblem`` naming its line and column, all problems of a file are
+collected (not only the first), and a caller creates nothing while any remains. Two mistakes
+spreadsheet programs make silently get their own message: an ID that Excel stored as a number
+(its leading zeros are gone, so it may name another patient) and a CSV saved in a legacy
+encoding.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import re
+import unicodedata
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+MAX_FILE_BYTES = 5 * 2**20
+MAX_CELL_LENGTH = 200  # longer text is reported, never cut
+EXCEL_EPOCH = datetime.date(1899, 12, 30)
+
+CellKind = Literal["id", "text", "date", "integer"]
+Value = str | datetime.date | int | None
+
+_DATE_FORMATS = (
+    (re.compile(r"\d{4}-\d{2}-\d{2}"), "%Y-%m-%d"),
+    (re.compile(r"\d{2}\.\d{2}\.\d{4}"), "%d.%m.%Y"),
+    (re.compile(r"\d{8}"), "%Y%m%d"),
+)
+
+
+class SheetError(ValueError):
+    """The file as a whole cannot be read (not a spreadsheet, too large, no header)."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column an app expects: its header (matched ignoring case and surrounding spaces)
+    and what its cells hold.
+
+    Kinds: "id" (text that must stay as typed: leading zeros, no number conversion), "text",
+    "date" (an Excel date, or text as 2024-01-31, 31.01.2024 or 20240131), "integer".
+    """
+
+    name: str
+    kind: CellKind = "text"
+    max_length: int = 64
+
+
+@dataclass(frozen=True)
+class SheetProblem:
+    line: int  # as the spreadsheet program numbers it; 1 is the header
+    column: str  # "" for the line as a whole
+    message: str
+
+    def __str__(self) -> str:
+        where = f"Line {self.line}" + (f", column {self.column}" if self.column else "")
+        return f"{where}: {self.message}"
+
+
+@dataclass
+class SheetRow:
+    line: int
+    values: dict[str, Value]  # by the expected column's name; None for an empty cell
+
+
+@dataclass
+class Sheet:
+    rows: list[SheetRow] = field(default_factory=list)
+    problems: list[SheetProblem] = field(default_factory=list)
+
+
+def read_sheet(
+    data: bytes,
+    filename: str,
+    columns: Sequence[Column],
+    *,
+    ignore_other_columns: bool = False,
+    max_rows: int | None = None,
+) -> Sheet:
+    """Reads an uploaded ``.xlsx`` or ``.csv`` file.
+
+    Args:
+        ignore_other_columns: Columns the app does not know are ignored (a batch transfer
+            takes a batch query's export); otherwise each is a problem naming it.
+        max_rows: More rows than this (empty ones not counted) is a problem.
+
+    Raises:
+        SheetError: The file cannot be read as a table at all.
+    """
+    if len(data) > MAX_FILE_BYTES:
+        raise SheetError(
+            f"The file is larger than {MAX_FILE_BYTES // 2**20} MB; split it into smaller ones."
+        )
+    suffix = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    if suffix == "xlsx":
+        lines = _xlsx_lines(data)
+    elif suffix == "csv":
+        lines = _csv_lines(data)
+    else:
+        raise SheetError("Upload an Excel file (.xlsx) or a CSV file (.csv).")
+
+    sheet = Sheet()
+    header = next(lines, None)
+    if header is None:
+        raise SheetError("The file is empty: its first line must name the columns.")
+    positions = _match_header(header[1], columns, ignore_other_columns, sheet.problems)
+    counted = 0
+    for line, cells in lines:
+        if all(cell is None or (isinstance(cell, str) and not cell.strip()) for cell in cells):
+            continue
+        counted += 1
+        if max_rows is not None and counted > max_rows:
+            sheet.problems.append(
+                SheetProblem(line, "", f"More than {max_rows} rows; split the file.")
+            )
+            break
+        values: dict[str, Value] = {}
+        for column in columns:
+            position = positions.get(column.name)
+            raw = cells[position] if position is not None and position < len(cells) else None
+            values[column.name] = _cell(raw, column, line, sheet.problems)
+        sheet.rows.append(SheetRow(line, values))
+    return sheet
+
+
+def _match_header(
+    header: list[object],
+    columns: Sequence[Column],
+    ignore_other_columns: bool,
+    problems: list[SheetProblem],
+) -> dict[str, int]:
+    expected = {column.name.lower(): column.name for column in columns}
+    positions: dict[str, int] = {}
+    for position, cell in enumerate(header):
+        title = "" if cell is None else str(cell).strip()
+        if not title:
+            continue
+        name = expected.get(title.lower())
+        if name is None:
+            if not ignore_other_columns:
+                known = ", ".join(column.name for column in columns)
+                problems.append(
+                    SheetProblem(1, title[:64], f"Unknown column; the columns are: {known}.")
+                )
+        elif name in positions:
+            problems.append(SheetProblem(1, name, "The column appears twice."))
+        else:
+            positions[name] = position
+    if not positions:
+        problems.append(SheetProblem(1, "", "None of the expected columns is in the first line."))
+    return positions
+
+
+def _cell(raw: object, column: Column, line: int, problems: list[SheetProblem]) -> Value:
+    def problem(message: str) -> None:
+        problems.append(SheetProblem(line, column.name, message))
+
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    if column.kind == "date":
+        return _date(raw, problem)
+    if column.kind == "integer":
+        if isinstance(raw, bool):
+            problem("Must be a whole number.")
+            return None
+        if isinstance(raw, int) or (isinstance(raw, float) and raw.is_integer()):
+            return int(raw)
+        if isinstance(raw, str) and raw.strip().isdigit():
+            return int(raw.strip())
+        problem("Must be a whole number.")
+        return None
+    if column.kind == "id" and isinstance(raw, int | float) and not isinstance(raw, bool):
+        problem(
+            "Excel stored this ID as a number, which drops leading zeros, so it may not be the "
+            "ID you meant. Format the column as text and type the IDs again."
+        )
+        return None
+    if isinstance(raw, datetime.datetime | datetime.date):
+        problem("Must be text, not a date.")
+        return None
+    text = str(raw).strip()
+    if any(unicodedata.category(character) == "Cc" for character in text):
+        problem("Contains control characters (a line break or tab inside the cell).")
+        return None
+    if len(text) > column.max_length:
+        problem(f"Longer than {column.max_length} characters.")
+        return None
+    return text
+
+
+def _date(raw: object, problem) -> datetime.date | None:
+    if isinstance(raw, datetime.datetime):
+        return raw.date()
+    if isinstance(raw, datetime.date):
+        return raw
+    if isinstance(raw, float) and raw.is_integer():
+        raw = int(raw)
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 < raw < 100_000:
+        # A date cell that lost its date format shows Excel's day number.
+        return EXCEL_EPOCH + datetime.timedelta(days=raw)
+    text = str(raw).strip()
+    for pattern, date_format in _DATE_FORMATS:
+        if pattern.fullmatch(text):
+            try:
+                return datetime.datetime.strptime(text, date_format).date()
+            except ValueError:
+                break
+    problem(f"Not a date: write it as 2024-01-31, 31.01.2024 or 20240131 ({text[:20]!s}).")
+    return None
+
+
+def _xlsx_lines(data: bytes) -> Iterator[tuple[int, list[object]]]:
+    from openpyxl import load_workbook
+
+    try:
+        workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except Exception as err:  # openpyxl and zipfile raise many kinds for a file that is no workbook
+        raise SheetError(
+            "The file is not a readable Excel workbook (.xlsx): it may be damaged, "
+            "password-protected or another format renamed to .xlsx."
+        ) from err
+    worksheet = workbook.worksheets[0] if workbook.worksheets else None
+    if worksheet is None:
+        raise SheetError("The workbook has no sheet.")
+    return _numbered(worksheet.iter_rows(values_only=True), workbook)
+
+
+def _numbered(rows, workbook) -> Iterator[tuple[int, list[object]]]:
+    line = 0
+    try:
+        for line, row in enumerate(rows, start=1):
+            yield line, list(row)
+    except SheetError:
+        raise
+    except Exception as err:  # a damaged part of the workbook, found while reading on
+        raise SheetError(f"The workbook cannot be read beyond line {line}: it is damaged.") from err
+    finally:
+        workbook.close()
+
+
+def _csv_lines(data: bytes) -> Iterator[tuple[int, list[object]]]:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise SheetError(
+            "The CSV file is not in UTF-8 (Excel's 'CSV UTF-8' format); save it as such and "
+            "upload it again."
+        ) from err
+    first_line = text.split("\n", 1)[0]
+    delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+
+    def lines() -> Iterator[tuple[int, list[object]]]:
+        try:
+            for row in reader:
+                yield reader.line_num, list(row)
+        except csv.Error as err:
+            raise SheetError(f"Line {reader.line_num} of the CSV file is broken: {err}.") from err
+
+    return lines()

@@ -1,0 +1,141 @@
+"""The batch file reader: every column kind in .xlsx and .csv, and every problem named by its
+line and column."""
+
+from __future__ import annotations
+
+import datetime
+import io
+
+import pytest
+from openpyxl import Workbook
+
+from adit.core.sheet_reader import Column, SheetError, read_sheet
+
+COLUMNS = [
+    Column("PatientID", "id"),
+    Column("PatientName", "text"),
+    Column("From", "date"),
+    Column("SeriesNumber", "integer"),
+]
+
+
+def _xlsx(*rows) -> bytes:
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    for row in rows:
+        sheet.append(list(row))
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+def _messages(sheet) -> list[str]:
+    return [str(problem) for problem in sheet.problems]
+
+
+def test_xlsx_cells_of_every_kind_with_their_lines():
+    data = _xlsx(
+        ["  patientid ", "PATIENTNAME", "from", "SeriesNumber"],
+        ["00123", "Doe^Jane", datetime.datetime(2024, 1, 31), 3],
+        [None, None, None, None],  # skipped, but counted in the line numbers
+        ["0456", " Roe, Rick ", "31.01.2024", "4"],
+        ["789", "", "20240131", None],
+        ["790", "", 45322, None],  # a date cell that lost its date format
+    )
+    sheet = read_sheet(data, "patients.XLSX", COLUMNS)
+    assert sheet.problems == []
+    assert [(row.line, row.values) for row in sheet.rows] == [
+        (2, {"PatientID": "00123", "PatientName": "Doe^Jane",
+             "From": datetime.date(2024, 1, 31), "SeriesNumber": 3}),
+        (4, {"PatientID": "0456", "PatientName": "Roe, Rick",
+             "From": datetime.date(2024, 1, 31), "SeriesNumber": 4}),
+        (5, {"PatientID": "789", "PatientName": None,
+             "From": datetime.date(2024, 1, 31), "SeriesNumber": None}),
+        (6, {"PatientID": "790", "PatientName": None,
+             "From": datetime.date(2024, 1, 31), "SeriesNumber": None}),
+    ]  # fmt: skip
+
+
+def test_an_id_excel_stored_as_a_number_is_refused_not_changed():
+    sheet = read_sheet(_xlsx(["PatientID"], [123], ["0123"]), "p.xlsx", COLUMNS)
+    assert _messages(sheet) == [
+        "Line 2, column PatientID: Excel stored this ID as a number, which drops leading "
+        "zeros, so it may not be the ID you meant. Format the column as text and type the IDs "
+        "again."
+    ]
+    assert sheet.rows[1].values["PatientID"] == "0123"
+
+
+def test_every_problem_is_listed_with_line_and_column():
+    data = _xlsx(
+        ["PatientID", "Colour", "From", "SeriesNumber"],
+        ["1", "red", "2024-02-30", "three"],
+        ["x" * 65, "blue", "yesterday", 2.5],
+        ["a\tb", None, None, None],
+    )
+    sheet = read_sheet(data, "p.xlsx", COLUMNS)
+    assert _messages(sheet) == [
+        "Line 1, column Colour: Unknown column; the columns are: PatientID, PatientName, From, "
+        "SeriesNumber.",
+        "Line 2, column From: Not a date: write it as 2024-01-31, 31.01.2024 or 20240131 "
+        "(2024-02-30).",
+        "Line 2, column SeriesNumber: Must be a whole number.",
+        "Line 3, column PatientID: Longer than 64 characters.",
+        "Line 3, column From: Not a date: write it as 2024-01-31, 31.01.2024 or 20240131 "
+        "(yesterday).",
+        "Line 3, column SeriesNumber: Must be a whole number.",
+        "Line 4, column PatientID: Contains control characters (a line break or tab inside "
+        "the cell).",
+    ]
+    ignoring = read_sheet(data, "p.xlsx", COLUMNS, ignore_other_columns=True)
+    assert not any(problem.column == "Colour" for problem in ignoring.problems)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\ufeffPatientID;PatientName\r\n00123;Müller, Hans\r\n;\r\n0456;Doe\r\n",
+        'PatientID,PatientName\n00123,"Müller, Hans"\n,\n0456,Doe\n',
+    ],
+    ids=["excel csv utf-8 with semicolons", "plain csv with commas"],
+)
+def test_csv_in_utf_8_with_either_delimiter(text):
+    sheet = read_sheet(text.encode(), "patients.csv", COLUMNS)
+    assert sheet.problems == []
+    assert [
+        (row.line, row.values["PatientID"], row.values["PatientName"]) for row in sheet.rows
+    ] == [
+        (2, "00123", "Müller, Hans"),
+        (4, "0456", "Doe"),
+    ]
+
+
+def test_rows_beyond_the_limit_are_a_problem_counted_without_empty_lines():
+    rows = [["PatientID"], *[[str(number)] for number in range(3)], [None], [None], ["3"]]
+    assert read_sheet(_xlsx(*rows), "p.xlsx", COLUMNS, max_rows=4).problems == []
+    assert _messages(read_sheet(_xlsx(*rows), "p.xlsx", COLUMNS, max_rows=3)) == [
+        "Line 7: More than 3 rows; split the file."
+    ]
+
+
+@pytest.mark.parametrize(
+    ("data", "filename", "message"),
+    [
+        ("PatientID\nMüller\n".encode("latin-1"), "p.csv", "not in UTF-8"),
+        (b"PK\x03\x04 not really a zip", "p.xlsx", "not a readable Excel workbook"),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600), "p.xlsx", "password-protected"),
+        (b"PatientID\n1\n", "p.txt", r"Upload an Excel file \(\.xlsx\) or a CSV file"),
+        (b"", "p.csv", "The file is empty"),
+        (b"x" * (5 * 2**20 + 1), "p.csv", "larger than 5 MB"),
+    ],
+    ids=["latin-1 csv", "broken xlsx", "encrypted xlsx (OLE)", "text file", "empty", "too big"],
+)
+def test_a_file_that_is_no_readable_table_says_why(data, filename, message):
+    with pytest.raises(SheetError, match=message):
+        read_sheet(data, filename, COLUMNS)
+
+
+def test_a_header_without_any_expected_column_is_a_problem():
+    sheet = read_sheet(b"Name;Date\nx;y\n", "p.csv", COLUMNS, ignore_other_columns=True)
+    assert _messages(sheet) == ["Line 1: None of the expected columns is in the first line."]

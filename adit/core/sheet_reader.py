@@ -24,8 +24,8 @@ MAX_FILE_BYTES = 5 * 2**20
 MAX_CELL_LENGTH = 200  # longer text is reported, never cut
 EXCEL_EPOCH = datetime.date(1899, 12, 30)
 
-CellKind = Literal["id", "text", "date", "integer"]
-Value = str | datetime.date | int | None
+CellKind = Literal["id", "text", "date", "integer", "integers"]
+Value = str | datetime.date | int | tuple[int, ...] | None
 
 _DATE_FORMATS = (
     (re.compile(r"\d{4}-\d{2}-\d{2}"), "%Y-%m-%d"),
@@ -44,7 +44,8 @@ class Column:
     and what its cells hold.
 
     Kinds: "id" (text that must stay as typed: leading zeros, no number conversion), "text",
-    "date" (an Excel date, or text as 2024-01-31, 31.01.2024 or 20240131), "integer".
+    "date" (an Excel date, or text as 2024-01-31, 31.01.2024 or 20240131), "integer",
+    "integers" (whole numbers separated by commas, as a tuple).
     """
 
     name: str
@@ -98,8 +99,9 @@ def read_sheet(
             f"The file is larger than {MAX_FILE_BYTES // 2**20} MB; split it into smaller ones."
         )
     suffix = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    merged: list[str] = []
     if suffix == "xlsx":
-        lines = _xlsx_lines(data)
+        lines, merged = _xlsx_lines(data)
     elif suffix == "csv":
         lines = _csv_lines(data)
     else:
@@ -110,6 +112,7 @@ def read_sheet(
     if header is None:
         raise SheetError("The file is empty: its first line must name the columns.")
     positions = _match_header(header[1], columns, ignore_other_columns, sheet.problems)
+    _report_merged_cells(merged, positions, sheet.problems)
     counted = 0
     for line, cells in lines:
         if all(cell is None or (isinstance(cell, str) and not cell.strip()) for cell in cells):
@@ -127,6 +130,30 @@ def read_sheet(
             values[column.name] = _cell(raw, column, line, sheet.problems)
         sheet.rows.append(SheetRow(line, values))
     return sheet
+
+
+def _report_merged_cells(
+    merged: list[str], positions: dict[str, int], problems: list[SheetProblem]
+) -> None:
+    """Merged cells of a read column hold their value in the first line only, so the other
+    lines would seem empty: the user unmerges them and fills in each line."""
+    from openpyxl.utils.cell import range_boundaries
+
+    names = {position: name for name, position in positions.items()}
+    for cell_range in merged[:100]:
+        first_column, first_line, last_column, last_line = range_boundaries(cell_range)
+        assert first_column and first_line and last_column and last_line
+        for position in range(first_column - 1, last_column):
+            if position in names:
+                problems.append(
+                    SheetProblem(
+                        first_line,
+                        names[position],
+                        f"The cells {cell_range} are merged; unmerge them and write the value "
+                        "into each line.",
+                    )
+                )
+                break
 
 
 def _match_header(
@@ -163,8 +190,16 @@ def _cell(raw: object, column: Column, line: int, problems: list[SheetProblem]) 
 
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
+    if isinstance(raw, _Formula):
+        problem(
+            f"The cell holds a formula ({raw.text[:40]}); a batch file must hold values: copy "
+            "the column and paste it as values only."
+        )
+        return None
     if column.kind == "date":
         return _date(raw, problem)
+    if column.kind == "integers":
+        return _integers(raw, problem)
     if column.kind == "integer":
         if isinstance(raw, bool):
             problem("Must be a whole number.")
@@ -194,6 +229,18 @@ def _cell(raw: object, column: Column, line: int, problems: list[SheetProblem]) 
     return text
 
 
+def _integers(raw: object, problem) -> tuple[int, ...] | None:
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        if float(raw).is_integer() and raw >= 0:
+            return (int(raw),)
+    elif isinstance(raw, str):
+        parts = [part.strip() for part in raw.split(",")]
+        if all(part.isdigit() and part.isascii() and len(part) <= 12 for part in parts):
+            return tuple(dict.fromkeys(int(part) for part in parts))
+    problem("Must be whole numbers separated by commas (1, 2, 10).")
+    return None
+
+
 def _date(raw: object, problem) -> datetime.date | None:
     if isinstance(raw, datetime.datetime):
         return raw.date()
@@ -215,11 +262,31 @@ def _date(raw: object, problem) -> datetime.date | None:
     return None
 
 
-def _xlsx_lines(data: bytes) -> Iterator[tuple[int, list[object]]]:
+@dataclass(frozen=True)
+class _Formula:
+    """A cell that holds a formula: its value is whatever the program last computed, if it
+    saved one at all, so ADIT does not read it."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+_MERGED_CELLS = re.compile(rb"<(?:\w+:)?mergeCell\s+ref=\"([A-Z]{1,3}\d{1,7}:[A-Z]{1,3}\d{1,7})\"")
+
+
+def _xlsx_lines(data: bytes) -> tuple[Iterator[tuple[int, list[object]]], list[str]]:
+    """The lines of the first sheet, and the ranges of its merged cells ("A2:A4")."""
     from openpyxl import load_workbook
 
+    if data.startswith(b"\xd0\xcf\x11\xe0"):  # an OLE container, not a zip
+        raise SheetError(
+            "The file is password-protected or in the old Excel format (.xls): remove the "
+            "password or save it as an Excel workbook (.xlsx), then upload it again."
+        )
     try:
-        workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+        workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=False)
     except Exception as err:  # openpyxl and zipfile raise many kinds for a file that is no workbook
         raise SheetError(
             "The file is not a readable Excel workbook (.xlsx): it may be damaged, "
@@ -228,14 +295,41 @@ def _xlsx_lines(data: bytes) -> Iterator[tuple[int, list[object]]]:
     worksheet = workbook.worksheets[0] if workbook.worksheets else None
     if worksheet is None:
         raise SheetError("The workbook has no sheet.")
-    return _numbered(worksheet.iter_rows(values_only=True), workbook)
+    # Programs other than Excel often write a wrong size into the sheet, which would make
+    # openpyxl stop early or start late: read what is there instead.
+    worksheet.reset_dimensions()  # pyright: ignore[reportAttributeAccessIssue]
+    merged = _merged_ranges(workbook, worksheet)
+    return _numbered(worksheet.iter_rows(), workbook), merged
+
+
+def _merged_ranges(workbook, worksheet) -> list[str]:
+    """Read-only worksheets do not parse merged cells, so they are found in the sheet's XML."""
+    try:
+        with workbook._archive.open(worksheet._worksheet_path) as source:
+            ranges: list[str] = []
+            tail = b""
+            while chunk := source.read(2**20):
+                text = tail + chunk
+                ranges += [match.decode() for match in _MERGED_CELLS.findall(text)]
+                # A tag cut in two at the chunk's end is found in the next round.
+                cut = text.rfind(b"<")
+                tail = text[cut:] if cut >= 0 and b">" not in text[cut:] else b""
+            return ranges
+    except Exception as err:  # a damaged archive member
+        raise SheetError("The workbook is damaged: its sheet cannot be read.") from err
 
 
 def _numbered(rows, workbook) -> Iterator[tuple[int, list[object]]]:
     line = 0
     try:
         for line, row in enumerate(rows, start=1):
-            yield line, list(row)
+            yield (
+                line,
+                [
+                    _Formula(str(cell.value)) if cell.data_type == "f" else cell.value
+                    for cell in row
+                ],
+            )
     except SheetError:
         raise
     except Exception as err:  # a damaged part of the workbook, found while reading on

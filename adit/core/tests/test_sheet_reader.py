@@ -139,3 +139,61 @@ def test_a_file_that_is_no_readable_table_says_why(data, filename, message):
 def test_a_header_without_any_expected_column_is_a_problem():
     sheet = read_sheet(b"Name;Date\nx;y\n", "p.csv", COLUMNS, ignore_other_columns=True)
     assert _messages(sheet) == ["Line 1: None of the expected columns is in the first line."]
+
+
+def test_a_formula_is_a_problem_not_a_guess():
+    # openpyxl saves no computed value, as some programs do not: the cell would read empty.
+    data = _xlsx(["PatientID", "PatientName"], ["00123", '=CONCAT("Doe", "^Jane")'])
+    assert _messages(read_sheet(data, "p.xlsx", COLUMNS)) == [
+        'Line 2, column PatientName: The cell holds a formula (=CONCAT("Doe", "^Jane")); a '
+        "batch file must hold values: copy the column and paste it as values only."
+    ]
+
+
+def test_merged_cells_of_a_read_column_are_a_problem():
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    for row in (["PatientID", "Remark"], ["00123", "x"], [None, None], ["0456", "y"]):
+        sheet.append(row)
+    sheet.merge_cells("A2:A3")
+    sheet.merge_cells("B3:B4")  # not a column the app reads
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    result = read_sheet(buffer.getvalue(), "p.xlsx", COLUMNS, ignore_other_columns=True)
+    assert _messages(result) == [
+        "Line 2, column PatientID: The cells A2:A3 are merged; unmerge them and write the value "
+        "into each line."
+    ]
+
+
+def test_a_wrong_sheet_size_written_by_another_program_loses_no_line():
+    import zipfile
+
+    data = _xlsx(["PatientID"], ["001"], ["002"], ["003"])
+    broken = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(broken, "w") as target:
+        for item in source.infolist():
+            content = source.read(item.filename)
+            if item.filename.startswith("xl/worksheets/"):
+                content = content.replace(b'<dimension ref="A1:A4" />', b'<dimension ref="A1" />')
+                assert b'<dimension ref="A1" />' in content
+            target.writestr(item, content)
+    result = read_sheet(broken.getvalue(), "p.xlsx", COLUMNS)
+    assert [row.values["PatientID"] for row in result.rows] == ["001", "002", "003"]
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [("1, 2,10", (1, 2, 10)), (3, (3,)), (4.0, (4,)), ("7,7", (7,)), ("1;2", None), (-1, None)],
+)
+def test_whole_numbers_separated_by_commas(cell, expected):
+    result = read_sheet(
+        _xlsx(["PatientID", "SeriesNumber"], ["1", cell]), "p.xlsx",
+        [Column("PatientID", "text"), Column("SeriesNumber", "integers")],
+    )  # fmt: skip
+    assert result.rows[0].values["SeriesNumber"] == expected
+    if expected is None:
+        assert _messages(result) == [
+            "Line 2, column SeriesNumber: Must be whole numbers separated by commas (1, 2, 10)."
+        ]

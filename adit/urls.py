@@ -10,6 +10,7 @@ urlpatterns = [
     path("admin-section/", include("adit.core.urls")),
     path("token-authentication/", include("adit.token_authentication.urls")),
     path("selective-transfer/", include("adit.selective_transfer.urls")),
+    path("batch-query/", include("adit.batch_query.urls")),
     path("api/", include("adit.accounts.api_urls")),
     path("django-admin/", admin.site.urls),
 ]

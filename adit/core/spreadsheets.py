@@ -15,6 +15,7 @@ import csv
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.worksheet.worksheet import Worksheet
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -50,6 +51,14 @@ class CsvWriter:
 def append_xlsx_row(worksheet: Worksheet, row: Iterable[Any]) -> None:
     """Appends a row to an XLSX sheet with every cell neutralized.
 
-    openpyxl itself stores any text that starts with "=" as a formula.
+    openpyxl itself stores any text that starts with "=" as a formula, and refuses control
+    characters (which XML cannot hold): they become U+FFFD, so a value a PACS sent with one
+    cannot break the whole file.
     """
-    worksheet.append([neutralize(value) for value in row])
+    worksheet.append([_xml_safe(neutralize(value)) for value in row])
+
+
+def _xml_safe(value: Any) -> Any:
+    if isinstance(value, str):
+        return ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)
+    return value

@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "adit.accounts",
     "adit.token_authentication",
     "adit.selective_transfer",
+    "adit.batch_query",
 ]
 
 MIDDLEWARE = [

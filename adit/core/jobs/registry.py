@@ -60,6 +60,8 @@ class JobKind:
             the fields of the job page and the task page (the job or task is in the context
             as ``job`` or ``task``).
         links: links beside the job's actions.
+        task_context: Adds to the context of the task page (which the app's own
+            ``<app>/task_detail.html`` can show in the block ``task_extra``).
     """
 
     job_model: type[DicomJob]
@@ -70,6 +72,7 @@ class JobKind:
     job_fields_template: str | None = None
     task_fields_template: str | None = None
     links: tuple[JobLink, ...] = field(default=())
+    task_context: Callable[[DicomTask], dict] | None = None
 
     @property
     def namespace(self) -> str:

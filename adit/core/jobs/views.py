@@ -288,6 +288,7 @@ class TaskDetailView(JobKindView, TemplateView):
             "job": task.job,
             "task_fields_template": self.app.task_fields_template,
             "actions": _offered_actions(task, TASK_ACTIONS, "task", self.request.user),
+            **(self.app.task_context(task) if self.app.task_context else {}),
         }
 
 

@@ -58,3 +58,14 @@ def test_xlsx_cells_are_text_not_formulas(tmp_path):
     assert [row[0].value or "" for row in cells] == expected
     assert all(row[0].data_type != "f" for row in cells)
     assert [row[1].value for row in cells] == [7] * len(cells)
+
+
+def test_xlsx_control_characters_from_a_pacs_do_not_break_the_file(tmp_path):
+    workbook = openpyxl.Workbook(write_only=True)
+    sheet = workbook.create_sheet("Results")
+    append_xlsx_row(sheet, ["Head\x00CT\x1b", "plain"])
+    workbook.save(tmp_path / "table.xlsx")
+
+    row = next(openpyxl.load_workbook(tmp_path / "table.xlsx").active.iter_rows(values_only=True))  # type: ignore[union-attr]
+
+    assert row == ("Head\ufffdCT\ufffd", "plain")

@@ -1,0 +1,55 @@
+from django.apps import AppConfig
+
+
+class BatchQueryConfig(AppConfig):
+    name = "adit.batch_query"
+    label = "batch_query"
+    verbose_name = "Batch Query"
+
+    def ready(self) -> None:
+        import django_tables2 as tables
+
+        from adit.core.jobs import registry
+        from adit.core.sections import Section
+
+        from . import views
+        from .models import BatchQueryJob, BatchQueryTask
+        from .processing import BatchQueryProcessor
+
+        registry.register(
+            registry.JobKind(
+                job_model=BatchQueryJob,
+                task_model=BatchQueryTask,
+                processor=BatchQueryProcessor,
+                section=Section(
+                    namespace="batch_query",
+                    label="Batch Query",
+                    url_name="batch_query:job_create",
+                    order=20,
+                ),
+                task_columns=(
+                    ("line", tables.Column(verbose_name="Line")),
+                    ("patient_id", tables.Column(verbose_name="Patient ID", default="—")),
+                    (
+                        "modalities",
+                        tables.TemplateColumn(
+                            "{{ value|join:', '|default:'—' }}", verbose_name="Modalities"
+                        ),
+                    ),
+                ),
+                task_context=views.task_context,
+                job_fields_template="batch_query/_job_fields.html",
+                task_fields_template="batch_query/_task_fields.html",
+                links=(
+                    registry.JobLink(
+                        "results", "results/", "Results", views.ResultsView, icon="bi-table"
+                    ),
+                    registry.JobLink(
+                        "export_xlsx", "results.xlsx", "Export .xlsx", views.ExportXlsxView
+                    ),
+                    registry.JobLink(
+                        "export_csv", "results.csv", "Export .csv", views.ExportCsvView
+                    ),
+                ),
+            )
+        )

@@ -1,0 +1,112 @@
+"""The export of a batch query job's results as .xlsx and .csv.
+
+The columns are those users know, in their order (Pseudonym first when any line had one; the
+series columns when any line asked for series), so that the file can go to a batch transfer
+as it is; Line, Status and Message follow, so that every line of the batch file appears, also
+one that found nothing or failed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import tempfile
+from collections.abc import Iterator
+from typing import IO
+
+from openpyxl import Workbook
+
+from adit.core.spreadsheets import CsvWriter, append_xlsx_row
+
+from .models import BatchQueryJob
+from .results import ResultRow, rows
+
+STUDY_COLUMNS = (
+    "PatientID",
+    "PatientName",
+    "BirthDate",
+    "ModalitiesInStudy",
+    "StudyDate",
+    "StudyTime",
+    "StudyDescription",
+    "NumberOfStudyRelatedInstances",
+    "AccessionNumber",
+    "StudyInstanceUID",
+)
+SERIES_COLUMNS = ("SeriesInstanceUID", "SeriesDescription", "SeriesNumber")
+OUTCOME_COLUMNS = ("Line", "Status", "Message")
+
+
+class Export:
+    def __init__(self, job: BatchQueryJob):
+        self.job = job
+        self.with_pseudonym = job.pseudonyms_given()
+        self.with_series = job.series_queried()
+
+    @property
+    def header(self) -> list[str]:
+        return [
+            *(["Pseudonym"] if self.with_pseudonym else []),
+            *STUDY_COLUMNS,
+            *(SERIES_COLUMNS if self.with_series else ()),
+            *OUTCOME_COLUMNS,
+        ]
+
+    def filename(self, suffix: str) -> str:
+        return f"batch_query_job_{self.job.pk}_results.{suffix}"
+
+    def values(self) -> Iterator[list]:
+        for row in rows(self.job):
+            yield self._values(row)
+
+    def _values(self, row: ResultRow) -> list:
+        values: list = [row.pseudonym] if self.with_pseudonym else []
+        values += [
+            row.patient_id,
+            row.readable_name,
+            row.patient_birth_date,
+            ", ".join(row.modalities),
+            row.study_date,
+            row.study_time,
+            row.study_description,
+            row.image_count,
+            row.accession_number,
+            row.study_uid,
+        ]
+        if self.with_series:
+            values += [row.series_uid, row.series_description, row.series_number]
+        return [*values, row.line, row.status, row.message]
+
+    def write_xlsx(self) -> IO[bytes]:
+        """The workbook in a temporary file (written row by row: a large job never sits in
+        memory), positioned at its start."""
+        workbook = Workbook(write_only=True)
+        sheet = workbook.create_sheet("Results")
+        append_xlsx_row(sheet, self.header)
+        for values in self.values():
+            append_xlsx_row(sheet, values)
+        file = tempfile.TemporaryFile()
+        workbook.save(file)
+        file.seek(0)
+        return file
+
+    def csv_chunks(self) -> Iterator[str]:
+        """The CSV file piece by piece, for a streaming response."""
+        buffer = io.StringIO()
+        writer = CsvWriter(buffer)
+        writer.writerow(self.header)
+        for values in self.values():
+            writer.writerow([_csv_value(value) for value in values])
+            if buffer.tell() > 64 * 1024:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+
+def _csv_value(value):
+    if isinstance(value, datetime.time):
+        return value.strftime("%H:%M:%S")
+    if value is None:
+        return ""
+    return value

@@ -1,0 +1,291 @@
+"""Processing one line of a batch query: find the patient, then their studies or series.
+
+The rules and messages are those users know from ADIT's batch query: a patient is looked up
+by PatientID (and must then match a given name and birth date) or by PatientName and
+PatientBirthDate; several modalities are one study query each (a PACS cannot OR them); a
+series description or series numbers ask for series. All C-FINDs of a line share one
+association.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Iterable
+from fnmatch import fnmatchcase
+
+from django.db import transaction
+from pydicom import Dataset
+
+from adit.core import validators
+from adit.core.dicom.errors import DicomError
+from adit.core.dicom.operator import DicomOperator
+from adit.core.dicom.query import Level, Query, as_list, count_of
+from adit.core.jobs.processing import TaskOutcome, TaskProcessor
+from adit.core.jobs.statuses import TaskStatus
+from adit.core.models import DicomServer
+
+from .models import BatchQueryResult, BatchQueryTask
+
+
+class LineFailed(Exception):
+    """The line cannot be answered: no such patient, or an answer ADIT cannot use."""
+
+
+class BatchQueryProcessor(TaskProcessor):
+    task: BatchQueryTask
+
+    def process(self) -> TaskOutcome:
+        source = self.task.source.concrete()
+        if not isinstance(source, DicomServer):
+            raise DicomError(f"The source {source.name} is not a DICOM server.")
+        self.source = source
+        self.operator = DicomOperator(source)
+        self.queries = 0
+        self.control.progress(0, force=True)
+        try:
+            with self.operator.query_session():
+                patients = self._patients()
+                studies = self._studies(patients)
+                if self.task.series_query:
+                    results = self._series_results(studies)
+                else:
+                    results = [self._result(study) for study in studies]
+        except LineFailed as err:
+            self.log.info(str(err))
+            self._save([])
+            return TaskOutcome(TaskStatus.FAILURE, str(err))
+        self.control.progress(self.queries, self.queries, force=True)
+        self._save(results)
+        return self._outcome(results)
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def _find(self, level: Level, **filters) -> list[Dataset]:
+        self.control.check()
+        query = Query.create(level, **filters)
+        found = list(self.operator.find(query))
+        self.queries += 1
+        self.control.progress(self.queries)
+        described = ", ".join(f"{key}={value}" for key, value in filters.items() if value)
+        self.log.info(f"{level.value} query ({described}): {len(found)} answer(s).")
+        return found
+
+    def _patients(self) -> list[Dataset]:
+        task = self.task
+        birth_date = task.patient_birth_date
+        if task.patient_id:
+            found = [
+                patient
+                for patient in self._find(Level.PATIENT, PatientID=task.patient_id)
+                if _text(patient, "PatientID") == task.patient_id  # exact, whatever the PACS did
+            ]
+            if not found:
+                raise LineFailed("No patient found with this PatientID.")
+            if len(found) > 1:
+                raise LineFailed("Multiple patients found for this PatientID.")
+            patient = found[0]
+            if task.patient_name and not _same_name(
+                _text(patient, "PatientName"), task.patient_name
+            ):
+                raise LineFailed("PatientName doesn't match found patient by PatientID.")
+            if birth_date and _date(patient, "PatientBirthDate") != birth_date:
+                raise LineFailed("PatientBirthDate doesn't match found patient by PatientID.")
+            return found
+        found = self._find(
+            Level.PATIENT, PatientName=task.patient_name, PatientBirthDate=birth_date
+        )
+        found = [patient for patient in found if _date(patient, "PatientBirthDate") == birth_date]
+        if not found:
+            raise LineFailed("No patient found with this PatientName and PatientBirthDate.")
+        return found
+
+    def _studies(self, patients: list[Dataset]) -> list[Dataset]:
+        task = self.task
+        dates = None
+        if task.study_date_start or task.study_date_end:
+            dates = (task.study_date_start, task.study_date_end)
+        studies: dict[str, Dataset] = {}
+        for patient in patients:
+            patient_id = _queryable(patient, "PatientID", self.source.name)
+            for modality in task.modalities or [None]:
+                for study in self._find(
+                    Level.STUDY,
+                    PatientID=patient_id,
+                    StudyDate=dates,
+                    AccessionNumber=task.accession_number,
+                    StudyDescription=task.study_description,
+                    ModalitiesInStudy=modality,
+                ):
+                    studies.setdefault(_uid(study, "StudyInstanceUID", self.source.name), study)
+        return sorted(
+            studies.values(),
+            key=lambda study: (
+                _date(study, "StudyDate") or datetime.date.min,
+                _time(study, "StudyTime") or datetime.time.min,
+            ),
+        )
+
+    def _series_results(self, studies: Iterable[Dataset]) -> list[BatchQueryResult]:
+        task = self.task
+        numbers = set(task.series_numbers)
+        modalities = set(task.modalities)
+        results: list[BatchQueryResult] = []
+        for study in studies:
+            study_uid = _uid(study, "StudyInstanceUID", self.source.name)
+            found: dict[str, Dataset] = {}
+            for series in self._find(
+                Level.SERIES,
+                PatientID=_queryable(study, "PatientID", self.source.name),
+                StudyInstanceUID=study_uid,
+                SeriesDescription=task.series_description,
+            ):
+                # Compared here as numbers: PACS match IS values as text ("01" is not "1").
+                if numbers and _series_number(series) not in numbers:
+                    continue
+                if modalities and _text(series, "Modality").upper() not in modalities:
+                    continue
+                found.setdefault(_uid(series, "SeriesInstanceUID", self.source.name), series)
+            for series in sorted(found.values(), key=lambda item: _series_number(item) or 0):
+                results.append(self._result(study, series))
+        return results
+
+    # -- results -------------------------------------------------------------------------------
+
+    def _result(self, study: Dataset, series: Dataset | None = None) -> BatchQueryResult:
+        name = self.source.name
+        result = BatchQueryResult(
+            job_id=self.task.job_id,  # pyright: ignore[reportAttributeAccessIssue]
+            task=self.task,
+            patient_id=_text(study, "PatientID"),
+            patient_name=_text(study, "PatientName"),
+            patient_birth_date=_date(study, "PatientBirthDate"),
+            accession_number=_text(study, "AccessionNumber"),
+            study_uid=_uid(study, "StudyInstanceUID", name),
+            study_date=_date(study, "StudyDate"),
+            study_time=_time(study, "StudyTime"),
+            study_description=_text(study, "StudyDescription"),
+            modalities=[_printable(item) for item in as_list(_value(study, "ModalitiesInStudy"))],
+            image_count=count_of(study, "NumberOfStudyRelatedInstances"),
+            pseudonym=self.task.pseudonym,
+        )
+        if series is not None:
+            result.series_uid = _uid(series, "SeriesInstanceUID", name)
+            result.series_description = _text(series, "SeriesDescription")
+            result.series_number = _series_number(series)
+            result.modalities = [_text(series, "Modality")] if _text(series, "Modality") else []
+            result.image_count = count_of(series, "NumberOfSeriesRelatedInstances")
+        return result
+
+    def _save(self, results: list[BatchQueryResult]) -> None:
+        """Replaces what an earlier run of the line found."""
+        with transaction.atomic():
+            BatchQueryResult.objects.filter(task=self.task).delete()
+            BatchQueryResult.objects.bulk_create(results)
+
+    def _outcome(self, results: list[BatchQueryResult]) -> TaskOutcome:
+        count = len(results)
+        if self.task.series_query:
+            found = f"{count} series found"
+        else:
+            found = f"{count} {'study' if count == 1 else 'studies'} found"
+        self.log.info(f"{found} in {self.queries} queries.")
+        if len({result.patient_id for result in results}) > 1:
+            return TaskOutcome(
+                TaskStatus.WARNING,
+                f"{found}. Indistinct patients: studies of multiple patients were found for "
+                "this query.",
+            )
+        return TaskOutcome(TaskStatus.SUCCESS, found)
+
+
+# -- reading answers (a PACS may send anything) -------------------------------------------------
+
+
+def _value(dataset: Dataset, keyword: str):
+    try:
+        return dataset.get(keyword)
+    except Exception as err:  # pydicom could not read the value as its VR
+        raise LineFailed(f"The PACS answered an unreadable {keyword}: {err}") from err
+
+
+def _printable(text: str) -> str:
+    return "".join(character if character.isprintable() else "\ufffd" for character in text)
+
+
+def _text(dataset: Dataset, keyword: str) -> str:
+    value = _value(dataset, keyword)
+    return "" if value is None else _printable(str(value)).strip()
+
+
+def _uid(dataset: Dataset, keyword: str, server: str) -> str:
+    uid = _text(dataset, keyword)
+    if not validators.is_valid_uid(uid):
+        raise LineFailed(
+            f"{server} answered an invalid {keyword} {validators.shown(uid)}; ADIT cannot use "
+            "this answer."
+        )
+    return uid
+
+
+def _queryable(dataset: Dataset, keyword: str, server: str) -> str:
+    value = str(_value(dataset, keyword) or "")
+    try:
+        validators.validate_query_value(value)
+    except Exception as err:
+        raise LineFailed(f"{server} answered a {keyword} that cannot be queried: {err}") from err
+    return value
+
+
+def _date(dataset: Dataset, keyword: str) -> datetime.date | None:
+    text = _text(dataset, keyword).replace(".", "")  # ACR-NEMA wrote 2024.01.31
+    if not text:
+        return None
+    try:
+        return datetime.datetime.strptime(text, "%Y%m%d").date()
+    except ValueError:
+        raise LineFailed(
+            f"The PACS answered an invalid {keyword} {validators.shown(text)} (not YYYYMMDD)."
+        ) from None
+
+
+_TIME = re.compile(r"(\d{2})(?::?(\d{2})(?::?(\d{2})(?:\.(\d{1,6}))?)?)?")
+
+
+def _time(dataset: Dataset, keyword: str) -> datetime.time | None:
+    text = _text(dataset, keyword)
+    if not text:
+        return None
+    match = _TIME.fullmatch(text)
+    try:
+        if match is None:
+            raise ValueError
+        hour, minute, second, fraction = match.groups()
+        return datetime.time(
+            int(hour),
+            int(minute or 0),
+            min(int(second or 0), 59),  # DICOM allows a leap second
+            int((fraction or "0").ljust(6, "0")),
+        )
+    except ValueError:
+        raise LineFailed(
+            f"The PACS answered an invalid {keyword} {validators.shown(text)} (not HHMMSS)."
+        ) from None
+
+
+def _series_number(series: Dataset) -> int | None:
+    text = _text(series, "SeriesNumber")
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None
+
+
+def _same_name(found: str, given: str) -> bool:
+    """Whether the PACS's name is the one in the file: parts compared without case and
+    trailing empty parts; a * or ? in the file is a wildcard."""
+
+    def parts(name: str) -> str:
+        return "^".join(part.strip() for part in name.upper().split("^")).rstrip("^")
+
+    return fnmatchcase(parts(found), parts(given))

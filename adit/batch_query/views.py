@@ -1,0 +1,159 @@
+"""The batch query pages: the form, the sample files, the results and their export."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from itertools import islice
+
+from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
+from django.core.paginator import Paginator
+from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods
+from openpyxl import Workbook
+
+from adit.core.jobs.filters import PAGE_SIZES, StatusFilterForm, page_size
+from adit.core.jobs.statuses import TaskStatus
+from adit.core.jobs.views import JobKindView
+from adit.core.sheet_reader import MAX_FILE_BYTES
+from adit.core.spreadsheets import CsvWriter, append_xlsx_row
+
+from .batch_file import COLUMNS, MAX_LINES_FOR_NON_STAFF
+from .export import Export
+from .forms import BatchQueryJobForm
+from .models import BatchQueryJob
+from .results import ResultRow, result_rows, rows
+
+ADD_PERMISSION = "batch_query.add_batchqueryjob"
+
+# The sample file: a line for each way of asking, as the help describes them.
+SAMPLE_ROWS = (
+    {"PatientID": "0012345", "Modality": "CT", "From": "2023-01-01", "Until": "2023-12-31"},
+    {"PatientName": "Doe, Jane", "PatientBirthDate": "1971-04-03", "Modality": "MR, CT"},
+    {"PatientID": "0012346", "AccessionNumber": "A1234567", "Pseudonym": "STUDY01-0002"},
+    {"PatientID": "0012347", "Modality": "CT", "SeriesDescription": "*Thorax*"},
+    {"PatientID": "0012348", "Modality": "MR", "SeriesNumber": "1, 2", "Pseudonym": "P4"},
+)
+
+
+@require_http_methods(["GET", "POST"])
+@permission_required(ADD_PERMISSION, raise_exception=True)
+def job_create(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    preferences = user.preferences.get("batch_query", {})  # pyright: ignore[reportAttributeAccessIssue]
+    if request.method == "POST":
+        form = BatchQueryJobForm(request.POST, request.FILES, user=user)
+        if form.is_valid():
+            job = form.create_job()
+            user.preferences = {**user.preferences, "batch_query": form.preferences()}  # pyright: ignore[reportAttributeAccessIssue]
+            user.save(update_fields=["preferences"])  # pyright: ignore[reportCallIssue]
+            messages.success(request, f"Batch query job {job.pk} with {len(form.tasks)} lines.")
+            return redirect("batch_query:job_detail", pk=job.pk)
+    else:
+        form = BatchQueryJobForm(initial=preferences, user=user)
+    context = {
+        "form": form,
+        "columns": COLUMNS,
+        "max_lines": None if user.is_staff else MAX_LINES_FOR_NON_STAFF,
+        "max_megabytes": MAX_FILE_BYTES // 2**20,
+        "no_source": not form.fields["source"].queryset.exists(),  # pyright: ignore[reportAttributeAccessIssue]
+    }
+    return render(request, "batch_query/job_form.html", context)
+
+
+@permission_required(ADD_PERMISSION, raise_exception=True)
+def sample_file(request: HttpRequest, suffix: str) -> HttpResponse:
+    header = [column.name for column in COLUMNS]
+    lines = [[row.get(name, "") for name in header] for row in SAMPLE_ROWS]
+    filename = f"batch_query_sample.{suffix}"
+    if suffix == "csv":
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        response.write("\ufeff")  # Excel reads UTF-8 only with a byte order mark
+        CsvWriter(response).writerows([header, *lines])
+    else:
+        workbook = Workbook(write_only=True)
+        sheet = workbook.create_sheet("Batch query")
+        for values in [header, *lines]:
+            append_xlsx_row(sheet, values)
+        buffer = io.BytesIO()
+        workbook.save(buffer)
+        response = HttpResponse(buffer.getvalue(), content_type=_XLSX)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+_XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def task_context(task) -> dict:
+    """What the task page shows beside the generic fields: the rows of the line."""
+    return {"task_rows": list(islice(rows(task.job, line=task.line), MAX_TASK_ROWS))}
+
+
+# A line that found thousands of series shows the first ones; the results page has all.
+MAX_TASK_ROWS = 500
+
+
+class ResultsView(JobKindView):
+    """Every row of the export, page by page: what each line found, or why nothing."""
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        job = self.get_job()
+        assert isinstance(job, BatchQueryJob)
+        filter_form = StatusFilterForm(request, TaskStatus.choices)
+        status = filter_form.cleaned_data["status"] if filter_form.is_valid() else ""
+        line_text = request.GET.get("line", "").strip()
+        line = int(line_text) if line_text.isdigit() and len(line_text) < 9 else None
+        per_page = page_size(request)
+        paginator = Paginator(result_rows(job, line=line, status=status), per_page)
+        page = paginator.get_page(request.GET.get("page"))
+        query = request.GET.copy()
+        query.pop("page", None)
+        context = {
+            **self.base_context(),
+            "job": job,
+            "rows": [ResultRow.from_values(values) for values in page.object_list],
+            "page": page,
+            "filter_form": filter_form,
+            "line": line_text,
+            "per_page": per_page,
+            "page_sizes": PAGE_SIZES,
+            "query": query.urlencode(),
+            "with_series": job.series_queried(),
+            "with_pseudonym": job.pseudonyms_given(),
+            "job_url": reverse("batch_query:job_detail", args=[job.pk]),
+        }
+        return render(request, "batch_query/results.html", context)
+
+
+class ExportXlsxView(JobKindView):
+    def get(self, request: HttpRequest, pk: int) -> FileResponse:
+        job = self.get_job()
+        assert isinstance(job, BatchQueryJob)
+        export = Export(job)
+        return FileResponse(
+            export.write_xlsx(),
+            as_attachment=True,
+            filename=export.filename("xlsx"),
+            content_type=_XLSX,
+        )
+
+
+class ExportCsvView(JobKindView):
+    def get(self, request: HttpRequest, pk: int) -> StreamingHttpResponse:
+        job = self.get_job()
+        assert isinstance(job, BatchQueryJob)
+        export = Export(job)
+        chunks = export.csv_chunks()
+        response = StreamingHttpResponse(_with_bom(chunks), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{export.filename("csv")}"'
+        return response
+
+
+def _with_bom(chunks: Iterator[str]) -> Iterator[bytes]:
+    yield "\ufeff".encode()
+    for chunk in chunks:
+        yield chunk.encode()

@@ -230,6 +230,8 @@ JOBS_NEED_STAFF_VERIFICATION = env.bool("JOBS_NEED_STAFF_VERIFICATION", False)
 # Tasks (one study of a job each). A task failing with a transient error is tried again up to
 # DICOM_TASK_MAX_ATTEMPTS times, waiting DICOM_TASK_RETRY_WAIT seconds times (attempt + 1)
 # between attempts (2, 4, 6 minutes); a task running longer than DICOM_TASK_TIMEOUT seconds fails.
+# Tasks a worker on the dicom queue runs at the same time (each in a thread of its own).
+DICOM_WORKER_CONCURRENCY = env.int("DICOM_WORKER_CONCURRENCY", 4)
 DICOM_TASK_MAX_ATTEMPTS = env.int("DICOM_TASK_MAX_ATTEMPTS", 3)
 DICOM_TASK_RETRY_WAIT = env.int("DICOM_TASK_RETRY_WAIT", 120)
 DICOM_TASK_TIMEOUT = env.int("DICOM_TASK_TIMEOUT", 20 * 60)

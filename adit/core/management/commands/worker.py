@@ -1,7 +1,8 @@
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from procrastinate.app import WorkerOptions
 from procrastinate.contrib.django import app
 
@@ -23,15 +24,35 @@ class Command(BaseCommand):
             help="Queue to work on (repeatable; default: all queues).",
         )
         parser.add_argument(
-            "--concurrency", "-c", type=int, default=1, help="Jobs run at the same time."
+            "--concurrency",
+            "-c",
+            type=int,
+            default=None,
+            help="Tasks run at the same time (default: the setting DICOM_WORKER_CONCURRENCY "
+            "for a worker on the dicom queue only, else 1).",
         )
 
     def handle(self, *args, queues, concurrency, **options):
-        self.stdout.write(f"Worker on queue(s) {', '.join(queues or ['all'])} is starting.")
+        if concurrency is None:
+            # DICOM tasks mostly wait for a PACS: several at once use the machine (a batch
+            # query asks several lines at a time); the server's association limit keeps a
+            # PACS from getting more than it takes.
+            concurrency = settings.DICOM_WORKER_CONCURRENCY if queues == ["dicom"] else 1
+        if concurrency < 1:
+            raise CommandError("--concurrency must be at least 1.")
+        self.stdout.write(
+            f"Worker on queue(s) {', '.join(queues or ['all'])} is starting "
+            f"({concurrency} task(s) at a time)."
+        )
         with app.replace_connector(app.connector.get_worker_connector()):  # type: ignore[attr-defined]
             asyncio.run(self._run(queues, concurrency))
 
     async def _run(self, queues: list[str] | None, concurrency: int) -> None:
+        # Procrastinate runs each sync task in the loop's default executor, whose few threads
+        # (cores + 4) would cap the concurrency silently.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=concurrency + 4, thread_name_prefix="task")
+        )
         async with app.open_async():
             self.stdout.write("Connected to the task queue; looking for stalled jobs.")
             retried = await retry_stalled_jobs(app)

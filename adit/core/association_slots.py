@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # The first key of every slot's advisory lock: "ADAS" in ASCII. ADIT takes no other advisory
-# lock in this namespace.
+# lock in this namespace (channels_postgres locks single bigint keys, a key space of its own).
 NAMESPACE = 0x41444153
 # The second key is server_pk * SLOTS_PER_SERVER + slot; max_associations stays far below.
 SLOTS_PER_SERVER = 1024

@@ -66,6 +66,16 @@ def browser_type_launch_args(browser_type_launch_args):
     }
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """pytest-django's test database, with the connection that counts association slots
+    closed before the database is dropped (PostgreSQL drops no database still in use)."""
+    yield
+    from adit.core import association_slots
+
+    association_slots.close()
+
+
 @pytest.fixture
 def member(db):
     """A user in two groups, the first of them active."""

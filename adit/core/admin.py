@@ -69,6 +69,7 @@ class DicomServerAdmin(admin.ModelAdmin):
                     ("patient_root_move_support", "study_root_move_support"),
                     "store_scp_support",
                     "moves_to_destinations",
+                    "max_associations",
                 ]
             },
         ),

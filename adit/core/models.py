@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 
 from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
@@ -18,7 +19,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import IntegrityError, models
 from django.db.models import Q
 
-from adit.core import validators
+from adit.core import association_slots, validators
 
 
 class ProjectSettings(models.Model):
@@ -146,6 +147,13 @@ class DicomServer(DicomNode):
     study_root_get_support = models.BooleanField("study root C-GET", default=False)
     study_root_move_support = models.BooleanField("study root C-MOVE", default=False)
     store_scp_support = models.BooleanField("C-STORE", default=False)
+    max_associations = models.PositiveSmallIntegerField(
+        "max. associations",
+        default=4,
+        validators=[MinValueValidator(1), MaxValueValidator(64)],
+        help_text="How many associations ADIT opens to this server at the same time, counted "
+        "over all of ADIT's workers. Many PACS refuse more than a few per calling AE title.",
+    )
     moves_to_destinations = models.BooleanField(
         "C-MOVE to destinations",
         default=False,
@@ -202,6 +210,14 @@ class DicomServer(DicomNode):
     @property
     def supports_dimse(self) -> bool:
         return bool(self.host and self.port)
+
+    def association_slot(self) -> AbstractContextManager[object]:
+        """Held while one association of ADIT to this server is open, so that all of ADIT's
+        workers together open at most ``max_associations`` (see ``association_slots``). An
+        unsaved server (the connection test of a form, a test) is not counted."""
+        if self.pk is None:
+            return nullcontext()
+        return association_slots.association_slot(self)
 
 
 class DicomFolder(DicomNode):

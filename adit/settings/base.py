@@ -223,6 +223,9 @@ DICOM_NETWORK_TIMEOUT = env.int("DICOM_NETWORK_TIMEOUT", 120)
 DICOMWEB_TIMEOUT = env.int("DICOMWEB_TIMEOUT", 60)
 # Retries of transient network failures inside one operation (connection refused, timeouts).
 DICOM_RETRY_ATTEMPTS = env.int("DICOM_RETRY_ATTEMPTS", 3)
+# How long an operation waits for one of the associations a server allows ADIT at once (its
+# "max. associations") before it gives up with a retriable error (the task is tried later).
+DICOM_ASSOCIATION_WAIT_SECONDS = env.int("DICOM_ASSOCIATION_WAIT_SECONDS", 300)
 
 # Whether jobs of non-staff users wait until staff verify them (else they start at once).
 JOBS_NEED_STAFF_VERIFICATION = env.bool("JOBS_NEED_STAFF_VERIFICATION", False)

@@ -27,3 +27,5 @@ INSTALLED_APPS = [
 ROOT_URLCONF = "adit.core.tests.urls"
 # Browser tests against daphne (not the WSGI live server) get static files from the finders.
 WHITENOISE_USE_FINDERS = True
+# A test that waits for an association slot fails within a minute, not five.
+DICOM_ASSOCIATION_WAIT_SECONDS = 60

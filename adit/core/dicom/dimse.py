@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 from pydicom import Dataset
@@ -196,10 +196,24 @@ class DimseConnector:
     instances it is given, which is what makes sending a study fast.
     """
 
-    def __init__(self, peer: DimsePeer, calling_ae: str, timeouts: DimseTimeouts | None = None):
+    def __init__(
+        self,
+        peer: DimsePeer,
+        calling_ae: str,
+        timeouts: DimseTimeouts | None = None,
+        slot: Callable[[], AbstractContextManager[object]] = nullcontext,
+    ):
+        """
+        Args:
+            slot: Makes the context an association is opened and ended in: it is entered
+                before the association is requested (and may wait there, or raise) and left
+                once the association ended or failed to open. ADIT's data layer passes the
+                server's limit of associations at once.
+        """
         self.peer = peer
         self.calling_ae = calling_ae
         self.timeouts = timeouts or DimseTimeouts()
+        self.slot = slot
         self._find_session: FindSession | None = None
 
     @contextmanager
@@ -208,7 +222,9 @@ class DimseConnector:
         association, not one each); nested sessions share the outer one.
 
         The association opens with the first C-FIND and is opened again when the peer closed
-        it meanwhile (an idle timeout, a restart); it is released when the block ends.
+        it meanwhile (an idle timeout, a restart); it is released when the block ends. It holds
+        its ``slot`` for as long as it is open, idle or not: another association to the peer
+        opened within the block (a fetch) needs a second one.
         """
         if self._find_session is not None:
             yield self._find_session
@@ -239,6 +255,19 @@ class DimseConnector:
         ext_neg: list | None = None,
         handlers: list | None = None,
     ) -> Iterator[Association]:
+        """The one place where ADIT opens an association: inside ``slot``, for as long as the
+        association is open."""
+        with self.slot():
+            with self._associated(contexts, ext_neg, handlers) as assoc:
+                yield assoc
+
+    @contextmanager
+    def _associated(
+        self,
+        contexts: list[PresentationContext],
+        ext_neg: list | None,
+        handlers: list | None,
+    ) -> Iterator[Association]:
         ae = self._new_ae()
         ae.requested_contexts = contexts
         rejection: dict[str, str] = {}
@@ -259,6 +288,7 @@ class DimseConnector:
             evt_handlers=[(evt.EVT_ACSE_RECV, remember_rejection), *(handlers or [])],
         )
         if not assoc.is_established:
+            _wait_until_closed(assoc)
             raise self._association_error(assoc, rejection)
         _disable_nagle(assoc)
         reactor_hold = _hold_reactor(assoc)
@@ -272,6 +302,7 @@ class DimseConnector:
                 assoc.release()
         finally:
             reactor_hold.let_go()
+            _wait_until_closed(assoc)
 
     def _association_error(self, assoc: Association, rejection: dict[str, str]) -> DicomError:
         where = f"{self.peer.name} ({self.peer.ae_title} at {self.peer.host}:{self.peer.port})"
@@ -319,21 +350,25 @@ class DimseConnector:
     def find(self, query: Dataset, root: str, limit: int | None = None) -> Iterator[Dataset]:
         """C-FIND; yields matches as they arrive. Stops (aborting) once ``limit`` are found.
 
-        Inside ``find_session`` it runs on the session's association, unless another C-FIND
-        is still running on that one (a nested query); otherwise on an association of its own.
+        Inside ``find_session`` it runs on the session's association (after the C-FIND of
+        another thread on it ended), reading every answer before it hands out the first: the
+        association is then free for a C-FIND started while the caller goes through these
+        answers, which would otherwise need a second association (and a second of the server's
+        slots, which at a limit of one never comes). Otherwise on an association of its own.
         """
         model = FIND_MODELS[root]
         session = self._find_session
-        assoc = session.take() if session is not None else None
-        if session is not None and assoc is not None:
+        if session is not None:
+            assoc = session.take()
             done = False
             try:
-                yield from self._find_on(assoc, query, model, limit)
+                answers = list(self._find_on(assoc, query, model, limit))
                 done = True
             finally:
-                # Left early (an error, a limit, a consumer that stopped reading), answers may
-                # still be on their way: the association cannot carry the next C-FIND.
+                # After an error answers may still be on their way: the association cannot
+                # carry the next C-FIND.
                 session.give_back(reusable=done)
+            yield from answers
             return
         with self.associate([build_context(model)]) as assoc:
             yield from self._find_on(assoc, query, model, limit)
@@ -516,27 +551,28 @@ class FindSession:
 
     Attributes:
         associations_opened: How many associations the session opened so far (one, unless
-            the peer closed one or a C-FIND was left early).
+            the peer closed one or a C-FIND failed or stopped at its limit).
     """
 
     def __init__(self, connector: DimseConnector):
         self.connector = connector
         self.associations_opened = 0
-        self._lock = threading.Lock()
+        self._free = threading.Condition()
         self._association_context = None
         self._assoc: Association | None = None
         self._busy = False
 
-    def take(self) -> Association | None:
-        """The session's association for one C-FIND, opened (again) if need be; None while
-        another C-FIND runs on it.
+    def take(self) -> Association:
+        """The session's association for one C-FIND, opened (again) if need be; waits while
+        a C-FIND of another thread runs on it (one of this thread cannot be running: a C-FIND
+        in a session reads all its answers before it hands out any).
 
         Raises:
             DicomError: If the association cannot be opened.
         """
-        with self._lock:
-            if self._busy:
-                return None
+        with self._free:
+            while self._busy:
+                self._free.wait()
             self._busy = True
         try:
             if self._assoc is not None and not _can_carry_requests(self._assoc):
@@ -548,14 +584,19 @@ class FindSession:
                 self._assoc = self._association_context.__enter__()
                 self.associations_opened += 1
         except BaseException:
-            self._busy = False
+            self._let_go()
             raise
         return self._assoc
 
     def give_back(self, reusable: bool) -> None:
         if not reusable:
             self._drop()
-        self._busy = False
+        self._let_go()
+
+    def _let_go(self) -> None:
+        with self._free:
+            self._busy = False
+            self._free.notify()
 
     def close(self) -> None:
         """Ends the association: released if it is still open, else aborted."""
@@ -703,6 +744,16 @@ def _arrived_dataset(event, spool_above: int | None) -> Dataset:
     dataset = event.dataset
     dataset.file_meta = event.file_meta
     return dataset
+
+
+def _wait_until_closed(assoc: Association, timeout: float = 5) -> None:
+    """Returns once the connection of an ended association is closed (its state machine back
+    in Sta1, "idle", PS3.8 9.2). pynetdicom confirms a release, or a rejection, just before it
+    closes the socket; until it did, the association still counts at the peer, and its slot
+    must not go to the next one yet."""
+    deadline = time.monotonic() + timeout
+    while assoc.dul.state_machine.current_state != "Sta1" and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 def _disable_nagle(assoc: Association) -> None:

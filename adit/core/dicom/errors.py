@@ -18,6 +18,12 @@ class RetriableDicomError(DicomError):
     """
 
 
+class AssociationLimitError(RetriableDicomError):
+    """All the associations ADIT may open to a server at once (its "max. associations") stayed
+    in use for as long as an operation may wait. Not tried again within the operation, which
+    waited long enough: the task runs again later."""
+
+
 class IncompleteFetchError(RetriableDicomError):
     """A fetch delivered fewer instances than the server holds; the message says how many are
     missing. Retriable: the usual cause is a connection or a PACS that went away mid-study."""

@@ -12,6 +12,7 @@ one the consumer works on. Transfers and the study download both read studies th
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -103,7 +104,11 @@ class InstanceStream:
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._stopping = threading.Event()
         self._ended = False
-        self.thread = threading.Thread(target=self._run, name="fetch", daemon=True)
+        # The fetch runs in a copy of the context of the code that made the stream, which may
+        # hold what its associations need (slots of the servers reserved for a transfer).
+        self.thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._run,), name="fetch", daemon=True
+        )
 
     def start(self) -> None:
         self.thread.start()

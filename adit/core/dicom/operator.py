@@ -7,6 +7,7 @@ either delivers every instance or says exactly which ones are missing.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import secrets
 import threading
@@ -34,6 +35,7 @@ from adit.core.dicom.dimse import (
     StoreResult,
 )
 from adit.core.dicom.errors import (
+    AssociationLimitError,
     DicomError,
     IncompleteFetchError,
     RetriableDicomError,
@@ -73,6 +75,9 @@ class DicomOperator:
                 dimse=settings.DICOM_DIMSE_TIMEOUT,
                 network=settings.DICOM_NETWORK_TIMEOUT,
             ),
+            # Each association holds one of the server's slots: at most its
+            # max_associations are open at once, over all of ADIT's workers.
+            slot=server.association_slot,
         )
 
     @cached_property
@@ -101,6 +106,8 @@ class DicomOperator:
                 return False
             if isinstance(error, ServiceStoppingError):
                 return False  # ADIT's own service stopped: the task resumes when it runs
+            if isinstance(error, AssociationLimitError):
+                return False  # it waited long enough already: the task runs again later
             if retry_on is not None and not retry_on(error):
                 return False
             logger.warning("Trying again after a transient failure: %s", error)
@@ -563,7 +570,10 @@ class DicomOperator:
                 finally:
                     move_done.set()
 
-            mover = threading.Thread(target=move, name="c-move", daemon=True)
+            # In this thread's context, which may hold the slot reserved for the C-MOVE.
+            mover = threading.Thread(
+                target=contextvars.copy_context().run, args=(move,), name="c-move", daemon=True
+            )
             mover.start()
             quiet_deadline = None
             while not arrivals.has_all(expected):

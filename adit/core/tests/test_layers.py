@@ -21,7 +21,8 @@ LAYERS = [
     ("utilities", ["adit.core.validators", "adit.core.encryption", "adit.core.spreadsheets",
                    "adit.core.sheet_reader", "adit.core.sections"]),
     ("DICOM protocol", ["adit.core.dicom"]),
-    ("data and demo PACS", ["adit.core.models", "adit.core.access", "adit.core.demo"]),
+    ("data and demo PACS", ["adit.core.models", "adit.core.access", "adit.core.association_slots",
+                            "adit.core.demo"]),
     ("job engine", ["adit.core.jobs"]),
     ("transfer pipeline", ["adit.core.transfer"]),
 ]  # fmt: skip

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth.models import Group, Permission
@@ -138,3 +140,34 @@ def test_demo_setup_leaves_a_superuser_with_groups_as_it_is(superuser_settings):
     assert list(admin.groups.all()) == [radiology]
     admin.refresh_from_db()
     assert admin.active_group == radiology
+
+
+def test_staff_set_how_many_associations_adit_opens_to_a_server(client, staff_user):
+    staff_user.is_superuser = True
+    staff_user.save()
+    client.force_login(staff_user)
+    page = client.get("/django-admin/core/dicomserver/add/").content.decode()
+    assert 'name="max_associations" value="4"' in page
+    (inline,) = re.findall(r'name="([^"]+)-TOTAL_FORMS"', page)
+    server = DicomServer.objects.create(
+        name="PACS", ae_title="PACS", host="127.0.0.1", port=104, study_root_find_support=True
+    )
+    form = {
+        "name": "PACS",
+        "ae_title": "PACS",
+        "host": "127.0.0.1",
+        "port": "104",
+        "study_root_find_support": "on",
+        "max_associations": "2",
+        f"{inline}-TOTAL_FORMS": "0",
+        f"{inline}-INITIAL_FORMS": "0",
+    }
+    url = f"/django-admin/core/dicomserver/{server.pk}/change/"
+    assert client.post(url, form).status_code == 302
+    server.refresh_from_db()
+    assert server.max_associations == 2
+
+    refused = client.post(url, {**form, "max_associations": "65"})
+    assert "Ensure this value is less than or equal to 64." in refused.content.decode()
+    server.refresh_from_db()
+    assert server.max_associations == 2

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 from django.conf import settings
 from pydicom import Dataset
 
+from adit.core import association_slots
 from adit.core.dicom.errors import DicomError
 from adit.core.dicom.instance_stream import InstanceStream
 from adit.core.dicom.operator import DicomOperator
@@ -178,7 +179,9 @@ def transfer_study(
         archive_password=options.archive_password,
         convert_to_nifti=options.convert_to_nifti,
     )
-    with destination:
+    # The fetch and the store run at the same time: their association slots are taken
+    # together, so that no transfer holds one while it waits for the other.
+    with association_slots.reserved(_streaming_servers(source, request.destination)), destination:
         transferred = destination.consume(
             _modified_instances(operator, study, modify, control, destination)
         )
@@ -188,6 +191,18 @@ def transfer_study(
     destination.verify(log, modify.expected_at_destination(study.counts), source.name)
     log.info(f"{transferred} instance(s) transferred.")
     return TransferResult(study, transferred, modify.study_uid_at_destination)
+
+
+def _streaming_servers(source: DicomServer, node: DicomServer | DicomFolder) -> list[DicomServer]:
+    """The servers a study streams between over associations of ADIT: the source unless it
+    fetches by WADO-RS, the destination if it stores by C-STORE (the same server twice for a
+    transfer within one PACS)."""
+    servers = []
+    if source.supports_dimse and not source.dicomweb_wado_support:
+        servers.append(source)
+    if isinstance(node, DicomServer) and node.store_scp_support and node.supports_dimse:
+        servers.append(node)
+    return servers
 
 
 def _claim_pseudonym(options: TransferOptions, study: StudyToTransfer, source: DicomServer):

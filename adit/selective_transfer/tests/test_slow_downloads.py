@@ -126,6 +126,8 @@ def slow_pacs(researcher) -> Iterator[DicomServer]:
             port=port,
             study_root_find_support=True,
             study_root_get_support=True,
+            # Every download streams on an association of its own, all at once.
+            max_associations=DOWNLOADS * 2,
         )
         grant(row, researcher.active_group, source=True)
         yield row

@@ -301,7 +301,8 @@ def test(ctx: typer.Context) -> None:
 @app.command()
 def bench(
     benchmark: Annotated[
-        str, typer.Argument(help="Which benchmark to run: 'fetch' or 'transfer'.")
+        str,
+        typer.Argument(help="Which benchmark to run: 'fetch', 'transfer' or 'batch-query'."),
     ],
     instances: Annotated[
         int, typer.Option(min=1, help="CT slices (512x512, 16 bit, ~0.5 MB each) in the study.")
@@ -336,6 +337,13 @@ def bench(
     record: Annotated[
         bool, typer.Option(help="Append a dated section with the results to bench/RESULTS.md.")
     ] = True,
+    lines: Annotated[
+        int, typer.Option(min=1, help="batch-query only: lines of the batch file.")
+    ] = 1000,
+    patients: Annotated[
+        int,
+        typer.Option(min=1, help="batch-query only: patients in the PACS, three studies each."),
+    ] = 1000,
 ) -> None:
     """Benchmark the DICOM layer or the job engine against real Orthancs (see bench/README.md).
 
@@ -351,11 +359,22 @@ def bench(
     also a smaller study, for the worker's peak memory. Runs in a throwaway database
     (adit_bench) on the same PostgreSQL server, dropped at the end. Prints instances/s, ratios
     and PASS/MISS for the issue's targets. About seven minutes at the defaults.
+
+    batch-query: a batch file of --lines lines (patient ID and modality) against an Orthanc
+    holding the studies of --patients patients: a loop of dcmtk findscu, one per line, against
+    a batch query job run by a real worker, every line's results checked; prints lines/s, the
+    ratio, and the most associations open at the Orthanc at once. About three minutes.
     """
-    if benchmark not in ("fetch", "transfer"):
+    if benchmark not in ("fetch", "transfer", "batch-query"):
         raise typer.BadParameter(
-            f"unknown benchmark {benchmark!r}; use 'fetch' or 'transfer'.", param_hint="BENCHMARK"
+            f"unknown benchmark {benchmark!r}; use 'fetch', 'transfer' or 'batch-query'.",
+            param_hint="BENCHMARK",
         )
+    if benchmark == "batch-query":
+        _bench_with_database(
+            "batch_query", lines=lines, patients=patients, repeat=repeat, record=record
+        )
+        return
     if benchmark == "transfer":
         if what_if:
             raise typer.BadParameter(
@@ -406,6 +425,19 @@ def _bench_transfer(
         raise typer.BadParameter(
             "must be smaller than --instances.", param_hint="--small-instances"
         )
+    _bench_with_database(
+        "transfer",
+        instances=instances,
+        repeat=repeat,
+        small_instances=small_instances,
+        profile=profile,
+        record=record,
+    )
+
+
+def _bench_with_database(benchmark: str, **arguments) -> None:
+    """A benchmark of the job engine, on the server of ADIT's database, in a database of its
+    own."""
     load_env()
     started_database = _start_embedded_database()
     try:
@@ -414,7 +446,7 @@ def _bench_transfer(
         from adit.core.demo.orthanc import OrthancError
         from adit.system_packages import MissingSystemPackage
         from bench.fetch import BenchmarkError
-        from bench.transfer import DatabaseServer, run_transfer_benchmark
+        from bench.transfer import DatabaseServer
 
         url = os.environ.get("DATABASE_URL")
         if url:
@@ -424,16 +456,12 @@ def _bench_transfer(
             if socket_dir is None:
                 raise _fail("The embedded PostgreSQL server is not running.")
             server = DatabaseServer.embedded(socket_dir)
+        if benchmark == "transfer":
+            from bench.transfer import run_transfer_benchmark as run
+        else:
+            from bench.batch_query import run_batch_query_benchmark as run
         try:
-            run_transfer_benchmark(
-                server,
-                instances,
-                repeat,
-                small_instances=small_instances,
-                profile=profile,
-                record=record,
-                echo=typer.echo,
-            )
+            run(server, **arguments, echo=typer.echo)
         except (BenchmarkError, OrthancError, MissingSystemPackage) as err:
             raise _fail(f"The benchmark failed: {err}") from err
     finally:

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import pytest
 from pydicom import Dataset
 
+from adit.core.demo.connection_counter import ConnectionCounter
 from adit.core.demo.orthanc import OrthancServer
 from adit.core.demo.synthetic import describe_ct_series, generate_ct_series
 from adit.core.dicom.operator import DicomOperator
 from adit.core.jobs.statuses import TaskStatus
-from adit.core.tests.connection_counter import ConnectionCounter
 from adit.core.tests.factories import run_transfer, server_for
 from adit.core.tests.test_dicom_operator import dimse_server
 

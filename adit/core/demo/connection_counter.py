@@ -1,5 +1,6 @@
-"""A TCP proxy on loopback for tests: it forwards connections to a real server (an Orthanc's
-DICOM port) and counts how many are open through it at once, as the server sees them."""
+"""A TCP proxy on loopback for tests and benchmarks: it forwards connections to a real server
+(an Orthanc's DICOM port) and counts how many are open through it at once, as the server sees
+them."""
 
 from __future__ import annotations
 

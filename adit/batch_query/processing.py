@@ -42,7 +42,6 @@ class BatchQueryProcessor(TaskProcessor):
         self.source = source
         self.operator = DicomOperator(source)
         self.queries = 0
-        self.control.progress(0, force=True)
         try:
             with self.operator.query_session():
                 patients = self._patients()

@@ -20,7 +20,8 @@ from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import close_old_connections
-from django.db.models import F
+from django.db.models import Case, F, TextField, Value, When
+from django.db.models.functions import Concat
 from django.utils import timezone
 from procrastinate import JobContext
 from procrastinate.contrib.django import app
@@ -166,7 +167,9 @@ def readable_error(error: BaseException) -> str:
 
 def run_task(context: JobContext | None, task_label: str, task_id: int) -> str:
     task_model = apps.get_model(task_label)
-    found = task_model.objects.select_related("job").filter(pk=task_id).first()
+    # The source with its server or folder row: every processor reads it.
+    related = ("job", "source", "source__dicomserver", "source__dicomfolder")
+    found = task_model.objects.select_related(*related).filter(pk=task_id).first()
     if found is None:
         return "task was deleted"
     task = cast("DicomTask", found)
@@ -175,7 +178,8 @@ def run_task(context: JobContext | None, task_label: str, task_id: int) -> str:
         return "task was queued again; this entry is outdated"
     if not task.claim():
         return f"task is {TaskStatus(task.status).label.lower()}; nothing to do"
-    task.job.refresh_status()
+    if task.job.status != JobStatus.IN_PROGRESS:  # else a running task keeps it so
+        task.job.refresh_status()
     logger.info("Processing %s of %s (attempt %d)", task, task.job, task.attempts)
 
     control = TaskControl(task, context, settings.DICOM_TASK_TIMEOUT)
@@ -230,23 +234,49 @@ def run_task(context: JobContext | None, task_label: str, task_id: int) -> str:
         processor.log.info(f"Error: {outcome.message}")
         processor.log.lines += ["---", traceback.format_exc()]
 
-    log = processor.log.text()
-    previous_log = task_model.objects.filter(pk=task.pk).values_list("log", flat=True).first()
-    if previous_log:  # keep what earlier attempts wrote
-        log = f"{previous_log}\n{log}" if log else previous_log
     task_model.objects.filter(pk=task.pk).update(
         status=outcome.status,
         message=outcome.message,
-        log=log,
+        log=_appended(processor.log.text()),  # after what earlier attempts wrote
         end=None if outcome.status == TaskStatus.PENDING else timezone.now(),
         queued_job_id=None if requeue_in is not None else task.queued_job_id,
     )
-    task.refresh_from_db()
+    task.status, task.message = outcome.status, outcome.message
     if requeue_in is not None:
         task.queue(schedule_in_seconds=requeue_in)
-    task.job.refresh_status()
+    if _job_may_change(task):
+        task.job.refresh_status()
     logger.info("%s ended: %s", task, outcome.message)
     return outcome.message
+
+
+def _appended(text: str):
+    """The task's log with ``text`` added as its last lines (one UPDATE, no read first)."""
+    if not text:
+        return F("log")
+    return Case(
+        When(log="", then=Value(text)),
+        default=Concat(F("log"), Value(f"\n{text}")),
+        output_field=TextField(),
+    )
+
+
+def _job_may_change(task: DicomTask) -> bool:
+    """Whether the end of ``task`` may change its job's status.
+
+    A job in progress with a task still to do (pending or running) stays in progress, so most
+    tasks skip the locked recount of all tasks. Each task's final status is committed before
+    it asks, so of tasks that end at the same time, the one asking last sees all of them
+    ended, and settles the job.
+    """
+    job_model = type(task.job)
+    in_progress = job_model.objects.filter(pk=task.job.pk, status=JobStatus.IN_PROGRESS)
+    if not in_progress.exists():
+        return True
+    unfinished = type(task).objects.filter(
+        job=task.job, status__in=[TaskStatus.PENDING, TaskStatus.IN_PROGRESS]
+    )
+    return not unfinished.exists()
 
 
 def clean_up_stuck_tasks() -> list[str]:

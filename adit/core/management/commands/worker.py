@@ -3,10 +3,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 from procrastinate.app import WorkerOptions
 from procrastinate.contrib.django import app
 
 from adit.core.tasks import retry_stalled_jobs
+
+# Seconds a task thread keeps its database connection between tasks.
+WORKER_CONNECTION_MAX_AGE = 600
 
 
 class Command(BaseCommand):
@@ -40,6 +44,13 @@ class Command(BaseCommand):
             concurrency = settings.DICOM_WORKER_CONCURRENCY if queues == ["dicom"] else 1
         if concurrency < 1:
             raise CommandError("--concurrency must be at least 1.")
+        # A task is often short (a batch query line is a few C-FINDs): a new database
+        # connection for each would cost more than the task. The task threads keep theirs,
+        # checked before reuse, so a restarted database costs one failed check, not a task.
+        for alias in connections:
+            connections.settings[alias].setdefault("CONN_HEALTH_CHECKS", True)
+            if not connections.settings[alias].get("CONN_MAX_AGE"):
+                connections.settings[alias]["CONN_MAX_AGE"] = WORKER_CONNECTION_MAX_AGE
         self.stdout.write(
             f"Worker on queue(s) {', '.join(queues or ['all'])} is starting "
             f"({concurrency} task(s) at a time)."

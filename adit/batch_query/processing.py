@@ -44,8 +44,7 @@ class BatchQueryProcessor(TaskProcessor):
         self.queries = 0
         try:
             with self.operator.query_session():
-                patients = self._patients()
-                studies = self._studies(patients)
+                studies = self._matching_studies()
                 if self.task.series_query:
                     results = self._series_results(studies)
                 else:
@@ -70,43 +69,64 @@ class BatchQueryProcessor(TaskProcessor):
         self.log.info(f"{level.value} query ({described}): {len(found)} answer(s).")
         return found
 
-    def _patients(self) -> list[Dataset]:
-        task = self.task
-        birth_date = task.patient_birth_date
-        if task.patient_id:
-            found = [
-                patient
-                for patient in self._find(Level.PATIENT, PatientID=task.patient_id)
-                if _text(patient, "PatientID") == task.patient_id  # exact, whatever the PACS did
-            ]
-            if not found:
-                raise LineFailed("No patient found with this PatientID.")
-            if len(found) > 1:
-                raise LineFailed("Multiple patients found for this PatientID.")
-            patient = found[0]
-            if task.patient_name and not _same_name(
-                _text(patient, "PatientName"), task.patient_name
-            ):
-                raise LineFailed("PatientName doesn't match found patient by PatientID.")
-            if birth_date and _date(patient, "PatientBirthDate") != birth_date:
-                raise LineFailed("PatientBirthDate doesn't match found patient by PatientID.")
-            return found
-        found = self._find(
-            Level.PATIENT, PatientName=task.patient_name, PatientBirthDate=birth_date
-        )
-        found = [patient for patient in found if _date(patient, "PatientBirthDate") == birth_date]
-        if not found:
-            raise LineFailed("No patient found with this PatientName and PatientBirthDate.")
-        return found
+    def _matching_studies(self) -> list[Dataset]:
+        """The studies the line asks for, once its patient is found and checked.
 
-    def _studies(self, patients: list[Dataset]) -> list[Dataset]:
+        A line with a patient ID asks for the studies first: their answers name the patient
+        too, so the patient query (which tells "no such patient" from "no such study") is
+        needed only when no study matches.
+        """
+        task = self.task
+        if task.patient_id:
+            studies = [
+                study
+                for study in self._studies([task.patient_id])
+                if _text(study, "PatientID") == task.patient_id  # exact, whatever the PACS did
+            ]
+            self._check_patient(studies[0] if studies else self._patient_by_id())
+            return studies
+        patients = self._find(
+            Level.PATIENT, PatientName=task.patient_name, PatientBirthDate=task.patient_birth_date
+        )
+        patients = [
+            patient
+            for patient in patients
+            if _date(patient, "PatientBirthDate") == task.patient_birth_date
+        ]
+        if not patients:
+            raise LineFailed("No patient found with this PatientName and PatientBirthDate.")
+        return self._studies(
+            [_queryable(patient, "PatientID", self.source.name) for patient in patients]
+        )
+
+    def _patient_by_id(self) -> Dataset:
+        patient_id = self.task.patient_id
+        found = [
+            patient
+            for patient in self._find(Level.PATIENT, PatientID=patient_id)
+            if _text(patient, "PatientID") == patient_id
+        ]
+        if not found:
+            raise LineFailed("No patient found with this PatientID.")
+        if len(found) > 1:
+            raise LineFailed("Multiple patients found for this PatientID.")
+        return found[0]
+
+    def _check_patient(self, answer: Dataset) -> None:
+        """The name and birth date of the line must be those of the patient with its ID."""
+        task = self.task
+        if task.patient_name and not _same_name(_text(answer, "PatientName"), task.patient_name):
+            raise LineFailed("PatientName doesn't match found patient by PatientID.")
+        if task.patient_birth_date and _date(answer, "PatientBirthDate") != task.patient_birth_date:
+            raise LineFailed("PatientBirthDate doesn't match found patient by PatientID.")
+
+    def _studies(self, patient_ids: list[str]) -> list[Dataset]:
         task = self.task
         dates = None
         if task.study_date_start or task.study_date_end:
             dates = (task.study_date_start, task.study_date_end)
         studies: dict[str, Dataset] = {}
-        for patient in patients:
-            patient_id = _queryable(patient, "PatientID", self.source.name)
+        for patient_id in patient_ids:
             for modality in task.modalities or [None]:
                 for study in self._find(
                     Level.STUDY,

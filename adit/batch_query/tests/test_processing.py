@@ -58,9 +58,21 @@ def test_studies_of_a_patient_by_id_with_any_of_several_modalities_in_a_date_ran
     assert first.modalities == list(wanted[0].modalities)
     assert first.image_count == wanted[0].instance_count
     assert first.accession_number == wanted[0].accession_number
-    # One query for the patient, one for each modality.
-    assert (task.progress_done, task.progress_total) == (3, 3)
+    # One query for each modality; their answers name the patient, so no patient query.
+    assert (task.progress_done, task.progress_total) == (2, 2)
     assert job.status == JobStatus.SUCCESS
+
+
+def test_a_known_patient_without_matching_studies_is_not_a_missing_patient(
+    researcher, population_server, population
+):
+    _, [task] = run_lines(
+        researcher, population_server, f"PatientID,Modality\n{population[0].patient_id},XA\n"
+    )
+
+    assert (task.status, task.message) == (TaskStatus.SUCCESS, "0 studies found")
+    # The study query found nothing, so a patient query told "no study" from "no patient".
+    assert (task.progress_done, task.progress_total) == (2, 2)
 
 
 def test_the_patient_lookup_rules_and_their_messages(researcher, population_server, population):

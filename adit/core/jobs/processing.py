@@ -265,10 +265,12 @@ def _job_may_change(task: DicomTask) -> bool:
     """Whether the end of ``task`` may change its job's status.
 
     A job in progress with a task still to do (pending or running) stays in progress, so most
-    tasks skip the locked recount of all tasks. Each task's final status is committed before
-    it asks, so of tasks that end at the same time, the one asking last sees all of them
-    ended, and settles the job.
+    tasks that end skip the locked recount of all tasks. Each task's final status is committed
+    before it asks, so of tasks that end at the same time, the one asking last sees all of
+    them ended, and settles the job.
     """
+    if task.status == TaskStatus.PENDING:  # back in the queue: the job may be pending again
+        return True
     job_model = type(task.job)
     in_progress = job_model.objects.filter(pk=task.job.pk, status=JobStatus.IN_PROGRESS)
     if not in_progress.exists():

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
-from django.db import transaction
+from django.core.exceptions import ValidationError
 from pydicom import Dataset
 
 from adit.core import validators
@@ -26,6 +26,8 @@ from adit.core.jobs.statuses import TaskStatus
 from adit.core.models import DicomServer
 
 from .models import BatchQueryResult, BatchQueryTask
+
+MAX_INTEGER = 2**31 - 1  # what the database's integer columns hold
 
 
 class LineFailed(Exception):
@@ -42,6 +44,8 @@ class BatchQueryProcessor(TaskProcessor):
         self.source = source
         self.operator = DicomOperator(source)
         self.queries = 0
+        # What an earlier run found goes now: a run that fails must not leave it standing.
+        BatchQueryResult.objects.filter(task=self.task).delete()
         try:
             with self.operator.query_session():
                 studies = self._matching_studies()
@@ -51,7 +55,6 @@ class BatchQueryProcessor(TaskProcessor):
                     results = [self._result(study) for study in studies]
         except LineFailed as err:
             self.log.info(str(err))
-            self._save([])
             return TaskOutcome(TaskStatus.FAILURE, str(err))
         self.control.progress(self.queries, self.queries, force=True)
         self._save(results)
@@ -83,7 +86,12 @@ class BatchQueryProcessor(TaskProcessor):
                 for study in self._studies([task.patient_id])
                 if _text(study, "PatientID") == task.patient_id  # exact, whatever the PACS did
             ]
-            self._check_patient(studies[0] if studies else self._patient_by_id())
+            answer = studies[0] if studies else None
+            # A study answer may leave out the patient's name or birth date (they are optional
+            # at study level): then the patient query has them.
+            if answer is None or not self._can_check_with(answer):
+                answer = self._patient_by_id()
+            self._check_patient(answer)
             return studies
         patients = self._find(
             Level.PATIENT, PatientName=task.patient_name, PatientBirthDate=task.patient_birth_date
@@ -95,9 +103,12 @@ class BatchQueryProcessor(TaskProcessor):
         ]
         if not patients:
             raise LineFailed("No patient found with this PatientName and PatientBirthDate.")
-        return self._studies(
-            [_queryable(patient, "PatientID", self.source.name) for patient in patients]
-        )
+        patient_ids = [_patient_id(patient, self.source.name) for patient in patients]
+        return [
+            study
+            for study in self._studies(patient_ids)
+            if _text(study, "PatientID") in patient_ids  # exact, whatever the PACS did
+        ]
 
     def _patient_by_id(self) -> Dataset:
         patient_id = self.task.patient_id
@@ -111,6 +122,12 @@ class BatchQueryProcessor(TaskProcessor):
         if len(found) > 1:
             raise LineFailed("Multiple patients found for this PatientID.")
         return found[0]
+
+    def _can_check_with(self, answer: Dataset) -> bool:
+        task = self.task
+        if task.patient_name and not _text(answer, "PatientName"):
+            return False
+        return not (task.patient_birth_date and not _text(answer, "PatientBirthDate"))
 
     def _check_patient(self, answer: Dataset) -> None:
         """The name and birth date of the line must be those of the patient with its ID."""
@@ -148,21 +165,18 @@ class BatchQueryProcessor(TaskProcessor):
     def _series_results(self, studies: Iterable[Dataset]) -> list[BatchQueryResult]:
         task = self.task
         numbers = set(task.series_numbers)
-        modalities = set(task.modalities)
         results: list[BatchQueryResult] = []
         for study in studies:
             study_uid = _uid(study, "StudyInstanceUID", self.source.name)
             found: dict[str, Dataset] = {}
             for series in self._find(
                 Level.SERIES,
-                PatientID=_queryable(study, "PatientID", self.source.name),
+                PatientID=_patient_id(study, self.source.name),
                 StudyInstanceUID=study_uid,
                 SeriesDescription=task.series_description,
             ):
                 # Compared here as numbers: PACS match IS values as text ("01" is not "1").
                 if numbers and _series_number(series) not in numbers:
-                    continue
-                if modalities and _text(series, "Modality").upper() not in modalities:
                     continue
                 found.setdefault(_uid(series, "SeriesInstanceUID", self.source.name), series)
             for series in sorted(found.values(), key=lambda item: _series_number(item) or 0):
@@ -185,7 +199,7 @@ class BatchQueryProcessor(TaskProcessor):
             study_time=_time(study, "StudyTime"),
             study_description=_text(study, "StudyDescription"),
             modalities=[_printable(item) for item in as_list(_value(study, "ModalitiesInStudy"))],
-            image_count=count_of(study, "NumberOfStudyRelatedInstances"),
+            image_count=_count(study, "NumberOfStudyRelatedInstances"),
             pseudonym=self.task.pseudonym,
         )
         if series is not None:
@@ -193,14 +207,10 @@ class BatchQueryProcessor(TaskProcessor):
             result.series_description = _text(series, "SeriesDescription")
             result.series_number = _series_number(series)
             result.modalities = [_text(series, "Modality")] if _text(series, "Modality") else []
-            result.image_count = count_of(series, "NumberOfSeriesRelatedInstances")
         return result
 
     def _save(self, results: list[BatchQueryResult]) -> None:
-        """Replaces what an earlier run of the line found."""
-        with transaction.atomic():
-            BatchQueryResult.objects.filter(task=self.task).delete()
-            BatchQueryResult.objects.bulk_create(results)
+        BatchQueryResult.objects.bulk_create(results)
 
     def _outcome(self, results: list[BatchQueryResult]) -> TaskOutcome:
         count = len(results)
@@ -247,12 +257,22 @@ def _uid(dataset: Dataset, keyword: str, server: str) -> str:
     return uid
 
 
-def _queryable(dataset: Dataset, keyword: str, server: str) -> str:
-    value = str(_value(dataset, keyword) or "")
-    try:
-        validators.validate_query_value(value)
-    except Exception as err:
-        raise LineFailed(f"{server} answered a {keyword} that cannot be queried: {err}") from err
+def _patient_id(dataset: Dataset, server: str) -> str:
+    """A patient ID from the PACS that names exactly that patient in the next query: an empty
+    one would match everybody, a * or ? others."""
+    value = _text(dataset, "PatientID")
+    problem = ""
+    if not value:
+        problem = "an empty PatientID"
+    elif "*" in value or "?" in value:
+        problem = f"the PatientID {validators.shown(value)}, whose * or ? would match others"
+    else:
+        try:
+            validators.validate_query_value(value)
+        except ValidationError:
+            problem = f"the PatientID {validators.shown(value)}, which cannot be queried"
+    if problem:
+        raise LineFailed(f"{server} answered a patient with {problem}; ADIT cannot use it.")
     return value
 
 
@@ -292,12 +312,18 @@ def _time(dataset: Dataset, keyword: str) -> datetime.time | None:
         ) from None
 
 
+def _count(dataset: Dataset, keyword: str) -> int | None:
+    count = count_of(dataset, keyword)
+    return count if count is not None and count <= MAX_INTEGER else None
+
+
 def _series_number(series: Dataset) -> int | None:
     text = _text(series, "SeriesNumber")
     try:
-        return int(text) if text else None
+        number = int(text) if text else None
     except ValueError:
         return None
+    return number if number is not None and abs(number) <= MAX_INTEGER else None
 
 
 def _same_name(found: str, given: str) -> bool:
@@ -307,4 +333,5 @@ def _same_name(found: str, given: str) -> bool:
     def parts(name: str) -> str:
         return "^".join(part.strip() for part in name.upper().split("^")).rstrip("^")
 
-    return fnmatchcase(parts(found), parts(given))
+    # Only * and ? are DICOM wildcards; fnmatch would take [ ] for a set of characters.
+    return fnmatchcase(parts(found), parts(given).replace("[", "[[]"))

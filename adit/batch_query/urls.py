@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from adit.core.jobs.views import job_urlpatterns
 
@@ -9,6 +9,6 @@ app_name = "batch_query"
 
 urlpatterns = [
     path("jobs/new/", views.job_create, name="job_create"),
-    path("sample.<str:suffix>", views.sample_file, name="sample_file"),
+    re_path(r"^sample\.(?P<suffix>csv|xlsx)$", views.sample_file, name="sample_file"),
     *job_urlpatterns(BatchQueryJob),
 ]

@@ -106,7 +106,8 @@ class ResultsView(JobKindView):
         filter_form = StatusFilterForm(request, TaskStatus.choices)
         status = filter_form.cleaned_data["status"] if filter_form.is_valid() else ""
         line_text = request.GET.get("line", "").strip()
-        line = int(line_text) if line_text.isdigit() and len(line_text) < 9 else None
+        digits = line_text.isascii() and line_text.isdigit() and len(line_text) < 9
+        line = int(line_text) if digits else None
         per_page = page_size(request)
         paginator = Paginator(result_rows(job, line=line, status=status), per_page)
         page = paginator.get_page(request.GET.get("page"))

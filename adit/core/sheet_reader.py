@@ -22,6 +22,14 @@ from typing import Literal
 
 MAX_FILE_BYTES = 5 * 2**20
 MAX_CELL_LENGTH = 200  # longer text is reported, never cut
+MAX_INTEGER = 2**31 - 1  # what a database integer column holds
+MAX_MERGED_REPORTED = 100
+FIRST_YEAR = 1850  # DICOM writes years with four digits; an earlier one is a typo
+MAX_LINES = 1_048_576  # Excel's own limit; a file claiming more lines is not a real sheet
+MAX_SHEET_XML_BYTES = 256 * 2**20  # a sheet unpacking to more is a zip bomb, not a batch file
+# Day numbers of an Excel date cell that lost its format: 1910-01-01 to 9999-12-31. A small
+# number is more likely a year or a typo than a date in 1900.
+EXCEL_DAYS = range(3654, 2_958_466)
 EXCEL_EPOCH = datetime.date(1899, 12, 30)
 
 CellKind = Literal["id", "text", "date", "integer", "integers"]
@@ -140,20 +148,31 @@ def _report_merged_cells(
     from openpyxl.utils.cell import range_boundaries
 
     names = {position: name for name, position in positions.items()}
-    for cell_range in merged[:100]:
+    reported = 0
+    for cell_range in dict.fromkeys(merged):  # a range read twice at a chunk's end counts once
         first_column, first_line, last_column, last_line = range_boundaries(cell_range)
-        assert first_column and first_line and last_column and last_line
-        for position in range(first_column - 1, last_column):
-            if position in names:
-                problems.append(
-                    SheetProblem(
-                        first_line,
-                        names[position],
-                        f"The cells {cell_range} are merged; unmerge them and write the value "
-                        "into each line.",
-                    )
-                )
-                break
+        if not (first_column and first_line and last_column and last_line):
+            continue
+        if first_line == last_line and first_column == last_column:
+            continue  # a single cell "merged" with itself hides nothing
+        read = [
+            names[position]
+            for position in range(first_column - 1, last_column)
+            if position in names
+        ]
+        if not read:
+            continue  # a title or a note beside the table
+        problems.append(
+            SheetProblem(
+                first_line,
+                read[0],
+                f"The cells {cell_range} are merged; unmerge them and write the value "
+                "into each line.",
+            )
+        )
+        reported += 1
+        if reported >= MAX_MERGED_REPORTED:
+            break
 
 
 def _match_header(
@@ -205,10 +224,14 @@ def _cell(raw: object, column: Column, line: int, problems: list[SheetProblem]) 
             problem("Must be a whole number.")
             return None
         if isinstance(raw, int) or (isinstance(raw, float) and raw.is_integer()):
-            return int(raw)
-        if isinstance(raw, str) and raw.strip().isdigit():
-            return int(raw.strip())
-        problem("Must be a whole number.")
+            number = int(raw)
+        elif isinstance(raw, str) and _is_digits(raw.strip()):
+            number = int(raw.strip())
+        else:
+            number = None
+        if number is not None and 0 <= number <= MAX_INTEGER:
+            return number
+        problem(f"Must be a whole number from 0 to {MAX_INTEGER}.")
         return None
     if column.kind == "id" and isinstance(raw, int | float) and not isinstance(raw, bool):
         problem(
@@ -229,26 +252,39 @@ def _cell(raw: object, column: Column, line: int, problems: list[SheetProblem]) 
     return text
 
 
+def _is_digits(text: str) -> bool:
+    # str.isdigit() takes "²" and other digits int() refuses.
+    return 0 < len(text) <= 10 and text.isascii() and text.isdigit()
+
+
 def _integers(raw: object, problem) -> tuple[int, ...] | None:
     if isinstance(raw, int | float) and not isinstance(raw, bool):
-        if float(raw).is_integer() and raw >= 0:
+        if float(raw).is_integer() and 0 <= raw <= MAX_INTEGER:
             return (int(raw),)
     elif isinstance(raw, str):
         parts = [part.strip() for part in raw.split(",")]
-        if all(part.isdigit() and part.isascii() and len(part) <= 12 for part in parts):
+        if all(_is_digits(part) and int(part) <= MAX_INTEGER for part in parts):
             return tuple(dict.fromkeys(int(part) for part in parts))
     problem("Must be whole numbers separated by commas (1, 2, 10).")
     return None
 
 
 def _date(raw: object, problem) -> datetime.date | None:
+    value = _date_value(raw, problem)
+    if value is not None and value.year < FIRST_YEAR:
+        problem(f"{value.isoformat()} is not a plausible date (before {FIRST_YEAR}).")
+        return None
+    return value
+
+
+def _date_value(raw: object, problem) -> datetime.date | None:
     if isinstance(raw, datetime.datetime):
         return raw.date()
     if isinstance(raw, datetime.date):
         return raw
     if isinstance(raw, float) and raw.is_integer():
         raw = int(raw)
-    if isinstance(raw, int) and not isinstance(raw, bool) and 0 < raw < 100_000:
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw in EXCEL_DAYS:
         # A date cell that lost its date format shows Excel's day number.
         return EXCEL_EPOCH + datetime.timedelta(days=raw)
     text = str(raw).strip()
@@ -273,7 +309,8 @@ class _Formula:
         return self.text
 
 
-_MERGED_CELLS = re.compile(rb"<(?:\w+:)?mergeCell\s+ref=\"([A-Z]{1,3}\d{1,7}:[A-Z]{1,3}\d{1,7})\"")
+_CELL = rb"[A-Z]{1,3}[1-9]\d{0,6}"
+_MERGED_CELLS = re.compile(rb"<(?:\w+:)?mergeCell\s+ref=\"(" + _CELL + rb":" + _CELL + rb")\"")
 
 
 def _xlsx_lines(data: bytes) -> tuple[Iterator[tuple[int, list[object]]], list[str]]:
@@ -297,6 +334,13 @@ def _xlsx_lines(data: bytes) -> tuple[Iterator[tuple[int, list[object]]], list[s
         raise SheetError("The workbook has no sheet.")
     # Programs other than Excel often write a wrong size into the sheet, which would make
     # openpyxl stop early or start late: read what is there instead.
+    member = workbook._archive.getinfo(worksheet._worksheet_path)  # pyright: ignore[reportAttributeAccessIssue]
+    if member.file_size > MAX_SHEET_XML_BYTES:
+        workbook.close()
+        raise SheetError(
+            "The workbook's sheet unpacks to more than "
+            f"{MAX_SHEET_XML_BYTES // 2**20} MB: it is no batch file ADIT can read."
+        )
     worksheet.reset_dimensions()  # pyright: ignore[reportAttributeAccessIssue]
     merged = _merged_ranges(workbook, worksheet)
     return _numbered(worksheet.iter_rows(), workbook), merged
@@ -323,6 +367,9 @@ def _numbered(rows, workbook) -> Iterator[tuple[int, list[object]]]:
     line = 0
     try:
         for line, row in enumerate(rows, start=1):
+            if line > MAX_LINES:
+                # openpyxl makes up the empty lines before a line numbered a billion.
+                raise SheetError(f"The workbook has lines beyond line {MAX_LINES}: it is damaged.")
             yield (
                 line,
                 [

@@ -140,6 +140,11 @@ def test_permissions_no_permission_is_403_someone_elses_job_is_404(client, membe
     give(member, "add_batchqueryjob", "view_batchqueryjob")
     for name in ("job_detail", "job_results", "job_export_xlsx", "job_export_csv"):
         assert client.get(reverse(f"batch_query:{name}", args=[job.pk])).status_code == 404
+    assert client.get("/batch-query/sample.exe").status_code == 404
+    assert client.get("/batch-query/sample.%0A").status_code == 404
+    own = BatchQueryJob.objects.create(owner=member, project_name="Mine")
+    results = reverse("batch_query:job_results", args=[own.pk])
+    assert client.get(results, {"line": "²"}).status_code == 200  # shows all, no error
 
 
 @pytest.mark.integration

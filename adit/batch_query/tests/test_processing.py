@@ -185,3 +185,27 @@ def test_a_line_run_again_replaces_its_results(researcher, population_server, po
     run_task(None, task._meta.label_lower, task.pk)
 
     assert _uids(task) == [study.study_instance_uid]
+
+
+def test_a_failed_run_leaves_no_results_of_an_earlier_one(
+    researcher, population_server, population
+):
+    from adit.core.jobs.processing import run_task
+
+    study = population[5]
+    job, [task] = run_lines(
+        researcher,
+        population_server,
+        f"PatientID,AccessionNumber\n{study.patient_id},{study.accession_number}\n",
+    )
+    assert _uids(task) == [study.study_instance_uid]
+    population_server.study_root_find_support = False  # it can no longer be searched
+    population_server.save()
+    job.restart()
+
+    run_task(None, task._meta.label_lower, task.pk)
+
+    task.refresh_from_db()
+    assert task.status == TaskStatus.FAILURE
+    assert "cannot be searched" in task.message
+    assert _uids(task) == []

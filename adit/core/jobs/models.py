@@ -20,6 +20,8 @@ from adit.core.jobs.statuses import (
     derive_job_status,
 )
 
+QUEUE_BATCH = 500
+
 
 class ActionNotAllowed(Exception):
     """A job or task action asked for in a state that does not allow it (HTTP 400)."""
@@ -169,11 +171,17 @@ class DicomJob(models.Model):
 
     def queue_pending_tasks(self) -> int:
         """Puts every pending task that has no queue entry yet into the task queue."""
-        queued = 0
-        for task in self.tasks.filter(status=TaskStatus.PENDING, queued_job_id__isnull=True):
-            task.queue()
-            queued += 1
-        return queued
+        waiting = self.tasks.filter(status=TaskStatus.PENDING, queued_job_id__isnull=True)
+        tasks = list(waiting.only("pk"))
+        # In batches: a batch job of a thousand lines is queued in a few statements.
+        for start in range(0, len(tasks), QUEUE_BATCH):
+            batch = tasks[start : start + QUEUE_BATCH]
+            for task, queued_job_id in zip(
+                batch, queue.defer_tasks(batch, self.priority), strict=True
+            ):
+                task.queued_job_id = queued_job_id
+            self.tasks.model.objects.bulk_update(batch, ["queued_job_id"])
+        return len(tasks)
 
     def start_processing(self, *, verified: bool) -> None:
         """Called once a new job and its tasks are saved: verified jobs are queued at once,

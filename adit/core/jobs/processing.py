@@ -178,7 +178,10 @@ def run_task(context: JobContext | None, task_label: str, task_id: int) -> str:
         return "task was queued again; this entry is outdated"
     if not task.claim():
         return f"task is {TaskStatus(task.status).label.lower()}; nothing to do"
-    if task.job.status != JobStatus.IN_PROGRESS:  # else a running task keeps it so
+    # A job in progress stays so while a task runs; read after the claim, as another task's
+    # end may have made it pending meanwhile.
+    job_status = type(task.job).objects.filter(pk=task.job.pk).values_list("status", flat=True)
+    if job_status.first() != JobStatus.IN_PROGRESS:
         task.job.refresh_status()
     logger.info("Processing %s of %s (attempt %d)", task, task.job, task.attempts)
 

@@ -26,6 +26,14 @@ def defer_task(task: DicomTask, schedule_in_seconds: int = 0) -> int:
     return deferrer.defer(task_label=task._meta.label_lower, task_id=task.pk)
 
 
+def defer_tasks(tasks: list[DicomTask], priority: int) -> list[int]:
+    """Adds queue entries for tasks of one job at once; returns their ids in the same order."""
+    deferrer = app.configure_task(PROCESS_TASK_NAME, queue=QUEUE, priority=priority)
+    return deferrer.batch_defer(
+        *({"task_label": task._meta.label_lower, "task_id": task.pk} for task in tasks)
+    )
+
+
 def cancel_queue_entry(queued_job_id: int, abort: bool) -> None:
     """Removes a waiting queue entry; with ``abort``, also asks a running one to stop."""
     app.job_manager.cancel_job_by_id(queued_job_id, abort=abort)

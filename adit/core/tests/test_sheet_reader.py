@@ -80,11 +80,11 @@ def test_every_problem_is_listed_with_line_and_column():
         "SeriesNumber.",
         "Line 2, column From: Not a date: write it as 2024-01-31, 31.01.2024 or 20240131 "
         "(2024-02-30).",
-        "Line 2, column SeriesNumber: Must be a whole number.",
+        "Line 2, column SeriesNumber: Must be a whole number from 0 to 2147483647.",
         "Line 3, column PatientID: Longer than 64 characters.",
         "Line 3, column From: Not a date: write it as 2024-01-31, 31.01.2024 or 20240131 "
         "(yesterday).",
-        "Line 3, column SeriesNumber: Must be a whole number.",
+        "Line 3, column SeriesNumber: Must be a whole number from 0 to 2147483647.",
         "Line 4, column PatientID: Contains control characters (a line break or tab inside "
         "the cell).",
     ]
@@ -185,7 +185,17 @@ def test_a_wrong_sheet_size_written_by_another_program_loses_no_line():
 
 @pytest.mark.parametrize(
     ("cell", "expected"),
-    [("1, 2,10", (1, 2, 10)), (3, (3,)), (4.0, (4,)), ("7,7", (7,)), ("1;2", None), (-1, None)],
+    [
+        ("1, 2,10", (1, 2, 10)),
+        (3, (3,)),
+        (4.0, (4,)),
+        ("7,7", (7,)),
+        ("1;2", None),
+        (-1, None),
+        ("999999999999", None),
+        (1e300, None),
+        ("²", None),
+    ],  # fmt: skip
 )
 def test_whole_numbers_separated_by_commas(cell, expected):
     result = read_sheet(
@@ -197,3 +207,60 @@ def test_whole_numbers_separated_by_commas(cell, expected):
         assert _messages(result) == [
             "Line 2, column SeriesNumber: Must be whole numbers separated by commas (1, 2, 10)."
         ]
+
+
+def _with_sheet_xml(data: bytes, change) -> bytes:
+    import zipfile
+
+    changed = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(changed, "w") as target:
+        for item in source.infolist():
+            content = source.read(item.filename)
+            if item.filename.startswith("xl/worksheets/"):
+                content = change(content)
+            target.writestr(item, content)
+    return changed.getvalue()
+
+
+def test_a_crafted_merged_range_or_a_line_numbered_in_billions_is_no_crash():
+    data = _xlsx(["PatientID"], ["001"])
+    merged_row_zero = _with_sheet_xml(
+        data,
+        lambda xml: xml.replace(
+            b"</sheetData>",
+            b'</sheetData><mergeCells count="1"><mergeCell ref="A0:A3"/></mergeCells>',
+        ),
+    )
+    with pytest.raises(SheetError, match="damaged"):  # a message, never a server error
+        read_sheet(merged_row_zero, "p.xlsx", COLUMNS)
+    far_away = _with_sheet_xml(
+        data,
+        lambda xml: xml.replace(b'<row r="2">', b'<row r="1000000000">').replace(
+            b'r="A2"', b'r="A1000000000"'
+        ),
+    )
+    with pytest.raises(SheetError, match="lines beyond line 1048576"):
+        read_sheet(far_away, "p.xlsx", COLUMNS)
+
+
+def test_merged_cells_in_read_columns_are_found_among_many_elsewhere():
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.append(["PatientID", "Remark"])
+    for number in range(300):
+        sheet.append([f"{number:04d}", "note"])
+    for line in range(2, 300, 2):  # 149 merged notes beside the table
+        sheet.merge_cells(f"B{line}:B{line + 1}")
+    sheet.merge_cells("A290:A291")
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    result = read_sheet(buffer.getvalue(), "p.xlsx", COLUMNS, ignore_other_columns=True)
+    assert [(problem.line, problem.column) for problem in result.problems] == [(290, "PatientID")]
+
+
+@pytest.mark.parametrize(("cell", "message"), [(1980, "Not a date"), ("0099-01-01", "plausible")])
+def test_a_year_or_an_ancient_date_is_not_taken_for_a_date(cell, message):
+    result = read_sheet(_xlsx(["PatientID", "From"], ["1", cell]), "p.xlsx", COLUMNS)
+    assert result.rows[0].values["From"] is None
+    assert message in _messages(result)[0]

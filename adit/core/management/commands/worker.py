@@ -48,9 +48,10 @@ class Command(BaseCommand):
         # connection for each would cost more than the task. The task threads keep theirs,
         # checked before reuse, so a restarted database costs one failed check, not a task.
         for alias in connections:
-            connections.settings[alias].setdefault("CONN_HEALTH_CHECKS", True)
-            if not connections.settings[alias].get("CONN_MAX_AGE"):
-                connections.settings[alias]["CONN_MAX_AGE"] = WORKER_CONNECTION_MAX_AGE
+            database = connections.settings[alias]
+            database["CONN_HEALTH_CHECKS"] = True
+            if database.get("CONN_MAX_AGE") == 0:  # None (forever) and a set age stay
+                database["CONN_MAX_AGE"] = WORKER_CONNECTION_MAX_AGE
         self.stdout.write(
             f"Worker on queue(s) {', '.join(queues or ['all'])} is starting "
             f"({concurrency} task(s) at a time)."

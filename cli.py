@@ -371,6 +371,12 @@ def bench(
             param_hint="BENCHMARK",
         )
     if benchmark == "batch-query":
+        if what_if or small_instances is not None or instances != 1000:
+            raise typer.BadParameter(
+                "--instances, --small-instances and --what-if do not apply to 'batch-query'; "
+                "use --lines and --patients.",
+                param_hint="BENCHMARK",
+            )
         _bench_with_database(
             "batch_query", lines=lines, patients=patients, repeat=repeat, record=record
         )

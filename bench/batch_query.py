@@ -7,7 +7,8 @@ A batch file of N lines (default 1000), each a patient ID with a modality, is an
   patient ID and the modality: what a user's script does today, the baseline;
 * by ADIT: a batch query job of the same lines, queued (its tasks deferred) and processed by a
   real worker (``manage.py worker --queue dicom``, its default concurrency) to its end. Each
-  line is a patient C-FIND and a study C-FIND over one association, as the app does it.
+  line is a study C-FIND over one association, and a patient C-FIND when no study matched
+  (to tell "no such patient" from "no such study"), as the app does it.
 
 The worker reaches the Orthanc through a counting TCP proxy (``ConnectionCounter``), which
 records the most associations open at once: it must not exceed the server's "max.

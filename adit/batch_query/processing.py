@@ -77,16 +77,18 @@ class BatchQueryProcessor(TaskProcessor):
 
         A line with a patient ID asks for the studies first: their answers name the patient
         too, so the patient query (which tells "no such patient" from "no such study") is
-        needed only when no study matches.
+        needed only when the PACS answered no study at all.
         """
         task = self.task
         if task.patient_id:
+            answered: list[Dataset] = []
             studies = [
                 study
-                for study in self._studies([task.patient_id])
+                for study in self._studies([task.patient_id], answered)
                 if _text(study, "PatientID") == task.patient_id  # exact, whatever the PACS did
             ]
-            answer = studies[0] if studies else None
+            mine = [study for study in answered if _text(study, "PatientID") == task.patient_id]
+            answer = mine[0] if mine else None
             # A study answer may leave out the patient's name or birth date (they are optional
             # at study level): then the patient query has them.
             if answer is None or not self._can_check_with(answer):
@@ -137,23 +139,43 @@ class BatchQueryProcessor(TaskProcessor):
         if task.patient_birth_date and _date(answer, "PatientBirthDate") != task.patient_birth_date:
             raise LineFailed("PatientBirthDate doesn't match found patient by PatientID.")
 
-    def _studies(self, patient_ids: list[str]) -> list[Dataset]:
+    def _studies(
+        self, patient_ids: list[str], answered: list[Dataset] | None = None
+    ) -> list[Dataset]:
+        """The patients' studies that match the line, by date.
+
+        The modalities are matched here, on the studies' ModalitiesInStudy: one query per
+        patient instead of one per modality, and PACS differ in how they match that key
+        anyway. A PACS that leaves ModalitiesInStudy out of its answers is asked once per
+        modality instead. ``answered`` gets every study the PACS answered, matching or not.
+        """
         task = self.task
         dates = None
         if task.study_date_start or task.study_date_end:
             dates = (task.study_date_start, task.study_date_end)
+        filters = {
+            "StudyDate": dates,
+            "AccessionNumber": task.accession_number,
+            "StudyDescription": task.study_description,
+        }
+        wanted = set(task.modalities)
         studies: dict[str, Dataset] = {}
         for patient_id in patient_ids:
-            for modality in task.modalities or [None]:
-                for study in self._find(
-                    Level.STUDY,
-                    PatientID=patient_id,
-                    StudyDate=dates,
-                    AccessionNumber=task.accession_number,
-                    StudyDescription=task.study_description,
-                    ModalitiesInStudy=modality,
-                ):
-                    studies.setdefault(_uid(study, "StudyInstanceUID", self.source.name), study)
+            found = self._find(Level.STUDY, PatientID=patient_id, **filters)
+            if answered is not None:
+                answered += found
+            if wanted and any(not _modalities(study) for study in found):
+                found = [
+                    study
+                    for modality in task.modalities
+                    for study in self._find(
+                        Level.STUDY, PatientID=patient_id, ModalitiesInStudy=modality, **filters
+                    )
+                ]
+            elif wanted:
+                found = [study for study in found if wanted & _modalities(study)]
+            for study in found:
+                studies.setdefault(_uid(study, "StudyInstanceUID", self.source.name), study)
         return sorted(
             studies.values(),
             key=lambda study: (
@@ -310,6 +332,10 @@ def _time(dataset: Dataset, keyword: str) -> datetime.time | None:
         raise LineFailed(
             f"The PACS answered an invalid {keyword} {validators.shown(text)} (not HHMMSS)."
         ) from None
+
+
+def _modalities(study: Dataset) -> set[str]:
+    return {item.strip().upper() for item in as_list(_value(study, "ModalitiesInStudy"))}
 
 
 def _count(dataset: Dataset, keyword: str) -> int | None:

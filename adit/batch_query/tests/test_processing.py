@@ -58,8 +58,8 @@ def test_studies_of_a_patient_by_id_with_any_of_several_modalities_in_a_date_ran
     assert first.modalities == list(wanted[0].modalities)
     assert first.image_count == wanted[0].instance_count
     assert first.accession_number == wanted[0].accession_number
-    # One query for each modality; their answers name the patient, so no patient query.
-    assert (task.progress_done, task.progress_total) == (2, 2)
+    # One study query, the modalities matched on its answers, which also name the patient.
+    assert (task.progress_done, task.progress_total) == (1, 1)
     assert job.status == JobStatus.SUCCESS
 
 
@@ -71,8 +71,17 @@ def test_a_known_patient_without_matching_studies_is_not_a_missing_patient(
     )
 
     assert (task.status, task.message) == (TaskStatus.SUCCESS, "0 studies found")
-    # The study query found nothing, so a patient query told "no study" from "no patient".
-    assert (task.progress_done, task.progress_total) == (2, 2)
+    # The PACS answered studies of the patient (no XA among them): no patient query needed.
+    assert (task.progress_done, task.progress_total) == (1, 1)
+
+    _, [long_ago] = run_lines(
+        researcher,
+        population_server,
+        f"PatientID,Modality,Until\n{population[0].patient_id},CT,1990-01-01\n",
+    )
+    assert (long_ago.status, long_ago.message) == (TaskStatus.SUCCESS, "0 studies found")
+    # No study at all: a patient query told "no such study" from "no such patient".
+    assert (long_ago.progress_done, long_ago.progress_total) == (2, 2)
 
 
 def test_the_patient_lookup_rules_and_their_messages(researcher, population_server, population):
@@ -209,3 +218,38 @@ def test_a_failed_run_leaves_no_results_of_an_earlier_one(
     assert task.status == TaskStatus.FAILURE
     assert "cannot be searched" in task.message
     assert _uids(task) == []
+
+
+def test_a_pacs_that_leaves_out_modalities_in_study_is_asked_per_modality():
+    """A real Orthanc always answers ModalitiesInStudy, so this PACS is faked."""
+    from pydicom import Dataset
+
+    from adit.batch_query.models import BatchQueryTask
+    from adit.batch_query.processing import BatchQueryProcessor
+
+    def study(uid: str, modalities: str = "") -> Dataset:
+        dataset = Dataset()
+        dataset.PatientID, dataset.StudyInstanceUID, dataset.StudyDate = "P1", uid, "20240101"
+        if modalities:
+            dataset.ModalitiesInStudy = modalities
+        return dataset
+
+    asked: list[dict] = []
+
+    def find(level, **filters):
+        asked.append(filters)
+        if "ModalitiesInStudy" not in filters:
+            return [study("1.2.1"), study("1.2.2"), study("1.2.3")]
+        return {"CT": [study("1.2.1")], "MR": [study("1.2.3"), study("1.2.1")]}[
+            filters["ModalitiesInStudy"]
+        ]
+
+    processor = BatchQueryProcessor.__new__(BatchQueryProcessor)
+    processor.task = BatchQueryTask(patient_id="P1", modalities=["CT", "MR"])
+    processor.source = type("Server", (), {"name": "Fake PACS"})()  # pyright: ignore[reportAttributeAccessIssue]
+    processor._find = find  # pyright: ignore[reportAttributeAccessIssue]
+
+    found = processor._studies(["P1"])
+
+    assert [str(item.StudyInstanceUID) for item in found] == ["1.2.1", "1.2.3"]
+    assert [query.get("ModalitiesInStudy") for query in asked] == [None, "CT", "MR"]

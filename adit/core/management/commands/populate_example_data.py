@@ -10,16 +10,22 @@ from adit.accounts.models import User
 from adit.core.models import DicomFolder, DicomNode, DicomNodeGroupAccess, DicomServer, Project
 
 EXAMPLE_GROUPS = ("Thoraxklinik", "Neuroradiologie", "Studienzentrum")
-# Everybody may search, transfer pseudonymized and download; only the neuroradiology group may
-# transfer unpseudonymized, only the thorax clinic urgently; a study center runs long-lived
-# scripts against the API.
+# Everybody may search, transfer pseudonymized, download and run batch queries; only the
+# neuroradiology group may transfer unpseudonymized, only the thorax clinic urgently; a study
+# center runs long-lived scripts against the API.
 _EVERYBODY = (
     "selective_transfer.add_selectivetransferjob",
     "selective_transfer.view_selectivetransferjob",
     "selective_transfer.can_download_study",
+    "batch_query.add_batchqueryjob",
+    "batch_query.view_batchqueryjob",
 )
 GROUP_PERMISSIONS = {
-    "Thoraxklinik": (*_EVERYBODY, "selective_transfer.can_process_urgently"),
+    "Thoraxklinik": (
+        *_EVERYBODY,
+        "selective_transfer.can_process_urgently",
+        "batch_query.can_process_urgently",
+    ),
     "Neuroradiologie": (*_EVERYBODY, "selective_transfer.can_transfer_unpseudonymized"),
     "Studienzentrum": (*_EVERYBODY, "token_authentication.can_generate_never_expiring_token"),
 }

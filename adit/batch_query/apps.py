@@ -29,7 +29,13 @@ class BatchQueryConfig(AppConfig):
                 ),
                 task_columns=(
                     ("line", tables.Column(verbose_name="Line")),
-                    ("patient_id", tables.Column(verbose_name="Patient ID", default="—")),
+                    (
+                        "patient_id",
+                        tables.TemplateColumn(
+                            "{{ record.patient_id|default:record.patient_name|default:'—' }}",
+                            verbose_name="Patient",
+                        ),
+                    ),
                     (
                         "modalities",
                         tables.TemplateColumn(

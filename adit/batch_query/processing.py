@@ -55,6 +55,7 @@ class BatchQueryProcessor(TaskProcessor):
                     results = [self._result(study) for study in studies]
         except LineFailed as err:
             self.log.info(str(err))
+            self.control.progress(self.queries, self.queries, force=True)
             return TaskOutcome(TaskStatus.FAILURE, str(err))
         self.control.progress(self.queries, self.queries, force=True)
         self._save(results)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 
 import pytest
 from django.contrib.auth.models import Permission
-from openpyxl import Workbook
 from pydicom.uid import generate_uid
 
 from adit.core.demo.orthanc import OrthancServer
@@ -15,6 +13,7 @@ from adit.core.demo.population import describe_population, generate_population
 from adit.core.demo.synthetic import StudySummary
 from adit.core.models import DicomServer
 from adit.core.tests.factories import grant, server_for
+from adit.core.tests.factories import xlsx_bytes as xlsx  # noqa: F401  (for the tests here)
 
 POPULATION = {"patients": 12, "studies_per_patient": 5, "seed": 7}
 
@@ -71,17 +70,6 @@ def population_server(researcher, population_orthanc) -> DicomServer:
     server = server_for(population_orthanc, name="Population PACS")
     grant(server, researcher.active_group, source=True)
     return server
-
-
-def xlsx(*rows) -> bytes:
-    workbook = Workbook()
-    sheet = workbook.active
-    assert sheet is not None
-    for row in rows:
-        sheet.append(list(row))
-    buffer = io.BytesIO()
-    workbook.save(buffer)
-    return buffer.getvalue()
 
 
 def run_lines(owner, source: DicomServer, csv_text: str):

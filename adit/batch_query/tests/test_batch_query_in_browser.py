@@ -10,22 +10,14 @@ import pytest
 from openpyxl import load_workbook
 from playwright.sync_api import Page, expect
 
-from adit.accounts.tests.factories import PASSWORD
 from adit.batch_query.models import BatchQueryJob, BatchQueryResult
 from adit.core.tests.app_processes import WorkerProcess
 from adit.core.tests.asgi_server import AsgiServer
+from adit.core.tests.browser import log_in
 
 from .conftest import xlsx
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
-
-
-def _log_in(page: Page, url: str) -> None:
-    page.goto(url + "/accounts/login/")
-    page.get_by_label("Username").fill("alice")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_test_id("active-group")).to_be_visible()
 
 
 def test_upload_a_file_watch_the_job_and_download_the_results(
@@ -44,7 +36,7 @@ def test_upload_a_file_watch_the_job_and_download_the_results(
     worker = WorkerProcess("dicom")
     try:
         worker.wait_until_ready()
-        _log_in(page, app_server.url)
+        log_in(page, app_server.url)
         page.goto(app_server.url + "/batch-query/jobs/new/")
 
         page.get_by_test_id("help-button").click()

@@ -97,3 +97,19 @@ def run_transfer(owner, source, destination, patient_id: str, study_uid: str, **
     task.refresh_from_db()
     job.refresh_from_db()
     return task
+
+
+def xlsx_bytes(*rows) -> bytes:
+    """An Excel workbook of these rows on its first sheet, as an uploaded file holds it."""
+    import io
+
+    from openpyxl import Workbook
+
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    for row in rows:
+        sheet.append(list(row))
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()

@@ -10,6 +10,7 @@ import pytest
 from openpyxl import Workbook
 
 from adit.core.sheet_reader import Column, SheetError, read_sheet
+from adit.core.tests.factories import xlsx_bytes as _xlsx
 
 COLUMNS = [
     Column("PatientID", "id"),
@@ -17,17 +18,6 @@ COLUMNS = [
     Column("From", "date"),
     Column("SeriesNumber", "integer"),
 ]
-
-
-def _xlsx(*rows) -> bytes:
-    workbook = Workbook()
-    sheet = workbook.active
-    assert sheet is not None
-    for row in rows:
-        sheet.append(list(row))
-    buffer = io.BytesIO()
-    workbook.save(buffer)
-    return buffer.getvalue()
 
 
 def _messages(sheet) -> list[str]:

@@ -12,10 +12,10 @@ import pytest
 from playwright.sync_api import ConsoleMessage, Page, expect
 from pydicom import dcmread
 
-from adit.accounts.tests.factories import PASSWORD
 from adit.core.demo.synthetic import generate_ct_series
 from adit.core.models import DicomServer
 from adit.core.tests.asgi_server import AsgiServer
+from adit.core.tests.browser import log_in
 from adit.core.tests.factories import grant, server_for
 
 from ..models import SelectiveTransferJob
@@ -89,20 +89,12 @@ def watched_page(page: Page):
     return page
 
 
-def _log_in(page: Page, url: str) -> None:
-    page.goto(url + "/accounts/login/")
-    page.get_by_label("Username").fill("alice")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_test_id("active-group")).to_be_visible()
-
-
 def test_hostile_pacs_values_are_shown_as_text_and_run_nothing(
     watched_page: Page, app_server, researcher, hostile_source, tmp_path
 ):
     page = watched_page
     give(researcher, "can_download_study")
-    _log_in(page, app_server.url)
+    log_in(page, app_server.url)
     response = page.goto(app_server.url + "/selective-transfer/")
     assert response is not None
     assert "script-src 'self'" in response.headers["content-security-policy"]

@@ -15,11 +15,11 @@ import pytest
 from playwright.sync_api import Page, expect
 from pydicom import dcmread
 
-from adit.accounts.tests.factories import PASSWORD
 from adit.core.dicom.operator import DicomOperator
 from adit.core.models import DicomServer
 from adit.core.tests.app_processes import WorkerProcess
 from adit.core.tests.asgi_server import AsgiServer
+from adit.core.tests.browser import log_in
 from adit.core.tests.factories import grant, server_for
 
 from .conftest import give
@@ -42,14 +42,6 @@ def worker(researcher):
     with WorkerProcess("dicom") as worker:
         worker.wait_until_ready()
         yield worker
-
-
-def _log_in(page: Page, url: str, username: str = "alice") -> None:
-    page.goto(url + "/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_test_id("active-group")).to_be_visible()
 
 
 def _screenshot(page: Page, name: str, tmp_path: Path) -> None:
@@ -100,7 +92,7 @@ def test_a_researcher_transfers_a_study_pseudonymized_and_watches_it_arrive(
 def _transfer_and_watch(page, app_server, source_server, destination_server, orthanc1_studies):
     study = orthanc1_studies[0]
     others = [item for item in orthanc1_studies if item.patient_id == study.patient_id]
-    _log_in(page, app_server.url)
+    log_in(page, app_server.url)
     page.goto(app_server.url + "/selective-transfer/")
     _search(page, source_server, destination_server, study.patient_id)
 
@@ -129,7 +121,7 @@ def test_pseudonym_is_required_and_foreign_nodes_are_not_offered(
 ):
     foreign = server_for(orthanc2, name="Other department", ae_title="OTHERDEPT")
     grant(foreign, researcher.groups.exclude(pk=researcher.active_group_id).first(), source=True)
-    _log_in(page, app_server.url)
+    log_in(page, app_server.url)
     page.goto(app_server.url + "/selective-transfer/")
 
     source_options = page.get_by_test_id("source").locator("option").all_inner_texts()
@@ -153,7 +145,7 @@ def test_unpseudonymized_transfer_to_a_folder_with_the_permission(
 ):
     give(researcher, "can_transfer_unpseudonymized")
     study = orthanc1_studies[-1]
-    _log_in(page, app_server.url)
+    log_in(page, app_server.url)
     page.goto(app_server.url + "/selective-transfer/")
     _search(page, source_server, destination_folder, study.patient_id)
     expect(page.get_by_label("Archive password")).to_be_visible()
@@ -170,7 +162,7 @@ def test_unpseudonymized_transfer_to_a_folder_with_the_permission(
 
 
 def test_search_page_layout(page: Page, app_server, source_server, destination_server, tmp_path):
-    _log_in(page, app_server.url)
+    log_in(page, app_server.url)
     page.goto(app_server.url + "/selective-transfer/")
     _search(page, source_server, destination_server, "*")
     expect(page.get_by_test_id("study-row").first).to_be_visible()
@@ -190,7 +182,7 @@ def test_a_study_downloads_as_zip_file_by_file(
 ):
     give(researcher, "can_download_study")
     study = orthanc1_studies[0]
-    _log_in(page, app_server.url)
+    log_in(page, app_server.url)
     page.goto(app_server.url + "/selective-transfer/")
     _search(page, source_server, destination_server, study.patient_id)
     page.get_by_test_id("pseudonym").fill("DL-1")

@@ -2,9 +2,9 @@
 
 The rules and messages are those users know from ADIT's batch query: a patient is looked up
 by PatientID (and must then match a given name and birth date) or by PatientName and
-PatientBirthDate; several modalities are one study query each (a PACS cannot OR them); a
-series description or series numbers ask for series. All C-FINDs of a line share one
-association.
+PatientBirthDate; a study with any of the line's modalities matches (one query per patient,
+matched on ModalitiesInStudy, as a PACS cannot OR several values); a series description or
+series numbers ask for series. All C-FINDs of a line share one association.
 """
 
 from __future__ import annotations

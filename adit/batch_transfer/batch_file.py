@@ -1,0 +1,190 @@
+"""What a batch transfer file asks for: studies (or some of their series) of patients, each
+with the pseudonym it gets, grouped by study, with every problem named by its line.
+
+The file is read by the core's sheet reader (the one batch query uses), so the export of a
+batch query goes in unchanged: its other columns are ignored, and its lines that found nothing
+(a Status, but no StudyInstanceUID) are skipped and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.core.exceptions import ValidationError
+
+from adit.core import validators
+from adit.core.sheet_reader import Column, SheetProblem, SheetRow, read_sheet
+
+MAX_LINES_FOR_NON_STAFF = 500
+
+COLUMNS = (
+    Column("PatientID", "id", max_length=64),
+    Column("StudyInstanceUID", "text", max_length=64),
+    Column("SeriesInstanceUID", "text", max_length=64),
+    Column("Pseudonym", "text", max_length=64),
+    # Written by a batch query's export: a line of it that found nothing is no study to send.
+    Column("Status", "text"),
+)
+
+
+@dataclass
+class StudyRequest:
+    """One study to transfer: the whole study, or the listed series of it."""
+
+    patient_id: str
+    study_uid: str
+    pseudonym: str
+    series_uids: list[str] = field(default_factory=list)  # empty: the whole study
+    lines: list[int] = field(default_factory=list)
+
+
+@dataclass
+class BatchFile:
+    studies: list[StudyRequest] = field(default_factory=list)
+    problems: list[SheetProblem] = field(default_factory=list)
+    # Lines of a batch query export without a study (they found nothing or failed).
+    skipped_lines: list[int] = field(default_factory=list)
+
+
+def read_batch_file(
+    data: bytes, filename: str, *, max_lines: int | None, pseudonym_required: bool
+) -> BatchFile:
+    """Reads, checks and groups every line; the result has problems or studies, not both.
+
+    Raises:
+        SheetError: The file cannot be read as a table at all.
+    """
+    sheet = read_sheet(data, filename, COLUMNS, ignore_other_columns=True, max_rows=max_lines)
+    result = BatchFile(problems=list(sheet.problems))
+    refused = {problem.line for problem in sheet.problems}
+    usable: list[SheetRow] = []
+    for row in sheet.rows:
+        if _found_nothing(row):
+            result.skipped_lines.append(row.line)
+        elif _line_problems(row, pseudonym_required, result.problems) or row.line in refused:
+            continue
+        else:
+            usable.append(row)
+    if not result.problems:
+        _check_whole_file(usable, result.problems)
+    if not result.problems:
+        result.studies = _grouped(usable)
+        if not result.studies:
+            result.problems.append(SheetProblem(2, "", "The file names no study to transfer."))
+    result.problems.sort(key=lambda problem: problem.line)
+    if result.problems:
+        result.studies = []
+    return result
+
+
+def _text(row: SheetRow, column: str) -> str:
+    value = row.values[column]
+    assert value is None or isinstance(value, str)
+    return value or ""
+
+
+def _found_nothing(row: SheetRow) -> bool:
+    """A line of a batch query's export for a line that found no study (or failed)."""
+    return bool(_text(row, "Status")) and not _text(row, "StudyInstanceUID")
+
+
+def _line_problems(row: SheetRow, pseudonym_required: bool, problems: list[SheetProblem]) -> bool:
+    """Adds the problems of one line; whether it had any."""
+    found: list[SheetProblem] = []
+
+    def problem(column: str, message: str) -> None:
+        found.append(SheetProblem(row.line, column, message))
+
+    patient_id = _text(row, "PatientID")
+    if not patient_id:
+        problem("PatientID", "This field is required.")
+    else:
+        _check(patient_id, validators.validate_query_value, "PatientID", problem)
+        if "*" in patient_id or "?" in patient_id:
+            problem("PatientID", "Must not contain wildcards (* or ?): it names one patient.")
+    study_uid = _text(row, "StudyInstanceUID")
+    if not study_uid:
+        problem("StudyInstanceUID", "This field is required.")
+    else:
+        _check(study_uid, validators.validate_uid, "StudyInstanceUID", problem)
+    series_uid = _text(row, "SeriesInstanceUID")
+    if series_uid:
+        _check(series_uid, validators.validate_uid, "SeriesInstanceUID", problem)
+    pseudonym = _text(row, "Pseudonym")
+    if pseudonym:
+        _check(pseudonym, validators.validate_pseudonym, "Pseudonym", problem)
+    elif pseudonym_required:
+        problem("Pseudonym", "You are only allowed to transfer pseudonymized.")
+    problems.extend(found)
+    return bool(found)
+
+
+def _check(value: str, validate, column: str, problem) -> None:
+    try:
+        validate(value)
+    except ValidationError as err:
+        problem(column, " ".join(err.messages))
+
+
+def _check_whole_file(rows: list[SheetRow], problems: list[SheetProblem]) -> None:
+    """Upstream's checks of the file as a whole, plus one pseudonym for two patients, which
+    would merge two people into one."""
+    patient_of_study: dict[str, tuple[str, int]] = {}
+    pseudonym_of_patient: dict[str, tuple[str, int]] = {}
+    patient_of_pseudonym: dict[str, tuple[str, int]] = {}
+    for row in rows:
+        patient_id, study_uid = _text(row, "PatientID"), _text(row, "StudyInstanceUID")
+        pseudonym = _text(row, "Pseudonym")
+        first_patient, line = patient_of_study.setdefault(study_uid, (patient_id, row.line))
+        if first_patient != patient_id:
+            problems.append(
+                SheetProblem(
+                    row.line,
+                    "PatientID",
+                    f"Same Study Instance UID {study_uid} can't belong to different Patient IDs "
+                    f"(line {line} has {first_patient}).",
+                )
+            )
+        first_pseudonym, line = pseudonym_of_patient.setdefault(patient_id, (pseudonym, row.line))
+        if first_pseudonym != pseudonym:
+            problems.append(
+                SheetProblem(
+                    row.line,
+                    "Pseudonym",
+                    f"Same Patient ID {patient_id} can't have different pseudonyms "
+                    f"(line {line} has {first_pseudonym or 'none'}).",
+                )
+            )
+        if pseudonym:
+            first_patient, line = patient_of_pseudonym.setdefault(pseudonym, (patient_id, row.line))
+            if first_patient != patient_id:
+                problems.append(
+                    SheetProblem(
+                        row.line,
+                        "Pseudonym",
+                        f"Same pseudonym {pseudonym} can't belong to different Patient IDs "
+                        f"(line {line} has {first_patient}).",
+                    )
+                )
+
+
+def _grouped(rows: list[SheetRow]) -> list[StudyRequest]:
+    """One request per study, in the order of first appearance: a line without a series asks
+    for the whole study; the series of the others are merged without repetition."""
+    studies: dict[str, StudyRequest] = {}
+    whole: set[str] = set()
+    for row in rows:
+        study_uid = _text(row, "StudyInstanceUID")
+        request = studies.setdefault(
+            study_uid,
+            StudyRequest(_text(row, "PatientID"), study_uid, _text(row, "Pseudonym")),
+        )
+        request.lines.append(row.line)
+        series_uid = _text(row, "SeriesInstanceUID")
+        if not series_uid:
+            whole.add(study_uid)
+        elif series_uid not in request.series_uids:
+            request.series_uids.append(series_uid)
+    for study_uid in whole:
+        studies[study_uid].series_uids = []
+    return list(studies.values())

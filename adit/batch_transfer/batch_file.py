@@ -128,44 +128,27 @@ def _check(value: str, validate, column: str, problem) -> None:
 
 def _check_whole_file(rows: list[SheetRow], problems: list[SheetProblem]) -> None:
     """Upstream's checks of the file as a whole, plus one pseudonym for two patients, which
-    would merge two people into one."""
-    patient_of_study: dict[str, tuple[str, int]] = {}
-    pseudonym_of_patient: dict[str, tuple[str, int]] = {}
-    patient_of_pseudonym: dict[str, tuple[str, int]] = {}
-    for row in rows:
-        patient_id, study_uid = _text(row, "PatientID"), _text(row, "StudyInstanceUID")
-        pseudonym = _text(row, "Pseudonym")
-        first_patient, line = patient_of_study.setdefault(study_uid, (patient_id, row.line))
-        if first_patient != patient_id:
-            problems.append(
-                SheetProblem(
-                    row.line,
-                    "PatientID",
-                    f"Same Study Instance UID {study_uid} can't belong to different Patient IDs "
-                    f"(line {line} has {first_patient}).",
-                )
-            )
-        first_pseudonym, line = pseudonym_of_patient.setdefault(patient_id, (pseudonym, row.line))
-        if first_pseudonym != pseudonym:
-            problems.append(
-                SheetProblem(
-                    row.line,
-                    "Pseudonym",
-                    f"Same Patient ID {patient_id} can't have different pseudonyms "
-                    f"(line {line} has {first_pseudonym or 'none'}).",
-                )
-            )
-        if pseudonym:
-            first_patient, line = patient_of_pseudonym.setdefault(pseudonym, (patient_id, row.line))
-            if first_patient != patient_id:
-                problems.append(
-                    SheetProblem(
-                        row.line,
-                        "Pseudonym",
-                        f"Same pseudonym {pseudonym} can't belong to different Patient IDs "
-                        f"(line {line} has {first_patient}).",
-                    )
-                )
+    would merge two people into one. Each rule: a key, the value it must keep, the column
+    that is wrong otherwise, and the message (with the key and the first line's value)."""
+    rules = (
+        ("StudyInstanceUID", "PatientID", "PatientID",
+         "Same Study Instance UID {key} can't belong to different Patient IDs"),
+        ("PatientID", "Pseudonym", "Pseudonym",
+         "Same Patient ID {key} can't have different pseudonyms"),
+        ("Pseudonym", "PatientID", "Pseudonym",
+         "Same pseudonym {key} can't belong to different Patient IDs"),
+    )  # fmt: skip
+    for key_column, value_column, column, message in rules:
+        first: dict[str, tuple[str, int]] = {}
+        for row in rows:
+            key, value = _text(row, key_column), _text(row, value_column)
+            if not key:  # no pseudonym: nothing to merge
+                continue
+            first_value, first_line = first.setdefault(key, (value, row.line))
+            if first_value != value:
+                text = message.format(key=key)
+                where = f"line {first_line} has {first_value or 'none'}"
+                problems.append(SheetProblem(row.line, column, f"{text} ({where})."))
 
 
 def _grouped(rows: list[SheetRow]) -> list[StudyRequest]:

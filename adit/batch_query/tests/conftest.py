@@ -5,29 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from django.contrib.auth.models import Permission
 from pydicom.uid import generate_uid
 
 from adit.core.demo.orthanc import OrthancServer
 from adit.core.demo.population import describe_population, generate_population
 from adit.core.demo.synthetic import StudySummary
 from adit.core.models import DicomServer
-from adit.core.tests.factories import grant, server_for
-from adit.core.tests.factories import xlsx_bytes as xlsx  # noqa: F401  (for the tests here)
+from adit.core.tests.factories import give_permissions, grant, server_for
 
 POPULATION = {"patients": 12, "studies_per_patient": 5, "seed": 7}
 
 
 def give(user, *codenames: str) -> None:
     """Adds permissions of the batch query app to the user's active group."""
-    group = user.active_group
-    for codename in codenames:
-        group.permissions.add(
-            Permission.objects.get(content_type__app_label="batch_query", codename=codename)
-        )
-    for cache in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
-        if hasattr(user, cache):
-            delattr(user, cache)
+    give_permissions(user, "batch_query", *codenames)
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,7 @@ import pytest
 
 from adit.batch_query.batch_file import read_batch_file
 from adit.core.sheet_reader import SheetError
-
-from .conftest import xlsx
+from adit.core.tests.factories import xlsx_bytes as xlsx
 
 HEADER = [
     "PatientID", "PatientName", "PatientBirthDate", "AccessionNumber", "From", "Until",

@@ -14,8 +14,7 @@ from adit.batch_query.models import BatchQueryJob, BatchQueryResult
 from adit.core.tests.app_processes import WorkerProcess
 from adit.core.tests.asgi_server import AsgiServer
 from adit.core.tests.browser import log_in
-
-from .conftest import xlsx
+from adit.core.tests.factories import xlsx_bytes as xlsx
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 

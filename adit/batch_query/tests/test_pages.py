@@ -16,8 +16,9 @@ from openpyxl import load_workbook
 from adit.accounts.tests.factories import UserFactory
 from adit.batch_query.models import BatchQueryJob, BatchQueryTask
 from adit.core.sheet_reader import Column, read_sheet
+from adit.core.tests.factories import xlsx_bytes as xlsx
 
-from .conftest import give, run_lines, xlsx
+from .conftest import give, run_lines
 
 pytestmark = pytest.mark.django_db
 

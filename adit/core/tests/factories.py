@@ -113,3 +113,18 @@ def xlsx_bytes(*rows) -> bytes:
     buffer = io.BytesIO()
     workbook.save(buffer)
     return buffer.getvalue()
+
+
+def give_permissions(user, app_label: str, *codenames: str) -> None:
+    """Adds permissions of an app to the user's active group (where ADIT reads them)."""
+    from django.contrib.auth.models import Permission
+
+    group = user.active_group
+    for codename in codenames:
+        group.permissions.add(
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        )
+    # has_perm caches per user object
+    for cache in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
+        if hasattr(user, cache):
+            delattr(user, cache)

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import Permission
 
 from adit.core.models import DicomFolder, DicomServer
-from adit.core.tests.factories import grant, server_for
+from adit.core.tests.factories import give_permissions, grant, server_for
 
 BASIC_PERMISSIONS = ("add_selectivetransferjob", "view_selectivetransferjob")
 
 
 def give(user, *codenames: str) -> None:
     """Adds permissions of the selective transfer app to the user's active group."""
-    group = user.active_group
-    for codename in codenames:
-        group.permissions.add(
-            Permission.objects.get(content_type__app_label="selective_transfer", codename=codename)
-        )
-    # has_perm caches per user object
-    for cache in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
-        if hasattr(user, cache):
-            delattr(user, cache)
+    give_permissions(user, "selective_transfer", *codenames)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ urlpatterns = [
     path("token-authentication/", include("adit.token_authentication.urls")),
     path("selective-transfer/", include("adit.selective_transfer.urls")),
     path("batch-query/", include("adit.batch_query.urls")),
+    path("batch-transfer/", include("adit.batch_transfer.urls")),
     path("api/", include("adit.accounts.api_urls")),
     path("django-admin/", admin.site.urls),
 ]

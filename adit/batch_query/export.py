@@ -8,15 +8,7 @@ one that found nothing or failed.
 
 from __future__ import annotations
 
-import datetime
-import io
-import tempfile
 from collections.abc import Iterator
-from typing import IO
-
-from openpyxl import Workbook
-
-from adit.core.spreadsheets import CsvWriter, append_xlsx_row
 
 from .models import BatchQueryJob
 from .results import ResultRow, rows
@@ -76,37 +68,3 @@ class Export:
         if self.with_series:
             values += [row.series_uid, row.series_description, row.series_number]
         return [*values, row.line, row.status, row.message]
-
-    def write_xlsx(self) -> IO[bytes]:
-        """The workbook in a temporary file (written row by row: a large job never sits in
-        memory), positioned at its start."""
-        workbook = Workbook(write_only=True)
-        sheet = workbook.create_sheet("Results")
-        append_xlsx_row(sheet, self.header)
-        for values in self.values():
-            append_xlsx_row(sheet, values)
-        file = tempfile.TemporaryFile()
-        workbook.save(file)
-        file.seek(0)
-        return file
-
-    def csv_chunks(self) -> Iterator[str]:
-        """The CSV file piece by piece, for a streaming response."""
-        buffer = io.StringIO()
-        writer = CsvWriter(buffer)
-        writer.writerow(self.header)
-        for values in self.values():
-            writer.writerow([_csv_value(value) for value in values])
-            if buffer.tell() > 64 * 1024:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-        yield buffer.getvalue()
-
-
-def _csv_value(value):
-    if isinstance(value, datetime.time):
-        return value.strftime("%H:%M:%S")
-    if value is None:
-        return ""
-    return value

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterator
 from itertools import islice
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
-from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
-from openpyxl import Workbook
 
 from adit.core.jobs.filters import PAGE_SIZES, StatusFilterForm, page_size
 from adit.core.jobs.statuses import TaskStatus
 from adit.core.jobs.views import JobKindView
 from adit.core.sheet_reader import MAX_FILE_BYTES
-from adit.core.spreadsheets import CsvWriter, append_xlsx_row
+from adit.core.spreadsheets import table_download
 
 from .batch_file import COLUMNS, MAX_LINES_FOR_NON_STAFF
 from .export import Export
@@ -65,27 +63,10 @@ def job_create(request: HttpRequest) -> HttpResponse:
 
 
 @permission_required(ADD_PERMISSION, raise_exception=True)
-def sample_file(request: HttpRequest, suffix: str) -> HttpResponse:
+def sample_file(request: HttpRequest, suffix: str) -> HttpResponseBase:
     header = [column.name for column in COLUMNS]
     lines = [[row.get(name, "") for name in header] for row in SAMPLE_ROWS]
-    filename = f"batch_query_sample.{suffix}"
-    if suffix == "csv":
-        response = HttpResponse(content_type="text/csv; charset=utf-8")
-        response.write("\ufeff")  # Excel reads UTF-8 only with a byte order mark
-        CsvWriter(response).writerows([header, *lines])
-    else:
-        workbook = Workbook(write_only=True)
-        sheet = workbook.create_sheet("Batch query")
-        for values in [header, *lines]:
-            append_xlsx_row(sheet, values)
-        buffer = io.BytesIO()
-        workbook.save(buffer)
-        response = HttpResponse(buffer.getvalue(), content_type=_XLSX)
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
-
-
-_XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    return table_download(suffix, f"batch_query_sample.{suffix}", header, lines)
 
 
 def task_context(task) -> dict:
@@ -130,31 +111,23 @@ class ResultsView(JobKindView):
         return render(request, "batch_query/results.html", context)
 
 
-class ExportXlsxView(JobKindView):
-    def get(self, request: HttpRequest, pk: int) -> FileResponse:
+class ExportView(JobKindView):
+    """The rows of the results page as a spreadsheet (``suffix`` "xlsx" or "csv")."""
+
+    suffix = "xlsx"
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         job = self.get_job()
         assert isinstance(job, BatchQueryJob)
         export = Export(job)
-        return FileResponse(
-            export.write_xlsx(),
-            as_attachment=True,
-            filename=export.filename("xlsx"),
-            content_type=_XLSX,
+        return table_download(
+            self.suffix, export.filename(self.suffix), export.header, export.values()
         )
 
 
-class ExportCsvView(JobKindView):
-    def get(self, request: HttpRequest, pk: int) -> StreamingHttpResponse:
-        job = self.get_job()
-        assert isinstance(job, BatchQueryJob)
-        export = Export(job)
-        chunks = export.csv_chunks()
-        response = StreamingHttpResponse(_with_bom(chunks), content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="{export.filename("csv")}"'
-        return response
+class ExportXlsxView(ExportView):
+    suffix = "xlsx"
 
 
-def _with_bom(chunks: Iterator[str]) -> Iterator[bytes]:
-    yield "\ufeff".encode()
-    for chunk in chunks:
-        yield chunk.encode()
+class ExportCsvView(ExportView):
+    suffix = "csv"

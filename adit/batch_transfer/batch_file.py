@@ -36,6 +36,7 @@ class StudyRequest:
     pseudonym: str
     series_uids: list[str] = field(default_factory=list)  # empty: the whole study
     lines: list[int] = field(default_factory=list)
+    line_series_uids: list[str] = field(default_factory=list)  # of each line, "" for none
 
 
 @dataclass
@@ -164,6 +165,7 @@ def _grouped(rows: list[SheetRow]) -> list[StudyRequest]:
         )
         request.lines.append(row.line)
         series_uid = _text(row, "SeriesInstanceUID")
+        request.line_series_uids.append(series_uid)
         if not series_uid:
             whole.add(study_uid)
         elif series_uid not in request.series_uids:

@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "adit.token_authentication",
     "adit.selective_transfer",
     "adit.batch_query",
+    "adit.batch_transfer",
 ]
 
 MIDDLEWARE = [
@@ -229,6 +230,8 @@ DICOM_ASSOCIATION_WAIT_SECONDS = env.int("DICOM_ASSOCIATION_WAIT_SECONDS", 300)
 
 # Whether jobs of non-staff users wait until staff verify them (else they start at once).
 JOBS_NEED_STAFF_VERIFICATION = env.bool("JOBS_NEED_STAFF_VERIFICATION", False)
+# Whether a batch transfer must name the ethics committee's approval of its project.
+ETHICS_COMMITTEE_APPROVAL_REQUIRED = env.bool("ETHICS_COMMITTEE_APPROVAL_REQUIRED", True)
 
 # Tasks (one study of a job each). A task failing with a transient error is tried again up to
 # DICOM_TASK_MAX_ATTEMPTS times, waiting DICOM_TASK_RETRY_WAIT seconds times (attempt + 1)

@@ -126,7 +126,8 @@ def test_the_sample_files_are_valid_batch_files(logged_in, server):
         response = logged_in.get(reverse("batch_query:sample_file", args=[suffix]))
         assert response.status_code == 200
         assert f"batch_query_sample.{suffix}" in response["Content-Disposition"]
-        created = _post(logged_in, server, response.content, f"sample.{suffix}")
+        content = b"".join(response.streaming_content)  # pyright: ignore[reportAttributeAccessIssue]
+        created = _post(logged_in, server, content, f"sample.{suffix}")
         assert created.status_code == 302, created.content.decode()[-3000:]
     assert [job.tasks.count() for job in BatchQueryJob.objects.all()] == [5, 5]
 

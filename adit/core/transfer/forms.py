@@ -59,6 +59,9 @@ class TransferOptionsForm(forms.Form):
     """
 
     job_model: ClassVar[type[TransferJob]]
+    # False for a form whose studies bring their own pseudonyms (a batch file's lines): it has
+    # no pseudonym field, and its app checks the pseudonyms where they come from.
+    one_pseudonym_for_all: ClassVar[bool] = True
 
     destination = forms.ModelChoiceField(
         queryset=DicomNode.objects.none(), empty_label="Choose a destination", required=False
@@ -104,7 +107,9 @@ class TransferOptionsForm(forms.Form):
         ).distinct()
         if not self.may_process_urgently:
             del self.fields["urgent"]
-        if not self.may_transfer_unpseudonymized:
+        if not self.one_pseudonym_for_all:
+            del self.fields["pseudonym"]
+        elif not self.may_transfer_unpseudonymized:
             self.fields["pseudonym"].help_text = "Required: you may only transfer pseudonymized."
         else:
             self.fields["pseudonym"].help_text = "Leave empty to transfer unpseudonymized."
@@ -127,7 +132,8 @@ class TransferOptionsForm(forms.Form):
         destination = data.get("destination")
         if destination is None:
             self.add_error("destination", "Choose where the studies go.")
-        if not data.get("pseudonym") and not self.may_transfer_unpseudonymized:
+        pseudonym_missing = self.one_pseudonym_for_all and not data.get("pseudonym")
+        if pseudonym_missing and not self.may_transfer_unpseudonymized:
             self.add_error("pseudonym", "This field is required.")
         if data.get("archive_password") and destination is not None:
             if destination.node_type != DicomNode.NodeType.FOLDER:

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import django_tables2 as tables
 from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 
+from adit.core.jobs.models import DicomTask
 from adit.core.jobs.registry import JobKind, JobLink
 from adit.core.jobs.views import JobKindView
 from adit.core.sections import Section
@@ -62,17 +65,29 @@ def transfer_job_kind(
     job_model: type[TransferJob],
     task_model: type[TransferTask],
     section: Section | None = None,
+    *,
+    columns_before: tuple[tuple[str, tables.Column], ...] = (),
+    columns_after: tuple[tuple[str, tables.Column], ...] = (),
+    job_fields_template: str = "core/transfer/_job_fields.html",
+    task_fields_template: str = "core/transfer/_task_fields.html",
+    links: tuple[JobLink, ...] = (),
+    task_context: Callable[[DicomTask], dict] | None = None,
 ) -> JobKind:
-    """The job kind of a TransferJob/TransferTask pair, to register in AppConfig.ready."""
+    """The job kind of a TransferJob/TransferTask pair, to register in AppConfig.ready.
+
+    An app adds its own task columns before or after the transfer's, its own links after the
+    pseudonym mapping, and may replace the field templates by ones that include the core's.
+    """
     assert issubclass(job_model, TransferJob) and issubclass(task_model, TransferTask)
     return JobKind(
         job_model=job_model,
         task_model=task_model,
         processor=TransferProcessor,
         section=section,
-        task_columns=transfer_task_columns(),
-        job_fields_template="core/transfer/_job_fields.html",
-        task_fields_template="core/transfer/_task_fields.html",
+        task_columns=(*columns_before, *transfer_task_columns(), *columns_after),
+        job_fields_template=job_fields_template,
+        task_fields_template=task_fields_template,
+        task_context=task_context,
         links=(
             JobLink(
                 name="pseudonyms",
@@ -81,5 +96,6 @@ def transfer_job_kind(
                 view=PseudonymsView,
                 shown_if=_has_pseudonyms,
             ),
+            *links,
         ),
     )

@@ -10,7 +10,7 @@ from adit.accounts.models import User
 from adit.core.models import DicomFolder, DicomNode, DicomNodeGroupAccess, DicomServer, Project
 
 EXAMPLE_GROUPS = ("Thoraxklinik", "Neuroradiologie", "Studienzentrum")
-# Everybody may search, transfer pseudonymized, download and run batch queries; only the
+# Everybody may search, transfer pseudonymized, download and run batch jobs; only the
 # neuroradiology group may transfer unpseudonymized, only the thorax clinic urgently; a study
 # center runs long-lived scripts against the API.
 _EVERYBODY = (
@@ -19,14 +19,21 @@ _EVERYBODY = (
     "selective_transfer.can_download_study",
     "batch_query.add_batchqueryjob",
     "batch_query.view_batchqueryjob",
+    "batch_transfer.add_batchtransferjob",
+    "batch_transfer.view_batchtransferjob",
 )
 GROUP_PERMISSIONS = {
     "Thoraxklinik": (
         *_EVERYBODY,
         "selective_transfer.can_process_urgently",
         "batch_query.can_process_urgently",
+        "batch_transfer.can_process_urgently",
     ),
-    "Neuroradiologie": (*_EVERYBODY, "selective_transfer.can_transfer_unpseudonymized"),
+    "Neuroradiologie": (
+        *_EVERYBODY,
+        "selective_transfer.can_transfer_unpseudonymized",
+        "batch_transfer.can_transfer_unpseudonymized",
+    ),
     "Studienzentrum": (*_EVERYBODY, "token_authentication.can_generate_never_expiring_token"),
 }
 # (username, first name, last name, groups); the first group is the active one.

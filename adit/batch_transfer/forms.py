@@ -1,0 +1,236 @@
+"""The batch transfer form: the core's transfer options, a source, the project (an existing
+one or a new one), the ethics approval and the batch file, checked line by line."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from adit.core import validators
+from adit.core.access import usable_nodes
+from adit.core.models import DicomNode, Project
+from adit.core.sheet_reader import MAX_FILE_BYTES, SheetError, SheetProblem
+from adit.core.transfer.forms import TransferOptionsForm
+
+from .batch_file import MAX_LINES_FOR_NON_STAFF, BatchFile, read_batch_file
+from .models import BatchTransferJob
+
+PREFERENCE_FIELDS = ("source", "destination", "urgent", "send_finished_mail")
+# A file full of mistakes would make a page of thousands; the first ones show the pattern.
+MAX_PROBLEMS_SHOWN = 200
+
+
+class BatchFileField(forms.FileField):
+    default_error_messages = {
+        "too_large": f"The file is larger than {MAX_FILE_BYTES // 2**20} MB; split it into "
+        "smaller ones.",
+    }
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault(
+            "help_text",
+            "An Excel workbook (.xlsx) or a CSV file (.csv) of at most "
+            f"{MAX_FILE_BYTES // 2**20} MB, one study or series per line.",
+        )
+        super().__init__(**kwargs)
+
+    def clean(self, data, initial=None):
+        upload = super().clean(data, initial)
+        if upload and upload.size > MAX_FILE_BYTES:
+            raise ValidationError(self.error_messages["too_large"], code="too_large")
+        return upload
+
+
+class BatchFileReading:
+    """Reads the uploaded batch file for the form's user; the problems, if any, for the page."""
+
+    user: Any  # the form's user
+    problems: list[SheetProblem]
+    batch: BatchFile | None
+
+    @property
+    def may_transfer_unpseudonymized(self) -> bool:
+        return self.user.has_perm("batch_transfer.can_transfer_unpseudonymized")
+
+    @property
+    def max_lines(self) -> int | None:
+        return None if self.user.is_staff else MAX_LINES_FOR_NON_STAFF
+
+    @property
+    def problems_shown(self) -> list[SheetProblem]:
+        return self.problems[:MAX_PROBLEMS_SHOWN]
+
+    def read_upload(self, upload) -> BatchFile:
+        try:
+            batch = read_batch_file(
+                upload.read(),
+                upload.name,
+                max_lines=self.max_lines,
+                pseudonym_required=not self.may_transfer_unpseudonymized,
+            )
+        except SheetError as err:
+            raise ValidationError(str(err)) from err
+        if batch.problems:
+            self.problems = batch.problems
+            count = len(batch.problems)
+            raise ValidationError(
+                f"The batch file has {count} problem{'s' if count != 1 else ''} (listed below); "
+                "nothing was created. Correct the file and upload it again."
+            )
+        self.batch = batch
+        return batch
+
+
+class BatchTransferJobForm(BatchFileReading, TransferOptionsForm):
+    """Bound to the user: it offers the nodes and projects of their active group, and creates
+    nothing unless every line of the file is usable."""
+
+    job_model = BatchTransferJob
+    one_pseudonym_for_all = False  # each line brings its own
+
+    source = forms.ModelChoiceField(
+        queryset=DicomNode.objects.none(), empty_label=None, help_text="The PACS to fetch from."
+    )
+    new_project_name = forms.CharField(
+        label="or a new project",
+        max_length=64,
+        required=False,
+        validators=[validators.validate_query_value],
+        help_text="A new project of your group, named here.",
+    )
+    project_description = forms.CharField(
+        max_length=2000, required=False, widget=forms.Textarea(attrs={"rows": 3})
+    )
+    ethics_application_id = forms.CharField(
+        label="Ethics committee approval",
+        max_length=100,
+        required=False,
+        help_text="The approval's number or reference, as the ethics committee issued it.",
+    )
+    check_first = forms.BooleanField(
+        label="Check the studies at the source before transferring",
+        required=False,
+        initial=True,
+        help_text="Shows which studies the source holds before anything moves; leave it off "
+        "for a file exported by a batch query, whose studies were just found.",
+    )
+    batch_file = BatchFileField(widget=forms.ClearableFileInput(attrs={"accept": ".xlsx,.csv"}))
+
+    field_order = [
+        "source",
+        "destination",
+        "project",
+        "new_project_name",
+        "project_description",
+        "ethics_application_id",
+        "trial_protocol_id",
+        "trial_protocol_name",
+        "batch_file",
+        "check_first",
+        "archive_password",
+        "convert_to_nifti",
+        "urgent",
+        "send_finished_mail",
+    ]
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, user=user, **kwargs)
+        self.problems = []
+        self.batch = None
+        self.fields["source"].queryset = usable_nodes(user, "source", servers_only=True)  # pyright: ignore[reportAttributeAccessIssue]
+        self.fields["destination"].empty_label = None  # pyright: ignore[reportAttributeAccessIssue]
+        self.fields["project"].empty_label = "No project (pseudonyms only stable within this job)"  # pyright: ignore[reportAttributeAccessIssue]
+        if settings.ETHICS_COMMITTEE_APPROVAL_REQUIRED:
+            self.fields["ethics_application_id"].required = True
+        for name, field in self.fields.items():
+            field.widget.attrs.update({"class": _css_class(field.widget), "data-testid": name})
+
+    def clean_batch_file(self):
+        upload = self.cleaned_data["batch_file"]
+        self.read_upload(upload)
+        return upload
+
+    def clean(self):
+        cleaned = super().clean() or {}
+        self.check_transfer_options()
+        new_name = cleaned.get("new_project_name", "").strip()
+        cleaned["new_project_name"] = new_name
+        if new_name and cleaned.get("project"):
+            self.add_error("new_project_name", "Choose a project or name a new one, not both.")
+        elif new_name:
+            existing = Project.objects.filter(name__iexact=new_name).first()
+            if existing is None:
+                pass
+            elif self.fields["project"].queryset.filter(pk=existing.pk).exists():  # pyright: ignore[reportAttributeAccessIssue]
+                cleaned["project"], cleaned["new_project_name"] = existing, ""
+            else:
+                self.add_error(
+                    "new_project_name",
+                    f"A project named {existing.name} exists and is not one of your group's; "
+                    "choose another name.",
+                )
+        return cleaned
+
+    def preferences(self) -> dict:
+        return {
+            name: getattr(self.cleaned_data.get(name), "pk", self.cleaned_data.get(name))
+            for name in PREFERENCE_FIELDS
+            if name in self.cleaned_data
+        }
+
+    def create_job(self) -> BatchTransferJob:
+        """Creates the job (and the new project, if one was named). Raises PseudonymConflict,
+        creating nothing, if the file contradicts the project's pseudonyms."""
+        assert self.is_valid() and self.batch is not None
+        data = self.cleaned_data
+        choices = self.transfer_choices()
+        with transaction.atomic():
+            if data["new_project_name"]:
+                project = Project.objects.create(
+                    name=data["new_project_name"], description=data["project_description"]
+                )
+                project.groups.add(self.user.active_group)
+                choices = dataclasses.replace(choices, project=project)
+            return BatchTransferJob.create_with_tasks(
+                owner=self.user,
+                source=data["source"],
+                studies=self.batch.studies,
+                options=choices,
+                check_first=data["check_first"],
+                project_description=data["project_description"],
+                ethics_application_id=data["ethics_application_id"],
+                skipped_lines=self.batch.skipped_lines,
+            )
+
+
+def _css_class(widget: Any) -> str:
+    if isinstance(widget, forms.CheckboxInput):
+        return "form-check-input"
+    if isinstance(widget, forms.Select):
+        return "form-select"
+    return "form-control"
+
+
+class CorrectedFileForm(BatchFileReading, forms.Form):
+    """A corrected batch file for a job still being checked."""
+
+    batch_file = BatchFileField(label="Corrected batch file")
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+        self.problems = []
+        self.batch = None
+        self.fields["batch_file"].widget.attrs.update(
+            {"class": "form-control", "accept": ".xlsx,.csv", "data-testid": "corrected-file"}
+        )
+
+    def clean_batch_file(self):
+        upload = self.cleaned_data["batch_file"]
+        self.read_upload(upload)
+        return upload

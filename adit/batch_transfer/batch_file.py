@@ -57,14 +57,18 @@ def read_batch_file(
     """
     sheet = read_sheet(data, filename, COLUMNS, ignore_other_columns=True, max_rows=max_lines)
     result = BatchFile(problems=list(sheet.problems))
-    refused = {problem.line for problem in sheet.problems}
+    # A cell the reader refused (too long, say) reads as empty: it has its problem already.
+    refused: dict[int, set[str]] = {}
+    for problem in sheet.problems:
+        refused.setdefault(problem.line, set()).add(problem.column)
     usable: list[SheetRow] = []
     for row in sheet.rows:
         if _found_nothing(row):
             result.skipped_lines.append(row.line)
-        elif _line_problems(row, pseudonym_required, result.problems) or row.line in refused:
             continue
-        else:
+        found = _line_problems(row, pseudonym_required)
+        result.problems += [p for p in found if p.column not in refused.get(row.line, ())]
+        if not found and row.line not in refused:
             usable.append(row)
     if not result.problems:
         _check_whole_file(usable, result.problems)
@@ -89,8 +93,8 @@ def _found_nothing(row: SheetRow) -> bool:
     return bool(_text(row, "Status")) and not _text(row, "StudyInstanceUID")
 
 
-def _line_problems(row: SheetRow, pseudonym_required: bool, problems: list[SheetProblem]) -> bool:
-    """Adds the problems of one line; whether it had any."""
+def _line_problems(row: SheetRow, pseudonym_required: bool) -> list[SheetProblem]:
+    """The problems of one line."""
     found: list[SheetProblem] = []
 
     def problem(column: str, message: str) -> None:
@@ -116,8 +120,7 @@ def _line_problems(row: SheetRow, pseudonym_required: bool, problems: list[Sheet
         _check(pseudonym, validators.validate_pseudonym, "Pseudonym", problem)
     elif pseudonym_required:
         problem("Pseudonym", "You are only allowed to transfer pseudonymized.")
-    problems.extend(found)
-    return bool(found)
+    return found
 
 
 def _check(value: str, validate, column: str, problem) -> None:

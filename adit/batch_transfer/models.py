@@ -211,6 +211,14 @@ class BatchTransferJob(TransferJob):
         self.refresh_from_db()
         return self.tasks.filter(check_result=CheckResult.NOT_CHECKED).count()
 
+    def get_status_display(self) -> str:
+        """The status as the job pages show it: before the start, the check's phase."""
+        if self.phase == Phase.CHECKING:
+            return "Checking"
+        if self.phase == Phase.CHECKED:
+            return "Checked, not started"
+        return JobStatus(self.status).label
+
     @property
     def is_verifiable(self) -> bool:
         return super().is_verifiable and self.phase == Phase.STARTED

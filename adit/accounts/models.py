@@ -19,6 +19,14 @@ class User(AbstractUser):
         help_text="The group whose permissions and DICOM nodes the user works with right now.",
     )
 
+    def preferences_of(self, app_label: str) -> dict:
+        """What the user chose last time on the app's form (its fields' initial values)."""
+        return self.preferences.get(app_label, {})
+
+    def remember_preferences(self, app_label: str, values: dict) -> None:
+        self.preferences = {**self.preferences, app_label: values}
+        self.save(update_fields=["preferences"])
+
     def ensure_valid_active_group(self) -> None:
         """Makes the active group one of the user's groups (the first one if it is not)."""
         if self.active_group_id and self.groups.filter(pk=self.active_group_id).exists():

@@ -6,28 +6,23 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from adit.core.access import usable_nodes
+from adit.core.forms import BatchFileField, BatchFileProblems, RememberedChoices
 from adit.core.models import DicomNode
-from adit.core.sheet_reader import MAX_FILE_BYTES, SheetError, SheetProblem
+from adit.core.sheet_reader import SheetError, SheetProblem
 
 from .batch_file import MAX_LINES_FOR_NON_STAFF, read_batch_file
 from .models import BatchQueryJob, BatchQueryTask
 
-PREFERENCE_FIELDS = ("source", "urgent", "send_finished_mail")
-# A file full of mistakes would make a page of thousands; the first ones show the pattern.
-MAX_PROBLEMS_SHOWN = 200
 
-
-class BatchQueryJobForm(forms.ModelForm):
+class BatchQueryJobForm(BatchFileProblems, RememberedChoices, forms.ModelForm):
     """Bound to the user: it offers the servers their active group may query, and creates
     nothing unless every line of the file is usable."""
 
     source = forms.ModelChoiceField(
         queryset=DicomNode.objects.none(), empty_label=None, help_text="The PACS to query."
     )
-    batch_file = forms.FileField(
-        help_text="An Excel workbook (.xlsx) or a CSV file (.csv) of at most "
-        f"{MAX_FILE_BYTES // 2**20} MB, one query per line."
-    )
+    batch_file = BatchFileField(what_per_line="one query per line")
+    preference_fields = ("source", "urgent", "send_finished_mail")
 
     class Meta:
         model = BatchQueryJob
@@ -51,36 +46,16 @@ class BatchQueryJobForm(forms.ModelForm):
     def max_lines(self) -> int | None:
         return None if self.user.is_staff else MAX_LINES_FOR_NON_STAFF
 
-    @property
-    def problems_shown(self) -> list[SheetProblem]:
-        return self.problems[:MAX_PROBLEMS_SHOWN]
-
     def clean_batch_file(self):
         upload = self.cleaned_data["batch_file"]
-        if upload.size > MAX_FILE_BYTES:
-            raise ValidationError(
-                f"The file is larger than {MAX_FILE_BYTES // 2**20} MB; split it into smaller ones."
-            )
         try:
             batch = read_batch_file(upload.read(), upload.name, max_lines=self.max_lines)
         except SheetError as err:
             raise ValidationError(str(err)) from err
         if batch.problems:
-            self.problems = batch.problems
-            count = len(batch.problems)
-            raise ValidationError(
-                f"The batch file has {count} problem{'s' if count != 1 else ''} (listed below); "
-                "nothing was created. Correct the file and upload it again."
-            )
+            self.refuse(batch.problems)
         self.tasks = batch.tasks
         return upload
-
-    def preferences(self) -> dict:
-        return {
-            name: getattr(self.cleaned_data.get(name), "pk", self.cleaned_data.get(name))
-            for name in PREFERENCE_FIELDS
-            if name in self.cleaned_data
-        }
 
     def create_job(self) -> BatchQueryJob:
         assert self.is_valid()

@@ -13,6 +13,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
+from adit.core.access import setup_problems
 from adit.core.jobs.filters import PAGE_SIZES, StatusFilterForm, page_size
 from adit.core.jobs.statuses import TaskStatus
 from adit.core.jobs.views import JobKindView
@@ -41,13 +42,12 @@ SAMPLE_ROWS = (
 @permission_required(ADD_PERMISSION, raise_exception=True)
 def job_create(request: HttpRequest) -> HttpResponse:
     user = request.user
-    preferences = user.preferences.get("batch_query", {})  # pyright: ignore[reportAttributeAccessIssue]
+    preferences = user.preferences_of("batch_query")  # pyright: ignore[reportAttributeAccessIssue]
     if request.method == "POST":
         form = BatchQueryJobForm(request.POST, request.FILES, user=user)
         if form.is_valid():
             job = form.create_job()
-            user.preferences = {**user.preferences, "batch_query": form.preferences()}  # pyright: ignore[reportAttributeAccessIssue]
-            user.save(update_fields=["preferences"])  # pyright: ignore[reportCallIssue]
+            user.remember_preferences("batch_query", form.preferences())  # pyright: ignore[reportAttributeAccessIssue]
             messages.success(request, f"Batch query job {job.pk} with {len(form.tasks)} lines.")
             return redirect("batch_query:job_detail", pk=job.pk)
     else:
@@ -57,7 +57,11 @@ def job_create(request: HttpRequest) -> HttpResponse:
         "columns": COLUMNS,
         "max_lines": None if user.is_staff else MAX_LINES_FOR_NON_STAFF,
         "max_megabytes": MAX_FILE_BYTES // 2**20,
-        "no_source": not form.fields["source"].queryset.exists(),  # pyright: ignore[reportAttributeAccessIssue]
+        "setup_problems": setup_problems(
+            user,
+            "Batch Query",
+            sources=form.fields["source"].queryset,  # pyright: ignore[reportAttributeAccessIssue]
+        ),
     }
     return render(request, "batch_query/job_form.html", context)
 

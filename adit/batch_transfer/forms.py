@@ -13,44 +13,19 @@ from django.db import transaction
 
 from adit.core import validators
 from adit.core.access import usable_nodes
+from adit.core.forms import BatchFileField, BatchFileProblems, RememberedChoices
 from adit.core.models import DicomNode, Project
-from adit.core.sheet_reader import MAX_FILE_BYTES, SheetError, SheetProblem
+from adit.core.sheet_reader import SheetError
 from adit.core.transfer.forms import TransferOptionsForm
 
 from .batch_file import MAX_LINES_FOR_NON_STAFF, BatchFile, read_batch_file
 from .models import BatchTransferJob
 
-PREFERENCE_FIELDS = ("source", "destination", "urgent", "send_finished_mail")
-# A file full of mistakes would make a page of thousands; the first ones show the pattern.
-MAX_PROBLEMS_SHOWN = 200
 
-
-class BatchFileField(forms.FileField):
-    default_error_messages = {
-        "too_large": f"The file is larger than {MAX_FILE_BYTES // 2**20} MB; split it into "
-        "smaller ones.",
-    }
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault(
-            "help_text",
-            "An Excel workbook (.xlsx) or a CSV file (.csv) of at most "
-            f"{MAX_FILE_BYTES // 2**20} MB, one study or series per line.",
-        )
-        super().__init__(**kwargs)
-
-    def clean(self, data, initial=None):
-        upload = super().clean(data, initial)
-        if upload and upload.size > MAX_FILE_BYTES:
-            raise ValidationError(self.error_messages["too_large"], code="too_large")
-        return upload
-
-
-class BatchFileReading:
+class BatchFileReading(BatchFileProblems):
     """Reads the uploaded batch file for the form's user; the problems, if any, for the page."""
 
     user: Any  # the form's user
-    problems: list[SheetProblem]
     batch: BatchFile | None
 
     @property
@@ -60,10 +35,6 @@ class BatchFileReading:
     @property
     def max_lines(self) -> int | None:
         return None if self.user.is_staff else MAX_LINES_FOR_NON_STAFF
-
-    @property
-    def problems_shown(self) -> list[SheetProblem]:
-        return self.problems[:MAX_PROBLEMS_SHOWN]
 
     def read_upload(self, upload) -> BatchFile:
         try:
@@ -76,22 +47,18 @@ class BatchFileReading:
         except SheetError as err:
             raise ValidationError(str(err)) from err
         if batch.problems:
-            self.problems = batch.problems
-            count = len(batch.problems)
-            raise ValidationError(
-                f"The batch file has {count} problem{'s' if count != 1 else ''} (listed below); "
-                "nothing was created. Correct the file and upload it again."
-            )
+            self.refuse(batch.problems)
         self.batch = batch
         return batch
 
 
-class BatchTransferJobForm(BatchFileReading, TransferOptionsForm):
+class BatchTransferJobForm(BatchFileReading, RememberedChoices, TransferOptionsForm):
     """Bound to the user: it offers the nodes and projects of their active group, and creates
     nothing unless every line of the file is usable."""
 
     job_model = BatchTransferJob
     one_pseudonym_for_all = False  # each line brings its own
+    preference_fields = ("source", "destination", "urgent", "send_finished_mail")
 
     source = forms.ModelChoiceField(
         queryset=DicomNode.objects.none(), empty_label=None, help_text="The PACS to fetch from."
@@ -119,7 +86,7 @@ class BatchTransferJobForm(BatchFileReading, TransferOptionsForm):
         help_text="Shows which studies the source holds before anything moves; leave it off "
         "for a file exported by a batch query, whose studies were just found.",
     )
-    batch_file = BatchFileField(widget=forms.ClearableFileInput(attrs={"accept": ".xlsx,.csv"}))
+    batch_file = BatchFileField(what_per_line="one study or series per line")
 
     field_order = [
         "source",
@@ -176,13 +143,6 @@ class BatchTransferJobForm(BatchFileReading, TransferOptionsForm):
                 )
         return cleaned
 
-    def preferences(self) -> dict:
-        return {
-            name: getattr(self.cleaned_data.get(name), "pk", self.cleaned_data.get(name))
-            for name in PREFERENCE_FIELDS
-            if name in self.cleaned_data
-        }
-
     def create_job(self) -> BatchTransferJob:
         """Creates the job (and the new project, if one was named). Raises PseudonymConflict,
         creating nothing, if the file contradicts the project's pseudonyms."""
@@ -219,16 +179,13 @@ def _css_class(widget: Any) -> str:
 class CorrectedFileForm(BatchFileReading, forms.Form):
     """A corrected batch file for a job still being checked."""
 
-    batch_file = BatchFileField(label="Corrected batch file")
+    batch_file = BatchFileField(label="Corrected batch file", what_per_line="one study per line")
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
         self.user = user
         self.problems = []
         self.batch = None
-        self.fields["batch_file"].widget.attrs.update(
-            {"class": "form-control", "accept": ".xlsx,.csv", "data-testid": "corrected-file"}
-        )
 
     def clean_batch_file(self):
         upload = self.cleaned_data["batch_file"]

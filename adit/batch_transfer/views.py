@@ -12,6 +12,7 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
+from adit.core.access import setup_problems
 from adit.core.jobs.models import ActionNotAllowed
 from adit.core.jobs.registry import kind_of
 from adit.core.jobs.tables import app_url
@@ -32,7 +33,7 @@ ADD_PERMISSION = "batch_transfer.add_batchtransferjob"
 @permission_required(ADD_PERMISSION, raise_exception=True)
 def job_create(request: HttpRequest) -> HttpResponse:
     user = request.user
-    preferences = user.preferences.get("batch_transfer", {})  # pyright: ignore[reportAttributeAccessIssue]
+    preferences = user.preferences_of("batch_transfer")  # pyright: ignore[reportAttributeAccessIssue]
     if request.method == "POST":
         form = BatchTransferJobForm(request.POST, request.FILES, user=user)
         if form.is_valid():
@@ -41,8 +42,7 @@ def job_create(request: HttpRequest) -> HttpResponse:
             except PseudonymConflict as conflict:
                 form.add_error(None, conflict.message)
             else:
-                user.preferences = {**user.preferences, "batch_transfer": form.preferences()}  # pyright: ignore[reportAttributeAccessIssue]
-                user.save(update_fields=["preferences"])  # pyright: ignore[reportCallIssue]
+                user.remember_preferences("batch_transfer", form.preferences())  # pyright: ignore[reportAttributeAccessIssue]
                 messages.success(request, _created_message(job, form))
                 return redirect("batch_transfer:job_detail", pk=job.pk)
     else:
@@ -52,8 +52,12 @@ def job_create(request: HttpRequest) -> HttpResponse:
         "columns": COLUMNS,
         "max_lines": None if user.is_staff else MAX_LINES_FOR_NON_STAFF,
         "max_megabytes": MAX_FILE_BYTES // 2**20,
-        "no_source": not form.fields["source"].queryset.exists(),  # pyright: ignore[reportAttributeAccessIssue]
-        "no_destination": not form.fields["destination"].queryset.exists(),  # pyright: ignore[reportAttributeAccessIssue]
+        "setup_problems": setup_problems(
+            user,
+            "Batch Transfer",
+            sources=form.fields["source"].queryset,  # pyright: ignore[reportAttributeAccessIssue]
+            destinations=form.fields["destination"].queryset,  # pyright: ignore[reportAttributeAccessIssue]
+        ),
     }
     return render(request, "batch_transfer/job_form.html", context)
 

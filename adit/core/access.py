@@ -94,3 +94,28 @@ def usable_server(
     )
     assert isinstance(server, DicomServer), "servers_only selects servers"
     return server
+
+
+def setup_problems(user, app: str, sources=None, destinations=None) -> list[str]:
+    """What keeps the user from using the app (its label for people, ``app``) before they
+    try: no group, or a group with no source (of ``sources``, when the app needs one) or no
+    destination (of ``destinations``)."""
+    admins = "Ask an administrator"
+    if user.active_group is None:
+        return [
+            "You are in no group, so no DICOM server or folder is available to you. "
+            f"{admins} to add you to a group that may use {app}."
+        ]
+    group = user.active_group.name
+    problems = []
+    if sources is not None and not sources.exists():
+        problems.append(
+            f"Your group {group} may fetch from no DICOM server: {admins} to give it a source."
+        )
+    if destinations is not None and not destinations.exists():
+        problems.append(
+            f"Your group {group} may send studies nowhere: {admins} to give it a destination."
+        )
+    if problems and user.groups.count() > 1:
+        problems.append("Or switch to another of your groups on your profile page.")
+    return problems

@@ -1,6 +1,13 @@
+"""Forms of the site, and the pieces the apps' forms share."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
 from django import forms
 
 from adit.core import sections
+from adit.core.sheet_reader import MAX_FILE_BYTES, SheetProblem
 
 
 class SectionLockForm(forms.Form):
@@ -14,3 +21,64 @@ class SectionLockForm(forms.Form):
             raise forms.ValidationError("There is no lockable section of that name.")
         cleaned["section"] = section
         return cleaned
+
+
+class BatchFileField(forms.FileField):
+    """An uploaded batch file (.xlsx or .csv) of at most the sheet reader's size."""
+
+    default_error_messages = {
+        "too_large": f"The file is larger than {MAX_FILE_BYTES // 2**20} MB; split it into "
+        "smaller ones.",
+    }
+
+    def __init__(self, *, what_per_line: str = "one line each", **kwargs):
+        kwargs.setdefault(
+            "help_text",
+            f"An Excel workbook (.xlsx) or a CSV file (.csv) of at most "
+            f"{MAX_FILE_BYTES // 2**20} MB, {what_per_line}.",
+        )
+        kwargs.setdefault("widget", forms.ClearableFileInput(attrs={"accept": ".xlsx,.csv"}))
+        super().__init__(**kwargs)
+
+    def clean(self, data, initial=None):
+        upload = super().clean(data, initial)
+        if upload and upload.size > MAX_FILE_BYTES:
+            raise forms.ValidationError(self.error_messages["too_large"], code="too_large")
+        return upload
+
+
+class BatchFileProblems:
+    """For a form with a batch file: the file's problems, which the page lists (the template
+    ``core/_sheet_problems.html``), and the one error of the file field that points to them."""
+
+    problems: list[SheetProblem]
+    # A file full of mistakes would make a page of thousands; the first ones show the pattern.
+    max_problems_shown = 200
+
+    @property
+    def problems_shown(self) -> list[SheetProblem]:
+        return self.problems[: self.max_problems_shown]
+
+    def refuse(self, problems: list[SheetProblem]) -> NoReturn:
+        """Keeps the problems for the page and raises the field's error."""
+        self.problems = problems
+        count = len(problems)
+        raise forms.ValidationError(
+            f"The batch file has {count} problem{'s' if count != 1 else ''} (listed below); "
+            "nothing was created. Correct the file and upload it again."
+        )
+
+
+class RememberedChoices:
+    """For a form whose choices the user finds again next time (``preference_fields``, as
+    primary keys and plain values, in ``User.preferences`` under the form's app)."""
+
+    preference_fields: tuple[str, ...] = ()
+    cleaned_data: dict
+
+    def preferences(self) -> dict:
+        return {
+            name: getattr(self.cleaned_data.get(name), "pk", self.cleaned_data.get(name))
+            for name in self.preference_fields
+            if name in self.cleaned_data
+        }

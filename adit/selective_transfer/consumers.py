@@ -222,8 +222,7 @@ class SelectiveTransferConsumer(AsyncWebsocketConsumer):
             )
         except PseudonymConflict as conflict:
             return message_html(conflict.message, "danger", "transfer-message")
-        self.user.preferences = {**self.user.preferences, "selective_transfer": form.preferences()}
-        self.user.save(update_fields=["preferences"])
+        self.user.remember_preferences("selective_transfer", form.preferences())
         url = reverse("selective_transfer:job_detail", args=[job.pk])
         text = format_html(
             'Successfully submitted transfer job with ID {} — <a href="{}" '

@@ -5,6 +5,8 @@ from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import render
 
+from adit.core.access import setup_problems
+
 from .forms import MAX_SEARCH_RESULTS, MAX_STUDIES_FOR_NON_STAFF, SelectiveTransferForm
 
 SEARCH_FIELDS = (
@@ -25,11 +27,16 @@ def job_create(request: HttpRequest) -> HttpResponse:
     """The search-and-transfer page; searching and transferring go over its WebSocket."""
     if request.method != "GET":
         return HttpResponseNotAllowed(["GET"], "This form works through its WebSocket only.")
-    preferences = request.user.preferences.get("selective_transfer", {})  # pyright: ignore[reportAttributeAccessIssue]
+    preferences = request.user.preferences_of("selective_transfer")  # pyright: ignore[reportAttributeAccessIssue]
     form = SelectiveTransferForm(initial=preferences, user=request.user)
     _style(form)
     context = {
-        "setup_problems": _setup_problems(request.user, form),
+        "setup_problems": setup_problems(
+            request.user,
+            "Selective Transfer",
+            sources=form.fields["source"].queryset,  # pyright: ignore[reportAttributeAccessIssue]
+            destinations=form.fields["destination"].queryset,  # pyright: ignore[reportAttributeAccessIssue]
+        ),
         "form": form,
         "destinations": form.fields["destination"].queryset,  # pyright: ignore[reportAttributeAccessIssue]
         "search_fields": [form[name] for name in SEARCH_FIELDS],
@@ -41,29 +48,6 @@ def job_create(request: HttpRequest) -> HttpResponse:
         "excluded_modalities": ", ".join(settings.EXCLUDE_MODALITIES),
     }
     return render(request, "selective_transfer/job_form.html", context)
-
-
-def _setup_problems(user, form: SelectiveTransferForm) -> list[str]:
-    """What keeps the user from searching or transferring, before they try."""
-    admins = "Ask an administrator"
-    if user.active_group is None:
-        return [
-            "You are in no group, so no DICOM server or folder is available to you. "
-            f"{admins} to add you to a group that may use Selective Transfer."
-        ]
-    group = user.active_group.name
-    problems = []
-    if not form.fields["source"].queryset.exists():  # pyright: ignore[reportAttributeAccessIssue]
-        problems.append(
-            f"Your group {group} may search no DICOM server: {admins} to give it a source."
-        )
-    if not form.fields["destination"].queryset.exists():  # pyright: ignore[reportAttributeAccessIssue]
-        problems.append(
-            f"Your group {group} may send studies nowhere: {admins} to give it a destination."
-        )
-    if problems and user.groups.count() > 1:
-        problems.append("Or switch to another of your groups on your profile page.")
-    return problems
 
 
 def _style(form: SelectiveTransferForm) -> None:

@@ -10,8 +10,12 @@ import pytest
 
 from adit.core.jobs.processing import run_task
 from adit.core.jobs.statuses import TaskStatus
-from adit.core.models import DicomFolder, DicomServer
-from adit.core.tests.factories import give_permissions, grant, server_for
+from adit.core.tests.factories import give_permissions
+from adit.core.tests.node_fixtures import (  # noqa: F401 (fixtures)
+    destination_folder,
+    destination_server,
+    source_server,
+)
 
 BASIC_PERMISSIONS = ("add_batchtransferjob", "view_batchtransferjob")
 HEADER = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "Pseudonym")
@@ -57,24 +61,3 @@ def researcher(member):
     """alice, allowed batch transfers (pseudonymized only) in her active group."""
     give(member, *BASIC_PERMISSIONS)
     return member
-
-
-@pytest.fixture
-def source_server(researcher, orthanc1) -> DicomServer:
-    server = server_for(orthanc1)
-    grant(server, researcher.active_group, source=True)
-    return server
-
-
-@pytest.fixture
-def destination_server(researcher, empty_orthanc2) -> DicomServer:
-    server = server_for(empty_orthanc2)
-    grant(server, researcher.active_group, destination=True)
-    return server
-
-
-@pytest.fixture
-def destination_folder(researcher, tmp_path) -> DicomFolder:
-    folder = DicomFolder.objects.create(name="Research share", path=str(tmp_path / "share"))
-    grant(folder, researcher.active_group, destination=True)
-    return folder

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from adit.core.models import DicomFolder, DicomServer
-from adit.core.tests.factories import give_permissions, grant, server_for
+from adit.core.tests.factories import give_permissions
+from adit.core.tests.node_fixtures import (  # noqa: F401 (fixtures)
+    destination_folder,
+    destination_server,
+    source_server,
+)
 
 BASIC_PERMISSIONS = ("add_selectivetransferjob", "view_selectivetransferjob")
 
@@ -20,24 +24,3 @@ def researcher(member):
     """alice, allowed to search and transfer (pseudonymized only) in her active group."""
     give(member, *BASIC_PERMISSIONS)
     return member
-
-
-@pytest.fixture
-def source_server(researcher, orthanc1) -> DicomServer:
-    server = server_for(orthanc1)
-    grant(server, researcher.active_group, source=True)
-    return server
-
-
-@pytest.fixture
-def destination_server(researcher, empty_orthanc2) -> DicomServer:
-    server = server_for(empty_orthanc2)
-    grant(server, researcher.active_group, destination=True)
-    return server
-
-
-@pytest.fixture
-def destination_folder(researcher, tmp_path) -> DicomFolder:
-    folder = DicomFolder.objects.create(name="Research share", path=str(tmp_path / "share"))
-    grant(folder, researcher.active_group, destination=True)
-    return folder

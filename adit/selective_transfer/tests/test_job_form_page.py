@@ -35,7 +35,7 @@ def test_a_group_without_source_or_destination_is_told_so(client, researcher):
 
     page = _problems(client)
 
-    assert "Your group Thoraxklinik may search no DICOM server" in page
+    assert "Your group Thoraxklinik may fetch from no DICOM server" in page
     assert "Your group Thoraxklinik may send studies nowhere" in page
     assert "switch to another of your groups" in page  # alice has two
 

@@ -136,7 +136,10 @@ class BatchTransferJob(TransferJob):
     def queue_check(self) -> None:
         from .tasks import check_studies
 
-        check_studies.defer(job_id=self.pk, check_round=self.check_round)
+        # At the job's priority: an urgent job's check goes before other jobs' transfers.
+        check_studies.configure(priority=self.priority).defer(
+            job_id=self.pk, check_round=self.check_round
+        )
 
     def check_counts(self) -> dict[str, int]:
         """How many tasks have each check result (by its value), and "total"."""

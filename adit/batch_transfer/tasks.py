@@ -24,7 +24,9 @@ def check_studies(context: JobContext, job_id: int, check_round: int) -> str:
     try:
         checked = checking.check_studies(job_id, check_round, should_stop=worker_stopping)
     except checking.CheckStopped:
-        check_studies.defer(job_id=job_id, check_round=check_round)
+        check_studies.configure(priority=context.job.priority).defer(
+            job_id=job_id, check_round=check_round
+        )
         return "the worker stops; the next one goes on with the check"
     finally:
         close_old_connections()

@@ -11,6 +11,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from openpyxl import load_workbook
+from procrastinate.contrib.django.models import ProcrastinateJob
 
 from adit.accounts.tests.factories import GroupFactory, UserFactory
 from adit.batch_transfer.models import BatchTransferJob, BatchTransferTask, CheckResult, Phase
@@ -61,20 +62,27 @@ def _page(response) -> str:
 
 
 def test_a_valid_file_creates_a_job_whose_studies_are_checked_first(
-    logged_in, nodes, django_capture_on_commit_callbacks
+    logged_in, researcher, nodes, django_capture_on_commit_callbacks
 ):
+    give(researcher, "can_process_urgently")
     data = csv_bytes(
         ["0012345", STUDY_A, SERIES_1, "SUBJ-01"],
         ["0012345", STUDY_A, "", "SUBJ-01"],
         ["0099", STUDY_B, "", "SUBJ-02"],
     )
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = _post(logged_in, nodes, data, check_first="on", trial_protocol_id="T-7")
+        response = _post(
+            logged_in, nodes, data, check_first="on", trial_protocol_id="T-7", urgent="on"
+        )
 
     job = BatchTransferJob.objects.get()
     assert response.status_code == 302
     assert response["Location"] == reverse("batch_transfer:job_detail", args=[job.pk])
     assert len(callbacks) == 1, "the check is queued once the job is saved"
+    callbacks[0]()
+    queued = ProcrastinateJob.objects.get(task_name="adit.batch_transfer.check_studies")
+    assert queued.args == {"job_id": job.pk, "check_round": 0}
+    assert (queued.queue_name, queued.priority) == ("dicom", job.urgent_priority)
     assert (job.phase, job.status, job.trial_protocol_id) == (
         Phase.CHECKING,
         JobStatus.UNVERIFIED,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 from typing import ClassVar
 
-from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models, transaction
 
@@ -34,8 +33,7 @@ class BatchQueryJob(DicomJob):
                 task.job = job
                 task.source = source
             BatchQueryTask.objects.bulk_create(tasks, batch_size=500)
-            needs_verification = settings.JOBS_NEED_STAFF_VERIFICATION and not owner.is_staff
-            job.start_processing(verified=not needs_verification)
+            job.start_processing()
         return job
 
     @property

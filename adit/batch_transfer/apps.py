@@ -10,11 +10,12 @@ class BatchTransferConfig(AppConfig):
         import django_tables2 as tables
 
         from adit.core.jobs import registry
+        from adit.core.jobs.filters import ExtraFilter
         from adit.core.sections import Section
         from adit.core.transfer.kind import transfer_job_kind
 
         from . import views
-        from .models import BatchTransferJob, BatchTransferTask
+        from .models import BatchTransferJob, BatchTransferTask, CheckResult
 
         registry.register(
             transfer_job_kind(
@@ -42,6 +43,11 @@ class BatchTransferConfig(AppConfig):
                             verbose_name="At the source",
                         ),
                     ),
+                ),
+                task_filter=ExtraFilter(
+                    "check_result",
+                    "At the source",
+                    [(result.value, result.label) for result in CheckResult if result.value],
                 ),
                 job_fields_template="batch_transfer/_job_fields.html",
                 task_fields_template="batch_transfer/_task_fields.html",

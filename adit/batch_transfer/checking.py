@@ -14,6 +14,7 @@ from collections.abc import Callable
 from adit.core.dicom.errors import DicomError
 from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.selection import StudySelection
+from adit.core.jobs.processing import readable_error
 from adit.core.models import DicomServer
 from adit.core.transfer.study import StudyNotFoundError, find_study
 
@@ -72,6 +73,11 @@ def check_task(operator: DicomOperator, task: BatchTransferTask) -> CheckResult:
     except DicomError as err:
         result, message = CheckResult.ERROR, f"Could not be checked at {name}: {err}"
         task.record_check(result, message)
+        return result
+    except Exception as err:  # an answer no rule foresaw must not stop the other studies
+        logger.exception("The check of %s of %s failed", task, task.job)
+        result = CheckResult.ERROR
+        task.record_check(result, f"Could not be checked at {name}: {readable_error(err)}")
         return result
     fields = {
         **BatchTransferTask.study_fields(

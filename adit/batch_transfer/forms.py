@@ -9,7 +9,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from adit.core import validators
 from adit.core.access import usable_nodes
@@ -144,17 +144,17 @@ class BatchTransferJobForm(BatchFileReading, RememberedChoices, TransferOptionsF
         return cleaned
 
     def create_job(self) -> BatchTransferJob:
-        """Creates the job (and the new project, if one was named). Raises PseudonymConflict,
-        creating nothing, if the file contradicts the project's pseudonyms."""
+        """Creates the job (and the new project, if one was named). Raises ValidationError
+        (PseudonymConflict if the file contradicts the project's pseudonyms), creating
+        nothing."""
         assert self.is_valid() and self.batch is not None
         data = self.cleaned_data
         choices = self.transfer_choices()
         with transaction.atomic():
             if data["new_project_name"]:
-                project = Project.objects.create(
-                    name=data["new_project_name"], description=data["project_description"]
+                project = _new_project(
+                    data["new_project_name"], data["project_description"], self.user.active_group
                 )
-                project.groups.add(self.user.active_group)
                 choices = dataclasses.replace(choices, project=project)
             return BatchTransferJob.create_with_tasks(
                 owner=self.user,
@@ -166,6 +166,20 @@ class BatchTransferJobForm(BatchFileReading, RememberedChoices, TransferOptionsF
                 ethics_application_id=data["ethics_application_id"],
                 skipped_lines=self.batch.skipped_lines,
             )
+
+
+def _new_project(name: str, description: str, group) -> Project:
+    """The project, of the group; ValidationError if somebody took the name a moment ago
+    (after the form checked it)."""
+    try:
+        with transaction.atomic():
+            project = Project.objects.create(name=name, description=description)
+    except IntegrityError:
+        raise ValidationError(
+            f"A project named {name} was created meanwhile; choose it, or another name."
+        ) from None
+    project.groups.add(group)
+    return project
 
 
 def _css_class(widget: Any) -> str:

@@ -5,9 +5,9 @@ transfer pipeline."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cached_property
 from typing import TYPE_CHECKING
 
-from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models, transaction
 from django.db.models import Count, Value
@@ -90,7 +90,7 @@ class BatchTransferJob(TransferJob):
             if check_first:
                 transaction.on_commit(job.queue_check)
             else:
-                job.start_processing(verified=not job.needs_verification)
+                job.start_processing()
         return job
 
     def _add_tasks(self, source, destination, studies: list[StudyRequest], previous: dict) -> None:
@@ -113,19 +113,11 @@ class BatchTransferJob(TransferJob):
             tasks.append(task)
         BatchTransferTask.objects.bulk_create(tasks, batch_size=500)
 
-    @property
-    def needs_verification(self) -> bool:
-        return settings.JOBS_NEED_STAFF_VERIFICATION and not self.owner.is_staff
-
-    @property
+    @cached_property
     def source(self):
+        """The node every study of the job comes from (asked once per page)."""
         task = self.tasks.select_related("source").first()
         return task.source if task else None
-
-    @property
-    def destination(self):
-        task = self.tasks.select_related("destination").first()
-        return task.destination if task else None
 
     # -- the check before the transfer ---------------------------------------------------------
 
@@ -136,8 +128,9 @@ class BatchTransferJob(TransferJob):
     def queue_check(self) -> None:
         from .tasks import check_studies
 
-        # At the job's priority: an urgent job's check goes before other jobs' transfers.
-        check_studies.configure(priority=self.priority).defer(
+        # Before the transfers of jobs of the same priority: somebody waits for the check's
+        # answer, and it is quick; an urgent job's check goes before other jobs' transfers.
+        check_studies.configure(priority=self.priority + 1).defer(
             job_id=self.pk, check_round=self.check_round
         )
 
@@ -185,7 +178,7 @@ class BatchTransferJob(TransferJob):
             )
             type(self).objects.filter(pk=self.pk).update(phase=Phase.STARTED)
             job.phase = Phase.STARTED
-            job.start_processing(verified=not job.needs_verification)
+            job.start_processing()
             job.refresh_status()
         self.refresh_from_db()
         return found
@@ -203,7 +196,8 @@ class BatchTransferJob(TransferJob):
             check_pseudonyms(job.project, [(s.patient_id, s.pseudonym) for s in studies])
             old = list(job.tasks.select_related("source", "destination"))
             assert old, "a job being checked has tasks"
-            previous = {task.check_key: task for task in old if task.check_result}
+            # What could not be checked (a PACS down, say) is asked again.
+            previous = {task.check_key: task for task in old if task.check_result in FINAL_CHECKS}
             job.tasks.all().delete()
             job._add_tasks(old[0].source, old[0].destination, studies, previous)
             job.check_round += 1
@@ -222,9 +216,41 @@ class BatchTransferJob(TransferJob):
             return "Checked, not started"
         return JobStatus(self.status).label
 
+    def recheck_errors(self) -> int:
+        """Checks again the studies that could not be checked; returns how many."""
+        with transaction.atomic():
+            job = type(self).objects.select_for_update().get(pk=self.pk)
+            if job.phase != Phase.CHECKED or job.status != JobStatus.UNVERIFIED:
+                raise ActionNotAllowed(
+                    f"Job {self.pk} can be checked again only once its check ended and before "
+                    "its start."
+                )
+            count = job.tasks.filter(check_result=CheckResult.ERROR).update(
+                check_result=CheckResult.NOT_CHECKED, check_message="", checked=None
+            )
+            job.check_round += 1
+            job.phase = Phase.CHECKING
+            job.save(update_fields=["check_round", "phase"])
+            transaction.on_commit(job.queue_check)
+        self.refresh_from_db()
+        return count
+
     @property
     def is_verifiable(self) -> bool:
         return super().is_verifiable and self.phase == Phase.STARTED
+
+    def verify(self) -> None:
+        # Staff verify what the user started: the check decides what goes.
+        if self.phase != Phase.STARTED:
+            raise ActionNotAllowed(
+                f"Job {self.pk} cannot be verified before its owner started its transfer."
+            )
+        super().verify()
+
+    def rerunnable_tasks(self) -> models.QuerySet:
+        # A study the check did not find (or found under another patient) is not sent by a
+        # retry either: its line must be corrected in a new job.
+        return self.tasks.filter(check_result__in=(CheckResult.FOUND, CheckResult.NOT_CHECKED))
 
 
 class BatchTransferTask(TransferTask):
@@ -277,6 +303,9 @@ class BatchTransferTask(TransferTask):
         series = self.line_series_uids or [""] * len(self.lines)
         return zip(self.lines, series, strict=False)
 
+
+# Results a corrected file keeps: an error (the PACS unreachable, say) is asked again.
+FINAL_CHECKS = (CheckResult.FOUND, CheckResult.NOT_FOUND, CheckResult.MISMATCH)
 
 CHECK_FIELDS = (
     "check_result",

@@ -33,6 +33,7 @@ _FIELDS = (
     "study_uid",
     "pseudonym",
     "check_result",
+    "check_message",
     "source_patient_id",
     "study_date",
     "modalities",
@@ -71,7 +72,7 @@ def outcome_rows(job: BatchTransferJob) -> Iterator[list]:
                     ", ".join(task["modalities"]),
                     _instances(task),
                     status,
-                    task["message"],
+                    task["message"] or task["check_message"],
                     task["pseudonymized_study_uid"],
                 ]
             )

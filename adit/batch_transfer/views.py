@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
@@ -39,8 +40,8 @@ def job_create(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             try:
                 job = form.create_job()
-            except PseudonymConflict as conflict:
-                form.add_error(None, conflict.message)
+            except ValidationError as refused:  # a pseudonym conflict, a project name taken
+                form.add_error(None, refused)
             else:
                 user.remember_preferences("batch_transfer", form.preferences())  # pyright: ignore[reportAttributeAccessIssue]
                 messages.success(request, _created_message(job, form))
@@ -76,8 +77,10 @@ def _created_message(job: BatchTransferJob, form) -> str:
     return message
 
 
+@method_decorator(permission_required(ADD_PERMISSION, raise_exception=True), name="dispatch")
 class _JobStepView(JobKindView):
-    """A step of a job being checked (POST only), by whoever may open the job."""
+    """A step of a job being checked (POST only), by whoever may open the job and create
+    batch transfers."""
 
     http_method_names = ["post"]
 
@@ -106,12 +109,28 @@ class StartView(_JobStepView):
         return redirect(app_url("job_detail", job))
 
 
+class RecheckView(_JobStepView):
+    """Checks again the studies that could not be checked (the PACS was down, say)."""
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        job = self.job()
+        try:
+            count = job.recheck_errors()
+        except ActionNotAllowed as err:
+            return self.not_allowed(job, str(err))
+        messages.success(
+            request, f"{count} stud{'y is' if count == 1 else 'ies are'} checked again."
+        )
+        return redirect(app_url("job_detail", job))
+
+
 class CorrectedFileView(_JobStepView):
     """Replaces a checked job's file; what was checked before is not asked for again."""
 
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
         job = self.job()
-        form = CorrectedFileForm(request.POST, request.FILES, user=request.user)
+        # The file is the owner's, also when staff upload it: their rights apply to its lines.
+        form = CorrectedFileForm(request.POST, request.FILES, user=job.owner)
         if form.is_valid():
             assert form.batch is not None
             try:

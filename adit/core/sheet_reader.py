@@ -20,6 +20,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from adit.core.spreadsheets import FORMULA_STARTS
+
 MAX_FILE_BYTES = 5 * 2**20
 MAX_CELL_LENGTH = 200  # longer text is reported, never cut
 MAX_INTEGER = 2**31 - 1  # what a database integer column holds
@@ -243,6 +245,10 @@ def _cell(raw: object, column: Column, line: int, problems: list[SheetProblem]) 
         problem("Must be text, not a date.")
         return None
     text = str(raw).strip()
+    # ADIT's own exports put an apostrophe before a value a spreadsheet would take for a
+    # formula (see spreadsheets.neutralize); a file read back gets the value as it was.
+    if text.startswith("'") and text[1:].startswith(FORMULA_STARTS):
+        text = text[1:]
     if any(unicodedata.category(character) == "Cc" for character in text):
         problem("Contains control characters (a line break or tab inside the cell).")
         return None

@@ -52,7 +52,6 @@ def create_transfer_job(
     ``shown`` has what the search showed of the studies (date, description, modalities), so
     the job page names them before the tasks run; a task records what the PACS says then.
     """
-    from django.conf import settings
     from django.db import transaction
 
     check_pseudonyms(
@@ -72,6 +71,5 @@ def create_transfer_job(
             )
             for patient_id, study_uid in studies
         )
-        needs_verification = settings.JOBS_NEED_STAFF_VERIFICATION and not owner.is_staff
-        job.start_processing(verified=not needs_verification)
+        job.start_processing()
     return job

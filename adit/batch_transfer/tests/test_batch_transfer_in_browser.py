@@ -55,6 +55,8 @@ def test_upload_check_correct_start_and_watch_to_success(
         expect(page.get_by_test_id("task-table")).to_contain_text(f"as {second.patient_id}")
 
         page.get_by_test_id("corrected-file").set_input_files(str(corrected))
+        with page.expect_response(lambda response: "/progress/" in response.url):
+            pass  # the panel refreshes meanwhile: the chosen file must stay chosen
         page.get_by_test_id("upload-corrected-file").click()
         expect(page.get_by_role("alert")).to_contain_text("1 of them are checked now")
         expect(panel).to_contain_text("2 found", timeout=60_000)

@@ -263,3 +263,118 @@ def test_a_corrected_sheet_in_the_same_project_gives_the_same_uids_and_no_double
     assert sorted(empty_orthanc2.list_study_uids()) == sorted(
         t.pseudonymized_study_uid for t in tasks
     )
+
+
+def test_rows_the_check_held_back_are_not_sent_by_a_retry_a_reset_or_a_restart(
+    researcher, staff_user, source_server, destination_server, orthanc1_studies,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    first, other = orthanc1_studies[0], orthanc1_studies[3]
+    with django_capture_on_commit_callbacks(execute=False):
+        job = _job(
+            researcher,
+            source_server,
+            destination_server,
+            (first.patient_id, first.study_instance_uid, "", "SUBJ-1"),
+            ("99999999", other.study_instance_uid, "", "SUBJ-2"),  # a patient mismatch
+        )
+    check_job(job)
+    job.start_transfers()
+    run_pending_tasks(job)
+    found, mismatch = job.tasks.order_by("pk")
+    assert (job.status, found.status, mismatch.status) == (
+        JobStatus.FAILURE,
+        TaskStatus.SUCCESS,
+        TaskStatus.FAILURE,
+    )
+    assert not job.is_retriable, "the only failure is a row the check held back"
+    assert not mismatch.is_resettable
+    with pytest.raises(ActionNotAllowed):
+        mismatch.reset()
+
+    job.restart()
+    assert dict(job.tasks.values_list("pk", "status")) == {
+        found.pk: TaskStatus.PENDING,
+        mismatch.pk: TaskStatus.FAILURE,
+    }
+
+
+def test_an_answer_no_rule_foresaw_is_an_error_of_its_study_only(
+    researcher, source_server, destination_server, orthanc1_studies, monkeypatch,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    first, second = orthanc1_studies[0], orthanc1_studies[3]
+    real = checking.find_study
+
+    def failing_for_the_first(operator, selection, **kwargs):
+        if selection.study_uid == first.study_instance_uid:
+            raise ValueError("invalid literal for int() with base 10: 'many'")
+        return real(operator, selection, **kwargs)
+
+    monkeypatch.setattr(checking, "find_study", failing_for_the_first)
+    with django_capture_on_commit_callbacks(execute=False):
+        job = _job(
+            researcher,
+            source_server,
+            destination_server,
+            (first.patient_id, first.study_instance_uid, "", "SUBJ-1"),
+            (second.patient_id, second.study_instance_uid, "", "SUBJ-2"),
+        )
+    check_job(job)
+    failed, found = job.tasks.order_by("pk")
+    assert job.phase == Phase.CHECKED
+    assert failed.check_result == CheckResult.ERROR
+    assert failed.check_message == (
+        f"Could not be checked at {source_server.name}: invalid literal for int() with base "
+        "10: 'many'"
+    )
+    assert found.check_result == CheckResult.FOUND
+
+    # Once the PACS answers again, the study is checked again, and only it.
+    monkeypatch.setattr(checking, "find_study", real)
+    with django_capture_on_commit_callbacks(execute=False):
+        assert job.recheck_errors() == 1
+    assert check_job(job) == 1
+    assert job.check_counts()["found"] == 2
+
+    # A corrected file asks again for what could not be checked, too.
+    job.tasks.filter(pk=found.pk).update(check_result=CheckResult.ERROR)
+    batch = _studies(
+        (first.patient_id, first.study_instance_uid, "", "SUBJ-1"),
+        (second.patient_id, second.study_instance_uid, "", "SUBJ-2"),
+    )
+    with django_capture_on_commit_callbacks(execute=False):
+        assert job.replace_studies(batch.studies, []) == 1
+
+
+def test_staff_cannot_verify_a_job_before_its_owner_started_it(
+    researcher, source_server, destination_server, orthanc1_studies,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    first = orthanc1_studies[0]
+    with django_capture_on_commit_callbacks(execute=False):
+        job = _job(
+            researcher, source_server, destination_server,
+            (first.patient_id, first.study_instance_uid, "", "SUBJ-1"),
+        )  # fmt: skip
+    assert not job.is_verifiable
+    with pytest.raises(ActionNotAllowed, match="before its owner started"):
+        job.verify()
+    assert job.tasks.get().queued_job_id is None
+
+
+def test_a_lost_check_is_queued_again(
+    researcher, source_server, destination_server, orthanc1_studies,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    from adit.batch_transfer.tasks import resume_lost_checks
+
+    first = orthanc1_studies[0]
+    with django_capture_on_commit_callbacks(execute=False):  # its queue entry never written
+        job = _job(
+            researcher, source_server, destination_server,
+            (first.patient_id, first.study_instance_uid, "", "SUBJ-1"),
+        )  # fmt: skip
+    with django_capture_on_commit_callbacks(execute=True):
+        assert resume_lost_checks(timestamp=0) == [job.pk]
+    assert resume_lost_checks(timestamp=0) == [], "a check in the queue is not lost"

@@ -17,7 +17,7 @@ from adit.accounts.tests.factories import GroupFactory, UserFactory
 from adit.batch_transfer.models import BatchTransferJob, BatchTransferTask, CheckResult, Phase
 from adit.core.jobs.statuses import JobStatus, TaskStatus
 from adit.core.models import Project
-from adit.core.tests.factories import grant, unreachable_server
+from adit.core.tests.factories import give_permissions, grant, unreachable_server
 
 from .conftest import csv_bytes, give
 
@@ -82,7 +82,8 @@ def test_a_valid_file_creates_a_job_whose_studies_are_checked_first(
     callbacks[0]()
     queued = ProcrastinateJob.objects.get(task_name="adit.batch_transfer.check_studies")
     assert queued.args == {"job_id": job.pk, "check_round": 0}
-    assert (queued.queue_name, queued.priority) == ("dicom", job.urgent_priority)
+    # Before transfers of the same priority: somebody waits for its answer.
+    assert (queued.queue_name, queued.priority) == ("dicom", job.urgent_priority + 1)
     assert (job.phase, job.status, job.trial_protocol_id) == (
         Phase.CHECKING,
         JobStatus.UNVERIFIED,
@@ -278,6 +279,9 @@ def test_the_checked_job_page_offers_the_start_and_a_corrected_file(
     assert "2 studies:" in page and "1 found" in page and "1 not found" in page
     assert "Transfer the 1 study found" in page
     assert page.count('data-testid="check-result"') == 2
+    only_missing = _page(logged_in.get(url, {"check_result": CheckResult.NOT_FOUND}))
+    assert only_missing.count('data-testid="check-result"') == 1
+    assert "Not found" in only_missing.split('data-testid="task-table"')[1]
 
     # A corrected file with a problem leaves the job as it was.
     bad = SimpleUploadedFile("fixed.csv", csv_bytes(["0012345", "1.2.x", "", "S1"]))
@@ -331,9 +335,26 @@ def test_the_export_has_a_row_per_line_with_its_outcome(logged_in, researcher, n
         ("5", "", "", "Skipped"),
     ]
     assert rows[0]["Instances"] == "7 at the source"
+    assert rows[2]["Message"] == "No study found.", "before the start: what the check said"
 
     response = logged_in.get(reverse("batch_transfer:job_outcome_xlsx", args=[job.pk]))
     sheet = load_workbook(io.BytesIO(b"".join(response.streaming_content))).active  # pyright: ignore[reportAttributeAccessIssue]
     values = list(sheet.iter_rows(values_only=True))  # type: ignore[union-attr]
     assert values[0][:3] == ("Line", "PatientID", "StudyInstanceUID")
     assert [row[0] for row in values[1:]] == [2, 3, 4, 5]
+
+
+def test_a_corrected_file_staff_upload_is_held_to_the_owners_rights(
+    client, staff_user, researcher, nodes, django_capture_on_commit_callbacks
+):
+    job = _checked_job(researcher, nodes)
+    give_permissions(staff_user, "batch_transfer", "add_batchtransferjob")
+    give_permissions(staff_user, "batch_transfer", "can_transfer_unpseudonymized")
+    client.force_login(staff_user)
+    unpseudonymized = SimpleUploadedFile("fixed.csv", csv_bytes(["0012345", STUDY_A, "", ""]))
+    response = client.post(
+        reverse("batch_transfer:job_replace", args=[job.pk]), {"batch_file": unpseudonymized}
+    )
+    assert response.status_code == 400
+    assert "You are only allowed to transfer pseudonymized." in _page(response)
+    assert job.tasks.count() == 2

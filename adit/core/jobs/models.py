@@ -149,7 +149,16 @@ class DicomJob(models.Model):
 
     @property
     def is_retriable(self) -> bool:
-        return self.status == JobStatus.FAILURE and not self.rerun_blocker
+        return (
+            self.status == JobStatus.FAILURE
+            and not self.rerun_blocker
+            and self.rerunnable_tasks().filter(status=TaskStatus.FAILURE).exists()
+        )
+
+    def rerunnable_tasks(self) -> models.QuerySet:
+        """The tasks a retry, a restart or a reset may run again: all of them, unless a kind
+        holds some back (a batch transfer the studies its check did not find)."""
+        return self.tasks.all()
 
     @property
     def is_restartable(self) -> bool:
@@ -183,9 +192,18 @@ class DicomJob(models.Model):
             self.tasks.model.objects.bulk_update(batch, ["queued_job_id"])
         return len(tasks)
 
-    def start_processing(self, *, verified: bool) -> None:
+    @property
+    def needs_verification(self) -> bool:
+        """Whether the job waits for staff to verify it (JOBS_NEED_STAFF_VERIFICATION, for
+        jobs of non-staff users)."""
+        return settings.JOBS_NEED_STAFF_VERIFICATION and not self.owner.is_staff
+
+    def start_processing(self, *, verified: bool | None = None) -> None:
         """Called once a new job and its tasks are saved: verified jobs are queued at once,
-        the others wait for staff to verify them."""
+        the others wait for staff to verify them (by default: as ``needs_verification``
+        says)."""
+        if verified is None:
+            verified = not self.needs_verification
         if verified:
             self._change_status((JobStatus.UNVERIFIED,), JobStatus.PENDING, "started")
             self.queue_pending_tasks()
@@ -255,7 +273,7 @@ class DicomJob(models.Model):
         self._refuse_rerun("retried")
         with transaction.atomic():
             self._change_status((JobStatus.FAILURE,), JobStatus.PENDING, "retried", message="")
-            for task in self.tasks.filter(status=TaskStatus.FAILURE):
+            for task in self.rerunnable_tasks().filter(status=TaskStatus.FAILURE):
                 task.clear_for_another_run()
             self.queue_pending_tasks()
         self.refresh_status()
@@ -266,7 +284,7 @@ class DicomJob(models.Model):
             self._change_status(
                 tuple(FINAL_JOB_STATUSES), JobStatus.PENDING, "restarted", message="", end=None
             )
-            for task in self.tasks.all():
+            for task in self.rerunnable_tasks():
                 task.clear_for_another_run()
             self.queue_pending_tasks()
         self.refresh_status()
@@ -367,7 +385,11 @@ class DicomTask(models.Model):
 
     @property
     def is_resettable(self) -> bool:
-        return self.status in FINAL_TASK_STATUSES and not self.job.rerun_blocker
+        return (
+            self.status in FINAL_TASK_STATUSES
+            and not self.job.rerun_blocker
+            and self.job.rerunnable_tasks().filter(pk=self.pk).exists()
+        )
 
     @property
     def is_killable(self) -> bool:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from django.db.models import Count, Q, QuerySet
 
 from adit.core import sections
+from adit.core.jobs.filters import ExtraFilter
 from adit.core.jobs.models import DicomJob, DicomTask
 from adit.core.jobs.statuses import FINAL_TASK_STATUSES
 
@@ -62,6 +63,7 @@ class JobKind:
         links: links beside the job's actions.
         task_context: Adds to the context of the task page (which the app's own
             ``<app>/task_detail.html`` can show in the block ``task_extra``).
+        task_filter: A select of the kind's own beside the status filter of the job page.
     """
 
     job_model: type[DicomJob]
@@ -73,6 +75,7 @@ class JobKind:
     task_fields_template: str | None = None
     links: tuple[JobLink, ...] = field(default=())
     task_context: Callable[[DicomTask], dict] | None = None
+    task_filter: ExtraFilter | None = None
 
     @property
     def namespace(self) -> str:

@@ -232,7 +232,7 @@ class JobDetailView(JobKindView, TemplateView):
         request = self.request
         job = self.get_job()
         processed, total = task_progress(job)
-        filter_form = StatusFilterForm(request, TaskStatus.choices)
+        filter_form = StatusFilterForm(request, TaskStatus.choices, self.app.task_filter)
         tasks = filter_form.filter(job.tasks.all())
         table = task_table_for(self.app)(tasks)
         per_page = page_size(request)

@@ -10,6 +10,7 @@ import pytest
 from openpyxl import Workbook
 
 from adit.core.sheet_reader import Column, SheetError, read_sheet
+from adit.core.spreadsheets import CsvWriter
 from adit.core.tests.factories import xlsx_bytes as _xlsx
 
 COLUMNS = [
@@ -55,6 +56,20 @@ def test_an_id_excel_stored_as_a_number_is_refused_not_changed():
         "again."
     ]
     assert sheet.rows[1].values["PatientID"] == "0123"
+
+
+def test_values_adit_exported_with_a_protecting_apostrophe_read_back_as_they_were():
+    exported = io.StringIO()
+    writer = CsvWriter(exported)
+    writer.writerow(["PatientID", "PatientName"])
+    writer.writerow(["-0012", "=Doe^Jane"])
+    writer.writerow(["'quoted", "@home"])
+    sheet = read_sheet(exported.getvalue().encode(), "export.csv", COLUMNS)
+    assert sheet.problems == []
+    assert [(row.values["PatientID"], row.values["PatientName"]) for row in sheet.rows] == [
+        ("-0012", "=Doe^Jane"),
+        ("'quoted", "@home"),  # an apostrophe before anything else is the value's own
+    ]
 
 
 def test_every_problem_is_listed_with_line_and_column():

@@ -10,6 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 
+from adit.core.jobs.filters import ExtraFilter
 from adit.core.jobs.models import DicomTask
 from adit.core.jobs.registry import JobKind, JobLink
 from adit.core.jobs.views import JobKindView
@@ -72,11 +73,13 @@ def transfer_job_kind(
     task_fields_template: str = "core/transfer/_task_fields.html",
     links: tuple[JobLink, ...] = (),
     task_context: Callable[[DicomTask], dict] | None = None,
+    task_filter: ExtraFilter | None = None,
 ) -> JobKind:
     """The job kind of a TransferJob/TransferTask pair, to register in AppConfig.ready.
 
     An app adds its own task columns before or after the transfer's, its own links after the
-    pseudonym mapping, and may replace the field templates by ones that include the core's.
+    pseudonym mapping, a filter of its tasks, and may replace the field templates by ones that
+    include the core's.
     """
     assert issubclass(job_model, TransferJob) and issubclass(task_model, TransferTask)
     return JobKind(
@@ -88,6 +91,7 @@ def transfer_job_kind(
         job_fields_template=job_fields_template,
         task_fields_template=task_fields_template,
         task_context=task_context,
+        task_filter=task_filter,
         links=(
             JobLink(
                 name="pseudonyms",

@@ -302,11 +302,19 @@ def test(ctx: typer.Context) -> None:
 def bench(
     benchmark: Annotated[
         str,
-        typer.Argument(help="Which benchmark to run: 'fetch', 'transfer' or 'batch-query'."),
+        typer.Argument(
+            help="Which benchmark to run: 'fetch', 'transfer', 'batch-query' or 'batch-transfer'."
+        ),
     ],
     instances: Annotated[
-        int, typer.Option(min=1, help="CT slices (512x512, 16 bit, ~0.5 MB each) in the study.")
-    ] = 1000,
+        int | None,
+        typer.Option(
+            min=1,
+            help="CT slices (512x512, 16 bit, ~0.5 MB each) in the study [fetch, transfer: "
+            "1000]; batch-transfer: in each study [10].",
+            show_default=False,
+        ),
+    ] = None,
     repeat: Annotated[
         int, typer.Option(min=1, help="Runs per method; the median is reported.")
     ] = 3,
@@ -315,7 +323,7 @@ def bench(
         typer.Option(
             help="fetch: add cProfile runs of the operator's C-GET and C-MOVE and per-instance "
             "costs. transfer: add a plain run (N) and a pseudonymized one (small study) by a "
-            "worker under cProfile."
+            "worker under cProfile. batch-transfer: add a batch job by a worker under cProfile."
         ),
     ] = True,
     what_if: Annotated[
@@ -344,6 +352,10 @@ def bench(
         int,
         typer.Option(min=1, help="batch-query only: patients in the PACS, three studies each."),
     ] = 1000,
+    studies: Annotated[
+        int,
+        typer.Option(min=2, help="batch-transfer only: studies in the batch job, a task each."),
+    ] = 100,
 ) -> None:
     """Benchmark the DICOM layer or the job engine against real Orthancs (see bench/README.md).
 
@@ -364,12 +376,34 @@ def bench(
     holding the studies of --patients patients: a loop of dcmtk findscu, one per line, against
     a batch query job run by a real worker, every line's results checked; prints lines/s, the
     ratio, and the most associations open at the Orthanc at once. About three minutes.
+
+    batch-transfer: a batch transfer job of --studies small studies (--instances each) from one
+    temporary Orthanc to another, run by a real worker, against Orthanc's own C-MOVE of the
+    same studies, and against a job of one study of as many instances: prints the ratio and
+    ADIT's overhead per task in ms, also with the source's direct C-MOVE. About six minutes.
     """
-    if benchmark not in ("fetch", "transfer", "batch-query"):
+    benchmarks = ("fetch", "transfer", "batch-query", "batch-transfer")
+    if benchmark not in benchmarks:
         raise typer.BadParameter(
-            f"unknown benchmark {benchmark!r}; use 'fetch', 'transfer' or 'batch-query'.",
+            f"unknown benchmark {benchmark!r}; use one of {', '.join(benchmarks)}.",
             param_hint="BENCHMARK",
         )
+    if benchmark == "batch-transfer":
+        if what_if or small_instances is not None:
+            raise typer.BadParameter(
+                "--small-instances and --what-if do not apply to 'batch-transfer'.",
+                param_hint="BENCHMARK",
+            )
+        _bench_with_database(
+            "batch_transfer",
+            studies=studies,
+            instances=instances if instances is not None else 10,
+            repeat=repeat,
+            profile=profile,
+            record=record,
+        )
+        return
+    instances = instances if instances is not None else 1000
     if benchmark == "batch-query":
         if what_if or small_instances is not None or instances != 1000:
             raise typer.BadParameter(
@@ -464,6 +498,8 @@ def _bench_with_database(benchmark: str, **arguments) -> None:
             server = DatabaseServer.embedded(socket_dir)
         if benchmark == "transfer":
             from bench.transfer import run_transfer_benchmark as run
+        elif benchmark == "batch_transfer":
+            from bench.batch_transfer import run_batch_transfer_benchmark as run
         else:
             from bench.batch_query import run_batch_query_benchmark as run
         try:

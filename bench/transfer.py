@@ -521,7 +521,7 @@ class Worker:
             self.process.wait()
 
 
-def _failure_summary(outcome: str, worker_log: str) -> str:
+def failure_summary(outcome: str, worker_log: str) -> str:
     """The outcome plus the worker's first warnings and errors, on one line."""
     noted = [
         line.split(" ", 3)[-1]  # without level, date and time
@@ -573,34 +573,26 @@ def _run_profiled(target: Callable[[], object], output: Path) -> None:
 # -- the benchmark -------------------------------------------------------------------------------
 
 
-class TransferBenchmark(common.Session):
-    """The two Orthancs, the database rows and the temporary folders of one session.
+class OrthancPair(common.Session):
+    """Orthanc A (the source) and Orthanc B (the destination), each knowing the other as a DICOM
+    modality, their DicomServer rows and the user who owns the jobs: what the transfer and the
+    batch transfer benchmark share.
 
-    Use as a context manager; leaving it stops every server and worker and removes every folder,
-    also on Ctrl-C.
+    Use as a context manager; leaving it stops both Orthancs (and whatever a subclass
+    registered on ``_stack``) and removes the session's folder, also on Ctrl-C.
     """
 
-    def __init__(self, instances: int, small_instances: int, echo: Echo):
-        super().__init__("adit-bench-transfer-")
-        self.instances = instances
-        self.small_instances = small_instances
+    def __init__(self, prefix: str, echo: Echo):
+        super().__init__(prefix)
         self.echo = echo
         self.source: OrthancServer | None = None
         self.destination: OrthancServer | None = None
-        self.study: Study | None = None
-        self.small_study: Study | None = None
-        self.warm_up_study: Study | None = None
-        self.upload_seconds = 0.0
-        self._source_row: DicomServer | None = None
-        self._destination_row: DicomServer | None = None
-        self._owner: Any = None
-        self._last_task: Any = None  # the SelectiveTransferTask of the latest run by a worker
-        self._runs = 0
+        self.source_row: DicomServer | None = None
+        self.destination_row: DicomServer | None = None
+        self.owner: Any = None
 
-    # -- set-up ---------------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Starts both Orthancs, uploads the studies to A and creates the database rows."""
+    def start_servers(self) -> None:
+        """Starts A and B on free ports."""
         from adit.core.demo.orthanc import OrthancServer, free_ports, stop_servers
 
         source_dicom, source_http, destination_dicom, destination_http = free_ports(4)
@@ -625,23 +617,8 @@ class TransferBenchmark(common.Session):
         destination.start()
         self.source, self.destination = source, destination
 
-        self.echo(
-            f"Uploading CT studies of {self.instances}, {self.small_instances} and "
-            f"{WARM_UP_INSTANCES} instances ({ROWS}x{COLUMNS}, 16 bit) to Orthanc {SOURCE_AE} ..."
-        )
-        started = time.perf_counter()
-        self.study = self._upload(self.instances, SEED)
-        self.small_study = self._upload(self.small_instances, SMALL_SEED)
-        self.warm_up_study = self._upload(WARM_UP_INSTANCES, WARM_UP_SEED)
-        self.upload_seconds = time.perf_counter() - started
-        total = self.instances + self.small_instances + WARM_UP_INSTANCES
-        self.echo(
-            f"Uploaded {self.study.mib + self.small_study.mib:.0f} MiB in "
-            f"{self.upload_seconds:.1f} s ({total / self.upload_seconds:.0f} instances/s)."
-        )
-        self._create_rows()
-
-    def _upload(self, instances: int, seed: int) -> Study:
+    def upload(self, instances: int, seed: int) -> Study:
+        """Uploads the CT study of ``instances`` slices made from ``seed`` to A."""
         from adit.core.demo.synthetic import describe_ct_series, generate_ct_series
 
         assert self.source is not None
@@ -664,16 +641,19 @@ class TransferBenchmark(common.Session):
             mib=size / 2**20,
         )
 
-    def _create_rows(self) -> None:
+    def create_rows(self) -> None:
+        """The DicomServer rows of A and B, and the user who owns the jobs."""
         from django.contrib.auth import get_user_model
 
         from adit.core.models import DicomServer
 
         assert self.source is not None and self.destination is not None
-        self._owner = get_user_model().objects.create_user(username="bench")
+        # Staff, so that no job waits for a staff member's verification whatever
+        # JOBS_NEED_STAFF_VERIFICATION says.
+        self.owner = get_user_model().objects.create_user(username="bench", is_staff=True)
         # C-GET is what the engine uses when a source offers it; C-MOVE would also need the
         # receiver process running, and was 35% slower in the fetch benchmark.
-        self._source_row = DicomServer.objects.create(
+        self.source_row = DicomServer.objects.create(
             name="Bench source",
             ae_title=SOURCE_AE,
             host=LOOPBACK,
@@ -682,7 +662,7 @@ class TransferBenchmark(common.Session):
             study_root_get_support=True,
         )
         # C-FIND too, or the task could not verify what arrived and would end with a warning.
-        self._destination_row = DicomServer.objects.create(
+        self.destination_row = DicomServer.objects.create(
             name="Bench destination",
             ae_title=DESTINATION_AE,
             host=LOOPBACK,
@@ -690,6 +670,109 @@ class TransferBenchmark(common.Session):
             study_root_find_support=True,
             store_scp_support=True,
         )
+
+    def set_direct_move(self, direct: bool) -> None:
+        """Turns A's "C-MOVE to destinations" (and its study-root C-MOVE) on or off."""
+        from adit.core.models import DicomServer
+
+        assert self.source_row is not None
+        DicomServer.objects.filter(pk=self.source_row.pk).update(
+            study_root_move_support=direct, moves_to_destinations=direct
+        )
+
+    def orthanc_cpu(self) -> float:
+        """CPU seconds of both Orthancs so far."""
+        assert self.source is not None and self.destination is not None
+        return common.process_cpu_seconds(self.source.pid) + common.process_cpu_seconds(
+            self.destination.pid
+        )
+
+    def clear_destination(self) -> None:
+        assert self.destination is not None
+        self.destination.clear()
+        if self.destination.count_instances():
+            raise BenchmarkError(f"{DESTINATION_AE} still holds instances after clearing it.")
+
+    def orthanc_move(self, study_uids: list[str]) -> Run:
+        """B's C-MOVE SCU asks A to send the studies to B: Orthanc's own server-to-server copy.
+
+        One REST call, one association from B to A with a C-MOVE request per study (Orthanc's
+        move job keeps its association open from one resource to the next).
+        """
+        assert self.destination is not None
+        body = {
+            "Level": "Study",
+            "Resources": [{"StudyInstanceUID": uid} for uid in study_uids],
+            "TargetAet": DESTINATION_AE,
+            "Synchronous": True,  # Orthanc 1.10 always is; later versions need asking
+        }
+        cpu_before = self.orthanc_cpu()
+        started = time.perf_counter()
+        self.destination.rest("POST", f"/modalities/{SOURCE_NAME}/move", body)
+        seconds = time.perf_counter() - started
+        return Run(seconds=seconds, cpu_orthanc=self.orthanc_cpu() - cpu_before)
+
+    def verify_copies(self, studies: list[Study]) -> None:
+        """B must hold exactly ``studies``, unmodified: every instance once, nothing else.
+
+        Raises:
+            TransferFailed: Naming the first study B does not hold exactly.
+        """
+        assert self.destination is not None
+        for study in studies:
+            held = self.destination.study_instance_uids(study.study_uid)
+            if set(held) != study.sop_uids or len(held) != study.instances:
+                missing = len(study.sop_uids - set(held))
+                message = (
+                    f"{DESTINATION_AE} holds {len(held)} instances of {study.study_uid} and "
+                    f"misses {missing} of its {study.instances}"
+                )
+                raise TransferFailed(message, message)
+        held_total = self.destination.count_instances()
+        expected = sum(study.instances for study in studies)
+        if held_total != expected:
+            message = f"{DESTINATION_AE} holds {held_total} instances in all; expected {expected}"
+            raise TransferFailed(message, message)
+
+
+class TransferBenchmark(OrthancPair):
+    """The two Orthancs, the database rows and the temporary folders of one session.
+
+    Use as a context manager; leaving it stops every server and worker and removes every folder,
+    also on Ctrl-C.
+    """
+
+    def __init__(self, instances: int, small_instances: int, echo: Echo):
+        super().__init__("adit-bench-transfer-", echo)
+        self.instances = instances
+        self.small_instances = small_instances
+        self.study: Study | None = None
+        self.small_study: Study | None = None
+        self.warm_up_study: Study | None = None
+        self.upload_seconds = 0.0
+        self._last_task: Any = None  # the SelectiveTransferTask of the latest run by a worker
+        self._runs = 0
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Starts both Orthancs, uploads the studies to A and creates the database rows."""
+        self.start_servers()
+        self.echo(
+            f"Uploading CT studies of {self.instances}, {self.small_instances} and "
+            f"{WARM_UP_INSTANCES} instances ({ROWS}x{COLUMNS}, 16 bit) to Orthanc {SOURCE_AE} ..."
+        )
+        started = time.perf_counter()
+        self.study = self.upload(self.instances, SEED)
+        self.small_study = self.upload(self.small_instances, SMALL_SEED)
+        self.warm_up_study = self.upload(WARM_UP_INSTANCES, WARM_UP_SEED)
+        self.upload_seconds = time.perf_counter() - started
+        total = self.instances + self.small_instances + WARM_UP_INSTANCES
+        self.echo(
+            f"Uploaded {self.study.mib + self.small_study.mib:.0f} MiB in "
+            f"{self.upload_seconds:.1f} s ({total / self.upload_seconds:.0f} instances/s)."
+        )
+        self.create_rows()
 
     # -- the methods ----------------------------------------------------------------------
 
@@ -700,38 +783,14 @@ class TransferBenchmark(common.Session):
 
     def measure(self, method: Method, profile_to: Path | None = None) -> Run:
         """Copies the method's study from A to B once; returns the figures of the run."""
-        assert self.destination is not None
-        self.destination.clear()
-        if self.destination.count_instances():
-            raise BenchmarkError(f"{DESTINATION_AE} still holds instances after clearing it.")
+        self.clear_destination()
         study = self.study_of(method)
         if method.kind == Kind.ORTHANC:
-            run = self._orthanc_move(study)
+            run = self.orthanc_move([study.study_uid])
         else:
             run = self._by_worker(method, study, profile_to)
         self._verify(method, study)
         return run
-
-    def _orthanc_cpu(self) -> float:
-        assert self.source is not None and self.destination is not None
-        return common.process_cpu_seconds(self.source.pid) + common.process_cpu_seconds(
-            self.destination.pid
-        )
-
-    def _orthanc_move(self, study: Study) -> Run:
-        """B's C-MOVE SCU asks A to send the study to B: Orthanc's own server-to-server copy."""
-        assert self.destination is not None
-        body = {
-            "Level": "Study",
-            "Resources": [{"StudyInstanceUID": study.study_uid}],
-            "TargetAet": DESTINATION_AE,
-            "Synchronous": True,  # Orthanc 1.10 always is; later versions need asking
-        }
-        cpu_before = self._orthanc_cpu()
-        started = time.perf_counter()
-        self.destination.rest("POST", f"/modalities/{SOURCE_NAME}/move", body)
-        seconds = time.perf_counter() - started
-        return Run(seconds=seconds, cpu_orthanc=self._orthanc_cpu() - cpu_before)
 
     def _by_worker(self, method: Method, study: Study, profile_to: Path | None) -> Run:
         assert self.destination is not None and self.warm_up_study is not None
@@ -744,34 +803,26 @@ class TransferBenchmark(common.Session):
             # has long paid for them, so a small pseudonymized job warms this one up untimed.
             self._run_job(worker, self.warm_up_study, pseudonymized=True)
             self.destination.clear()
-            self._set_direct_move(method.direct)
+            self.set_direct_move(method.direct)
             try:
                 return self._run_job(worker, study, pseudonymized=method.kind == Kind.PSEUDONYMIZED)
             finally:
-                self._set_direct_move(False)
+                self.set_direct_move(False)
         finally:
             worker.stop()
             if worker.process is not None and worker.process.returncode not in (0, None):
                 self.echo(f"(The worker exited with code {worker.process.returncode}.)")
-
-    def _set_direct_move(self, direct: bool) -> None:
-        from adit.core.models import DicomServer
-
-        assert self._source_row is not None
-        DicomServer.objects.filter(pk=self._source_row.pk).update(
-            study_root_move_support=direct, moves_to_destinations=direct
-        )
 
     def _run_job(self, worker: Worker, study: Study, *, pseudonymized: bool) -> Run:
         """Queues one job with one task and waits for its success, sampling the worker."""
         from adit.core.jobs.statuses import TaskStatus
         from adit.selective_transfer.models import SelectiveTransferJob, SelectiveTransferTask
 
-        job = SelectiveTransferJob.objects.create(owner=self._owner)
+        job = SelectiveTransferJob.objects.create(owner=self.owner)
         task = SelectiveTransferTask.objects.create(
             job=job,
-            source=self._source_row,
-            destination=self._destination_row,
+            source=self.source_row,
+            destination=self.destination_row,
             patient_id=study.patient_id,
             study_uid=study.study_uid,
             pseudonym=PSEUDONYM if pseudonymized else "",
@@ -780,7 +831,7 @@ class TransferBenchmark(common.Session):
         rss_ready = worker.rss_mb()
         samples: list[tuple[int, float]] = [(0, rss_ready)]
         cpu_worker = worker.cpu_seconds()
-        cpu_orthanc = self._orthanc_cpu()
+        cpu_orthanc = self.orthanc_cpu()
         # Fail rather than wait forever, but leave room for slow (profiled) runs.
         deadline = time.monotonic() + 120 + study.instances
         queued_at = datetime.datetime.now(datetime.UTC)
@@ -797,7 +848,7 @@ class TransferBenchmark(common.Session):
                 outcome = f"the task ended {TaskStatus(status).label}: {task.message}"
                 raise TransferFailed(
                     f"{outcome}\nTask log:\n{task.log}\nWorker log:\n{worker.log_tail()}",
-                    _failure_summary(outcome, worker.log()),
+                    failure_summary(outcome, worker.log()),
                 )
             worker.check_alive()
             if time.monotonic() > deadline:
@@ -806,7 +857,7 @@ class TransferBenchmark(common.Session):
                     f"{time.perf_counter() - started:.0f} s ({done} instances done)"
                 )
                 raise TransferFailed(
-                    f"{outcome}:\n{worker.log_tail()}", _failure_summary(outcome, worker.log())
+                    f"{outcome}:\n{worker.log_tail()}", failure_summary(outcome, worker.log())
                 )
             if time.monotonic() >= next_sample:
                 samples.append((done, worker.rss_mb()))
@@ -825,7 +876,7 @@ class TransferBenchmark(common.Session):
             task_seconds=task_seconds,
             pickup_seconds=pickup,
             cpu_worker=worker.cpu_seconds() - cpu_worker,
-            cpu_orthanc=self._orthanc_cpu() - cpu_orthanc,
+            cpu_orthanc=self.orthanc_cpu() - cpu_orthanc,
             rss_ready_mb=rss_ready,
             peak_rss_mb=max(rss for _, rss in samples),
             hwm_mb=worker.high_water_mark_mb() if hwm_reset else None,
@@ -835,26 +886,18 @@ class TransferBenchmark(common.Session):
     def _verify(self, method: Method, study: Study) -> None:
         """B must hold exactly the study: every instance, nothing else."""
         assert self.destination is not None
+        if method.kind != Kind.PSEUDONYMIZED:
+            self.verify_copies([study])
+            return
         held_total = self.destination.count_instances()
-        if method.kind == Kind.PSEUDONYMIZED:
-            task = self._last_task
-            uid = task.pseudonymized_study_uid
-            if not uid or uid == study.study_uid:
-                message = f"the task recorded no pseudonymized study UID ({uid!r})"
-                raise TransferFailed(message, message)
-            held = set(self.destination.study_instance_uids(uid))
-            if held & study.sop_uids:
-                message = "the pseudonymized copy kept original SOPInstanceUIDs"
-                raise TransferFailed(message, message)
-        else:
-            held = set(self.destination.study_instance_uids(study.study_uid))
-            uid = study.study_uid
-            if held != study.sop_uids:
-                missing = len(study.sop_uids - held)
-                message = (
-                    f"{DESTINATION_AE} misses {missing} of the {study.instances} instances of {uid}"
-                )
-                raise TransferFailed(message, message)
+        uid = self._last_task.pseudonymized_study_uid
+        if not uid or uid == study.study_uid:
+            message = f"the task recorded no pseudonymized study UID ({uid!r})"
+            raise TransferFailed(message, message)
+        held = set(self.destination.study_instance_uids(uid))
+        if held & study.sop_uids:
+            message = "the pseudonymized copy kept original SOPInstanceUIDs"
+            raise TransferFailed(message, message)
         if len(held) != study.instances or held_total != study.instances:
             message = (
                 f"{DESTINATION_AE} holds {len(held)} instances under {uid} and {held_total} in "
@@ -878,13 +921,13 @@ class TransferBenchmark(common.Session):
             pstats.Stats(str(output)),
             run.seconds,
             threads,
-            key_functions=_KEY_FUNCTIONS,
+            key_functions=KEY_FUNCTIONS,
             top=PROFILE_TOP,
         )
 
 
 # Functions whose cumulative time explains a transfer.
-_KEY_FUNCTIONS: list[common.KeyFunction] = [
+KEY_FUNCTIONS: list[common.KeyFunction] = [
     ("whole task (TransferProcessor.process)", "adit/core/transfer/pipeline.py", "process"),
     ("C-FIND of the study and its series on A", "adit/core/transfer/study.py", "find_study"),
     # InstanceStream._run: fetch_study, or fetch_series per series when pseudonymizing leaves
@@ -1127,7 +1170,7 @@ def format_markdown_section(report: Report) -> str:
     return "\n".join(lines)
 
 
-def _more_versions() -> dict[str, str]:
+def engine_versions() -> dict[str, str]:
     """Versions that matter to the engine beyond those the fetch benchmark records."""
     from django.db import connection
 
@@ -1146,7 +1189,7 @@ def _more_versions() -> dict[str, str]:
 # -- entry point -------------------------------------------------------------------------------
 
 
-def _once_more_on_failure(
+def once_more_on_failure(
     label: str, attempt: Callable[[], _Result], failures: list[str], echo: Echo
 ) -> _Result:
     """Runs ``attempt``; a run that did not deliver is recorded and run once more.
@@ -1216,7 +1259,7 @@ def run_transfer_benchmark(
             failures: list[str] = []
             for round_number in range(1, repeat + 1):
                 for result in results:
-                    run = _once_more_on_failure(
+                    run = once_more_on_failure(
                         f"{result.method.label} (N={result.instances})",
                         functools.partial(bench.measure, result.method),
                         failures,
@@ -1237,7 +1280,7 @@ def run_transfer_benchmark(
                 small_study_mib=bench.small_study.mib,
                 upload_seconds=bench.upload_seconds,
                 machine=common.machine(),
-                versions={**common.versions(bench.source), **_more_versions()},
+                versions={**common.versions(bench.source), **engine_versions()},
                 results=results,
                 load_before=load_before,
                 failures=failures,
@@ -1249,7 +1292,7 @@ def run_transfer_benchmark(
                         f"N={bench.study_of(method).instances} ..."
                     )
                     report.profiles.append(
-                        _once_more_on_failure(
+                        once_more_on_failure(
                             f"profiled {method.label} (N={bench.study_of(method).instances})",
                             functools.partial(bench.profile, method),
                             failures,

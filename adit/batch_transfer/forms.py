@@ -110,7 +110,6 @@ class BatchTransferJobForm(BatchFileReading, RememberedChoices, TransferOptionsF
         self.problems = []
         self.batch = None
         self.fields["source"].queryset = usable_nodes(user, "source", servers_only=True)  # pyright: ignore[reportAttributeAccessIssue]
-        self.fields["destination"].empty_label = None  # pyright: ignore[reportAttributeAccessIssue]
         self.fields["project"].empty_label = "No project (pseudonyms only stable within this job)"  # pyright: ignore[reportAttributeAccessIssue]
         if settings.ETHICS_COMMITTEE_APPROVAL_REQUIRED:
             self.fields["ethics_application_id"].required = True

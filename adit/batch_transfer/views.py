@@ -70,9 +70,9 @@ def _created_message(job: BatchTransferJob, form) -> str:
         ": they are being checked at the source." if job.is_being_checked else " was created."
     )
     if skipped := len(form.batch.skipped_lines):
+        lines = f"{skipped} line{' was' if skipped == 1 else 's were'}"
         message += (
-            f" {skipped} line{'s' if skipped != 1 else ''} of a batch query export that found "
-            "no study (or failed) were skipped."
+            f" {lines} skipped: lines of a batch query export that found no study (or failed)."
         )
     return message
 

@@ -358,3 +358,18 @@ def test_a_corrected_file_staff_upload_is_held_to_the_owners_rights(
     assert response.status_code == 400
     assert "You are only allowed to transfer pseudonymized." in _page(response)
     assert job.tasks.count() == 2
+
+
+def test_the_destination_must_be_chosen(logged_in, nodes):
+    page = _page(logged_in.get(NEW))
+    assert "Choose a destination" in page, "no destination is preselected"
+    source, _ = nodes
+    response = logged_in.post(
+        NEW,
+        {
+            "source": source.pk,
+            "batch_file": SimpleUploadedFile("s.csv", csv_bytes(["0012345", STUDY_A, "", "S1"])),
+        },
+    )
+    assert "Choose where the studies go." in _page(response)
+    assert BatchTransferJob.objects.count() == 0

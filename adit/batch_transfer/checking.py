@@ -16,11 +16,14 @@ from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.selection import StudySelection
 from adit.core.jobs.processing import readable_error
 from adit.core.models import DicomServer
+from adit.core.transfer.models import printable_text
 from adit.core.transfer.study import StudyNotFoundError, find_study
 
 from .models import BatchTransferJob, BatchTransferTask, CheckResult, Phase
 
 logger = logging.getLogger(__name__)
+
+MAX_PATIENT_ID_LENGTH = 64  # a DICOM LO value
 
 
 class CheckStopped(Exception):
@@ -79,17 +82,19 @@ def check_task(operator: DicomOperator, task: BatchTransferTask) -> CheckResult:
         result = CheckResult.ERROR
         task.record_check(result, f"Could not be checked at {name}: {readable_error(err)}")
         return result
+    # As the PACS sent it, but printable and of a PatientID's length at most.
+    source_patient_id = printable_text(study.patient_id, MAX_PATIENT_ID_LENGTH)
     fields = {
         **BatchTransferTask.study_fields(
             study.study_date, study.study_description, study.modalities
         ),
-        "source_patient_id": study.patient_id[:64],
+        "source_patient_id": source_patient_id,
         "checked_instances": study.expected_instances,
     }
     if study.patient_id != task.patient_id:
         result = CheckResult.MISMATCH
         message = (
-            f"{name} has the study under patient ID {study.patient_id or '(none)'}, not "
+            f"{name} has the study under patient ID {source_patient_id or '(none)'}, not "
             f"{task.patient_id}; correct the file if it is the right study."
         )
     else:

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_http_methods
 from adit.core.access import setup_problems
 from adit.core.jobs.models import ActionNotAllowed
 from adit.core.jobs.registry import kind_of
+from adit.core.jobs.statuses import JobStatus
 from adit.core.jobs.tables import app_url
 from adit.core.jobs.views import JobKindView
 from adit.core.models import PseudonymConflict
@@ -103,9 +104,11 @@ class StartView(_JobStepView):
             count = job.start_transfers()
         except ActionNotAllowed as err:
             return self.not_allowed(job, str(err))
-        messages.success(
-            request, f"The transfer of {count} stud{'y' if count == 1 else 'ies'} was started."
-        )
+        studies = f"{count} stud{'y' if count == 1 else 'ies'}"
+        if job.status == JobStatus.UNVERIFIED:  # staff must verify the jobs of non-staff
+            messages.success(request, f"The transfer of {studies} starts once staff verify it.")
+        else:
+            messages.success(request, f"The transfer of {studies} was started.")
         return redirect(app_url("job_detail", job))
 
 

@@ -373,3 +373,22 @@ def test_the_destination_must_be_chosen(logged_in, nodes):
     )
     assert "Choose where the studies go." in _page(response)
     assert BatchTransferJob.objects.count() == 0
+
+
+def test_with_staff_verification_the_start_waits_for_staff(
+    logged_in, researcher, staff_user, nodes, settings, client
+):
+    settings.JOBS_NEED_STAFF_VERIFICATION = True
+    job = _checked_job(researcher, nodes)
+    response = logged_in.post(reverse("batch_transfer:job_start", args=[job.pk]), follow=True)
+    assert "The transfer of 1 study starts once staff verify it." in _page(response)
+    job.refresh_from_db()
+    assert (job.phase, job.status) == (Phase.STARTED, JobStatus.UNVERIFIED)
+    assert job.tasks.get(study_uid=STUDY_A).queued_job_id is None
+
+    client.force_login(staff_user)
+    client.post(reverse("batch_transfer:job_verify", args=[job.pk]))
+    job.refresh_from_db()
+    # In progress, not pending: the study the check did not find has ended already.
+    assert job.status == JobStatus.IN_PROGRESS
+    assert job.tasks.get(study_uid=STUDY_A).queued_job_id is not None

@@ -137,28 +137,24 @@ class Run:
     task_seconds: list[float] = field(default_factory=list)
 
 
-def _median(values: list[float | None]) -> float | None:
-    known = [value for value in values if value is not None]
-    return statistics.median(known) if known else None
-
-
 class MethodResult(common.MethodResultBase[Method, Run]):
     @property
     def cpu_worker(self) -> float | None:
-        return _median([run.cpu_worker for run in self.runs])
+        return self.median_of("cpu_worker")
 
     @property
     def queue_seconds(self) -> float | None:
-        return _median([run.queue_seconds for run in self.runs])
+        return self.median_of("queue_seconds")
 
     @property
     def pickup_seconds(self) -> float | None:
-        return _median([run.pickup_seconds for run in self.runs])
+        return self.median_of("pickup_seconds")
 
     @property
     def task_seconds(self) -> float | None:
         """The median task of all runs."""
-        return _median([seconds for run in self.runs for seconds in run.task_seconds])
+        seconds = [seconds for run in self.runs for seconds in run.task_seconds]
+        return statistics.median(seconds) if seconds else None
 
     def busy_share(self, concurrency: int) -> float | None:
         """The share of the worker's task slots that ran a task, from queueing to the end."""

@@ -113,6 +113,16 @@ class MethodResultBase(Generic[MethodT, RunT]):
     def cpu_orthanc(self) -> float:
         return statistics.median(run.cpu_orthanc for run in self.runs)
 
+    def median_of(self, name: str) -> float | None:
+        """The median of a figure of the runs, those without it left out (None if none)."""
+        known = [value for run in self.runs if (value := getattr(run, name)) is not None]
+        return statistics.median(known) if known else None
+
+    def maximum_of(self, name: str) -> float | None:
+        """The highest of a figure of the runs: memory is judged by the worst run."""
+        known = [value for run in self.runs if (value := getattr(run, name)) is not None]
+        return max(known) if known else None
+
 
 ResultT = TypeVar("ResultT", bound=MethodResultBase[Any, Any])
 

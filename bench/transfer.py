@@ -218,47 +218,37 @@ class Run:
         return 100 * statistics.linear_regression(xs, [rss for _, rss in points]).slope
 
 
-def _median(values: list[float | None]) -> float | None:
-    known = [value for value in values if value is not None]
-    return statistics.median(known) if known else None
-
-
-def _maximum(values: list[float | None]) -> float | None:
-    known = [value for value in values if value is not None]
-    return max(known) if known else None
-
-
 class MethodResult(common.MethodResultBase[Method, Run]):
     """All runs of one method and the figures derived from them."""
 
     @property
     def task_seconds(self) -> float | None:
-        return _median([run.task_seconds for run in self.runs])
+        return self.median_of("task_seconds")
 
     @property
     def pickup_seconds(self) -> float | None:
-        return _median([run.pickup_seconds for run in self.runs])
+        return self.median_of("pickup_seconds")
 
     @property
     def cpu_worker(self) -> float | None:
-        return _median([run.cpu_worker for run in self.runs])
+        return self.median_of("cpu_worker")
 
     @property
     def rss_ready_mb(self) -> float | None:
-        return _median([run.rss_ready_mb for run in self.runs])
+        return self.median_of("rss_ready_mb")
 
     @property
     def peak_rss_mb(self) -> float | None:
         """The highest peak of all runs: memory is judged by the worst run."""
-        return _maximum([run.peak_rss_mb for run in self.runs])
+        return self.maximum_of("peak_rss_mb")
 
     @property
     def hwm_mb(self) -> float | None:
-        return _maximum([run.hwm_mb for run in self.runs])
+        return self.maximum_of("hwm_mb")
 
     @property
     def slope_mb_per_100(self) -> float | None:
-        return _median([run.slope_mb_per_100 for run in self.runs])
+        return self.median_of("slope_mb_per_100")
 
 
 @dataclass

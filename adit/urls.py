@@ -12,6 +12,7 @@ urlpatterns = [
     path("selective-transfer/", include("adit.selective_transfer.urls")),
     path("batch-query/", include("adit.batch_query.urls")),
     path("batch-transfer/", include("adit.batch_transfer.urls")),
+    path("dicom-explorer/", include("adit.dicom_explorer.urls")),
     path("api/", include("adit.accounts.api_urls")),
     path("django-admin/", admin.site.urls),
 ]

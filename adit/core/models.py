@@ -211,13 +211,14 @@ class DicomServer(DicomNode):
     def supports_dimse(self) -> bool:
         return bool(self.host and self.port)
 
-    def association_slot(self) -> AbstractContextManager[object]:
+    def association_slot(self, wait_seconds: float | None = None) -> AbstractContextManager[object]:
         """Held while one association of ADIT to this server is open, so that all of ADIT's
-        workers together open at most ``max_associations`` (see ``association_slots``). An
-        unsaved server (the connection test of a form, a test) is not counted."""
+        workers together open at most ``max_associations`` (see ``association_slots``;
+        ``wait_seconds`` as there). An unsaved server (the connection test of a form, a test)
+        is not counted."""
         if self.pk is None:
             return nullcontext()
-        return association_slots.association_slot(self)
+        return association_slots.association_slot(self, wait_seconds)
 
 
 class DicomFolder(DicomNode):

@@ -20,6 +20,7 @@ SEARCH_FIELDS = (
 )
 OPTION_FIELDS = ("project", "trial_protocol_id", "trial_protocol_name")
 CHECKBOX_FIELDS = ("urgent", "send_finished_mail", "convert_to_nifti")
+PREFILLED_FIELDS = ("source", "patient_id", "accession_number", "study_date")
 
 
 @permission_required("selective_transfer.add_selectivetransferjob", raise_exception=True)
@@ -28,7 +29,9 @@ def job_create(request: HttpRequest) -> HttpResponse:
     if request.method != "GET":
         return HttpResponseNotAllowed(["GET"], "This form works through its WebSocket only.")
     preferences = request.user.preferences_of("selective_transfer")  # pyright: ignore[reportAttributeAccessIssue]
-    form = SelectiveTransferForm(initial=preferences, user=request.user)
+    # A link from elsewhere (the DICOM explorer's study page) may name the source and a study.
+    named = {name: request.GET[name] for name in PREFILLED_FIELDS if request.GET.get(name)}
+    form = SelectiveTransferForm(initial={**preferences, **named}, user=request.user)
     _style(form)
     context = {
         "setup_problems": setup_problems(

@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "adit.selective_transfer",
     "adit.batch_query",
     "adit.batch_transfer",
+    "adit.dicom_explorer",
 ]
 
 MIDDLEWARE = [
@@ -230,6 +231,9 @@ DICOM_ASSOCIATION_WAIT_SECONDS = env.int("DICOM_ASSOCIATION_WAIT_SECONDS", 300)
 
 # Whether jobs of non-staff users wait until staff verify them (else they start at once).
 JOBS_NEED_STAFF_VERIFICATION = env.bool("JOBS_NEED_STAFF_VERIFICATION", False)
+# Seconds the DICOM explorer waits for a PACS's answer (each step: connecting, every answer)
+# before it tells the person at the page to try again later.
+DICOM_EXPLORER_TIMEOUT = env.int("DICOM_EXPLORER_TIMEOUT", 3)
 # Whether a batch transfer must name the ethics committee's approval of its project.
 ETHICS_COMMITTEE_APPROVAL_REQUIRED = env.bool("ETHICS_COMMITTEE_APPROVAL_REQUIRED", True)
 

@@ -14,7 +14,7 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom import Dataset
 
 from adit.core.dicom import multipart, spool
-from adit.core.dicom.errors import DicomError, RetriableDicomError
+from adit.core.dicom.errors import DicomError, DicomTimeoutError, RetriableDicomError
 from adit.core.dicom.files import decode_instance
 
 T = TypeVar("T")
@@ -80,7 +80,7 @@ class DicomWebConnector:
         except requests.HTTPError as err:
             raise self._http_error(operation, err) from err
         except requests.Timeout as err:
-            raise RetriableDicomError(
+            raise DicomTimeoutError(
                 f"{operation} on {self.peer.name}: no answer within {self.timeout:g} s."
             ) from err
         except requests.ConnectionError as err:
@@ -121,12 +121,15 @@ class DicomWebConnector:
     ) -> list[Dataset]:
         study_uid = filters.get("StudyInstanceUID")
         series_uid = filters.get("SeriesInstanceUID")
+        # The UIDs the URL's path names are no query parameters; the others filter (a series
+        # of a study, asked for by its UID, is one of the study's series, not all of them).
+        path_keys = {
+            "SERIES": ("StudyInstanceUID",),
+            "IMAGE": ("StudyInstanceUID", "SeriesInstanceUID"),
+        }
+        in_path = {key for key in path_keys.get(level, ()) if filters.get(key)}
         options = {
-            "search_filters": {
-                key: value
-                for key, value in filters.items()
-                if key not in ("StudyInstanceUID", "SeriesInstanceUID") or level == "STUDY"
-            },
+            "search_filters": {key: value for key, value in filters.items() if key not in in_path},
             "fields": list(fields),
             "limit": limit,
             "get_remaining": limit is None,

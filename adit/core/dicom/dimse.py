@@ -47,7 +47,7 @@ from pynetdicom.status import (
 )
 
 from adit.core.dicom import spool
-from adit.core.dicom.errors import DicomError, RetriableDicomError
+from adit.core.dicom.errors import DicomError, DicomTimeoutError, RetriableDicomError
 from adit.core.dicom.syntaxes import (
     UNCOMPRESSED_LITTLE_ENDIAN,
     ConversionError,
@@ -322,24 +322,27 @@ class DimseConnector:
             if rejection.get("transient") == "True":
                 return RetriableDicomError(message)
             return DicomError(message)
-        return RetriableDicomError(f"Could not connect to {where}: {self._diagnose_connection()}")
+        diagnosis, timed_out = self._diagnose_connection()
+        error_type = DicomTimeoutError if timed_out else RetriableDicomError
+        return error_type(f"Could not connect to {where}: {diagnosis}")
 
-    def _diagnose_connection(self) -> str:
+    def _diagnose_connection(self) -> tuple[str, bool]:
+        """Why no association came about, and whether the PACS just did not answer in time."""
         try:
             with socket.create_connection(
                 (self.peer.host, self.peer.port), timeout=self.timeouts.connection
             ):
                 pass
         except ConnectionRefusedError:
-            return "connection refused. Is the PACS running and the port right?"
+            return "connection refused. Is the PACS running and the port right?", False
         except TimeoutError:
-            return f"no answer within {self.timeouts.connection:g} s."
+            return f"no answer within {self.timeouts.connection:g} s.", True
         except OSError as err:
-            return f"{err.strerror or err}."
+            return f"{err.strerror or err}.", False
         return (
             "the connection opened but the association was aborted or not answered within "
             f"{self.timeouts.acse:g} s."
-        )
+        ), True
 
     # -- services ---------------------------------------------------------------------------
 
@@ -529,7 +532,7 @@ class DimseConnector:
 
     def _check_response_arrived(self, status: Dataset, operation: str) -> None:
         if "Status" not in status:
-            raise RetriableDicomError(
+            raise DicomTimeoutError(
                 f"{operation} to {self.peer.name}: no response within {self.timeouts.dimse:g} s "
                 "(or the connection was lost)."
             )

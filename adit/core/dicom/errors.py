@@ -18,6 +18,11 @@ class RetriableDicomError(DicomError):
     """
 
 
+class DicomTimeoutError(RetriableDicomError):
+    """The server did not answer in time: the connection, the association or a response did
+    not come within its timeout (a person at a page is told to try again later)."""
+
+
 class AssociationLimitError(RetriableDicomError):
     """All the associations ADIT may open to a server at once (its "max. associations") stayed
     in use for as long as an operation may wait. Not tried again within the operation, which

@@ -13,7 +13,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, TypeVar
@@ -64,21 +64,38 @@ class ConnectionCheck:
 
 
 class DicomOperator:
-    def __init__(self, server: DicomServer):
+    """Every DICOM operation ADIT performs on a server, whichever protocol it speaks.
+
+    Args:
+        answer_within: For a person waiting at a page: every step (connecting, waiting for
+            one of the server's association slots, each answer) gets at most this many
+            seconds, and a transient failure is not tried again. None: the settings' timeouts
+            and retries, for the work of a worker.
+    """
+
+    def __init__(self, server: DicomServer, *, answer_within: float | None = None):
         self.server = server
-        self.dimse = DimseConnector(
-            DimsePeer(server.name, server.ae_title, server.host, server.port or 0),
-            calling_ae=settings.CALLING_AE_TITLE,
-            timeouts=DimseTimeouts(
+        self.answer_within = answer_within
+        if answer_within is None:
+            timeouts = DimseTimeouts(
                 connection=settings.DICOM_CONNECTION_TIMEOUT,
                 acse=settings.DICOM_ACSE_TIMEOUT,
                 dimse=settings.DICOM_DIMSE_TIMEOUT,
                 network=settings.DICOM_NETWORK_TIMEOUT,
-            ),
+            )
+        else:
+            timeouts = DimseTimeouts(answer_within, answer_within, answer_within, answer_within)
+        self.dimse = DimseConnector(
+            DimsePeer(server.name, server.ae_title, server.host, server.port or 0),
+            calling_ae=settings.CALLING_AE_TITLE,
+            timeouts=timeouts,
             # Each association holds one of the server's slots: at most its
             # max_associations are open at once, over all of ADIT's workers.
-            slot=server.association_slot,
+            slot=self._association_slot,
         )
+
+    def _association_slot(self) -> AbstractContextManager[object]:
+        return self.server.association_slot(wait_seconds=self.answer_within)
 
     @cached_property
     def dicomweb(self) -> DicomWebConnector:
@@ -92,7 +109,7 @@ class DicomOperator:
                 stow_prefix=server.dicomweb_stow_prefix,
                 authorization=server.dicomweb_authorization_header,
             ),
-            timeout=settings.DICOMWEB_TIMEOUT,
+            timeout=self.answer_within or settings.DICOMWEB_TIMEOUT,
         )
 
     # -- retries ----------------------------------------------------------------------------
@@ -115,7 +132,7 @@ class DicomOperator:
 
         return stamina.retry_context(
             on=is_transient,
-            attempts=settings.DICOM_RETRY_ATTEMPTS,
+            attempts=settings.DICOM_RETRY_ATTEMPTS if self.answer_within is None else 1,
             timeout=None,
             wait_initial=0.5,
             wait_max=10,

@@ -22,6 +22,7 @@ from adit.core.demo.synthetic import StudySummary, describe_studies, generate_st
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.file_channel import ChannelAuthenticationError
 from adit.core.dicom.operator import DicomOperator
+from adit.core.dicom.query import Level, Query
 from adit.core.models import DicomServer
 from tests.orthanc_fixtures import DCMTK_ENV, dcmtk
 
@@ -105,6 +106,19 @@ def test_find_studies_of_a_patient(source, orthanc1, orthanc1_studies, tmp_path)
     )
     assert {study.PatientID for study in found} == {patient_id}
     assert _findscu_study_count(orthanc1, tmp_path, f"PatientID={patient_id}") == len(found)
+
+
+def test_one_series_of_a_study_by_its_uid_within_a_limit(source, orthanc1_studies):
+    study = max(orthanc1_studies, key=lambda study: len(study.series))
+    assert len(study.series) > 2
+    operator = DicomOperator(source)
+    for series in study.series:  # some are beyond the first two answers of a whole list
+        wanted = series.series_instance_uid
+        query = Query.create(
+            Level.SERIES, StudyInstanceUID=study.study_instance_uid, SeriesInstanceUID=wanted
+        )
+        found = list(operator.find(query, limit=2))
+        assert [str(item.SeriesInstanceUID) for item in found] == [wanted]
 
 
 def test_find_studies_by_name_wildcard_with_non_ascii_letters(source, orthanc1_studies):

@@ -10,7 +10,7 @@ from adit.accounts.models import User
 from adit.core.models import DicomFolder, DicomNode, DicomNodeGroupAccess, DicomServer, Project
 
 EXAMPLE_GROUPS = ("Thoraxklinik", "Neuroradiologie", "Studienzentrum")
-# Everybody may search, transfer pseudonymized, download and run batch jobs; only the
+# Everybody may search, explore, transfer pseudonymized, download and run batch jobs; only the
 # neuroradiology group may transfer unpseudonymized, only the thorax clinic urgently; a study
 # center runs long-lived scripts against the API.
 _EVERYBODY = (
@@ -21,6 +21,7 @@ _EVERYBODY = (
     "batch_query.view_batchqueryjob",
     "batch_transfer.add_batchtransferjob",
     "batch_transfer.view_batchtransferjob",
+    "dicom_explorer.query_dicom_server",
 )
 GROUP_PERMISSIONS = {
     "Thoraxklinik": (

@@ -1,0 +1,19 @@
+from django.apps import AppConfig
+
+
+class DicomExplorerConfig(AppConfig):
+    name = "adit.dicom_explorer"
+    label = "dicom_explorer"
+    verbose_name = "DICOM Explorer"
+
+    def ready(self) -> None:
+        from adit.core import sections
+
+        sections.register(
+            sections.Section(
+                namespace="dicom_explorer",
+                label="DICOM Explorer",
+                url_name="dicom_explorer:search",
+                order=40,
+            )
+        )

@@ -1,0 +1,182 @@
+"""The explorer's pages: the search form and one page per level of what a server holds
+(upstream's URL layout), each a live query within the explorer's timeout."""
+
+from __future__ import annotations
+
+import functools
+import urllib.parse
+
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from pydicom import Dataset
+from pydicom.multival import MultiValue
+from pydicom.valuerep import PersonName
+
+from adit.core.access import NodeNotUsable, usable_server
+from adit.core.dicom.query import Level
+from adit.core.models import DicomServer
+
+from .forms import SearchForm
+from .queries import MAX_RESULTS, Explorer, ExplorerError, NotFound, query_filters
+
+PERMISSION = "dicom_explorer.query_dicom_server"
+
+
+def explorer_page(view):
+    """A page of the explorer: refused (403, naming the permission) without the explorer's
+    permission; an ExplorerError becomes a page saying what went wrong."""
+
+    @functools.wraps(view)
+    def page(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not request.user.has_perm(PERMISSION):
+            raise PermissionDenied(
+                'The DICOM explorer needs the permission "Can query DICOM servers in the DICOM '
+                f'explorer" ({PERMISSION}), which your active group does not have.'
+            )
+        try:
+            return view(request, *args, **kwargs)
+        except ExplorerError as err:
+            context = {"message": err.message, "status": err.status}
+            return render(request, "dicom_explorer/error.html", context, status=err.status)
+
+    return page
+
+
+def _server(request: HttpRequest, server_id: int) -> DicomServer:
+    try:
+        return usable_server(request.user, "source", pk=server_id)
+    except NodeNotUsable:
+        raise NotFound("Invalid DICOM server.") from None
+
+
+def shown(dataset: Dataset) -> dict[str, str]:
+    """The dataset's values as a person reads them (names "Last, First", dates YYYY-MM-DD),
+    by keyword."""
+    values = {}
+    for element in dataset:
+        if not element.keyword or element.VR == "SQ":
+            continue
+        value = element.value
+        if isinstance(value, MultiValue):
+            text = ", ".join(str(item) for item in value)
+        elif isinstance(value, PersonName):
+            text = ", ".join(part for part in (value.family_name, value.given_name) if part)
+        else:
+            text = "" if value is None else str(value)
+        if element.VR == "DA" and len(text) == 8 and text.isdigit():
+            text = f"{text[:4]}-{text[4:6]}-{text[6:]}"
+        elif element.VR == "TM" and len(text) >= 4 and text[:4].isdigit():
+            text = f"{text[:2]}:{text[2:4]}"
+        values[element.keyword] = text
+    return values
+
+
+@explorer_page
+def search(request: HttpRequest) -> HttpResponse:
+    """The search form; a search redirects to the page of what it names."""
+    form = SearchForm(request.GET or None, user=request.user)
+    if form.is_bound and form.is_valid():
+        server = form.cleaned_data["server"]
+        filters = form.study_filters()
+        if not filters:
+            return redirect("dicom_explorer:server_detail", server_id=server.pk)
+        if list(filters) == ["PatientID"]:
+            return redirect(
+                "dicom_explorer:patient_detail",
+                server_id=server.pk,
+                patient_id=filters["PatientID"],
+            )
+        url = reverse("dicom_explorer:study_list", kwargs={"server_id": server.pk})
+        return redirect(f"{url}?{urllib.parse.urlencode(filters)}")
+    return render(request, "dicom_explorer/search.html", {"form": form})
+
+
+@explorer_page
+def server_detail(request: HttpRequest, server_id: int) -> HttpResponse:
+    server = _server(request, server_id)
+    return render(request, "dicom_explorer/server_detail.html", {"server": server})
+
+
+@explorer_page
+def patient_list(request: HttpRequest, server_id: int) -> HttpResponse:
+    server = _server(request, server_id)
+    results = Explorer(server).patients(**query_filters(request.GET, Level.PATIENT))
+    return _list_page(request, "patient_list.html", server, results)
+
+
+@explorer_page
+def patient_detail(request: HttpRequest, server_id: int, patient_id: str) -> HttpResponse:
+    server = _server(request, server_id)
+    explorer = Explorer(server)
+    patient = explorer.patient(patient_id)
+    studies = explorer.studies(PatientID=patient_id)
+    context = {"patient": shown(patient), **_listed(studies)}
+    return _page(request, "patient_detail.html", server, context)
+
+
+@explorer_page
+def study_list(request: HttpRequest, server_id: int) -> HttpResponse:
+    server = _server(request, server_id)
+    results = Explorer(server).studies(**query_filters(request.GET, Level.STUDY))
+    return _list_page(request, "study_list.html", server, results)
+
+
+@explorer_page
+def study_detail(request: HttpRequest, server_id: int, study_uid: str) -> HttpResponse:
+    server = _server(request, server_id)
+    explorer = Explorer(server)
+    study = explorer.study(study_uid)
+    series = explorer.series(study_uid)
+    context = {"study": shown(study), "transfer_query": _transfer_query(server, study)}
+    return _page(request, "study_detail.html", server, {**context, **_listed(series)})
+
+
+@explorer_page
+def series_list(request: HttpRequest, server_id: int, study_uid: str) -> HttpResponse:
+    server = _server(request, server_id)
+    explorer = Explorer(server)
+    study = explorer.study(study_uid)
+    results = explorer.series(study_uid, **query_filters(request.GET, Level.SERIES))
+    return _list_page(request, "series_list.html", server, results, study=shown(study))
+
+
+@explorer_page
+def series_detail(
+    request: HttpRequest, server_id: int, study_uid: str, series_uid: str
+) -> HttpResponse:
+    server = _server(request, server_id)
+    explorer = Explorer(server)
+    study = explorer.study(study_uid)
+    series = explorer.one_series(study_uid, series_uid)
+    instances = explorer.instances(study_uid, series_uid)
+    context = {"study": shown(study), "series": shown(series), **_listed(instances)}
+    return _page(request, "series_detail.html", server, context)
+
+
+def _transfer_query(server: DicomServer, study: Dataset) -> str:
+    """The selective transfer's search for the study: its patient, accession number, date."""
+    values = {
+        "source": server.pk,
+        "patient_id": str(study.get("PatientID", "")),
+        "accession_number": str(study.get("AccessionNumber", "")),
+        "study_date": shown(study).get("StudyDate", ""),
+    }
+    return urllib.parse.urlencode({key: value for key, value in values.items() if value})
+
+
+def _listed(results) -> dict:
+    return {"rows": [shown(item) for item in results.items], "more": results.more}
+
+
+def _list_page(request, template: str, server, results, **context) -> HttpResponse:
+    return _page(request, template, server, {**_listed(results), **context})
+
+
+def _page(request, template: str, server, context: dict) -> HttpResponse:
+    return render(
+        request,
+        f"dicom_explorer/{template}",
+        {"server": server, "max_results": MAX_RESULTS, **context},
+    )

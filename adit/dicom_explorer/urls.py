@@ -16,4 +16,9 @@ urlpatterns = [
     path(_study, views.study_detail, name="study_detail"),
     path(f"{_study}series/", views.series_list, name="series_list"),
     path(f"{_study}series/<str:series_uid>/", views.series_detail, name="series_detail"),
+    path(
+        f"{_study}series/<str:series_uid>/preview/",
+        views.series_preview,
+        name="series_preview",
+    ),
 ]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import urllib.parse
 
@@ -19,6 +20,7 @@ from adit.core.dicom.query import Level
 from adit.core.models import DicomServer
 
 from .forms import SearchForm
+from .previews import PreviewUnavailable, cached_series_preview, non_image_reason
 from .queries import MAX_RESULTS, Explorer, ExplorerError, NotFound, query_filters
 
 PERMISSION = "dicom_explorer.query_dicom_server"
@@ -151,8 +153,34 @@ def series_detail(
     study = explorer.study(study_uid)
     series = explorer.one_series(study_uid, series_uid)
     instances = explorer.instances(study_uid, series_uid)
-    context = {"study": shown(study), "series": shown(series), **_listed(instances)}
+    context = {
+        "study": shown(study),
+        "series": shown(series),
+        "no_image": non_image_reason(modality=str(series.get("Modality", ""))),
+        **_listed(instances),
+    }
     return _page(request, "series_detail.html", server, context)
+
+
+@explorer_page
+def series_preview(
+    request: HttpRequest, server_id: int, study_uid: str, series_uid: str
+) -> HttpResponse:
+    """The preview of the series' middle image, as a fragment the series page loads: the
+    image, or why there is none."""
+    try:
+        explorer = Explorer(_server(request, server_id))
+        study = explorer.study(study_uid)
+        patient_id = str(study.get("PatientID", ""))
+        png = cached_series_preview(explorer.operator, patient_id, study_uid, series_uid)
+    except ExplorerError as err:
+        context = {"reason": f"No preview: {err.message}"}
+        # As a fragment htmx swaps in (it leaves an error status unswapped): the reason shows.
+        return render(request, "dicom_explorer/_preview.html", context)
+    except PreviewUnavailable as unavailable:
+        return render(request, "dicom_explorer/_preview.html", {"reason": unavailable.reason})
+    image = f"data:image/png;base64,{base64.b64encode(png).decode()}"
+    return render(request, "dicom_explorer/_preview.html", {"image": image})
 
 
 def _transfer_query(server: DicomServer, study: Dataset) -> str:

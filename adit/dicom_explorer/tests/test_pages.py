@@ -184,3 +184,29 @@ def test_a_study_page_links_to_its_transfer_prefilled(
     assert f'value="{study.patient_id}"' in form
     assert f'value="{study.accession_number}"' in form
     assert f'<option value="{pacs.pk}"\n' in form or f'value="{pacs.pk}" selected' in form
+
+
+def test_a_series_page_previews_its_middle_image_or_says_why_not(logged_in, pacs, orthanc1_studies):
+    import base64
+    import io
+
+    from PIL import Image
+
+    study = next(s for s in orthanc1_studies if any(x.modality == "SR" for x in s.series))
+    ct = next(s for s in study.series if s.modality == "CT")
+    sr = next(s for s in study.series if s.modality == "SR")
+    uid = study.study_instance_uid
+
+    page = _page(logged_in.get(_url("series_detail", pacs.pk, uid, ct.series_instance_uid)))
+    assert _url("series_preview", pacs.pk, uid, ct.series_instance_uid) in page
+    fragment = _page(logged_in.get(_url("series_preview", pacs.pk, uid, ct.series_instance_uid)))
+    source = fragment.split('src="data:image/png;base64,', 1)[1].split('"', 1)[0]
+    image = Image.open(io.BytesIO(base64.b64decode(source)))
+    assert image.format == "PNG" and max(image.size) <= 512
+    low, high = image.convert("L").getextrema()
+    assert isinstance(low, int) and isinstance(high, int)
+    assert high - low > 50, "a real image, not a blank"
+
+    sr_page = _page(logged_in.get(_url("series_detail", pacs.pk, uid, sr.series_instance_uid)))
+    assert "A structured report (SR) has no image to preview." in sr_page
+    assert "series_preview" not in sr_page and "/preview/" not in sr_page

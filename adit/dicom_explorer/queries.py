@@ -134,6 +134,20 @@ class Explorer:
             f"Multiple series found with Series Instance UID {series_uid}.",
         )
 
+    def instance(self, patient_id: str, study_uid: str, series_uid: str, sop_uid: str) -> Dataset:
+        """The instance itself, fetched (one instance, held in memory for the page)."""
+        self._check_uid(sop_uid, "SOP Instance UID")
+        fetched: list[Dataset] = []
+
+        def fetch():
+            self.operator.fetch_image(patient_id, study_uid, series_uid, sop_uid, fetched.append)
+            return iter(())
+
+        list(self._asked(fetch))
+        if not fetched:
+            raise NotFound(f"No instance found with SOP Instance UID {sop_uid}.")
+        return fetched[0]
+
     # -- helpers ------------------------------------------------------------------------------
 
     def _results(self, level: Level, filters: dict, limit: int = MAX_RESULTS + 1) -> Results:

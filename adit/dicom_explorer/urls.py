@@ -17,6 +17,11 @@ urlpatterns = [
     path(f"{_study}series/", views.series_list, name="series_list"),
     path(f"{_study}series/<str:series_uid>/", views.series_detail, name="series_detail"),
     path(
+        f"{_study}series/<str:series_uid>/instances/<str:sop_uid>/",
+        views.instance_detail,
+        name="instance_detail",
+    ),
+    path(
         f"{_study}series/<str:series_uid>/preview/",
         views.series_preview,
         name="series_preview",

@@ -18,12 +18,15 @@ from pydicom.valuerep import PersonName
 from adit.core.access import NodeNotUsable, usable_server
 from adit.core.dicom.query import Level
 from adit.core.models import DicomServer
+from adit.core.transfer.pseudonymizer import may_identify
 
 from .forms import SearchForm
 from .previews import PreviewUnavailable, cached_series_preview, non_image_reason
 from .queries import MAX_RESULTS, Explorer, ExplorerError, NotFound, query_filters
 
 PERMISSION = "dicom_explorer.query_dicom_server"
+BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+PIXEL_DATA_TAG = 0x7FE00010
 
 
 def explorer_page(view):
@@ -160,6 +163,55 @@ def series_detail(
         **_listed(instances),
     }
     return _page(request, "series_detail.html", server, context)
+
+
+# Whoever may transfer unpseudonymized data in some app may see it here too.
+SEES_IDENTIFYING_DATA = (
+    "selective_transfer.can_transfer_unpseudonymized",
+    "batch_transfer.can_transfer_unpseudonymized",
+)
+MAX_VALUE_SHOWN = 200  # characters of a long text
+
+
+@explorer_page
+def instance_detail(
+    request: HttpRequest, server_id: int, study_uid: str, series_uid: str, sop_uid: str
+) -> HttpResponse:
+    """The attributes of one instance; identifying values only for those who may see them."""
+    server = _server(request, server_id)
+    explorer = Explorer(server)
+    study = explorer.study(study_uid)
+    instance = explorer.instance(str(study.get("PatientID", "")), study_uid, series_uid, sop_uid)
+    sees_all = any(request.user.has_perm(permission) for permission in SEES_IDENTIFYING_DATA)
+    context = {
+        "study": shown(study),
+        "series_uid": series_uid,
+        "sop_uid": sop_uid,
+        "attributes": list(_attributes(instance, sees_all)),
+        "sees_all": sees_all,
+    }
+    return _page(request, "instance_detail.html", server, context)
+
+
+def _attributes(dataset: Dataset, sees_all: bool):
+    """(tag, keyword, VR, value as shown) of the top level of the dataset: binary values by
+    their size, sequences by their number of items, identifying values hidden unless
+    ``sees_all``."""
+    for element in dataset:
+        tag = f"({element.tag.group:04X},{element.tag.element:04X})"
+        vr = str(element.VR)
+        if vr == "SQ":
+            text = f"{len(element.value)} item(s)"
+        elif vr in BINARY_VRS or element.tag == PIXEL_DATA_TAG:
+            text = f"{len(element.value or b'')} bytes"
+        elif not sees_all and may_identify(element.tag, vr):
+            text = "(hidden: may identify the patient)"
+        else:
+            value = element.value
+            text = "\\".join(map(str, value)) if isinstance(value, MultiValue) else str(value)
+            if len(text) > MAX_VALUE_SHOWN:
+                text = f"{text[:MAX_VALUE_SHOWN]}… ({len(text)} characters)"
+        yield tag, element.keyword or "(private or unknown)", vr, text
 
 
 @explorer_page

@@ -417,6 +417,19 @@ def _rules_by_tag() -> dict[int, _Action]:
 
 
 _ACTIONS = _rules_by_tag()
+_KEPT_AS_THEY_ARE = frozenset({_Action.KEEP, _Action.DATE, _Action.NEW_UID})
+
+
+def may_identify(tag: int, vr: str) -> bool:
+    """Whether the pseudonymizer changes or removes the attribute's value because it may
+    identify the patient (a page shows such values only to those who may see them): listed
+    rules first, then by value representation, as the pseudonymizer decides."""
+    if BaseTag(tag).is_private:
+        return True
+    action = _ACTIONS.get(tag)
+    if action is not None:
+        return action not in _KEPT_AS_THEY_ARE
+    return vr == "PN" or vr in _TEXT_VRS
 
 
 def _tags(*keywords: str) -> frozenset[int]:

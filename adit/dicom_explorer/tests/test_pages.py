@@ -210,3 +210,26 @@ def test_a_series_page_previews_its_middle_image_or_says_why_not(logged_in, pacs
     sr_page = _page(logged_in.get(_url("series_detail", pacs.pk, uid, sr.series_instance_uid)))
     assert "A structured report (SR) has no image to preview." in sr_page
     assert "series_preview" not in sr_page and "/preview/" not in sr_page
+
+
+def test_an_instance_page_lists_its_attributes_and_hides_what_may_identify(
+    logged_in, explorer_user, pacs, orthanc1_studies
+):
+    from adit.core.tests.factories import give_permissions
+
+    study = orthanc1_studies[0]
+    series = next(s for s in study.series if s.modality == "CT")
+    sop_uid = series.sop_instance_uids[0]
+    url = _url("instance_detail", pacs.pk, study.study_instance_uid, series.series_instance_uid,
+               sop_uid)  # fmt: skip
+    family = study.patient_name.split("^")[0]
+
+    page = _page(logged_in.get(url))
+    assert "(7FE0,0010)" in page and " bytes" in page  # the pixels by their size
+    assert sop_uid in page and "Modality" in page
+    assert family not in page and study.patient_id not in page.split("attribute-table")[1]
+    assert "(hidden: may identify the patient)" in page
+
+    give_permissions(explorer_user, "selective_transfer", "can_transfer_unpseudonymized")
+    page = _page(logged_in.get(url))
+    assert family in page and "hidden" not in page.split("attribute-table")[1]

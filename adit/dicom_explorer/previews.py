@@ -653,9 +653,9 @@ def cached_series_preview(
     series_uid: str,
     max_size: int = 512,
 ) -> bytes:
-    """``series_preview``, kept in Django's cache for DICOM_EXPLORER_PREVIEW_CACHE_SECONDS
-    (300 if unset): the PNG and a lasting reason alike, so that a series without a preview is
-    not fetched again on every view of its page.
+    """``series_preview``, kept in Django's cache for DICOM_EXPLORER_PREVIEW_CACHE_SECONDS:
+    the PNG and a lasting reason alike, so that a series without a preview is not fetched
+    again on every view of its page.
 
     Raises:
         PreviewUnavailable: As ``series_preview``, or as it raised the last time.
@@ -667,7 +667,7 @@ def cached_series_preview(
         if kind == "png":
             return value
         raise PreviewUnavailable(value)
-    timeout = getattr(settings, "DICOM_EXPLORER_PREVIEW_CACHE_SECONDS", 300)
+    timeout = settings.DICOM_EXPLORER_PREVIEW_CACHE_SECONDS
     try:
         png = series_preview(operator, patient_id, study_uid, series_uid, max_size)
     except PreviewUnavailable as unavailable:

@@ -234,6 +234,8 @@ JOBS_NEED_STAFF_VERIFICATION = env.bool("JOBS_NEED_STAFF_VERIFICATION", False)
 # Seconds the DICOM explorer waits for a PACS's answer (each step: connecting, every answer)
 # before it tells the person at the page to try again later.
 DICOM_EXPLORER_TIMEOUT = env.int("DICOM_EXPLORER_TIMEOUT", 3)
+# Seconds a series preview (or why there is none) is kept before it is fetched again.
+DICOM_EXPLORER_PREVIEW_CACHE_SECONDS = env.int("DICOM_EXPLORER_PREVIEW_CACHE_SECONDS", 300)
 # Whether a batch transfer must name the ethics committee's approval of its project.
 ETHICS_COMMITTEE_APPROVAL_REQUIRED = env.bool("ETHICS_COMMITTEE_APPROVAL_REQUIRED", True)
 

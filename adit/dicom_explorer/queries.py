@@ -109,7 +109,7 @@ class Explorer:
     # -- one of each --------------------------------------------------------------------------
 
     def patient(self, patient_id: str) -> Dataset:
-        self._check_id(patient_id, "Patient ID")
+        self.check_id(patient_id, "Patient ID")
         return self._one(
             self._results(Level.PATIENT, {"PatientID": patient_id}, limit=2),
             f"No patient found with Patient ID {patient_id}.",
@@ -117,7 +117,7 @@ class Explorer:
         )
 
     def study(self, study_uid: str) -> Dataset:
-        self._check_uid(study_uid, "Study Instance UID")
+        self.check_uid(study_uid, "Study Instance UID")
         return self._one(
             self._results(Level.STUDY, {"StudyInstanceUID": study_uid}, limit=2),
             f"No study found with Study Instance UID {study_uid}.",
@@ -125,8 +125,8 @@ class Explorer:
         )
 
     def one_series(self, study_uid: str, series_uid: str) -> Dataset:
-        self._check_uid(study_uid, "Study Instance UID")
-        self._check_uid(series_uid, "Series Instance UID")
+        self.check_uid(study_uid, "Study Instance UID")
+        self.check_uid(series_uid, "Series Instance UID")
         filters = {"StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid}
         return self._one(
             self._results(Level.SERIES, filters, limit=2),
@@ -135,12 +135,34 @@ class Explorer:
         )
 
     def instance(self, patient_id: str, study_uid: str, series_uid: str, sop_uid: str) -> Dataset:
-        """The instance itself, fetched (one instance, held in memory for the page)."""
-        self._check_uid(sop_uid, "SOP Instance UID")
+        """The instance itself, fetched; its large values (pixel data) stay on disk."""
+        for value, name in ((series_uid, "Series Instance UID"), (sop_uid, "SOP Instance UID")):
+            self.check_uid(value, name)
+        filters = {
+            "StudyInstanceUID": study_uid,
+            "SeriesInstanceUID": series_uid,
+            "SOPInstanceUID": sop_uid,
+        }
+        self._one(
+            self._results(Level.IMAGE, filters, limit=2),
+            f"No instance found with SOP Instance UID {sop_uid}.",
+            f"Multiple instances found with SOP Instance UID {sop_uid}.",
+        )
         fetched: list[Dataset] = []
 
+        def keep_the_first(dataset: Dataset) -> None:
+            if not fetched:
+                fetched.append(dataset)
+
         def fetch():
-            self.operator.fetch_image(patient_id, study_uid, series_uid, sop_uid, fetched.append)
+            self.operator.fetch_image(
+                patient_id,
+                study_uid,
+                series_uid,
+                sop_uid,
+                keep_the_first,
+                spool_above=settings.TRANSFER_PIPELINE_BYTES // 16,
+            )
             return iter(())
 
         list(self._asked(fetch))
@@ -172,6 +194,8 @@ class Explorer:
             ) from None
         except DicomError as err:
             raise ExplorerError(str(err), 502) from None
+        except ValidationError as err:  # a value the DICOM layer refuses to put in a query
+            raise BadQuery(" ".join(err.messages)) from None
 
     @staticmethod
     def _one(results: Results, none: str, several: str) -> Dataset:
@@ -182,18 +206,25 @@ class Explorer:
         return results.items[0]
 
     @staticmethod
-    def _check_id(value: str, name: str) -> None:
-        try:
-            validators.validate_query_value(value)
-        except ValidationError:
-            raise BadQuery(f"Invalid {name} {validators.shown(value)}.") from None
-        if not value or len(value) > 64 or "*" in value or "?" in value:
+    def check_id(value: str, name: str) -> None:
+        if not is_valid_id(value):
             raise BadQuery(f"Invalid {name} {validators.shown(value)}.")
 
     @staticmethod
-    def _check_uid(value: str, name: str) -> None:
+    def check_uid(value: str, name: str) -> None:
         if not validators.is_valid_uid(value):
             raise BadQuery(f"Invalid {name} {validators.shown(value)}.")
+
+
+def is_valid_id(value: str) -> bool:
+    """Whether a patient ID can name one patient in a query and in a page's path."""
+    try:
+        validators.validate_query_value(value)
+    except ValidationError:
+        return False
+    if value in (".", ".."):  # a browser would make another path of it
+        return False
+    return bool(value) and len(value) <= 64 and "*" not in value and "?" not in value
 
 
 def _newest_first(study: Dataset) -> str:

@@ -11,7 +11,8 @@ urlpatterns = [
     path("", views.search, name="search"),
     path(_server, views.server_detail, name="server_detail"),
     path(f"{_server}patients/", views.patient_list, name="patient_list"),
-    path(f"{_server}patients/<str:patient_id>/", views.patient_detail, name="patient_detail"),
+    # A patient ID may hold a slash.
+    path(f"{_server}patients/<path:patient_id>/", views.patient_detail, name="patient_detail"),
     path(f"{_server}studies/", views.study_list, name="study_list"),
     path(_study, views.study_detail, name="study_detail"),
     path(f"{_study}series/", views.series_list, name="series_list"),

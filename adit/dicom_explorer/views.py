@@ -12,9 +12,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from pydicom import Dataset
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
+from adit.core import validators
 from adit.core.access import NodeNotUsable, usable_server
 from adit.core.dicom.query import Level
 from adit.core.models import DicomServer
@@ -22,7 +24,14 @@ from adit.core.transfer.pseudonymizer import may_identify
 
 from .forms import SearchForm
 from .previews import PreviewUnavailable, cached_series_preview, non_image_reason
-from .queries import MAX_RESULTS, Explorer, ExplorerError, NotFound, query_filters
+from .queries import (
+    MAX_RESULTS,
+    Explorer,
+    ExplorerError,
+    NotFound,
+    is_valid_id,
+    query_filters,
+)
 
 PERMISSION = "dicom_explorer.query_dicom_server"
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
@@ -56,26 +65,53 @@ def _server(request: HttpRequest, server_id: int) -> DicomServer:
         raise NotFound("Invalid DICOM server.") from None
 
 
-def shown(dataset: Dataset) -> dict[str, str]:
+def shown(dataset: Dataset, server: DicomServer | None = None) -> dict[str, str]:
     """The dataset's values as a person reads them (names "Last, First", dates YYYY-MM-DD),
-    by keyword."""
+    by keyword; with ``server``, the links to its pages (``patient_url``, ``study_url``,
+    ``series_url``, ``instance_url``) where its values can name them, else "" (a PACS may send
+    an ID no path can hold)."""
     values = {}
     for element in dataset:
         if not element.keyword or element.VR == "SQ":
             continue
-        value = element.value
-        if isinstance(value, MultiValue):
-            text = ", ".join(str(item) for item in value)
-        elif isinstance(value, PersonName):
-            text = ", ".join(part for part in (value.family_name, value.given_name) if part)
-        else:
-            text = "" if value is None else str(value)
-        if element.VR == "DA" and len(text) == 8 and text.isdigit():
-            text = f"{text[:4]}-{text[4:6]}-{text[6:]}"
-        elif element.VR == "TM" and len(text) >= 4 and text[:4].isdigit():
-            text = f"{text[:2]}:{text[2:4]}"
-        values[element.keyword] = text
+        try:
+            values[element.keyword] = _text(element.value, str(element.VR))
+        except Exception:  # a value pydicom cannot read (odd length, say): said, not fatal
+            values[element.keyword] = "(unreadable)"
+    if server is not None:
+        values.update(_links(server, values))
     return values
+
+
+def _text(value, vr: str) -> str:
+    if isinstance(value, MultiValue):
+        text = ", ".join(str(item) for item in value)
+    elif isinstance(value, PersonName):
+        text = ", ".join(part for part in (value.family_name, value.given_name) if part)
+    else:
+        text = "" if value is None else str(value)
+    if vr == "DA" and len(text) == 8 and text.isdigit():
+        text = f"{text[:4]}-{text[4:6]}-{text[6:]}"
+    elif vr == "TM" and len(text) >= 4 and text[:4].isdigit():
+        text = f"{text[:2]}:{text[2:4]}"
+    return text
+
+
+def _links(server: DicomServer, values: dict[str, str]) -> dict[str, str]:
+    patient_id = values.get("PatientID", "")
+    uids = [values.get(key, "") for key in ("StudyInstanceUID", "SeriesInstanceUID")]
+    uids.append(values.get("SOPInstanceUID", ""))
+    links = {"patient_url": "", "study_url": "", "series_url": "", "instance_url": ""}
+    if is_valid_id(patient_id):
+        links["patient_url"] = reverse(
+            "dicom_explorer:patient_detail", args=[server.pk, patient_id]
+        )
+    names = ("study_url", "series_url", "instance_url")
+    pages = ("study_detail", "series_detail", "instance_detail")
+    for depth, (name, page) in enumerate(zip(names, pages, strict=True), start=1):
+        if all(validators.is_valid_uid(uid) for uid in uids[:depth]):
+            links[name] = reverse(f"dicom_explorer:{page}", args=[server.pk, *uids[:depth]])
+    return links
 
 
 @explorer_page
@@ -87,7 +123,7 @@ def search(request: HttpRequest) -> HttpResponse:
         filters = form.study_filters()
         if not filters:
             return redirect("dicom_explorer:server_detail", server_id=server.pk)
-        if list(filters) == ["PatientID"]:
+        if list(filters) == ["PatientID"] and is_valid_id(filters["PatientID"]):
             return redirect(
                 "dicom_explorer:patient_detail",
                 server_id=server.pk,
@@ -117,7 +153,7 @@ def patient_detail(request: HttpRequest, server_id: int, patient_id: str) -> Htt
     explorer = Explorer(server)
     patient = explorer.patient(patient_id)
     studies = explorer.studies(PatientID=patient_id)
-    context = {"patient": shown(patient), **_listed(studies)}
+    context = {"patient": shown(patient, server), **_listed(studies, server)}
     return _page(request, "patient_detail.html", server, context)
 
 
@@ -134,8 +170,8 @@ def study_detail(request: HttpRequest, server_id: int, study_uid: str) -> HttpRe
     explorer = Explorer(server)
     study = explorer.study(study_uid)
     series = explorer.series(study_uid)
-    context = {"study": shown(study), "transfer_query": _transfer_query(server, study)}
-    return _page(request, "study_detail.html", server, {**context, **_listed(series)})
+    context = {"study": shown(study, server), "transfer_query": _transfer_query(server, study)}
+    return _page(request, "study_detail.html", server, {**context, **_listed(series, server)})
 
 
 @explorer_page
@@ -144,7 +180,7 @@ def series_list(request: HttpRequest, server_id: int, study_uid: str) -> HttpRes
     explorer = Explorer(server)
     study = explorer.study(study_uid)
     results = explorer.series(study_uid, **query_filters(request.GET, Level.SERIES))
-    return _list_page(request, "series_list.html", server, results, study=shown(study))
+    return _list_page(request, "series_list.html", server, results, study=shown(study, server))
 
 
 @explorer_page
@@ -157,10 +193,10 @@ def series_detail(
     series = explorer.one_series(study_uid, series_uid)
     instances = explorer.instances(study_uid, series_uid)
     context = {
-        "study": shown(study),
-        "series": shown(series),
+        "study": shown(study, server),
+        "series": shown(series, server),
         "no_image": non_image_reason(modality=str(series.get("Modality", ""))),
-        **_listed(instances),
+        **_listed(instances, server),
     }
     return _page(request, "series_detail.html", server, context)
 
@@ -184,8 +220,11 @@ def instance_detail(
     instance = explorer.instance(str(study.get("PatientID", "")), study_uid, series_uid, sop_uid)
     sees_all = any(request.user.has_perm(permission) for permission in SEES_IDENTIFYING_DATA)
     context = {
-        "study": shown(study),
+        "study": shown(study, server),
         "series_uid": series_uid,
+        "series_url": reverse(
+            "dicom_explorer:series_detail", args=[server.pk, study_uid, series_uid]
+        ),
         "sop_uid": sop_uid,
         "attributes": list(_attributes(instance, sees_all)),
         "sees_all": sees_all,
@@ -197,21 +236,49 @@ def _attributes(dataset: Dataset, sees_all: bool):
     """(tag, keyword, VR, value as shown) of the top level of the dataset: binary values by
     their size, sequences by their number of items, identifying values hidden unless
     ``sees_all``."""
-    for element in dataset:
-        tag = f"({element.tag.group:04X},{element.tag.element:04X})"
-        vr = str(element.VR)
-        if vr == "SQ":
-            text = f"{len(element.value)} item(s)"
-        elif vr in BINARY_VRS or element.tag == PIXEL_DATA_TAG:
-            text = f"{len(element.value or b'')} bytes"
-        elif not sees_all and may_identify(element.tag, vr):
+    for tag in list(dataset.keys()):
+        # As read, before pydicom converts it: a large value spooled to disk stays there.
+        raw = dataset.get_item(tag)
+        vr = str(raw.VR or _dictionary_vr(tag))
+        binary = vr in BINARY_VRS or " or " in vr or tag == PIXEL_DATA_TAG
+        if binary:
+            text = _binary_size(raw)
+        elif not sees_all and may_identify(tag, vr):
             text = "(hidden: may identify the patient)"
         else:
-            value = element.value
-            text = "\\".join(map(str, value)) if isinstance(value, MultiValue) else str(value)
-            if len(text) > MAX_VALUE_SHOWN:
-                text = f"{text[:MAX_VALUE_SHOWN]}… ({len(text)} characters)"
-        yield tag, element.keyword or "(private or unknown)", vr, text
+            try:
+                text = _attribute_text(dataset[tag].value, vr)
+            except Exception:  # a value pydicom cannot read (odd length, say)
+                text = "(unreadable)"
+        name = f"({tag.group:04X},{tag.element:04X})"
+        yield name, keyword_for_tag(tag) or "(private or unknown)", vr, text
+
+
+def _dictionary_vr(tag) -> str:
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return "UN"
+
+
+def _binary_size(raw) -> str:
+    """The size of a binary value without reading it."""
+    length = getattr(raw, "length", None)
+    if length is None:  # converted already: in memory
+        value = raw.value
+        length = len(value) if isinstance(value, bytes | bytearray) else 0
+    if length == 0xFFFFFFFF:
+        return "encapsulated (compressed frames)"
+    return f"{length} bytes"
+
+
+def _attribute_text(value, vr: str) -> str:
+    if vr == "SQ":
+        return f"{len(value)} item(s)"
+    text = "\\".join(map(str, value)) if isinstance(value, MultiValue) else str(value)
+    if len(text) > MAX_VALUE_SHOWN:
+        text = f"{text[:MAX_VALUE_SHOWN]}… ({len(text)} characters)"
+    return text
 
 
 @explorer_page
@@ -222,6 +289,7 @@ def series_preview(
     image, or why there is none."""
     try:
         explorer = Explorer(_server(request, server_id))
+        explorer.check_uid(series_uid, "Series Instance UID")
         study = explorer.study(study_uid)
         patient_id = str(study.get("PatientID", ""))
         png = cached_series_preview(explorer.operator, patient_id, study_uid, series_uid)
@@ -246,12 +314,12 @@ def _transfer_query(server: DicomServer, study: Dataset) -> str:
     return urllib.parse.urlencode({key: value for key, value in values.items() if value})
 
 
-def _listed(results) -> dict:
-    return {"rows": [shown(item) for item in results.items], "more": results.more}
+def _listed(results, server: DicomServer) -> dict:
+    return {"rows": [shown(item, server) for item in results.items], "more": results.more}
 
 
 def _list_page(request, template: str, server, results, **context) -> HttpResponse:
-    return _page(request, template, server, {**_listed(results), **context})
+    return _page(request, template, server, {**_listed(results, server), **context})
 
 
 def _page(request, template: str, server, context: dict) -> HttpResponse:

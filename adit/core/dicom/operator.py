@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# With ``answer_within``: how many answers a query that filters them itself (patients from
+# studies, a modality the PACS may ignore) reads at most per result it may return.
+ANSWERS_PER_RESULT_FOR_A_PERSON = 10
 InstanceCallback = Callable[[Dataset], None]
 # SeriesInstanceUID -> how many instances the series has.
 SeriesCounts = dict[str, int]
@@ -221,6 +224,9 @@ class DicomOperator:
         root = self._find_root(query)
         # A client-side filter may drop answers, so the PACS may not stop at the limit.
         pacs_limit = limit if not query.modalities and query.level != Level.PATIENT else None
+        if pacs_limit is None and limit is not None and self.answer_within is not None:
+            # A person waits: a bounded number of answers to filter, not the whole PACS.
+            pacs_limit = limit * ANSWERS_PER_RESULT_FOR_A_PERSON
         if root is not None:
             dimse_query = query
             if root == "study" and query.level == Level.PATIENT:
@@ -605,11 +611,11 @@ class DicomOperator:
                     if move_errors:  # the PACS gave up; nothing more will come
                         break
                     quiet_deadline = quiet_deadline or (
-                        time.monotonic() + settings.C_MOVE_QUIET_TIMEOUT
+                        time.monotonic() + (self.answer_within or settings.C_MOVE_QUIET_TIMEOUT)
                     )
                     if time.monotonic() > quiet_deadline:
                         break
-            mover.join(timeout=settings.DICOM_DIMSE_TIMEOUT)
+            mover.join(timeout=self.answer_within or settings.DICOM_DIMSE_TIMEOUT)
             refused_callers = dict(subscription.refused_callers)
         missing = sorted(set(expected) - arrivals.uids)
         if missing and refused_callers:

@@ -429,7 +429,7 @@ def may_identify(tag: int, vr: str) -> bool:
     action = _ACTIONS.get(tag)
     if action is not None:
         return action not in _KEPT_AS_THEY_ARE
-    return vr == "PN" or vr in _TEXT_VRS
+    return vr in ("PN", "UR") or vr in _TEXT_VRS
 
 
 def _tags(*keywords: str) -> frozenset[int]:

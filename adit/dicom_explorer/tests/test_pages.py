@@ -233,3 +233,50 @@ def test_an_instance_page_lists_its_attributes_and_hides_what_may_identify(
     give_permissions(explorer_user, "selective_transfer", "can_transfer_unpseudonymized")
     page = _page(logged_in.get(url))
     assert family in page and "hidden" not in page.split("attribute-table")[1]
+
+
+@pytest.fixture
+def odd_pacs(explorer_user, empty_orthanc2) -> DicomServer:
+    """A PACS holding a patient whose ID has a slash, as some hospitals write them."""
+    from adit.core.demo.synthetic import generate_studies
+    from adit.core.tests.factories import server_for
+
+    instances = []
+    for dataset in generate_studies(seed=5, patients=1):
+        dataset.PatientID = "12/34"
+        instances.append(dataset)
+        if len(instances) == 2:
+            break
+    empty_orthanc2.upload(instances)
+    server = server_for(empty_orthanc2, name="Odd PACS")
+    grant(server, explorer_user.active_group, source=True)
+    return server
+
+
+def test_a_patient_id_with_a_slash_gets_its_pages(logged_in, odd_pacs):
+    search = logged_in.get(_url("search"), {"server": odd_pacs.pk, "patient_id": "12/34"})
+    assert search["Location"] == _url("patient_detail", odd_pacs.pk, "12/34")
+    page = _page(logged_in.get(search["Location"]))
+    assert page.count('data-testid="study-row"') == 1
+    studies = _page(logged_in.get(_url("study_list", odd_pacs.pk)))
+    assert f'href="{_url("patient_detail", odd_pacs.pk, "12/34")}"' in studies
+    for dots in (".", ".."):
+        response = logged_in.get(_url("search"), {"server": odd_pacs.pk, "patient_id": dots})
+        assert "patients" not in response["Location"]  # no path a browser would change
+
+
+def test_an_instance_or_preview_of_a_malformed_or_unknown_uid_is_said(
+    logged_in, pacs, orthanc1_studies
+):
+    study = orthanc1_studies[0]
+    series = study.series[0].series_instance_uid
+    uid = study.study_instance_uid
+    for bad in ("1.2.x", "1.2.3%3F"):
+        response = logged_in.get(_url("instance_detail", pacs.pk, uid, bad, "1.2.3"))
+        assert response.status_code == 400
+        assert "Invalid Series Instance UID" in _page(response)
+        preview = _page(logged_in.get(_url("series_preview", pacs.pk, uid, bad)))
+        assert "No preview: Invalid Series Instance UID" in preview
+    response = logged_in.get(_url("instance_detail", pacs.pk, uid, series, "1.2.3.4.5.6"))
+    assert response.status_code == 404
+    assert "No instance found with SOP Instance UID 1.2.3.4.5.6." in _page(response)

@@ -7,7 +7,9 @@ class DicomExplorerConfig(AppConfig):
     verbose_name = "DICOM Explorer"
 
     def ready(self) -> None:
-        from adit.core import sections
+        from adit.core import sections, study_pages
+
+        from .views import study_page_url
 
         sections.register(
             sections.Section(
@@ -17,3 +19,5 @@ class DicomExplorerConfig(AppConfig):
                 order=40,
             )
         )
+        # Transfer pages link their studies here.
+        study_pages.register(study_pages.StudyPage("Open in the DICOM explorer", study_page_url))

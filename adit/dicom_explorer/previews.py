@@ -21,6 +21,7 @@ from io import BytesIO
 import numpy as np
 from django.conf import settings
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from PIL import Image
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
@@ -634,6 +635,11 @@ def series_preview(
         raise PreviewUnavailable(
             f"No preview: the image could not be fetched. {err}",
             lasting=not isinstance(err, RetriableDicomError),
+        ) from err
+    except ValidationError as err:  # a value of the PACS's answers no query can carry
+        raise PreviewUnavailable(
+            f"No preview: the server's answers name the image with values ADIT cannot ask "
+            f"for ({' '.join(err.messages)})."
         ) from err
     if not fetched:
         raise PreviewUnavailable("No preview: the server sent no image.", lasting=False)

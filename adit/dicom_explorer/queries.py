@@ -222,7 +222,7 @@ def is_valid_id(value: str) -> bool:
         validators.validate_query_value(value)
     except ValidationError:
         return False
-    if value in (".", ".."):  # a browser would make another path of it
+    if any(part in (".", "..") for part in value.split("/")):  # a browser would change the path
         return False
     return bool(value) and len(value) <= 64 and "*" not in value and "?" not in value
 

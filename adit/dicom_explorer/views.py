@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import urllib.parse
 
 from django.core.exceptions import PermissionDenied
@@ -58,6 +59,17 @@ def explorer_page(view):
     return page
 
 
+def study_page_url(user, source_id: int, patient_id: str, study_uid: str) -> str | None:
+    """The explorer's page of a study, for a user who may open it (see core.study_pages)."""
+    if not user.has_perm(PERMISSION) or not validators.is_valid_uid(study_uid):
+        return None
+    try:
+        usable_server(user, "source", pk=source_id)
+    except NodeNotUsable:
+        return None
+    return reverse("dicom_explorer:study_detail", args=[source_id, study_uid])
+
+
 def _server(request: HttpRequest, server_id: int) -> DicomServer:
     try:
         return usable_server(request.user, "source", pk=server_id)
@@ -65,22 +77,32 @@ def _server(request: HttpRequest, server_id: int) -> DicomServer:
         raise NotFound("Invalid DICOM server.") from None
 
 
-def shown(dataset: Dataset, server: DicomServer | None = None) -> dict[str, str]:
+def shown(
+    dataset: Dataset, server: DicomServer | None = None, defaults: dict[str, str] | None = None
+) -> dict[str, str]:
     """The dataset's values as a person reads them (names "Last, First", dates YYYY-MM-DD),
     by keyword; with ``server``, the links to its pages (``patient_url``, ``study_url``,
     ``series_url``, ``instance_url``) where its values can name them, else "" (a PACS may send
-    an ID no path can hold)."""
+    an ID no path can hold). ``defaults`` are the UIDs of the page (checked), for answers that
+    leave them out."""
     values = {}
-    for element in dataset:
-        if not element.keyword or element.VR == "SQ":
+    for tag in list(dataset.keys()):
+        keyword = keyword_for_tag(tag)
+        if not keyword:
             continue
         try:
-            values[element.keyword] = _text(element.value, str(element.VR))
+            element = dataset[tag]
+            if element.VR != "SQ":
+                values[keyword] = _text(element.value, str(element.VR))
         except Exception:  # a value pydicom cannot read (odd length, say): said, not fatal
-            values[element.keyword] = "(unreadable)"
+            values[keyword] = "(unreadable)"
     if server is not None:
-        values.update(_links(server, values))
+        values.update(_links(server, {**(defaults or {}), **_present(values)}))
     return values
+
+
+def _present(values: dict[str, str]) -> dict[str, str]:
+    return {key: value for key, value in values.items() if value}
 
 
 def _text(value, vr: str) -> str:
@@ -170,8 +192,20 @@ def study_detail(request: HttpRequest, server_id: int, study_uid: str) -> HttpRe
     explorer = Explorer(server)
     study = explorer.study(study_uid)
     series = explorer.series(study_uid)
-    context = {"study": shown(study, server), "transfer_query": _transfer_query(server, study)}
-    return _page(request, "study_detail.html", server, {**context, **_listed(series, server)})
+    context = {
+        "study": shown(study, server),
+        "transfer_query": _transfer_query(server, study),
+        # What the selective transfer's download takes (a POST: no patient ID in a URL).
+        "download_study": json.dumps(
+            {
+                "source": server.pk,
+                "study_uid": study_uid,
+                "patient_id": str(study.get("PatientID", "")),
+            }
+        ),
+    }
+    listed = _listed(series, server, StudyInstanceUID=study_uid)
+    return _page(request, "study_detail.html", server, {**context, **listed})
 
 
 @explorer_page
@@ -196,7 +230,10 @@ def series_detail(
         "study": shown(study, server),
         "series": shown(series, server),
         "no_image": non_image_reason(modality=str(series.get("Modality", ""))),
-        **_listed(instances, server),
+        "preview_url": reverse(
+            "dicom_explorer:series_preview", args=[server.pk, study_uid, series_uid]
+        ),
+        **_listed(instances, server, StudyInstanceUID=study_uid, SeriesInstanceUID=series_uid),
     }
     return _page(request, "series_detail.html", server, context)
 
@@ -238,7 +275,7 @@ def _attributes(dataset: Dataset, sees_all: bool):
     ``sees_all``."""
     for tag in list(dataset.keys()):
         # As read, before pydicom converts it: a large value spooled to disk stays there.
-        raw = dataset.get_item(tag)
+        raw = dataset.get_item(tag, keep_deferred=True)
         vr = str(raw.VR or _dictionary_vr(tag))
         binary = vr in BINARY_VRS or " or " in vr or tag == PIXEL_DATA_TAG
         if binary:
@@ -314,12 +351,16 @@ def _transfer_query(server: DicomServer, study: Dataset) -> str:
     return urllib.parse.urlencode({key: value for key, value in values.items() if value})
 
 
-def _listed(results, server: DicomServer) -> dict:
-    return {"rows": [shown(item, server) for item in results.items], "more": results.more}
+def _listed(results, server: DicomServer, **page_uids: str) -> dict:
+    rows = [shown(item, server, page_uids) for item in results.items]
+    return {"rows": rows, "more": results.more}
 
 
 def _list_page(request, template: str, server, results, **context) -> HttpResponse:
-    return _page(request, template, server, {**_listed(results, server), **context})
+    page_uids = {}
+    if study := context.get("study"):
+        page_uids["StudyInstanceUID"] = study.get("StudyInstanceUID", "")
+    return _page(request, template, server, {**_listed(results, server, **page_uids), **context})
 
 
 def _page(request, template: str, server, context: dict) -> HttpResponse:

@@ -2,6 +2,7 @@ from django import template
 
 from adit.core.jobs.statuses import JobStatus
 from adit.core.jobs.tables import app_url
+from adit.core.study_pages import links_for
 
 register = template.Library()
 
@@ -27,3 +28,10 @@ def status_badge_class(status: str) -> str:
 def job_url(name: str, obj) -> str:
     """``{% job_url "job_detail" job %}``: a page of the generic job views of obj's app."""
     return app_url(name, obj)
+
+
+@register.simple_tag(takes_context=True)
+def study_pages(context, task) -> list[tuple[str, str]]:
+    """``{% study_pages task as pages %}``: (label, URL) of other apps' pages about the task's
+    study that the current user may open (see ``adit.core.study_pages``)."""
+    return links_for(context["user"], task.source_id, task.patient_id, task.study_uid)

@@ -19,7 +19,8 @@ ROOT = CORE.parents[1]
 # middleware, management commands, housekeeping tasks).
 LAYERS = [
     ("utilities", ["adit.core.validators", "adit.core.encryption", "adit.core.spreadsheets",
-                   "adit.core.sheet_reader", "adit.core.sections"]),
+                   "adit.core.sheet_reader", "adit.core.sections",
+                   "adit.core.study_pages"]),
     ("DICOM protocol", ["adit.core.dicom"]),
     ("data and demo PACS", ["adit.core.models", "adit.core.access", "adit.core.association_slots",
                             "adit.core.demo"]),

@@ -280,3 +280,57 @@ def test_an_instance_or_preview_of_a_malformed_or_unknown_uid_is_said(
     response = logged_in.get(_url("instance_detail", pacs.pk, uid, series, "1.2.3.4.5.6"))
     assert response.status_code == 404
     assert "No instance found with SOP Instance UID 1.2.3.4.5.6." in _page(response)
+
+
+def test_a_study_page_downloads_the_study_pseudonymized(
+    logged_in, explorer_user, pacs, orthanc1_studies
+):
+    import html
+    import io
+    import zipfile
+
+    from adit.core.tests.factories import give_permissions
+
+    study = orthanc1_studies[0]
+    url = _url("study_detail", pacs.pk, study.study_instance_uid)
+    assert 'data-testid="download-form"' not in _page(logged_in.get(url))
+    give_permissions(explorer_user, "selective_transfer", "can_download_study")
+    page = _page(logged_in.get(url))
+    form = page.split('data-testid="download-form"', 1)[1].split("</form>", 1)[0]
+    row = html.unescape(form.split('name="study" value="', 1)[1].split('"', 1)[0])
+
+    response = logged_in.post(
+        reverse("selective_transfer:download_study"), {"study": row, "pseudonym": "EXP-001"}
+    )
+    assert response.status_code == 200, _page(response)[-500:]
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))  # pyright: ignore[reportAttributeAccessIssue]
+    names = archive.namelist()
+    assert names and all(name.startswith("EXP-001/") for name in names)
+
+
+def test_a_transfer_task_page_links_to_its_study_in_the_explorer(
+    client, explorer_user, pacs, orthanc1_studies
+):
+    from adit.selective_transfer.models import SelectiveTransferJob, SelectiveTransferTask
+
+    study = orthanc1_studies[0]
+    job = SelectiveTransferJob.objects.create(owner=explorer_user)
+    task = SelectiveTransferTask.objects.create(
+        job=job,
+        source=pacs,
+        destination=pacs,
+        patient_id=study.patient_id,
+        study_uid=study.study_instance_uid,
+    )
+    client.force_login(explorer_user)
+    page = _page(client.get(reverse("selective_transfer:task_detail", args=[task.pk])))
+    link = _url("study_detail", pacs.pk, study.study_instance_uid)
+    assert f'href="{link}"' in page and "Open in the DICOM explorer" in page
+
+    explorer_user.groups.clear()  # no explorer permission, no source access: no link
+    other = GroupFactory(name="Elsewhere")
+    explorer_user.groups.add(other)
+    explorer_user.active_group = other
+    explorer_user.save()
+    page = _page(client.get(reverse("selective_transfer:task_detail", args=[task.pk])))
+    assert "Open in the DICOM explorer" not in page

@@ -18,7 +18,7 @@ from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
 from adit.core import validators
-from adit.core.access import NodeNotUsable, usable_server
+from adit.core.access import NodeNotUsable, setup_problems, usable_server
 from adit.core.dicom.query import Level
 from adit.core.models import DicomServer
 from adit.core.transfer.pseudonymizer import may_identify
@@ -153,7 +153,12 @@ def search(request: HttpRequest) -> HttpResponse:
             )
         url = reverse("dicom_explorer:study_list", kwargs={"server_id": server.pk})
         return redirect(f"{url}?{urllib.parse.urlencode(filters)}")
-    return render(request, "dicom_explorer/search.html", {"form": form})
+    problems = setup_problems(
+        request.user,
+        "the DICOM Explorer",
+        sources=form.fields["server"].queryset,  # pyright: ignore[reportAttributeAccessIssue]
+    )
+    return render(request, "dicom_explorer/search.html", {"form": form, "setup_problems": problems})
 
 
 @explorer_page

@@ -334,3 +334,9 @@ def test_a_transfer_task_page_links_to_its_study_in_the_explorer(
     explorer_user.save()
     page = _page(client.get(reverse("selective_transfer:task_detail", args=[task.pk])))
     assert "Open in the DICOM explorer" not in page
+
+
+def test_a_group_without_a_source_is_told_before_searching(logged_in):
+    page = _page(logged_in.get(_url("search")))
+    assert 'data-testid="setup-problem"' in page
+    assert "may fetch from no DICOM server" in page

@@ -311,11 +311,13 @@ def test_a_study_page_downloads_the_study_pseudonymized(
 def test_a_transfer_task_page_links_to_its_study_in_the_explorer(
     client, explorer_user, pacs, orthanc1_studies
 ):
-    from adit.selective_transfer.models import SelectiveTransferJob, SelectiveTransferTask
+    # The core's test-only transfer app: its task page is every transfer app's.
+    from adit.core.tests.example_app.models import ExampleJob, ExampleTask
+    from adit.core.tests.job_pages import url
 
     study = orthanc1_studies[0]
-    job = SelectiveTransferJob.objects.create(owner=explorer_user)
-    task = SelectiveTransferTask.objects.create(
+    job = ExampleJob.objects.create(owner=explorer_user)
+    task = ExampleTask.objects.create(
         job=job,
         source=pacs,
         destination=pacs,
@@ -323,7 +325,7 @@ def test_a_transfer_task_page_links_to_its_study_in_the_explorer(
         study_uid=study.study_instance_uid,
     )
     client.force_login(explorer_user)
-    page = _page(client.get(reverse("selective_transfer:task_detail", args=[task.pk])))
+    page = _page(client.get(url("task_detail", task)))
     link = _url("study_detail", pacs.pk, study.study_instance_uid)
     assert f'href="{link}"' in page and "Open in the DICOM explorer" in page
 
@@ -332,7 +334,7 @@ def test_a_transfer_task_page_links_to_its_study_in_the_explorer(
     explorer_user.groups.add(other)
     explorer_user.active_group = other
     explorer_user.save()
-    page = _page(client.get(reverse("selective_transfer:task_detail", args=[task.pk])))
+    page = _page(client.get(url("task_detail", task)))
     assert "Open in the DICOM explorer" not in page
 
 

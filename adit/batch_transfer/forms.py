@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 
 from adit.core import validators
 from adit.core.access import usable_nodes
-from adit.core.forms import BatchFileField, BatchFileProblems, RememberedChoices
+from adit.core.forms import BatchFileField, BatchFileProblems, RememberedChoices, style_fields
 from adit.core.models import DicomNode, Project
 from adit.core.sheet_reader import SheetError
 from adit.core.transfer.forms import TransferOptionsForm
@@ -113,8 +113,7 @@ class BatchTransferJobForm(BatchFileReading, RememberedChoices, TransferOptionsF
         self.fields["project"].empty_label = "No project (pseudonyms only stable within this job)"  # pyright: ignore[reportAttributeAccessIssue]
         if settings.ETHICS_COMMITTEE_APPROVAL_REQUIRED:
             self.fields["ethics_application_id"].required = True
-        for name, field in self.fields.items():
-            field.widget.attrs.update({"class": _css_class(field.widget), "data-testid": name})
+        style_fields(self)
 
     def clean_batch_file(self):
         upload = self.cleaned_data["batch_file"]
@@ -179,14 +178,6 @@ def _new_project(name: str, description: str, group) -> Project:
         ) from None
     project.groups.add(group)
     return project
-
-
-def _css_class(widget: Any) -> str:
-    if isinstance(widget, forms.CheckboxInput):
-        return "form-check-input"
-    if isinstance(widget, forms.Select):
-        return "form-select"
-    return "form-control"
 
 
 class CorrectedFileForm(BatchFileReading, forms.Form):

@@ -23,7 +23,6 @@ from adit.core.models import PseudonymConflict
 from adit.core.sheet_reader import MAX_FILE_BYTES
 from adit.core.spreadsheets import table_download
 
-from .batch_file import COLUMNS, MAX_LINES_FOR_NON_STAFF
 from .forms import BatchTransferJobForm, CorrectedFileForm
 from .models import BatchTransferJob
 from .outcome import OUTCOME_COLUMNS, outcome_rows
@@ -51,8 +50,6 @@ def job_create(request: HttpRequest) -> HttpResponse:
         form = BatchTransferJobForm(initial={"check_first": True, **preferences}, user=user)
     context = {
         "form": form,
-        "columns": COLUMNS,
-        "max_lines": None if user.is_staff else MAX_LINES_FOR_NON_STAFF,
         "max_megabytes": MAX_FILE_BYTES // 2**20,
         "setup_problems": setup_problems(
             user,

@@ -82,3 +82,17 @@ class RememberedChoices:
             for name in self.preference_fields
             if name in self.cleaned_data
         }
+
+
+def style_fields(form: forms.BaseForm) -> None:
+    """Gives each field of the form Bootstrap's class for its widget and its name as
+    ``data-testid``."""
+    for name, field in form.fields.items():
+        widget = field.widget
+        if isinstance(widget, forms.CheckboxInput):
+            css = "form-check-input"
+        elif isinstance(widget, forms.Select):
+            css = "form-select"
+        else:
+            css = "form-control"
+        widget.attrs.update({"class": css, "data-testid": name})

@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 
 from adit.core import validators
 from adit.core.access import usable_nodes
+from adit.core.forms import style_fields
 from adit.core.models import DicomNode
 
 
@@ -42,9 +43,8 @@ class SearchForm(forms.Form):
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["server"].queryset = usable_nodes(user, "source", servers_only=True)  # pyright: ignore[reportAttributeAccessIssue]
-        for name, field in self.fields.items():
-            css = "form-select" if isinstance(field.widget, forms.Select) else "form-control"
-            field.widget.attrs.update({"class": css, "data-testid": name})
+        style_fields(self)
+        for field in self.fields.values():
             if isinstance(field, forms.DateField):
                 field.widget.input_type = "date"  # pyright: ignore[reportAttributeAccessIssue]
 

@@ -12,11 +12,13 @@ VOI LUT (window), then MONOCHROME1 inverted. Color images are shown in RGB.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from io import BytesIO
+from typing import BinaryIO, cast
 
 import numpy as np
 from django.conf import settings
@@ -24,6 +26,7 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from PIL import Image
 from pydicom import Dataset
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import get_frame
 from pydicom.pixels.decoders.base import get_decoder
@@ -34,6 +37,7 @@ from pydicom.pixels.processing import (
     apply_windowing,
     convert_color_space,
 )
+from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import (
     UID,
     JPEG2000TransferSyntaxes,
@@ -43,6 +47,7 @@ from pydicom.uid import (
 
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.operator import DicomOperator
+from adit.core.dicom.spool import is_spooled, release
 from adit.core.dicom.syntaxes import syntax_name, syntax_of
 
 logger = logging.getLogger(__name__)
@@ -57,6 +62,7 @@ _PHOTOMETRIC_BY_SAMPLES = {
     3: ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT"),
 }
 _VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+_UNDEFINED_LENGTH = 0xFFFFFFFF
 
 # Objects without an image, by Modality and SOP Class UID (PS3.4 B.5). Key Object Selection
 # (…88.59) lies among the SR classes (…88.*), so it is asked first.
@@ -247,9 +253,95 @@ def _read_pixel_module(dataset: Dataset) -> _PixelModule:
     )
 
 
-def _pixel_dataset(dataset: Dataset, module: _PixelModule, syntax: UID) -> Dataset:
-    """A dataset of the checked pixel module and the pixel data (shared, not copied), for
-    pydicom's decoders: the caller's dataset is never changed."""
+@dataclass(frozen=True)
+class _PixelValue:
+    """Where the pixel data's value is: bytes in memory, or the part of a spooled file that
+    holds it, from which a decoder reads the one frame it needs, not gigabytes of frames."""
+
+    source: bytes | BinaryIO
+    length: int
+    undefined_length: bool
+
+
+class _ValueInFile(io.RawIOBase):
+    """The bytes of one value in a file, read as a file of their own: a decoder that a header
+    sends beyond the value reads nothing more, as it would at the end of bytes in memory."""
+
+    def __init__(self, file: BinaryIO, start: int, length: int):
+        super().__init__()
+        self._file, self._start, self._length = file, start, length
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._length}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer) -> int:
+        wanted = min(len(buffer), self._length - self._position)
+        if wanted <= 0:
+            return 0
+        self._file.seek(self._start + self._position)
+        data = self._file.read(wanted)
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+
+def _pixel_value(dataset: Dataset) -> _PixelValue:
+    element = dataset.get_item("PixelData", keep_deferred=True)
+    if (
+        isinstance(element, RawDataElement)
+        and element.value is None
+        and element.length
+        and is_spooled(dataset)
+    ):
+        file: BinaryIO = dataset.buffer  # pyright: ignore[reportAssignmentType]
+        undefined_length = element.length == _UNDEFINED_LENGTH
+        # An undefined length ends with its delimiter, before the file's end.
+        length = file.seek(0, io.SEEK_END) - element.value_tell
+        if not undefined_length:
+            length = min(length, element.length)
+        source = cast(BinaryIO, _ValueInFile(file, element.value_tell, length))
+        return _PixelValue(source, length, undefined_length)
+    element = dataset["PixelData"]
+    value = element.value or b""
+    return _PixelValue(value, len(value), element.is_undefined_length)
+
+
+def _check_native_length(value: _PixelValue, module: _PixelModule, pixels: Dataset) -> None:
+    """Refuses uncompressed pixel data shorter than its frames (cut off in transit, say)."""
+    expected = get_expected_length(pixels, unit="bytes")
+    if value.length < expected:
+        raise PreviewUnavailable(
+            f"No preview: the uncompressed pixel data cannot be decoded: it holds "
+            f"{value.length} bytes, less than expected for {module.frames} frame(s) of "
+            f"{module.columns} × {module.rows} pixels ({expected} bytes)."
+        )
+
+
+def _extended_offsets(dataset: Dataset, syntax: UID) -> tuple[bytes, bytes] | None:
+    if not syntax.is_encapsulated:
+        return None
+    offsets = _value(dataset, "ExtendedOffsetTable")
+    lengths = _value(dataset, "ExtendedOffsetTableLengths")
+    if isinstance(offsets, bytes) and isinstance(lengths, bytes):
+        return offsets, lengths
+    return None
+
+
+def _pixel_dataset(module: _PixelModule, syntax: UID) -> Dataset:
+    """A dataset of the checked pixel module, for pydicom's LUT functions: the caller's
+    dataset is never changed."""
     pixels = Dataset()
     pixels.file_meta = FileMetaDataset()
     pixels.file_meta.TransferSyntaxUID = syntax
@@ -264,12 +356,26 @@ def _pixel_dataset(dataset: Dataset, module: _PixelModule, syntax: UID) -> Datas
     if module.samples_per_pixel > 1:
         pixels.PlanarConfiguration = module.planar_configuration
     pixels.NumberOfFrames = module.frames
-    pixels["PixelData"] = dataset["PixelData"]
-    if syntax.is_encapsulated:
-        for keyword in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths"):
-            if keyword in dataset:
-                pixels[keyword] = dataset[keyword]
     return pixels
+
+
+def _decoder_options(module: _PixelModule, extended_offsets: tuple[bytes, bytes] | None) -> dict:
+    options = {
+        "rows": module.rows,
+        "columns": module.columns,
+        "samples_per_pixel": module.samples_per_pixel,
+        "bits_allocated": module.bits_allocated,
+        "bits_stored": module.bits_stored,
+        "pixel_representation": module.pixel_representation,
+        "photometric_interpretation": module.photometric_interpretation,
+        "number_of_frames": module.frames,
+        "pixel_keyword": "PixelData",
+    }
+    if module.samples_per_pixel > 1:
+        options["planar_configuration"] = module.planar_configuration
+    if extended_offsets is not None:
+        options["extended_offsets"] = extended_offsets
+    return options
 
 
 # -- decoding ---------------------------------------------------------------------------------
@@ -362,17 +468,18 @@ def _j2k_size(frame: bytes) -> tuple[int, int] | None:
     return (columns, rows) if columns > 0 and rows > 0 else None  # nonsense: the decoder says
 
 
-def _check_encoded_frame(pixels: Dataset, syntax: UID, module: _PixelModule, index: int) -> None:
+def _check_encoded_frame(
+    value: _PixelValue,
+    syntax: UID,
+    module: _PixelModule,
+    index: int,
+    extended_offsets: tuple[bytes, bytes] | None,
+) -> None:
     """Refuses a compressed frame whose own header claims more pixels than the file says: a
     decoder allocates what the header claims."""
-    if not syntax.is_encapsulated:
-        return
-    extended_offsets = None
-    if "ExtendedOffsetTable" in pixels and "ExtendedOffsetTableLengths" in pixels:
-        extended_offsets = (pixels.ExtendedOffsetTable, pixels.ExtendedOffsetTableLengths)
     try:
         frame = get_frame(
-            pixels.PixelData,
+            value.source,
             index,
             number_of_frames=module.frames,
             extended_offsets=extended_offsets,
@@ -390,11 +497,13 @@ def _check_encoded_frame(pixels: Dataset, syntax: UID, module: _PixelModule, ind
         )
 
 
-def _decode_frame(pixels: Dataset, syntax: UID, index: int) -> tuple[np.ndarray, str]:
+def _decode_frame(
+    value: _PixelValue, syntax: UID, index: int, options: dict
+) -> tuple[np.ndarray, str]:
     """The frame's stored values and the color space they are in (``raw``: colors are
     converted after thinning, which costs less)."""
     try:
-        array, meta = get_decoder(syntax).as_array(pixels, index=index, raw=True)
+        array, meta = get_decoder(syntax).as_array(value.source, index=index, raw=True, **options)
     except Exception as err:  # decoders and their plugins raise many kinds for damaged data
         raise PreviewUnavailable(
             f"No preview: the {syntax_name(syntax)} pixel data cannot be decoded ({_short(err)})."
@@ -565,7 +674,8 @@ def _render_png(dataset: Dataset, max_size: int) -> bytes:
     if reason := non_image_reason(sop_class_uid=str(_value(dataset, "SOPClassUID") or "")):
         raise PreviewUnavailable(reason)  # pixel data where none belongs is not an image
     syntax = syntax_of(dataset)
-    if not getattr(dataset, "file_meta", None) and dataset["PixelData"].is_undefined_length:
+    value = _pixel_value(dataset)
+    if not getattr(dataset, "file_meta", None) and value.undefined_length:
         raise PreviewUnavailable(
             "No preview: the pixel data is compressed, but the file does not say how."
         )
@@ -573,9 +683,15 @@ def _render_png(dataset: Dataset, max_size: int) -> bytes:
     module = _read_pixel_module(dataset)
     _check_frame_size(module)
     index = module.frames // 2
-    pixels = _pixel_dataset(dataset, module, syntax)
-    _check_encoded_frame(pixels, syntax, module, index)
-    stored, color_space = _decode_frame(pixels, syntax, index)
+    extended_offsets = _extended_offsets(dataset, syntax)
+    pixels = _pixel_dataset(module, syntax)
+    if syntax.is_encapsulated:
+        _check_encoded_frame(value, syntax, module, index, extended_offsets)
+    else:
+        _check_native_length(value, module, pixels)
+    stored, color_space = _decode_frame(
+        value, syntax, index, _decoder_options(module, extended_offsets)
+    )
     stored = _thin(stored, max_size)
     if module.photometric_interpretation in _MONOCHROME:
         display = _grayscale(stored, dataset, pixels, module, index)
@@ -630,7 +746,15 @@ def series_preview(
         if not sop_uid:
             raise PreviewUnavailable("No preview: the server did not name the middle image.")
         fetched: list[Dataset] = []
-        operator.fetch_image(patient_id, study_uid, series_uid, sop_uid, fetched.append)
+        operator.fetch_image(
+            patient_id,
+            study_uid,
+            series_uid,
+            sop_uid,
+            fetched.append,
+            # A multi-frame image of gigabytes waits on disk; one frame of it is read.
+            spool_above=settings.TRANSFER_PIPELINE_BYTES // 16,
+        )
     except DicomError as err:
         raise PreviewUnavailable(
             f"No preview: the image could not be fetched. {err}",
@@ -643,7 +767,11 @@ def series_preview(
         ) from err
     if not fetched:
         raise PreviewUnavailable("No preview: the server sent no image.", lasting=False)
-    return render_png(fetched[0], max_size)
+    try:
+        return render_png(fetched[0], max_size)
+    finally:
+        for dataset in fetched:
+            release(dataset)
 
 
 def _cache_key(server_pk: object, study_uid: str, series_uid: str, max_size: int) -> str:

@@ -172,13 +172,16 @@ class Explorer:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _results(self, level: Level, filters: dict, limit: int = MAX_RESULTS + 1) -> Results:
+    def _results(self, level: Level, filters: dict, limit: int | None = None) -> Results:
+        limit = limit or MAX_RESULTS + 1
         try:
             query = Query.create(level, **filters)
         except ValidationError as err:
             raise BadQuery(" ".join(err.messages)) from None
-        items = list(self._asked(lambda: self.operator.find(query, limit)))
-        more = len(items) > MAX_RESULTS
+        answers = self.operator.find(query, limit)
+        items = list(self._asked(lambda: answers))
+        # Cut short: ADIT filtered a bounded number of answers, the PACS may match more.
+        more = len(items) > MAX_RESULTS or answers.cut_short
         return Results(items[:MAX_RESULTS], more)
 
     def _asked(self, start) -> Iterator[Dataset]:

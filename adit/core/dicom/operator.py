@@ -58,6 +58,18 @@ InstanceCallback = Callable[[Dataset], None]
 SeriesCounts = dict[str, int]
 
 
+class Answers(Iterator[Dataset]):
+    """The matches of one query, read as they arrive."""
+
+    def __init__(self) -> None:
+        self.matches: Iterator[Dataset] = iter(())
+        # Set once read to the end: the PACS's answers were not all read (see find()).
+        self.cut_short = False
+
+    def __next__(self) -> Dataset:
+        return next(self.matches)
+
+
 @dataclass(frozen=True)
 class ConnectionCheck:
     ok: bool
@@ -200,11 +212,31 @@ class DicomOperator:
         with self.dimse.find_session() as session:
             yield session
 
-    def find(self, query: Query, limit: int | None = None) -> Iterator[Dataset]:
-        """Matches of ``query``, filtered by what the PACS may have ignored, at most ``limit``."""
+    def find(self, query: Query, limit: int | None = None) -> Answers:
+        """Matches of ``query``, filtered by what the PACS may have ignored, at most ``limit``.
+
+        Once read, the answers tell whether a person's query stopped reading the PACS's
+        answers before their end (``cut_short``): then the PACS may hold more matches.
+        """
+        answers = Answers()
+        answers.matches = self._matches(query, limit, answers)
+        return answers
+
+    def _matches(self, query: Query, limit: int | None, answers: Answers) -> Iterator[Dataset]:
         found = 0
         seen_patients: set[str] = set()
-        for dataset in self._find_raw(query, limit):
+        # A client-side filter may drop answers, so the PACS may not stop at the limit.
+        pacs_limit = limit if not query.modalities and query.level != Level.PATIENT else None
+        bounded_for_a_person = (
+            pacs_limit is None and limit is not None and self.answer_within is not None
+        )
+        if bounded_for_a_person:
+            # A person waits: a bounded number of answers to filter, not the whole PACS.
+            assert limit is not None
+            pacs_limit = limit * ANSWERS_PER_RESULT_FOR_A_PERSON
+        read = 0
+        for dataset in self._find_raw(query, pacs_limit):
+            read += 1
             if not query.matches(dataset):
                 continue
             if query.level == Level.PATIENT:
@@ -218,15 +250,11 @@ class DicomOperator:
             found += 1
             if limit is not None and found >= limit:
                 return
+        answers.cut_short = bounded_for_a_person and read >= (pacs_limit or 0)
 
-    def _find_raw(self, query: Query, limit: int | None) -> Iterator[Dataset]:
+    def _find_raw(self, query: Query, pacs_limit: int | None) -> Iterator[Dataset]:
         server = self.server
         root = self._find_root(query)
-        # A client-side filter may drop answers, so the PACS may not stop at the limit.
-        pacs_limit = limit if not query.modalities and query.level != Level.PATIENT else None
-        if pacs_limit is None and limit is not None and self.answer_within is not None:
-            # A person waits: a bounded number of answers to filter, not the whole PACS.
-            pacs_limit = limit * ANSWERS_PER_RESULT_FOR_A_PERSON
         if root is not None:
             dimse_query = query
             if root == "study" and query.level == Level.PATIENT:

@@ -4,6 +4,7 @@ hostile headers. Series previews come from a real Orthanc through each way of fe
 
 from __future__ import annotations
 
+import tracemalloc
 from io import BytesIO
 
 import numpy as np
@@ -25,6 +26,7 @@ from pydicom.uid import (
 )
 
 from adit.core.dicom.operator import DicomOperator
+from adit.core.dicom.spool import spool_dataset
 from adit.core.tests.factories import server_for, unreachable_server
 from adit.dicom_explorer.previews import (
     MAX_DECODED_FRAME_BYTES,
@@ -466,6 +468,56 @@ def test_the_callers_dataset_is_left_as_it_was():
     render_png(dataset)
 
     assert [(e.tag, e.value) for e in dataset if e.keyword != "PixelData"] == before
+
+
+# -- instances kept on disk -------------------------------------------------------------------
+
+
+def on_disk(dataset: Dataset) -> Dataset:
+    """The instance as a fetch hands over a large one: spooled, its pixel data on disk."""
+    spooled = spool_dataset(dataset)
+    assert spooled.get_item("PixelData", keep_deferred=True).value is None  # pyright: ignore[reportOptionalMemberAccess]
+    return spooled
+
+
+@pytest.mark.parametrize(
+    "name", ["CT_small.dcm", "SC_rgb_rle_2frame.dcm", "MR_small_jp2klossless.dcm", "rtdose.dcm"]
+)
+def test_an_instance_on_disk_looks_as_in_memory_and_stays_on_disk(name, monkeypatch):
+    monkeypatch.setattr("adit.core.dicom.spool.DEFER_SIZE", 256)  # the small files too
+    in_memory = pixels_of(bundled(name))
+    spooled = on_disk(bundled(name))
+
+    np.testing.assert_array_equal(pixels_of(spooled), in_memory)
+    assert spooled.get_item("PixelData", keep_deferred=True).value is None  # pyright: ignore[reportOptionalMemberAccess]
+
+
+def test_a_large_multi_frame_instance_on_disk_is_shown_by_reading_one_frame():
+    frames = np.stack([np.full((512, 512), number * 10) for number in range(200)])  # 100 MB
+    window = {"WindowCenter": 1000, "WindowWidth": 2000}
+    spooled = on_disk(grayscale_image(frames, **window))
+    middle_frame = pixels_of(grayscale_image(frames[100], **window))
+    del frames
+
+    tracemalloc.start()
+    try:
+        pixels = pixels_of(spooled)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    np.testing.assert_array_equal(pixels, middle_frame)
+    assert len(np.unique(pixels)) == 1 and pixels[0, 0] not in (0, 255)
+    assert peak < 20 * 2**20
+
+
+def test_cut_off_pixel_data_on_disk_is_not_read_beyond_its_end():
+    spooled = on_disk(grayscale_image(np.stack([gradient(256, 256)] * 4)))
+    spooled.NumberOfFrames = 40  # the header claims more than arrived
+
+    reason = unavailable_reason(spooled)
+
+    assert "cannot be decoded" in reason and "less than expected" in reason
 
 
 # -- series ------------------------------------------------------------------------------------

@@ -28,10 +28,13 @@ class NodeNotUsable(LookupError):
         return self.message
 
 
-def usable_nodes(user, role: Role, *, servers_only: bool = False) -> DicomNodeQuerySet:
-    """The nodes the user may use as ``role`` through their active group, servers first (the
-    choices of a form field)."""
-    nodes = DicomNode.objects.accessible_by_user(user, role)
+def usable_nodes(
+    user, role: Role, *, servers_only: bool = False, all_groups: bool = False
+) -> DicomNodeQuerySet:
+    """The nodes the user may use as ``role`` through their active group (or any of their
+    groups, for the API, where no group is chosen), servers first (the choices of a form
+    field)."""
+    nodes = DicomNode.objects.accessible_by_user(user, role, all_groups=all_groups)
     if servers_only:
         nodes = nodes.filter(node_type=DicomNode.NodeType.SERVER)
     return nodes
@@ -45,6 +48,7 @@ def usable_node(
     name: str | None = None,
     ae_title: str | None = None,
     servers_only: bool = False,
+    all_groups: bool = False,
     use: str = "",
 ) -> DicomServer | DicomFolder:
     """The server or folder the user names by exactly one of ``pk``, ``name`` or ``ae_title``
@@ -61,7 +65,8 @@ def usable_node(
     lookups = {"pk": pk, "name": name, "dicomserver__ae_title": ae_title}
     given = {lookup: value for lookup, value in lookups.items() if value is not None}
     assert len(given) == 1, "a node is named by exactly one of pk, name or ae_title"
-    node = usable_nodes(user, role, servers_only=servers_only).filter(**given).first()
+    nodes = usable_nodes(user, role, servers_only=servers_only, all_groups=all_groups)
+    node = nodes.filter(**given).first()
     if node is None:
         if pk is not None:
             named = str(pk)
@@ -81,6 +86,7 @@ def usable_server(
     pk: int | None = None,
     name: str | None = None,
     ae_title: str | None = None,
+    all_groups: bool = False,
     use: str = "",
 ) -> DicomServer:
     """The DICOM server the user names, if they may use it as ``role`` (see usable_node).
@@ -90,7 +96,14 @@ def usable_server(
             id or name counts as no such server.
     """
     server = usable_node(
-        user, role, pk=pk, name=name, ae_title=ae_title, servers_only=True, use=use
+        user,
+        role,
+        pk=pk,
+        name=name,
+        ae_title=ae_title,
+        servers_only=True,
+        all_groups=all_groups,
+        use=use,
     )
     assert isinstance(server, DicomServer), "servers_only selects servers"
     return server

@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "adit.batch_query",
     "adit.batch_transfer",
     "adit.dicom_explorer",
+    "adit.dicom_web",
 ]
 
 MIDDLEWARE = [
@@ -236,6 +237,8 @@ JOBS_NEED_STAFF_VERIFICATION = env.bool("JOBS_NEED_STAFF_VERIFICATION", False)
 DICOM_EXPLORER_TIMEOUT = env.int("DICOM_EXPLORER_TIMEOUT", 3)
 # Seconds a series preview (or why there is none) is kept before it is fetched again.
 DICOM_EXPLORER_PREVIEW_CACHE_SECONDS = env.int("DICOM_EXPLORER_PREVIEW_CACHE_SECONDS", 300)
+# At most this many results of one DICOMweb search (QIDO-RS); a client pages with offset.
+DICOM_WEB_MAX_RESULTS = env.int("DICOM_WEB_MAX_RESULTS", 1000)
 # Whether a batch transfer must name the ethics committee's approval of its project.
 ETHICS_COMMITTEE_APPROVAL_REQUIRED = env.bool("ETHICS_COMMITTEE_APPROVAL_REQUIRED", True)
 

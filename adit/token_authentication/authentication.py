@@ -7,6 +7,8 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
+from adit.core import validators
+
 from .models import Token
 
 KEYWORD = "Token"
@@ -15,15 +17,23 @@ KEYWORD = "Token"
 class TokenAuthentication(BaseAuthentication):
     """Authenticates a request by one of the API tokens of a user.
 
-    Requests without an Authorization header or with another scheme are left to the other
-    authentication classes. A request that does use the Token scheme but whose token cannot be
-    accepted is answered with 401 and a message that names the reason.
+    Requests without an Authorization header are left to the other authentication classes (a
+    browser's session). A request with another scheme (Bearer, Basic), or with a token that
+    cannot be accepted, is answered with 401 and a message that names the reason.
     """
 
     def authenticate(self, request: Request) -> tuple[object, Token] | None:
         parts = get_authorization_header(request).split()
-        if not parts or parts[0].lower() != KEYWORD.lower().encode():
+        if not parts:
             return None
+        if parts[0].lower() != KEYWORD.lower().encode():
+            # A script that sends Bearer or Basic credentials learns what to send instead.
+            scheme = parts[0].decode("latin-1")[:20]
+            raise AuthenticationFailed(
+                f"Please use the token authentication protocol: send the header "
+                f'"Authorization: Token <your token>" ({validators.shown(scheme)} is not '
+                "accepted)."
+            )
         if len(parts) == 1:
             raise AuthenticationFailed("Invalid token header. No token provided.")
         if len(parts) > 2:

@@ -264,7 +264,7 @@ class DicomOperator:
             )
             return
         if server.dicomweb_qido_support:
-            fields = RETURN_KEYS[query.level]
+            fields = (*RETURN_KEYS[query.level], *query.include)
             yield from self._retrying_stream(
                 lambda: self.dicomweb.search(
                     query.level.value, query.qido_filters(), fields, pacs_limit

@@ -11,6 +11,7 @@ from fnmatch import fnmatchcase
 
 from django.core.exceptions import ValidationError
 from pydicom import Dataset
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from adit.core import validators
 
@@ -113,6 +114,8 @@ class Query:
     level: Level
     filters: dict[str, str] = field(default_factory=dict)
     modalities: tuple[str, ...] = ()
+    # Keys asked for beyond RETURN_KEYS (QIDO-RS includefield), by keyword.
+    include: tuple[str, ...] = ()
 
     @classmethod
     def create(cls, level: Level | str, **values) -> Query:
@@ -143,6 +146,32 @@ class Query:
             filters[key] = text
         return cls(level=level, filters=filters, modalities=modalities)
 
+    @classmethod
+    def from_attributes(
+        cls, level: Level | str, values: dict[str, str], include: Iterable[str] = ()
+    ) -> Query:
+        """A query by any attribute a PACS can match, as a DICOMweb client may send it: the
+        keys ``create`` knows are checked as there; any other keyword of the data dictionary
+        is matched as its VR allows (PS3.4 C.2.2.2) and ``include`` is asked for as well.
+
+        Raises:
+            ValidationError: If a key is no keyword, cannot be matched or its value is
+                malformed for its VR.
+        """
+        level = Level(level)
+        known = set(RETURN_KEYS[level]) | _DATE_KEYS | {"StudyTime"}
+        query = cls.create(level, **{key: value for key, value in values.items() if key in known})
+        for key, value in values.items():
+            if key in known or value == "":
+                continue
+            query.filters[key] = _attribute_filter(key, value)
+        query.include = tuple(
+            keyword
+            for keyword in dict.fromkeys(include)
+            if _checked_keyword(keyword) not in RETURN_KEYS[level]
+        )
+        return query
+
     def has_exact(self, key: str) -> bool:
         value = self.filters.get(key, "")
         return bool(value) and "*" not in value and "?" not in value
@@ -162,8 +191,8 @@ class Query:
     def to_dataset(self) -> Dataset:
         dataset = Dataset()
         dataset.QueryRetrieveLevel = self.level.value
-        for key in RETURN_KEYS[self.level]:
-            setattr(dataset, key, "")
+        for key in (*RETURN_KEYS[self.level], *self.include):
+            setattr(dataset, key, None)
         for key, value in self.pacs_filters().items():
             setattr(dataset, key, value)
         if len(self.modalities) == 1:
@@ -193,6 +222,58 @@ class Query:
             if not fnmatchcase(value.upper(), self.filters[key].upper()):
                 return False
         return True
+
+
+# VRs a C-FIND can match on, and those of them whose values may hold wildcards (PS3.4
+# C.2.2.2.1-4); the others (binary, long texts, sequences) are only returned.
+_MATCHABLE_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UC", "UI"}
+_WILDCARD_VRS = {"AE", "AS", "CS", "LO", "PN", "SH", "UC"}
+_ONE_VALUE = {
+    "DA": r"\d{8}",
+    "TM": r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?",
+    "DT": r"\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?",
+}
+# A value or a range of them (PS3.4 C.2.2.2.5): "a", "a-b", "a-", "-b".
+_RANGES = {vr: re.compile(f"({one})?(-({one})?)?") for vr, one in _ONE_VALUE.items()}
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _checked_keyword(keyword: str) -> str:
+    if _vr_of(keyword) is None:
+        raise ValidationError(f"{validators.shown(keyword)} is not a DICOM keyword.")
+    return keyword
+
+
+def _attribute_filter(keyword: str, value: str) -> str:
+    vr = _vr_of(_checked_keyword(keyword))
+    if vr not in _MATCHABLE_VRS:
+        raise ValidationError(f"{keyword} ({vr}) cannot be used to match.")
+    validators.validate_query_value(value)
+    if vr == "UI":
+        for uid in value.split("\\"):
+            validators.validate_uid(uid)
+        return value
+    if vr in _RANGES:
+        if value.strip("-") == "" or not _RANGES[vr].fullmatch(value):
+            raise ValidationError(
+                f"{keyword}: {validators.shown(value)} is not a {vr} value or range."
+            )
+        return value
+    if ("*" in value or "?" in value) and vr not in _WILDCARD_VRS:
+        raise ValidationError(f"{keyword} does not allow wildcards: {validators.shown(value)}.")
+    if vr in ("DS", "IS") and not _NUMBER.fullmatch(value.strip()):
+        raise ValidationError(f"{keyword}: {validators.shown(value)} is not a number.")
+    return value
+
+
+def _vr_of(keyword: str) -> str | None:
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        return None
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return None
 
 
 def as_list(value) -> list[str]:

@@ -155,11 +155,14 @@ def test_request_without_header_is_not_authenticated(api_client):
 
 
 @pytest.mark.django_db
-def test_other_scheme_is_left_to_other_authentication(api_client):
-    response = get_me(api_client, "Basic dXNlcjpwYXNz")
+@pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Bearer abc"])
+def test_another_scheme_is_told_to_use_the_token_protocol(api_client, header):
+    response = get_me(api_client, header)
 
-    assert response.status_code in (401, 403)
-    assert response.json()["detail"] == "Authentication credentials were not provided."
+    assert response.status_code == 401
+    detail = response.json()["detail"]
+    assert "Please use the token authentication protocol" in detail
+    assert header.split()[0] in detail
 
 
 @pytest.mark.django_db

@@ -1,0 +1,133 @@
+"""What every endpoint of the DICOMweb API shares: who may call it, which server it names, and
+how anything that goes wrong reaches the client (JSON, with the status PS3.18 and HTTP
+clients expect; never a 500 for bad input or a failing PACS).
+
+Clients authenticate with ``Authorization: Token …`` (a browser's session works too). Each
+kind of operation needs its own permission (``dicom_web.can_query``, ``can_retrieve``,
+``can_store``); the server is named by its AE title and must be usable by one of the user's
+groups in the role the operation needs: a source to search or retrieve, a destination to
+store. There is no active group to choose in a script, so any group of the user counts.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.exceptions import ValidationError
+from rest_framework import status
+from rest_framework.exceptions import APIException, NotFound, ParseError
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.permissions import BasePermission, IsAuthenticated
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from adit.core.access import NodeNotUsable, Role, usable_server
+from adit.core.dicom.errors import DicomError, DicomTimeoutError, RetriableDicomError
+from adit.core.jobs.processing import readable_error
+from adit.core.models import DicomServer
+
+logger = logging.getLogger(__name__)
+
+# Seconds a client is asked to wait before it tries again a PACS that could not be reached.
+RETRY_AFTER_SECONDS = 30
+QUERY = "dicom_web.can_query"
+RETRIEVE = "dicom_web.can_retrieve"
+STORE = "dicom_web.can_store"
+
+
+class BadParameter(ParseError):
+    """A query parameter (or path UID) the API cannot use; the message names it."""
+
+    def __init__(self, parameter: str, problem: str):
+        super().__init__(f"Invalid parameter {parameter}: {problem}")
+        self.parameter = parameter
+
+
+def bad_parameter(parameter: str, error: ValidationError) -> BadParameter:
+    return BadParameter(parameter, " ".join(error.messages))
+
+
+class OperationAllowed(BasePermission):
+    """The permission of the view's operation for the request's method, named when missing."""
+
+    def has_permission(self, request: Request, view) -> bool:
+        assert isinstance(view, DicomWebView)
+        needed = view.permission_for(request.method or "GET")
+        if request.user.has_perm(needed):  # pyright: ignore[reportAttributeAccessIssue]
+            return True
+        self.message = (
+            f"You are not allowed to do this: it needs the permission {needed}, which none of "
+            "your groups has."
+        )
+        return False
+
+
+class _AlwaysJson(BaseContentNegotiation):
+    """Error bodies are JSON whatever the client accepts: an Accept header for multipart DICOM
+    must get the reason of a failure, not a 406 instead of it. Endpoints that answer with
+    other content check Accept themselves."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
+
+    def select_parser(self, request, parsers):
+        return next(iter(parsers), None)
+
+
+class DicomWebView(APIView):
+    """Base of every endpoint: subclasses say which permission each method needs
+    (``permissions``) and in which role it uses the server (``roles``)."""
+
+    permission_classes = [IsAuthenticated, OperationAllowed]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = _AlwaysJson  # pyright: ignore[reportAssignmentType]
+    permissions: dict[str, str] = {}
+    roles: dict[str, Role] = {}
+
+    def permission_for(self, method: str) -> str:
+        return self.permissions["GET" if method in ("HEAD", "OPTIONS") else method]
+
+    def server(self, ae_title: str) -> DicomServer:
+        method = self.request.method or "GET"
+        role = self.roles.get("GET" if method in ("HEAD", "OPTIONS") else method, "source")
+        try:
+            return usable_server(
+                self.request.user,
+                role,
+                ae_title=ae_title,
+                all_groups=True,
+                use="search or retrieve from" if role == "source" else "store to",
+            )
+        except NodeNotUsable as err:
+            raise NotFound(err.message) from None
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, DicomError | ValidationError):
+            return error_response(exc, self.request)
+        return super().handle_exception(exc)
+
+
+def error_response(error: Exception, request) -> Response:
+    """What a client gets for a failure of the PACS, or a value ADIT cannot send to it."""
+    if isinstance(error, ValidationError):
+        return Response({"detail": " ".join(error.messages)}, status=400)
+    assert isinstance(error, DicomError)
+    reason = readable_error(error)
+    headers = {}
+    if isinstance(error, DicomTimeoutError):
+        code = status.HTTP_504_GATEWAY_TIMEOUT
+    elif isinstance(error, RetriableDicomError):
+        code = status.HTTP_503_SERVICE_UNAVAILABLE
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    else:
+        code = status.HTTP_502_BAD_GATEWAY
+    logger.warning("DICOMweb %s %s failed at the PACS: %s", request.method, request.path, reason)
+    return Response({"detail": reason}, status=code, headers=headers)
+
+
+class NotAcceptable(APIException):
+    status_code = status.HTTP_406_NOT_ACCEPTABLE
+    default_detail = "None of the media types the request accepts can be served here."

@@ -1,0 +1,58 @@
+"""The API's two layouts under ``/api/dicom-web/<AE title>/``: upstream's prefixed paths
+(``qidors/…``, ``wadors/…``, ``stowrs/…``), which adit-client calls, and the single root
+PS3.18 lays out (``studies…``), which most DICOMweb clients take as their one base URL.
+No trailing slashes, as DICOMweb clients build the paths themselves."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_not_required  # pyright: ignore
+from django.http import JsonResponse
+from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
+
+from . import qido
+
+app_name = "dicom_web"
+
+_ae = "<str:ae_title>/"
+_study = "studies/<str:study_uid>"
+_series = f"{_study}/series/<str:series_uid>"
+
+
+def by_method(**views):
+    """One path, a view per HTTP method (the standard root serves searches and stores, and
+    retrievals and stores, on the same paths)."""
+    allowed = sorted(views)
+
+    @login_not_required  # the API authenticates itself: a 401 for a script, not a redirect
+    @csrf_exempt  # each view checks CSRF itself for a session login (DRF)
+    def dispatch(request, *args, **kwargs):
+        method = "GET" if request.method == "HEAD" else request.method
+        view = views.get(method)
+        if view is None:
+            response = JsonResponse(
+                {"detail": f"Method {request.method} is not allowed here."}, status=405
+            )
+            response["Allow"] = ", ".join(allowed)
+            return response
+        return view(request, *args, **kwargs)
+
+    return dispatch
+
+
+study_search = login_not_required(qido.StudySearch.as_view())
+series_search = login_not_required(qido.SeriesSearch.as_view())
+instance_search = login_not_required(qido.InstanceSearch.as_view())
+
+urlpatterns = [
+    # Upstream's layout.
+    path(f"{_ae}qidors/studies", study_search, name="qido_studies"),
+    path(f"{_ae}qidors/{_study}/series", series_search, name="qido_series"),
+    path(f"{_ae}qidors/{_study}/instances", instance_search, name="qido_study_instances"),
+    path(f"{_ae}qidors/{_series}/instances", instance_search, name="qido_instances"),
+    # The PS3.18 root.
+    path(f"{_ae}studies", by_method(GET=study_search), name="studies"),
+    path(f"{_ae}{_study}/series", by_method(GET=series_search), name="series_of_study"),
+    path(f"{_ae}{_study}/instances", by_method(GET=instance_search), name="study_instances"),
+    path(f"{_ae}{_series}/instances", by_method(GET=instance_search), name="instances"),
+]

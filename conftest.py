@@ -76,6 +76,16 @@ def django_db_setup(django_db_setup):
     association_slots.close()
 
 
+@pytest.fixture(autouse=True)
+def _no_api_usage_left_over():
+    """API usage counted in memory belongs to the test that counted it: left over, it would be
+    written into another test's database, or at exit into none."""
+    yield
+    from adit.accounts.api_usage import counter
+
+    counter.discard()
+
+
 @pytest.fixture
 def member(db):
     """A user in two groups, the first of them active."""

@@ -41,3 +41,23 @@ class User(AbstractUser):
             raise ValueError(f"{self.username} is not a member of group {group.name}.")
         self.active_group = group
         self.save(update_fields=["active_group"])
+
+
+class ApiUsage(models.Model):
+    """How much a user uses ADIT's APIs: counted in memory and written in batches (see
+    ``api_usage``), so a request costs no query of its own."""
+
+    owner = models.OneToOneField(User, on_delete=models.CASCADE, related_name="api_usage")
+    requests = models.PositiveBigIntegerField(default=0)
+    transferred_bytes = models.PositiveBigIntegerField(
+        default=0, help_text="Bytes of the API's answers (retrieved images, search results)."
+    )
+    last_access = models.DateTimeField(blank=True, null=True)
+
+    class Meta:
+        ordering = ["-last_access"]
+        verbose_name = "API usage"
+        verbose_name_plural = "API usage"
+
+    def __str__(self) -> str:
+        return f"API usage of {self.owner}"

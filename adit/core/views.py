@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from adit.core import sections
+from adit.core import admin_panels, sections
 from adit.core.forms import SectionLockForm
 from adit.core.jobs import registry
 from adit.core.jobs.statuses import JobStatus
@@ -47,6 +47,7 @@ def admin_section(request: HttpRequest) -> HttpResponse:
         "lockable_sections": lockable,
         "job_status_labels": JobStatus.labels,
         "job_overview": _job_overview(),
+        "panels": [(panel, panel.context()) for panel in admin_panels.all_panels()],
     }
     return render(request, "core/admin_section.html", context)
 

@@ -64,6 +64,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "adit.accounts.middleware.active_group_middleware",
+    "adit.accounts.api_usage.api_usage_middleware",
     "adit.core.middleware.MaintenanceMiddleware",
     "adit.core.middleware.SectionLockMiddleware",
     # Last, as django-axes asks: it turns a refused login into the lockout page.

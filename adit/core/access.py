@@ -28,13 +28,11 @@ class NodeNotUsable(LookupError):
         return self.message
 
 
-def usable_nodes(
-    user, role: Role, *, servers_only: bool = False, all_groups: bool = False
-) -> DicomNodeQuerySet:
-    """The nodes the user may use as ``role`` through their active group (or any of their
-    groups, for the API, where no group is chosen), servers first (the choices of a form
+def usable_nodes(user, role: Role, *, servers_only: bool = False, groups=None) -> DicomNodeQuerySet:
+    """The nodes the user may use as ``role`` through their active group (or through one of
+    ``groups``, for the API, where no group is chosen), servers first (the choices of a form
     field)."""
-    nodes = DicomNode.objects.accessible_by_user(user, role, all_groups=all_groups)
+    nodes = DicomNode.objects.accessible_by_user(user, role, groups=groups)
     if servers_only:
         nodes = nodes.filter(node_type=DicomNode.NodeType.SERVER)
     return nodes
@@ -48,7 +46,7 @@ def usable_node(
     name: str | None = None,
     ae_title: str | None = None,
     servers_only: bool = False,
-    all_groups: bool = False,
+    groups=None,
     use: str = "",
 ) -> DicomServer | DicomFolder:
     """The server or folder the user names by exactly one of ``pk``, ``name`` or ``ae_title``
@@ -65,7 +63,7 @@ def usable_node(
     lookups = {"pk": pk, "name": name, "dicomserver__ae_title": ae_title}
     given = {lookup: value for lookup, value in lookups.items() if value is not None}
     assert len(given) == 1, "a node is named by exactly one of pk, name or ae_title"
-    nodes = usable_nodes(user, role, servers_only=servers_only, all_groups=all_groups)
+    nodes = usable_nodes(user, role, servers_only=servers_only, groups=groups)
     node = nodes.filter(**given).first()
     if node is None:
         if pk is not None:
@@ -86,7 +84,7 @@ def usable_server(
     pk: int | None = None,
     name: str | None = None,
     ae_title: str | None = None,
-    all_groups: bool = False,
+    groups=None,
     use: str = "",
 ) -> DicomServer:
     """The DICOM server the user names, if they may use it as ``role`` (see usable_node).
@@ -102,7 +100,7 @@ def usable_server(
         name=name,
         ae_title=ae_title,
         servers_only=True,
-        all_groups=all_groups,
+        groups=groups,
         use=use,
     )
     assert isinstance(server, DicomServer), "servers_only selects servers"

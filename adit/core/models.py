@@ -63,19 +63,24 @@ class SectionLock(models.Model):
 
 
 class DicomNodeQuerySet(models.QuerySet):
-    def accessible_by_user(self, user, role: str, all_groups: bool = False) -> DicomNodeQuerySet:
+    def accessible_by_user(
+        self, user, role: str, all_groups: bool = False, groups=None
+    ) -> DicomNodeQuerySet:
         """Nodes the user may use as ``role`` ("source" or "destination").
 
         Access comes from a row of DicomNodeGroupAccess whose group is the user's active group
-        (or any of their groups with ``all_groups``) and which carries the flag for the role;
-        group and flag must be on the same row, so a source right granted to one group never
-        combines with a membership in another.
+        (or any of their groups with ``all_groups``, or one of ``groups``, a queryset of the
+        user's groups) and which carries the flag for the role; group and flag must be on the
+        same row, so a source right granted to one group never combines with a membership in
+        another.
         """
         if role not in ("source", "destination"):
             raise ValueError(f"Unknown node role {role!r}; use 'source' or 'destination'.")
         if not user.is_authenticated:
             return self.none()
-        if all_groups:
+        if groups is not None:
+            group_filter = {"accesses__group__in": groups.filter(user=user)}
+        elif all_groups:
             group_filter = {"accesses__group__in": user.groups.all()}
         elif user.active_group_id is None:
             return self.none()

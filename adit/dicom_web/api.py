@@ -4,16 +4,20 @@ clients expect; never a 500 for bad input or a failing PACS).
 
 Clients authenticate with ``Authorization: Token …`` (a browser's session works too). Each
 kind of operation needs its own permission (``dicom_web.can_query``, ``can_retrieve``,
-``can_store``); the server is named by its AE title and must be usable by one of the user's
-groups in the role the operation needs: a source to search or retrieve, a destination to
-store. There is no active group to choose in a script, so any group of the user counts.
+``can_store``); the server is named by its AE title and must be usable in the role the
+operation needs (a source to search or retrieve, a destination to store). A script chooses no
+active group, so every group of the user counts, but the permission and the server's access
+must come from the same group: what one group may do never combines with what another may
+reach.
 """
 
 from __future__ import annotations
 
 import logging
 
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
 from rest_framework import status
 from rest_framework.exceptions import APIException, NotFound, ParseError
 from rest_framework.negotiation import BaseContentNegotiation
@@ -49,13 +53,39 @@ def bad_parameter(parameter: str, error: ValidationError) -> BadParameter:
     return BadParameter(parameter, " ".join(error.messages))
 
 
+def _held_personally(user, permission: str) -> bool:
+    app_label, codename = permission.split(".")
+    return user.is_superuser or (
+        user.is_active
+        and user.user_permissions.filter(
+            content_type__app_label=app_label, codename=codename
+        ).exists()
+    )
+
+
+def groups_allowed(user, permission: str) -> QuerySet[Group]:
+    """The user's groups that hold ``permission``; all of them for a user who holds it
+    personally (a superuser, or a permission given to the user)."""
+    if _held_personally(user, permission):
+        return user.groups.all()
+    app_label, codename = permission.split(".")
+    return user.groups.filter(
+        permissions__content_type__app_label=app_label, permissions__codename=codename
+    )
+
+
+def may(user, permission: str) -> bool:
+    """Whether one of the user's groups (or the user personally) holds ``permission``."""
+    return _held_personally(user, permission) or groups_allowed(user, permission).exists()
+
+
 class OperationAllowed(BasePermission):
     """The permission of the view's operation for the request's method, named when missing."""
 
     def has_permission(self, request: Request, view) -> bool:
         assert isinstance(view, DicomWebView)
         needed = view.permission_for(request.method or "GET")
-        if request.user.has_perm(needed):  # pyright: ignore[reportAttributeAccessIssue]
+        if may(request.user, needed):
             return True
         self.message = (
             f"You are not allowed to do this: it needs the permission {needed}, which none of "
@@ -93,12 +123,13 @@ class DicomWebView(APIView):
     def server(self, ae_title: str) -> DicomServer:
         method = self.request.method or "GET"
         role = self.roles.get("GET" if method in ("HEAD", "OPTIONS") else method, "source")
+        user = self.request.user
         try:
             return usable_server(
-                self.request.user,
+                user,
                 role,
                 ae_title=ae_title,
-                all_groups=True,
+                groups=groups_allowed(user, self.permission_for(method)),
                 use="search or retrieve from" if role == "source" else "store to",
             )
         except NodeNotUsable as err:

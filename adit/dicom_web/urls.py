@@ -37,6 +37,7 @@ def by_method(**views):
             return response
         return view(request, *args, **kwargs)
 
+    dispatch.views = views  # pyright: ignore[reportFunctionMemberAccess]
     return dispatch
 
 

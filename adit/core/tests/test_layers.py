@@ -20,7 +20,7 @@ ROOT = CORE.parents[1]
 LAYERS = [
     ("utilities", ["adit.core.validators", "adit.core.encryption", "adit.core.spreadsheets",
                    "adit.core.sheet_reader", "adit.core.sections",
-                   "adit.core.study_pages"]),
+                   "adit.core.study_pages", "adit.core.admin_panels"]),
     ("DICOM protocol", ["adit.core.dicom"]),
     ("data and demo PACS", ["adit.core.models", "adit.core.access", "adit.core.association_slots",
                             "adit.core.demo"]),

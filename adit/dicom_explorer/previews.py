@@ -261,6 +261,7 @@ class _PixelValue:
     source: bytes | BinaryIO
     length: int
     undefined_length: bool
+    vr: str  # OB or OW: pydicom reorders 8-bit OW values of big endian files by it
 
 
 class _ValueInFile(io.RawIOBase):
@@ -285,6 +286,16 @@ class _ValueInFile(io.RawIOBase):
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._length}[whence]
         self._position = max(0, base + offset)
         return self._position
+
+    def read(self, size: int | None = -1) -> bytes:
+        """At most the rest of the value; a negative size, which pydicom asks for when a
+        compressed image's offset table does not increase, is refused rather than read as
+        "all of it"."""
+        if size is None or size < 0:
+            raise PreviewUnavailable(
+                "No preview: the offsets of the compressed frames are inconsistent."
+            )
+        return super().read(min(size, max(0, self._length - self._position)))
 
     def readinto(self, buffer) -> int:
         wanted = min(len(buffer), self._length - self._position)
@@ -312,10 +323,10 @@ def _pixel_value(dataset: Dataset) -> _PixelValue:
         if not undefined_length:
             length = min(length, element.length)
         source = cast(BinaryIO, _ValueInFile(file, element.value_tell, length))
-        return _PixelValue(source, length, undefined_length)
+        return _PixelValue(source, length, undefined_length, str(element.VR or ""))
     element = dataset["PixelData"]
     value = element.value or b""
-    return _PixelValue(value, len(value), element.is_undefined_length)
+    return _PixelValue(value, len(value), element.is_undefined_length, str(element.VR or ""))
 
 
 def _check_native_length(value: _PixelValue, module: _PixelModule, pixels: Dataset) -> None:
@@ -689,9 +700,10 @@ def _render_png(dataset: Dataset, max_size: int) -> bytes:
         _check_encoded_frame(value, syntax, module, index, extended_offsets)
     else:
         _check_native_length(value, module, pixels)
-    stored, color_space = _decode_frame(
-        value, syntax, index, _decoder_options(module, extended_offsets)
-    )
+    options = _decoder_options(module, extended_offsets)
+    if value.vr in ("OB", "OW"):
+        options["pixel_vr"] = value.vr
+    stored, color_space = _decode_frame(value, syntax, index, options)
     stored = _thin(stored, max_size)
     if module.photometric_interpretation in _MONOCHROME:
         display = _grayscale(stored, dataset, pixels, module, index)

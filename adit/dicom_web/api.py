@@ -54,13 +54,8 @@ def bad_parameter(parameter: str, error: ValidationError) -> BadParameter:
 
 
 def _held_personally(user, permission: str) -> bool:
-    app_label, codename = permission.split(".")
-    return user.is_superuser or (
-        user.is_active
-        and user.user_permissions.filter(
-            content_type__app_label=app_label, codename=codename
-        ).exists()
-    )
+    # get_user_permissions is cached on the user object: no query after the first.
+    return user.is_superuser or (user.is_active and permission in user.get_user_permissions())
 
 
 def groups_allowed(user, permission: str) -> QuerySet[Group]:
@@ -74,18 +69,17 @@ def groups_allowed(user, permission: str) -> QuerySet[Group]:
     )
 
 
-def may(user, permission: str) -> bool:
-    """Whether one of the user's groups (or the user personally) holds ``permission``."""
-    return _held_personally(user, permission) or groups_allowed(user, permission).exists()
-
-
 class OperationAllowed(BasePermission):
-    """The permission of the view's operation for the request's method, named when missing."""
+    """The permission of the view's operation for the request's method, named when missing.
+    The groups that hold it are kept on the view, for finding the server in one of them."""
 
     def has_permission(self, request: Request, view) -> bool:
         assert isinstance(view, DicomWebView)
         needed = view.permission_for(request.method or "GET")
-        if may(request.user, needed):
+        if needed is None:
+            return True  # a method the view does not serve: DRF answers 405
+        view.allowed_groups = list(groups_allowed(request.user, needed))
+        if view.allowed_groups or _held_personally(request.user, needed):
             return True
         self.message = (
             f"You are not allowed to do this: it needs the permission {needed}, which none of "
@@ -116,9 +110,10 @@ class DicomWebView(APIView):
     content_negotiation_class = _AlwaysJson  # pyright: ignore[reportAssignmentType]
     permissions: dict[str, str] = {}
     roles: dict[str, Role] = {}
+    allowed_groups: list[Group] = []  # set by OperationAllowed for the request
 
-    def permission_for(self, method: str) -> str:
-        return self.permissions["GET" if method in ("HEAD", "OPTIONS") else method]
+    def permission_for(self, method: str) -> str | None:
+        return self.permissions.get("GET" if method in ("HEAD", "OPTIONS") else method)
 
     def server(self, ae_title: str) -> DicomServer:
         method = self.request.method or "GET"
@@ -129,7 +124,7 @@ class DicomWebView(APIView):
                 user,
                 role,
                 ae_title=ae_title,
-                groups=groups_allowed(user, self.permission_for(method)),
+                groups=Group.objects.filter(pk__in=[group.pk for group in self.allowed_groups]),
                 use="search or retrieve from" if role == "source" else "store to",
             )
         except NodeNotUsable as err:

@@ -4,6 +4,7 @@ results of a store."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable
 
 from django.http import HttpResponse
@@ -43,11 +44,24 @@ def to_json(dataset: Dataset, bulk_data_uri: BulkDataHandler | None = None) -> d
             kept.add(dataset[tag])
         except Exception:  # pydicom cannot read the value as its VR says: left out
             continue
-    return kept.to_json_dict(
+    encoded = kept.to_json_dict(
         bulk_data_threshold=BULK_DATA_THRESHOLD,
         bulk_data_element_handler=bulk_data_uri or _never,
         suppress_invalid_tags=True,
     )
+    # JSON has no NaN or infinity, which a PACS may send as a DS or FD: such values are left
+    # out, as a client's parser would refuse the whole answer for one of them.
+    return {tag: value for tag, value in encoded.items() if _finite(value)}
+
+
+def _finite(value: object) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_finite(item) for item in value)
+    return True
 
 
 def _vr(element: DataElement | RawDataElement) -> str:
@@ -64,5 +78,7 @@ def _never(element: DataElement) -> str:
 
 
 def json_response(datasets: Iterable[Dataset], status: int = 200) -> HttpResponse:
-    body = json.dumps([to_json(dataset) for dataset in datasets], ensure_ascii=False)
+    body = json.dumps(
+        [to_json(dataset) for dataset in datasets], ensure_ascii=False, allow_nan=False
+    )
     return HttpResponse(body.encode(), status=status, content_type=DICOM_JSON)

@@ -9,6 +9,7 @@ UID: each is a 400 that names the parameter.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 
@@ -27,8 +28,13 @@ from adit.core.dicom.query import Level, Query
 from .api import QUERY, BadParameter, DicomWebView, bad_parameter
 from .dicom_json import json_response
 
-# Parameters of the search itself, not attributes to match (PS3.18 8.3.4).
-_SEARCH_PARAMETERS = {"limit", "offset", "includefield", "fuzzymatching"}
+# Parameters of the search itself, not attributes to match (PS3.18 8.3.4; accept and charset
+# of 8.3.3.1 ask for what ADIT answers anyway: JSON in UTF-8).
+_SEARCH_PARAMETERS = {"limit", "offset", "includefield", "fuzzymatching", "accept", "charset"}
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
+# How far a client may page: offset + limit at most this many pages of the server's limit (a
+# search reads every answer before the offset, so a huge offset would read a whole PACS).
+MAX_PAGES = 100
 _TAG = re.compile(r"[0-9A-Fa-f]{8}")
 # Sent with a result cut at the server's own limit (PS3.18 8.3.4.4).
 MORE_RESULTS_WARNING = '299 ADIT "There are additional results that can be requested."'
@@ -84,6 +90,11 @@ class SearchParameters:
         self.level = level
         self.limit = self._number(request, "limit", minimum=1)
         self.offset = self._number(request, "offset", minimum=0) or 0
+        most = MAX_PAGES * settings.DICOM_WEB_MAX_RESULTS
+        if self.offset + self.page_size > most:
+            raise BadParameter(
+                "offset", f"a search reaches at most {most} results (offset + limit); narrow it."
+            )
         self.include = self._include(request)
         filters: dict[str, str] = {}
         for key, values in request.query_params.lists():
@@ -109,7 +120,7 @@ class SearchParameters:
         text = request.query_params.get(name)
         if text is None:
             return None
-        if not text.strip().isdigit() or int(text) < minimum:
+        if not _WHOLE_NUMBER.fullmatch(text) or int(text) < minimum:
             raise BadParameter(name, f"{validators.shown(text)} is no whole number ≥ {minimum}.")
         return int(text)
 
@@ -128,8 +139,7 @@ class SearchParameters:
     @property
     def wanted(self) -> int:
         """How many answers to read: the page asked for and one to tell if there are more."""
-        limit = min(self.limit or settings.DICOM_WEB_MAX_RESULTS, settings.DICOM_WEB_MAX_RESULTS)
-        return self.offset + limit + 1
+        return self.offset + self.page_size + 1
 
     @property
     def page_size(self) -> int:
@@ -154,10 +164,11 @@ class _Search(DicomWebView):
         path_uids = {_PATH_KEYWORDS[name]: uid for name, uid in uids.items()}
         parameters = SearchParameters(request, self.level, path_uids)
         server = self.server(ae_title)
-        operator = DicomOperator(server)
-        answers = list(self.answers(operator, parameters))
-        page = answers[parameters.offset :][: parameters.page_size]
-        more = len(answers) > parameters.offset + parameters.page_size
+        # A client waits: bounded waits, no retries (a 503 with Retry-After tells it when).
+        operator = DicomOperator(server, answer_within=settings.DICOM_WEB_TIMEOUT)
+        answers = itertools.islice(self.answers(operator, parameters), parameters.offset, None)
+        page = list(itertools.islice(answers, parameters.page_size))
+        more = next(answers, None) is not None
         response = json_response(page)
         if more:
             response["Warning"] = MORE_RESULTS_WARNING
@@ -186,14 +197,19 @@ class InstanceSearch(_Search):
 
     def answers(self, operator: DicomOperator, parameters: SearchParameters) -> Iterator[Dataset]:
         query = parameters.query
-        if "SeriesInstanceUID" in query.filters:
+        listed = query.filters.get("SeriesInstanceUID", "")
+        if listed and "\\" not in listed:
             yield from operator.find(query, parameters.wanted)
             return
         study_uid = query.filters["StudyInstanceUID"]
         wanted = parameters.wanted
-        for series in operator.find_series(study_uid):
+        # Read to the end first: a second C-FIND must not wait for this one's association.
+        study_series = list(operator.find_series(study_uid))
+        for series in study_series:
             series_uid = str(series.get("SeriesInstanceUID", ""))
             if not validators.is_valid_uid(series_uid):
+                continue
+            if listed and series_uid not in listed.split("\\"):
                 continue
             filters = {**query.filters, "SeriesInstanceUID": series_uid}
             in_series = Query(query.level, filters, query.modalities, query.include)

@@ -240,6 +240,9 @@ DICOM_EXPLORER_TIMEOUT = env.int("DICOM_EXPLORER_TIMEOUT", 3)
 DICOM_EXPLORER_PREVIEW_CACHE_SECONDS = env.int("DICOM_EXPLORER_PREVIEW_CACHE_SECONDS", 300)
 # At most this many results of one DICOMweb search (QIDO-RS); a client pages with offset.
 DICOM_WEB_MAX_RESULTS = env.int("DICOM_WEB_MAX_RESULTS", 1000)
+# Seconds a DICOMweb API request waits for a PACS at each step (connecting, a free association,
+# each answer) before it answers 504 or 503; a client waits, so nothing is tried again.
+DICOM_WEB_TIMEOUT = env.int("DICOM_WEB_TIMEOUT", 30)
 # Whether a batch transfer must name the ethics committee's approval of its project.
 ETHICS_COMMITTEE_APPROVAL_REQUIRED = env.bool("ETHICS_COMMITTEE_APPROVAL_REQUIRED", True)
 

@@ -17,9 +17,10 @@ KEYWORD = "Token"
 class TokenAuthentication(BaseAuthentication):
     """Authenticates a request by one of the API tokens of a user.
 
-    Requests without an Authorization header are left to the other authentication classes (a
-    browser's session). A request with another scheme (Bearer, Basic), or with a token that
-    cannot be accepted, is answered with 401 and a message that names the reason.
+    Requests without an Authorization header, or with another scheme from a browser that is
+    logged in, are left to the other authentication classes (its session). Any other request
+    with another scheme (Bearer, Basic), or with a token that cannot be accepted, is answered
+    with 401 and a message that names the reason.
     """
 
     def authenticate(self, request: Request) -> tuple[object, Token] | None:
@@ -27,6 +28,9 @@ class TokenAuthentication(BaseAuthentication):
         if not parts:
             return None
         if parts[0].lower() != KEYWORD.lower().encode():
+            session_user = getattr(request._request, "user", None)
+            if session_user is not None and session_user.is_authenticated:
+                return None  # a browser behind a proxy that adds its own credentials
             # A script that sends Bearer or Basic credentials learns what to send instead.
             scheme = parts[0].decode("latin-1")[:20]
             raise AuthenticationFailed(

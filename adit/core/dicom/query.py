@@ -12,6 +12,7 @@ from fnmatch import fnmatchcase
 from django.core.exceptions import ValidationError
 from pydicom import Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.multival import MultiValue
 
 from adit.core import validators
 
@@ -138,10 +139,11 @@ class Query:
                 filters[key] = encode_date(key, value)
                 continue
             text = str(value)
-            validators.validate_query_value(text)
             if key in _UID_KEYS:
-                validators.validate_uid(text)
-            elif ("*" in text or "?" in text) and key not in _WILDCARD_KEYS:
+                filters[key] = _uid_list(text)
+                continue
+            validators.validate_query_value(text)
+            if ("*" in text or "?" in text) and key not in _WILDCARD_KEYS:
                 raise ValidationError(f"{key} does not allow wildcards: {validators.shown(text)}.")
             filters[key] = text
         return cls(level=level, filters=filters, modalities=modalities)
@@ -160,7 +162,13 @@ class Query:
         """
         level = Level(level)
         known = set(RETURN_KEYS[level]) | _DATE_KEYS | {"StudyTime"}
-        query = cls.create(level, **{key: value for key, value in values.items() if key in known})
+        known_values: dict[str, object] = {
+            key: value for key, value in values.items() if key in known
+        }
+        if "ModalitiesInStudy" in known_values:  # a list, as QIDO-RS writes it: CT,MR or CT\MR
+            text = str(known_values["ModalitiesInStudy"])
+            known_values["ModalitiesInStudy"] = [m for m in re.split(r"[,\\]", text) if m]
+        query = cls.create(level, **known_values)
         for key, value in values.items():
             if key in known or value == "":
                 continue
@@ -168,7 +176,7 @@ class Query:
         query.include = tuple(
             keyword
             for keyword in dict.fromkeys(include)
-            if _checked_keyword(keyword) not in RETURN_KEYS[level]
+            if _returnable_keyword(keyword) not in RETURN_KEYS[level]
         )
         return query
 
@@ -184,7 +192,7 @@ class Query:
         letters is sent as ``*`` and :meth:`matches` applies the real pattern to the answers.
         """
         return {
-            key: re.sub(r"[^\x00-\x7f]+\**", "*", value) if key in _WILDCARD_KEYS else value
+            key: re.sub(r"[^\x00-\x7f]+\**", "*", value) if _matched_here(key) else value
             for key, value in self.filters.items()
         }
 
@@ -200,7 +208,11 @@ class Query:
         return dataset
 
     def qido_filters(self) -> dict[str, str]:
-        filters = self.pacs_filters()
+        # QIDO-RS lists values with commas (PS3.18 8.3.4.1), DICOM with backslashes.
+        filters = {
+            key: value.replace("\\", ",") if _vr_of(key) == "UI" else value
+            for key, value in self.pacs_filters().items()
+        }
         if len(self.modalities) == 1:
             filters["ModalitiesInStudy"] = self.modalities[0]
         return filters
@@ -213,13 +225,15 @@ class Query:
                 return False
         for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
             if key in self.filters and key in dataset:
-                if str(dataset.get(key, "")) != self.filters[key]:
+                if str(dataset.get(key, "")) not in self.filters[key].split("\\"):
                     return False
-        for key in _WILDCARD_KEYS & self.filters.keys():
-            if key not in dataset:
+        for key in self.filters:
+            if not _matched_here(key) or key not in dataset:
                 continue
-            value = str(dataset.get(key) or "").strip()
-            if not fnmatchcase(value.upper(), self.filters[key].upper()):
+            pattern = self.filters[key].upper()
+            # A multi-valued attribute matches when one of its values does.
+            values = [value.strip() for value in as_list(dataset.get(key))] or [""]
+            if not any(fnmatchcase(value.upper(), pattern) for value in values):
                 return False
         return True
 
@@ -227,7 +241,12 @@ class Query:
 # VRs a C-FIND can match on, and those of them whose values may hold wildcards (PS3.4
 # C.2.2.2.1-4); the others (binary, long texts, sequences) are only returned.
 _MATCHABLE_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "PN", "SH", "TM", "UC", "UI"}
-_WILDCARD_VRS = {"AE", "AS", "CS", "LO", "PN", "SH", "UC"}
+_WILDCARD_VRS = {"AE", "CS", "LO", "PN", "SH", "UC"}
+# Never a key of a query's identifier: command and file meta elements, items, and what says
+# how the query is asked.
+_NOT_QUERY_KEYS = {"QueryRetrieveLevel", "SpecificCharacterSet"}
+_NOT_QUERY_GROUPS = {0x0000, 0x0002, 0xFFFE}
+_BULK_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW", "US or SS or OW"}
 _ONE_VALUE = {
     "DA": r"\d{8}",
     "TM": r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?",
@@ -241,18 +260,42 @@ _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 def _checked_keyword(keyword: str) -> str:
     if _vr_of(keyword) is None:
         raise ValidationError(f"{validators.shown(keyword)} is not a DICOM keyword.")
+    tag = tag_for_keyword(keyword)
+    assert tag is not None
+    if keyword in _NOT_QUERY_KEYS or (tag >> 16) in _NOT_QUERY_GROUPS:
+        raise ValidationError(f"{keyword} cannot be part of a query.")
     return keyword
+
+
+def _returnable_keyword(keyword: str) -> str:
+    """A keyword a search may return (QIDO-RS includefield): no bulk data."""
+    if _vr_of(_checked_keyword(keyword)) in _BULK_VRS:
+        raise ValidationError(f"{keyword} holds bulk data, which a search does not return.")
+    return keyword
+
+
+def _matched_here(key: str) -> bool:
+    """Whether ADIT applies the key's pattern itself (see ``Query.pacs_filters``): the text
+    keys that may hold wildcards."""
+    return key in _WILDCARD_KEYS or _vr_of(key) in _WILDCARD_VRS
+
+
+def _uid_list(text: str) -> str:
+    """One UID or a list of them (``a,b`` as QIDO-RS writes it, or ``a\\b``), checked, as a
+    DICOM value (PS3.4 C.2.2.2.2)."""
+    uids = re.split(r"[,\\]", text)
+    for uid in uids:
+        validators.validate_uid(uid)
+    return "\\".join(uids)
 
 
 def _attribute_filter(keyword: str, value: str) -> str:
     vr = _vr_of(_checked_keyword(keyword))
     if vr not in _MATCHABLE_VRS:
         raise ValidationError(f"{keyword} ({vr}) cannot be used to match.")
-    validators.validate_query_value(value)
     if vr == "UI":
-        for uid in value.split("\\"):
-            validators.validate_uid(uid)
-        return value
+        return _uid_list(value)
+    validators.validate_query_value(value)
     if vr in _RANGES:
         if value.strip("-") == "" or not _RANGES[vr].fullmatch(value):
             raise ValidationError(
@@ -282,9 +325,9 @@ def as_list(value) -> list[str]:
         return []
     if isinstance(value, str):
         return [item for item in value.split("\\") if item]
-    if isinstance(value, Iterable):
+    if isinstance(value, MultiValue | list | tuple):
         return [str(item) for item in value]
-    return [str(value)]
+    return [str(value)]  # one value of another type (a PersonName iterates its letters)
 
 
 def count_of(dataset: Dataset, keyword: str) -> int | None:

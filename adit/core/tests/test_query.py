@@ -211,3 +211,24 @@ def test_count_of_a_missing_or_multi_valued_count_is_none():
     dataset = Dataset()
     dataset.NumberOfStudyRelatedInstances = ["1", "2"]
     assert count_of(dataset, "NumberOfStudyRelatedInstances") is None
+
+
+def test_a_generic_text_filter_with_letters_beyond_ascii_is_matched_by_adit():
+    query = Query.from_attributes(Level.STUDY, {"ReferringPhysicianName": "李*"})
+    assert query.pacs_filters()["ReferringPhysicianName"] == "*"
+    assert query.matches(_answer(ReferringPhysicianName="李^明"))
+    assert not query.matches(_answer(ReferringPhysicianName="王^明"))
+
+
+def test_a_multi_valued_attribute_matches_when_one_value_does():
+    query = Query.from_attributes(Level.IMAGE, {"ImageType": "DERIVED"})
+    assert query.matches(_answer(ImageType=["ORIGINAL", "DERIVED"]))
+    assert not query.matches(_answer(ImageType=["ORIGINAL", "PRIMARY"]))
+
+
+def test_uid_lists_are_sent_as_dicom_and_qido_write_them():
+    query = Query.from_attributes(Level.STUDY, {"StudyInstanceUID": "1.2.3,1.2.4"})
+    assert query.to_dataset().StudyInstanceUID == ["1.2.3", "1.2.4"]
+    assert query.qido_filters()["StudyInstanceUID"] == "1.2.3,1.2.4"
+    assert query.matches(_answer(StudyInstanceUID="1.2.4"))
+    assert not query.matches(_answer(StudyInstanceUID="1.2.5"))

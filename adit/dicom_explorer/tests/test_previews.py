@@ -21,6 +21,7 @@ from pydicom.tag import Tag
 from pydicom.uid import (
     MPEG2MPML,
     ExplicitVRLittleEndian,
+    RLELossless,
     SecondaryCaptureImageStorage,
     generate_uid,
 )
@@ -518,6 +519,30 @@ def test_cut_off_pixel_data_on_disk_is_not_read_beyond_its_end():
     reason = unavailable_reason(spooled)
 
     assert "cannot be decoded" in reason and "less than expected" in reason
+
+
+def test_an_offset_table_that_goes_backwards_is_refused_without_reading_on(monkeypatch):
+    monkeypatch.setattr("adit.core.dicom.spool.DEFER_SIZE", 256)
+    frames = [bytes([number]) * 50_000 for number in range(3)]
+    dataset = grayscale_image(np.zeros((8, 8)))
+    dataset.file_meta.TransferSyntaxUID = RLELossless
+    dataset.NumberOfFrames = 3
+    dataset.PixelData = encapsulate(frames, has_bot=True)
+    dataset["PixelData"].VR = "OB"
+    offsets = np.frombuffer(dataset.PixelData[8:20], dtype="<u4").copy()
+    offsets[2] = 0  # [0, F+8, 0]: the middle frame's length comes out negative
+    dataset.PixelData = dataset.PixelData[:8] + offsets.tobytes() + dataset.PixelData[20:]
+    spooled = on_disk(dataset)
+
+    tracemalloc.start()
+    try:
+        reason = unavailable_reason(spooled)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert reason.startswith("No preview")
+    assert peak < 120_000  # not the 150 kB from the frame to the value's end
 
 
 # -- series ------------------------------------------------------------------------------------

@@ -128,6 +128,15 @@ def test_no_match_is_an_empty_list(client, api_user, pacs):
         ({"ReferencedStudySequence.StudyInstanceUID": "1.2"}, "ReferencedStudySequence"),
         ({"includefield": "NoSuchKeyword"}, "NoSuchKeyword"),
         ({"Modality": "C*T", "PatientID": "P\x01"}, "PatientID"),
+        ({"limit": "²"}, "limit"),
+        ({"limit": "9" * 5000}, "limit"),
+        ({"offset": "100000000"}, "offset"),
+        ({"QueryRetrieveLevel": "IMAGE"}, "QueryRetrieveLevel"),
+        ({"AffectedSOPClassUID": "1.2"}, "AffectedSOPClassUID"),
+        ({"TransferSyntaxUID": "1.2.840.10008.1.2"}, "TransferSyntaxUID"),
+        ({"includefield": "PixelData"}, "PixelData"),
+        ({"includefield": "7FE00010"}, "PixelData"),
+        ({"includefield": "Item"}, "Item"),
     ],
 )
 def test_a_parameter_adit_cannot_use_is_a_400_naming_it(client, api_user, pacs, params, named):
@@ -142,3 +151,42 @@ def test_a_path_uid_that_is_no_uid_is_a_400(client, api_user, pacs):
 
     assert response.status_code == 400
     assert "StudyInstanceUID" in response.json()["detail"]
+
+
+def test_value_lists_of_uids_and_modalities(client, api_user, pacs, orthanc1_studies):
+    first, second = orthanc1_studies[0], orthanc1_studies[1]
+    uids = f"{first.study_instance_uid},{second.study_instance_uid}"
+
+    listed = answers(search(client, api_user, pacs, "studies", StudyInstanceUID=uids))
+    assert {str(s.StudyInstanceUID) for s in listed} == {
+        first.study_instance_uid,
+        second.study_instance_uid,
+    }
+
+    modalities = set(first.modalities)
+    either = answers(
+        search(
+            client,
+            api_user,
+            pacs,
+            "studies",
+            PatientID=first.patient_id,
+            ModalitiesInStudy=",".join(sorted(modalities | {"XA"})),
+        )
+    )
+    assert first.study_instance_uid in {str(s.StudyInstanceUID) for s in either}
+
+
+def test_other_methods_are_405_not_500(client, api_user, pacs):
+    response = client.post(
+        f"/api/dicom-web/{pacs.ae_title}/qidors/studies",
+        headers={"Authorization": f"Token {api_user.token}"},
+    )
+
+    assert response.status_code == 405
+
+
+def test_the_search_parameters_accept_and_charset_are_ignored(client, api_user, pacs):
+    response = search(client, api_user, pacs, "studies", accept="application/dicom+json")
+
+    assert response.status_code == 200

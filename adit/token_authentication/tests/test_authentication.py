@@ -173,3 +173,13 @@ def test_session_login_still_works_without_token(api_client):
 
     assert response.status_code == 200
     assert response.json()["username"] == "carol"
+
+
+@pytest.mark.django_db
+def test_a_logged_in_browser_whose_proxy_adds_credentials_keeps_its_session(api_client):
+    api_client.force_login(UserFactory(username="carol"))
+
+    response = get_me(api_client, "Basic dXNlcjpwYXNz")
+
+    assert response.status_code == 200
+    assert response.json()["username"] == "carol"

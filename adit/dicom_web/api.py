@@ -55,6 +55,8 @@ class OperationAllowed(BasePermission):
     def has_permission(self, request: Request, view) -> bool:
         assert isinstance(view, DicomWebView)
         needed = view.permission_for(request.method or "GET")
+        if needed is None:
+            return True  # no operation of this method here: DRF answers 405
         if request.user.has_perm(needed):  # pyright: ignore[reportAttributeAccessIssue]
             return True
         self.message = (
@@ -87,8 +89,8 @@ class DicomWebView(APIView):
     permissions: dict[str, str] = {}
     roles: dict[str, Role] = {}
 
-    def permission_for(self, method: str) -> str:
-        return self.permissions["GET" if method in ("HEAD", "OPTIONS") else method]
+    def permission_for(self, method: str) -> str | None:
+        return self.permissions.get("GET" if method in ("HEAD", "OPTIONS") else method)
 
     def server(self, ae_title: str) -> DicomServer:
         method = self.request.method or "GET"

@@ -10,7 +10,7 @@ from django.http import JsonResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
-from . import qido
+from . import qido, stow
 
 app_name = "dicom_web"
 
@@ -44,6 +44,7 @@ def by_method(**views):
 study_search = login_not_required(qido.StudySearch.as_view())
 series_search = login_not_required(qido.SeriesSearch.as_view())
 instance_search = login_not_required(qido.InstanceSearch.as_view())
+store = login_not_required(stow.StoreInstances.as_view())
 
 urlpatterns = [
     # Upstream's layout.
@@ -51,8 +52,11 @@ urlpatterns = [
     path(f"{_ae}qidors/{_study}/series", series_search, name="qido_series"),
     path(f"{_ae}qidors/{_study}/instances", instance_search, name="qido_study_instances"),
     path(f"{_ae}qidors/{_series}/instances", instance_search, name="qido_instances"),
+    path(f"{_ae}stowrs/studies", store, name="stow_studies"),
+    path(f"{_ae}stowrs/{_study}", store, name="stow_study"),
     # The PS3.18 root.
-    path(f"{_ae}studies", by_method(GET=study_search), name="studies"),
+    path(f"{_ae}studies", by_method(GET=study_search, POST=store), name="studies"),
+    path(f"{_ae}{_study}", by_method(POST=store), name="study"),
     path(f"{_ae}{_study}/series", by_method(GET=series_search), name="series_of_study"),
     path(f"{_ae}{_study}/instances", by_method(GET=instance_search), name="study_instances"),
     path(f"{_ae}{_series}/instances", by_method(GET=instance_search), name="instances"),

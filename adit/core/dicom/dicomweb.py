@@ -230,8 +230,11 @@ class DicomWebConnector:
                 f"readable DICOM file ({err})."
             ) from err
 
-    def store(self, datasets: Iterable[Dataset]) -> int:
-        """STOW-RS in batches of several instances per request; returns how many were stored."""
+    def store(
+        self, datasets: Iterable[Dataset], on_stored: Callable[[int], None] | None = None
+    ) -> int:
+        """STOW-RS in batches of several instances per request; returns how many were stored
+        (and tells ``on_stored`` how many of each batch, once it was)."""
         stored = 0
         iterator = iter(datasets)
         while batch := list(islice(iterator, STOW_BATCH_SIZE)):
@@ -243,6 +246,8 @@ class DicomWebConnector:
                     f"STOW-RS on {self.peer.name}: {len(failed)} instance(s) were refused: {uids}."
                 )
             stored += len(batch)
+            if on_stored is not None:
+                on_stored(len(batch))
         return stored
 
 

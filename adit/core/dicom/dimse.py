@@ -509,15 +509,20 @@ class DimseConnector:
             raise self._status_error(operation, code, table, result)
         return result
 
-    def store(self, datasets: Iterable[Dataset]) -> StoreResult:
+    def store(self, datasets: Iterable[Dataset], result: StoreResult | None = None) -> StoreResult:
         """C-STOREs every dataset on one association (reopened only for a new SOP class or
         transfer syntax), each in its own transfer syntax where the peer accepts it.
 
         An instance the peer accepts only uncompressed is converted losslessly where possible;
         one it does not accept at all is left out and listed in the result, and the others
         go on. A failure status of the peer raises at once.
+
+        Args:
+            result: Filled in as the store goes (a new one without it): after an error it
+                tells how far the store got. The datasets go in the order given, so the first
+                ``result.stored + len(result.refused)`` of them were stored or refused.
         """
-        result = StoreResult()
+        result = result if result is not None else StoreResult()
         session = _StoreSession(self, result)
         try:
             for dataset in datasets:
@@ -634,6 +639,10 @@ def _can_carry_requests(assoc: Association) -> bool:
     return assoc.is_established and assoc.dul.state_machine.current_state == "Sta6"
 
 
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
+
+
 @dataclass
 class StoreResult:
     """What a store did: how many instances the peer took, which had to be converted to a
@@ -643,6 +652,9 @@ class StoreResult:
     # "JPEG 2000 Image Compression" -> how many of them went as Explicit VR Little Endian.
     converted: dict[str, int] = field(default_factory=dict)
     refused: list[str] = field(default_factory=list)
+    # SOPInstanceUID of each refused instance -> the status that says why: 0x0122 (SOP class
+    # not supported) or 0xC122 (transfer syntax not supported), as PS3.18 I.2.2 names them.
+    refused_statuses: dict[str, int] = field(default_factory=dict)
 
 
 class _StoreSession:
@@ -690,6 +702,9 @@ class _StoreSession:
         uid = str(dataset.get("SOPInstanceUID", ""))
         class_name = syntax_name(sop_class)
         if not accepted & UNCOMPRESSED_LITTLE_ENDIAN:
+            self.result.refused_statuses[uid] = (
+                TRANSFER_SYNTAX_NOT_SUPPORTED if accepted else SOP_CLASS_NOT_SUPPORTED
+            )
             self.result.refused.append(
                 f"{uid} ({class_name} in {syntax_name(syntax)}): {peer} accepts "
                 + (
@@ -702,6 +717,7 @@ class _StoreSession:
         try:
             convert_to_explicit_little_endian(dataset)
         except ConversionError as err:
+            self.result.refused_statuses[uid] = TRANSFER_SYNTAX_NOT_SUPPORTED
             self.result.refused.append(
                 f"{uid} ({class_name}): {peer} does not accept {syntax_name(syntax)}, and {err}"
             )

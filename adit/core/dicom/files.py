@@ -14,10 +14,11 @@ from pydicom.uid import ExplicitVRLittleEndian
 from adit.core.dicom.errors import DicomError
 
 
-def decode_instance(data: bytes | bytearray) -> Dataset:
+def decode_instance(data: bytes | bytearray, force: bool = False) -> Dataset:
     """The instance of a DICOM file's bytes, holding its values only: pydicom would keep the
-    bytes it was read from too, which doubles what a waiting instance costs."""
-    dataset = dcmread(BytesIO(data))
+    bytes it was read from too, which doubles what a waiting instance costs. ``force`` as
+    pydicom's dcmread (which then reads a file without preamble and DICM prefix too)."""
+    dataset = dcmread(BytesIO(data), force=force)
     dataset.buffer = None  # nothing is read later: no deferred values
     return dataset
 

@@ -1,4 +1,5 @@
-"""A streaming reader of multipart/related bodies (RFC 2046 5.1), as WADO-RS sends studies.
+"""A streaming reader of multipart/related bodies (RFC 2046 5.1): the studies WADO-RS sends,
+the instances a STOW-RS request brings.
 
 Parts are handed out one by one while the body still arrives, so a study is never held whole.
 The reader is strict where a lenient one would lose data silently: a body that ends before its
@@ -64,8 +65,9 @@ def iter_parts(
     """The parts of a multipart body that arrives in ``chunks``, each as soon as it is complete.
 
     Args:
-        spool_above: A part whose Content-Length exceeds this many bytes is written to a
-            temporary file as it arrives (``Part.file``) instead of being collected in memory.
+        spool_above: A part longer than this many bytes is written to a temporary file as it
+            arrives (``Part.file``) instead of being collected in memory: at once when its
+            Content-Length says so, else as soon as it has grown past the size.
 
     Raises:
         MultipartError: If the body ends before the closing delimiter, a part's headers are
@@ -95,7 +97,7 @@ def iter_parts(
                     f"Content-Length ({length} bytes) says."
                 )
         else:
-            body = reader.take_until(_CRLF + delimiter, count)
+            body, file = reader.take_until(_CRLF + delimiter, count, spool_above)
         count += 1
         yield Part(headers, body, file)
         # Not kept while the caller reads on: a part may weigh hundreds of megabytes.
@@ -211,11 +213,46 @@ class _Reader:
             raise
         return file
 
-    def take_until(self, marker: bytes, index: int) -> bytes:
-        end = self._find(marker, index)
-        body = bytes(self._buffer[:end])
-        del self._buffer[: end + len(marker)]
-        return body
+    def take_until(
+        self, marker: bytes, index: int, spool_above: int | None = None
+    ) -> tuple[bytes, IO[bytes] | None]:
+        """The bytes up to ``marker`` (consumed too); once they exceed ``spool_above``, they
+        go to an anonymous temporary file instead, as they arrive (then ``(b"", file)``)."""
+        if spool_above is None:
+            end = self._find(marker, index)
+            body = bytes(self._buffer[:end])
+            del self._buffer[: end + len(marker)]
+            return body, None
+        file: IO[bytes] | None = None
+        try:
+            searched = 0
+            while True:
+                found = self._buffer.find(marker, searched)
+                if found >= 0:
+                    if file is None and found <= spool_above:
+                        body = bytes(self._buffer[:found])
+                        del self._buffer[: found + len(marker)]
+                        return body, None
+                    if file is None:  # arrived in one go: a file all the same
+                        file = tempfile.TemporaryFile(prefix="adit-part-")
+                    file.write(self._buffer[:found])
+                    del self._buffer[: found + len(marker)]
+                    file.seek(0)
+                    return b"", file
+                # A marker may straddle two chunks: its start stays in the buffer.
+                safe = len(self._buffer) - len(marker) + 1
+                if safe > 0 and (file is not None or safe > spool_above):
+                    if file is None:
+                        file = tempfile.TemporaryFile(prefix="adit-part-")
+                    file.write(self._buffer[:safe])
+                    del self._buffer[:safe]
+                searched = max(0, len(self._buffer) - len(marker) + 1)
+                if not self._more():
+                    raise self._cut_short(index)
+        except BaseException:
+            if file is not None:
+                file.close()
+            raise
 
     def _find(self, marker: bytes, index: int, limit: int | None = None) -> int:
         searched = 0

@@ -752,13 +752,20 @@ class DicomOperator:
 
     # -- storing ----------------------------------------------------------------------------
 
-    def store(self, datasets: Iterable[Dataset]) -> StoreResult:
+    def store(self, datasets: Iterable[Dataset], result: StoreResult | None = None) -> StoreResult:
         """Stores the datasets (C-STORE on one association, else STOW-RS), each in its own
-        transfer syntax where the server accepts it; see ``DimseConnector.store``."""
+        transfer syntax where the server accepts it; see ``DimseConnector.store``, also for
+        what ``result`` tells after an error (STOW-RS counts a batch once it was stored)."""
+        result = result if result is not None else StoreResult()
         if self.server.store_scp_support:
-            return self.dimse.store(datasets)
+            return self.dimse.store(datasets, result)
         if self.server.dicomweb_stow_support:
-            return StoreResult(stored=self.dicomweb.store(datasets))
+
+            def count(stored: int) -> None:
+                result.stored += stored
+
+            self.dicomweb.store(datasets, on_stored=count)
+            return result
         raise DicomError(f"{self.server.name} cannot receive data: enable C-STORE or STOW-RS.")
 
 

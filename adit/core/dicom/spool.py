@@ -91,10 +91,11 @@ def spool_parts(file_meta: Dataset, encoded_dataset: bytes | bytearray | memoryv
     return _read_back(file)
 
 
-def spooled_file(file: IO[bytes]) -> Dataset:
+def spooled_file(file: IO[bytes], force: bool = False) -> Dataset:
     """A DICOM file written to ``file`` (a temporary file of the caller's) read back with its
-    large values deferred; the dataset then owns the file."""
-    return _read_back(file)
+    large values deferred; the dataset then owns the file. ``force`` as pydicom's dcmread
+    (which then reads a file without preamble and DICM prefix too)."""
+    return _read_back(file, force)
 
 
 def release(dataset: Dataset) -> None:
@@ -104,10 +105,10 @@ def release(dataset: Dataset) -> None:
         buffer.close()
 
 
-def _read_back(file: IO[bytes]) -> Dataset:
+def _read_back(file: IO[bytes], force: bool = False) -> Dataset:
     try:
         file.seek(0)
-        dataset = dcmread(file, defer_size=DEFER_SIZE)
+        dataset = dcmread(file, defer_size=DEFER_SIZE, force=force)
     except BaseException:
         file.close()
         raise

@@ -1,5 +1,6 @@
-"""The multipart reader that WADO-RS responses go through: every part, whatever the chunking,
-and an error, never fewer parts, when the body is cut short or malformed."""
+"""The multipart reader that WADO-RS responses and STOW-RS requests go through: every part,
+whatever the chunking, and an error, never fewer parts, when the body is cut short or
+malformed."""
 
 from __future__ import annotations
 
@@ -116,3 +117,25 @@ def test_a_spooled_part_cut_short_is_an_error():
     body = _body([bytes(5000)])
     with pytest.raises(MultipartError, match="cut short"):
         list(iter_parts([body[:3000]], BOUNDARY, spool_above=1000))
+
+
+def test_parts_without_a_length_are_spooled_once_they_grow_past_the_size():
+    # Clients (dicomweb-client among them) send STOW-RS parts without Content-Length.
+    large = bytes(range(256)) * 40 + b"\r\n--7de70a2c-d14"  # ends like a boundary, is none
+    body = _body([b"small", large, b"tiny", bytes(1001)], with_length=False)
+    rng = random.Random(2)
+    for sizes in ([7] * 2000, [1] * len(body), [rng.randint(1, 50) for _ in range(400)]):
+        parts = list(iter_parts(_chunks(body, sizes), BOUNDARY, spool_above=1000))
+        assert [part.file is None for part in parts] == [True, False, True, False]
+        assert [part.body for part in parts] == [b"small", b"", b"tiny", b""]
+        assert parts[1].file is not None and parts[1].file.read() == large
+        assert parts[3].file is not None and parts[3].file.read() == bytes(1001)
+        for part in parts:
+            if part.file is not None:
+                part.file.close()
+
+
+def test_a_spooled_part_without_a_length_cut_short_is_an_error():
+    body = _body([bytes(5000)], with_length=False)
+    with pytest.raises(MultipartError, match="cut short"):
+        list(iter_parts(_chunks(body[:3000], [100] * 29), BOUNDARY, spool_above=1000))

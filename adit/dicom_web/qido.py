@@ -26,6 +26,7 @@ from adit.core.dicom.query import Level, Query
 
 from .api import QUERY, BadParameter, DicomWebView, bad_parameter
 from .dicom_json import json_response
+from .locations import retrieve_url
 
 # Parameters of the search itself, not attributes to match (PS3.18 8.3.4).
 _SEARCH_PARAMETERS = {"limit", "offset", "includefield", "fuzzymatching"}
@@ -158,6 +159,10 @@ class _Search(DicomWebView):
         answers = list(self.answers(operator, parameters))
         page = answers[parameters.offset :][: parameters.page_size]
         more = len(answers) > parameters.offset + parameters.page_size
+        for answer in page:
+            url = retrieve_url(request, ae_title, answer, self.level)
+            if url is not None:
+                answer.RetrieveURL = url
         response = json_response(page)
         if more:
             response["Warning"] = MORE_RESULTS_WARNING

@@ -10,13 +10,14 @@ from django.http import JsonResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
-from . import qido
+from . import qido, wado
 
 app_name = "dicom_web"
 
 _ae = "<str:ae_title>/"
 _study = "studies/<str:study_uid>"
 _series = f"{_study}/series/<str:series_uid>"
+_instance = f"{_series}/instances/<str:sop_uid>"
 
 
 def by_method(**views):
@@ -43,6 +44,8 @@ def by_method(**views):
 study_search = login_not_required(qido.StudySearch.as_view())
 series_search = login_not_required(qido.SeriesSearch.as_view())
 instance_search = login_not_required(qido.InstanceSearch.as_view())
+retrieval = login_not_required(wado.InstancesRetrieval.as_view())
+metadata = login_not_required(wado.MetadataRetrieval.as_view())
 
 urlpatterns = [
     # Upstream's layout.
@@ -50,9 +53,21 @@ urlpatterns = [
     path(f"{_ae}qidors/{_study}/series", series_search, name="qido_series"),
     path(f"{_ae}qidors/{_study}/instances", instance_search, name="qido_study_instances"),
     path(f"{_ae}qidors/{_series}/instances", instance_search, name="qido_instances"),
+    path(f"{_ae}wadors/{_study}", retrieval, name="wado_study"),
+    path(f"{_ae}wadors/{_series}", retrieval, name="wado_series"),
+    path(f"{_ae}wadors/{_instance}", retrieval, name="wado_instance"),
+    path(f"{_ae}wadors/{_study}/metadata", metadata, name="wado_study_metadata"),
+    path(f"{_ae}wadors/{_series}/metadata", metadata, name="wado_series_metadata"),
+    path(f"{_ae}wadors/{_instance}/metadata", metadata, name="wado_instance_metadata"),
     # The PS3.18 root.
     path(f"{_ae}studies", by_method(GET=study_search), name="studies"),
     path(f"{_ae}{_study}/series", by_method(GET=series_search), name="series_of_study"),
     path(f"{_ae}{_study}/instances", by_method(GET=instance_search), name="study_instances"),
     path(f"{_ae}{_series}/instances", by_method(GET=instance_search), name="instances"),
+    path(f"{_ae}{_study}", by_method(GET=retrieval), name="study"),
+    path(f"{_ae}{_series}", by_method(GET=retrieval), name="series"),
+    path(f"{_ae}{_instance}", by_method(GET=retrieval), name="instance"),
+    path(f"{_ae}{_study}/metadata", by_method(GET=metadata), name="study_metadata"),
+    path(f"{_ae}{_series}/metadata", by_method(GET=metadata), name="series_metadata"),
+    path(f"{_ae}{_instance}/metadata", by_method(GET=metadata), name="instance_metadata"),
 ]

@@ -10,7 +10,7 @@ from django.http import JsonResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
-from . import qido, wado
+from . import nifti, qido, wado
 
 app_name = "dicom_web"
 
@@ -46,6 +46,7 @@ series_search = login_not_required(qido.SeriesSearch.as_view())
 instance_search = login_not_required(qido.InstanceSearch.as_view())
 retrieval = login_not_required(wado.InstancesRetrieval.as_view())
 metadata = login_not_required(wado.MetadataRetrieval.as_view())
+nifti_files = login_not_required(nifti.NiftiRetrieval.as_view())
 
 urlpatterns = [
     # Upstream's layout.
@@ -59,6 +60,9 @@ urlpatterns = [
     path(f"{_ae}wadors/{_study}/metadata", metadata, name="wado_study_metadata"),
     path(f"{_ae}wadors/{_series}/metadata", metadata, name="wado_series_metadata"),
     path(f"{_ae}wadors/{_instance}/metadata", metadata, name="wado_instance_metadata"),
+    path(f"{_ae}wadors/{_study}/nifti", nifti_files, name="wado_study_nifti"),
+    path(f"{_ae}wadors/{_series}/nifti", nifti_files, name="wado_series_nifti"),
+    path(f"{_ae}wadors/{_instance}/nifti", nifti_files, name="wado_instance_nifti"),
     # The PS3.18 root.
     path(f"{_ae}studies", by_method(GET=study_search), name="studies"),
     path(f"{_ae}{_study}/series", by_method(GET=series_search), name="series_of_study"),
@@ -70,4 +74,7 @@ urlpatterns = [
     path(f"{_ae}{_study}/metadata", by_method(GET=metadata), name="study_metadata"),
     path(f"{_ae}{_series}/metadata", by_method(GET=metadata), name="series_metadata"),
     path(f"{_ae}{_instance}/metadata", by_method(GET=metadata), name="instance_metadata"),
+    path(f"{_ae}{_study}/nifti", by_method(GET=nifti_files), name="study_nifti"),
+    path(f"{_ae}{_series}/nifti", by_method(GET=nifti_files), name="series_nifti"),
+    path(f"{_ae}{_instance}/nifti", by_method(GET=nifti_files), name="instance_nifti"),
 ]

@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
@@ -41,7 +41,7 @@ from django.http import StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -136,11 +136,11 @@ class RetrieveOptions:
                 _check_text(name, values[name])
         project = None
         if "project" in values:
-            project = _project(request, values["project"])
             if pseudonym is None:
                 raise BadParameter(
                     "project", "only used with a pseudonym (its secret keys the new UIDs)."
                 )
+            project = _project(request, values["project"])
         if pseudonym is None and not request.user.has_perm(RETRIEVE_UNPSEUDONYMIZED):  # pyright: ignore[reportAttributeAccessIssue]
             raise PermissionDenied(
                 "A pseudonym is required (parameter pseudonym): retrieving unpseudonymized data "
@@ -285,7 +285,7 @@ def check_json_accepted(header: str) -> None:
 # -- response bodies ------------------------------------------------------------------------
 
 
-class _Body:
+class StreamedBody:
     """A response body made instance by instance from the stream: one chunk per instance
     (the async iteration waits for the next instance before it asks for the next chunk)."""
 
@@ -332,7 +332,15 @@ class _Body:
             logger.info("WADO-RS of %s complete: %d instance(s).", self.what, sent)
             yield self.ending()
         finally:
-            self.stream.stop()
+            self.close()
+
+    def close(self) -> None:
+        """Ends the fetch (and lets go of what the body holds); safe more than once."""
+        self.stream.stop()
+
+    def nothing_sent(self, server: DicomServer) -> APIException:
+        """What the client is told when ``first`` found nothing to send."""
+        return NotFound(f"No instance of the {self.what} arrived.")
 
     def _next_instance(self) -> Dataset | None:
         while (dataset := self.stream.next_instance()) is not None:
@@ -353,7 +361,7 @@ class _Body:
         raise NotImplementedError
 
 
-class MultipartInstances(_Body):
+class MultipartInstances(StreamedBody):
     """``multipart/related; type="application/dicom"``: a part per instance, in the transfer
     syntax the client accepts (as stored where it can, else converted losslessly)."""
 
@@ -386,7 +394,7 @@ class MultipartInstances(_Body):
         return part.encode() + self.ending()
 
 
-class MetadataArray(_Body):
+class MetadataArray(StreamedBody):
     """``application/dicom+json``: the array of the instances' JSON, without bulk data."""
 
     content_type = DICOM_JSON
@@ -410,10 +418,14 @@ class MetadataArray(_Body):
 # -- views ----------------------------------------------------------------------------------
 
 
-class _Retrieval(DicomWebView):
+class Retrieval(DicomWebView):
     """Retrieval of a study, a series (``series_uid``) or an instance (and ``sop_uid``)."""
 
     permissions = {"GET": RETRIEVE}
+    nothing_to_send = (
+        "Nothing to retrieve: only series of modalities left out when pseudonymizing "
+        f"({', '.join(sorted(excluded_modalities(True)))})."
+    )
 
     def get(self, request: Request, ae_title: str, **uids: str) -> HttpResponseBase:
         for name, uid in uids.items():
@@ -438,45 +450,72 @@ class _Retrieval(DicomWebView):
                 options.project.claim_pseudonym(study.patient_id, options.pseudonym)
             except PseudonymConflict as err:
                 return Response({"detail": err.message}, status=409)
-        fetch = study.fetch
+        fetch = self.fetch_of(study)
         if fetch is None:
-            raise NotFound(
-                "Nothing to retrieve: only series of modalities left out when pseudonymizing "
-                f"({', '.join(sorted(excluded_modalities(True)))})."
-            )
-        what = (
-            f"{_LEVEL_NAMES[selection.level]} {sop_uid or series_uid or study_uid} of {server.name}"
-        )
+            raise NotFound(self.nothing_to_send)
+        what = f"{_LEVEL_NAMES[selection.level]} {sop_uid or series_uid or study_uid}"
         stream = InstanceStream(
             operator, fetch, depth=QUEUE_SIZE, budget_bytes=QUEUE_BYTES, expected=study.counts
         )
-        body = self.body(stream, options.modifier(pseudonymizer), what, negotiated)
+        body = self.body(
+            stream, options.modifier(pseudonymizer), f"{what} of {server.name}", negotiated
+        )
         stream.start()
         try:
             # Waiting for the first instance keeps the status line open for the usual failures.
             first = body.first()
         except BaseException as err:
-            stream.stop()
+            body.close()
             if isinstance(err, Exception):
-                return _failure_before_start(request, server, what, err)
+                return self.failed_before_start(request, server, what, err)
             raise
         if first is None:
-            stream.stop()
-            raise NotFound(f"{server.name} sent no instance of the {what}.")
+            body.close()
+            raise body.nothing_sent(server)
         logger.info(
-            "%s retrieves %s%s.", request.user, what, " pseudonymized" if pseudonymizer else ""
+            "%s retrieves the %s%s.",
+            request.user,
+            what,
+            " pseudonymized" if pseudonymizer else "",
         )
         chunks = body.chunks(first)
         # Under ASGI Django would collect a synchronous iterator completely before sending it.
         asgi = isinstance(request._request, ASGIRequest)  # pyright: ignore[reportPrivateUsage]
-        response = StreamingHttpResponse(
-            async_chunks(chunks, stream) if asgi else chunks, content_type=body.content_type
+        response = _ClosingResponse(
+            async_chunks(chunks, stream) if asgi else chunks,
+            on_close=body.close,
+            content_type=body.content_type,
         )
         # Patient data must not linger in shared caches; a buffering proxy would hold the
         # stream back until it is complete.
         response["Cache-Control"] = "no-store"
         response["X-Accel-Buffering"] = "no"
         return response
+
+    def fetch_of(self, study: StudyToTransfer) -> StudySelection | None:
+        """What to fetch of what the PACS holds; None: nothing."""
+        return study.fetch
+
+    def failed_before_start(
+        self, request: Request, server: DicomServer, what: str, error: Exception
+    ) -> Response:
+        """The answer to a failure before the first part: the response has not started."""
+        if isinstance(error, DicomError):
+            return error_response(error, request)
+        if isinstance(error, ConversionError):
+            return Response(
+                {
+                    "detail": f"An instance cannot be sent in Explicit VR Little Endian: {error}. "
+                    "Accept transfer-syntax=* to get the instances as stored."
+                },
+                status=406,
+            )
+        # Data the PACS sent that ADIT could not handle (an instance without UIDs, say), or a
+        # disk too full to hold a large instance.
+        logger.warning("WADO-RS of %s of %s failed on its start", what, server.name, exc_info=True)
+        reason = readable_error(error)
+        detail = f"Could not retrieve the {what} from {server.name}: {reason}"
+        return Response({"detail": detail}, status=502)
 
     def negotiate(self, accept: str) -> frozenset[str]:
         raise NotImplementedError
@@ -487,8 +526,24 @@ class _Retrieval(DicomWebView):
         modify: InstanceModifier,
         what: str,
         negotiated: frozenset[str],
-    ) -> _Body:
+    ) -> StreamedBody:
         raise NotImplementedError
+
+
+class _ClosingResponse(StreamingHttpResponse):
+    """A streamed response that ends the fetch when Django closes it, even one never
+    iterated (a client gone before the first chunk): closing a generator that has not
+    started runs none of its code."""
+
+    def __init__(self, *args, on_close: Callable[[], None], **kwargs):
+        super().__init__(*args, **kwargs)
+        self._on_close = on_close
+
+    def close(self) -> None:
+        try:
+            self._on_close()
+        finally:
+            super().close()
 
 
 def _check_instance_exists(
@@ -503,39 +558,18 @@ def _check_instance_exists(
         raise StudyNotFoundError(f"No instance found with SOP Instance UID {sop_uid}.")
 
 
-def _failure_before_start(
-    request: Request, server: DicomServer, what: str, error: Exception
-) -> Response:
-    if isinstance(error, DicomError):
-        return error_response(error, request)
-    if isinstance(error, ConversionError):
-        return Response(
-            {
-                "detail": f"An instance cannot be sent in Explicit VR Little Endian: {error}. "
-                "Accept transfer-syntax=* to get the instances as stored."
-            },
-            status=406,
-        )
-    # Data the PACS sent that ADIT could not handle (an instance without UIDs, say), or a
-    # disk too full to hold a large instance.
-    logger.warning("WADO-RS of %s failed on its first instance", what, exc_info=True)
-    return Response(
-        {"detail": f"Could not retrieve the {what}: {readable_error(error)}"}, status=502
-    )
-
-
-class InstancesRetrieval(_Retrieval):
+class InstancesRetrieval(Retrieval):
     def negotiate(self, accept: str) -> frozenset[str]:
         return accepted_syntaxes(accept)
 
-    def body(self, stream, modify, what, negotiated) -> _Body:
+    def body(self, stream, modify, what, negotiated) -> StreamedBody:
         return MultipartInstances(stream, modify, what, negotiated)
 
 
-class MetadataRetrieval(_Retrieval):
+class MetadataRetrieval(Retrieval):
     def negotiate(self, accept: str) -> frozenset[str]:
         check_json_accepted(accept)
         return frozenset()
 
-    def body(self, stream, modify, what, negotiated) -> _Body:
+    def body(self, stream, modify, what, negotiated) -> StreamedBody:
         return MetadataArray(stream, modify, what)

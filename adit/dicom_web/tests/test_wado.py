@@ -4,8 +4,10 @@ not, and every error it can be told, before the first part and in the middle of 
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
+import struct
 
 import pytest
 from pydicom import Dataset, dcmread
@@ -422,3 +424,73 @@ def search_answers(client, api_user, server, path: str, **params) -> list[Datase
     response = get(client, api_user, server, path, **params)
     assert response.status_code == 200, response.content
     return [Dataset.from_json(item) for item in response.json()]
+
+
+# -- NIfTI ----------------------------------------------------------------------------------
+
+
+def nifti_files(response) -> list[tuple[str, bytes]]:
+    """(file name, content) of every part of a NIfTI answer."""
+    assert response.status_code == 200, getattr(response, "content", b"")
+    content_type = response["Content-Type"]
+    assert content_type.startswith('multipart/related; type="application/octet-stream"; boundary=')
+    files = []
+    for part in iter_parts([body_of(response)], boundary_of(content_type)):
+        assert part.content_type == "application/octet-stream"
+        disposition = part.headers["content-disposition"]
+        assert disposition.startswith('attachment; filename="') and disposition.endswith('"')
+        files.append((disposition.removeprefix('attachment; filename="')[:-1], part.body))
+    return files
+
+
+def nifti_dimensions(data: bytes) -> tuple[int, ...]:
+    """dim[0..3] of a gzipped single-file NIfTI-1 image."""
+    header = gzip.decompress(data)[:348]
+    assert header[344:348] == b"n+1\x00"
+    return struct.unpack("<8h", header[40:56])[:4]
+
+
+def test_nifti_of_a_study_has_every_image_series(client, api_user, pacs, orthanc1_studies):
+    study = orthanc1_studies[0]
+    images = [s for s in study.series if s.modality == "CT"]
+
+    files = nifti_files(get(client, api_user, pacs, f"wadors/{study_path(study)}/nifti"))
+
+    names = [name for name, _ in files]
+    assert len([n for n in names if n.endswith(".nii.gz")]) == len(images)
+    assert len([n for n in names if n.endswith(".json")]) == len(images)
+    # Each volume's sidecar comes right before its image.
+    assert [n.rsplit(".", 1)[0] for n in names[0::2]] == [n.rsplit(".", 2)[0] for n in names[1::2]]
+    volumes = sorted(nifti_dimensions(data)[3] for name, data in files if name.endswith(".nii.gz"))
+    assert volumes == sorted(s.instance_count for s in images)
+    for name, data in files:
+        if name.endswith(".json"):
+            sidecar = json.loads(data)
+            assert sidecar["Modality"] == "CT"
+            assert "PatientName" not in sidecar
+
+
+def test_nifti_of_a_series_and_an_instance_pseudonymized(client, api_user, pacs, orthanc1_studies):
+    study = orthanc1_studies[1]
+    series = study.series[0]
+    path = f"{study_path(study)}/series/{series.series_instance_uid}"
+
+    files = nifti_files(get(client, api_user, pacs, f"{path}/nifti", pseudonym="SUBJ-5"))
+    (image,) = [data for name, data in files if name.endswith(".nii.gz")]
+    assert nifti_dimensions(image)[3] == series.instance_count
+
+    sop_uid = series.sop_instance_uids[0]
+    files = nifti_files(get(client, api_user, pacs, f"{path}/instances/{sop_uid}/nifti"))
+    assert {name.rsplit(".", 1)[-1] for name, _ in files} == {"json", "gz"}
+
+
+def test_nifti_of_a_series_without_images_is_a_404(client, api_user, pacs, orthanc1_studies):
+    study = orthanc1_studies[0]
+    (report,) = [s for s in study.series if s.modality == "SR"]
+
+    response = get(
+        client, api_user, pacs, f"{study_path(study)}/series/{report.series_instance_uid}/nifti"
+    )
+
+    assert response.status_code == 404
+    assert "no series with images" in response.json()["detail"]

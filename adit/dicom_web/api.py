@@ -31,6 +31,7 @@ from adit.core.access import NodeNotUsable, Role, usable_server
 from adit.core.dicom.errors import DicomError, DicomTimeoutError, RetriableDicomError
 from adit.core.jobs.processing import readable_error
 from adit.core.models import DicomServer
+from adit.core.transfer.study import StudyNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ RETRY_AFTER_SECONDS = 30
 QUERY = "dicom_web.can_query"
 RETRIEVE = "dicom_web.can_retrieve"
 STORE = "dicom_web.can_store"
+RETRIEVE_UNPSEUDONYMIZED = "dicom_web.can_retrieve_unpseudonymized"
 
 
 class BadParameter(ParseError):
@@ -143,6 +145,8 @@ def error_response(error: Exception, request) -> Response:
     assert isinstance(error, DicomError)
     reason = readable_error(error)
     headers = {}
+    if isinstance(error, StudyNotFoundError):
+        return Response({"detail": reason}, status=status.HTTP_404_NOT_FOUND)
     if isinstance(error, DicomTimeoutError):
         code = status.HTTP_504_GATEWAY_TIMEOUT
     elif isinstance(error, RetriableDicomError):

@@ -12,6 +12,10 @@ class DicomWebPermissions(models.Model):
             ("can_query", "Can search DICOM servers through the DICOMweb API (QIDO-RS)"),
             ("can_retrieve", "Can retrieve from DICOM servers through the DICOMweb API (WADO-RS)"),
             ("can_store", "Can store to DICOM servers through the DICOMweb API (STOW-RS)"),
+            (
+                "can_retrieve_unpseudonymized",
+                "Can retrieve unpseudonymized data through the DICOMweb API",
+            ),
         ]
 
     def __str__(self) -> str:

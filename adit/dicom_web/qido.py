@@ -27,6 +27,7 @@ from adit.core.dicom.query import Level, Query
 
 from .api import QUERY, BadParameter, DicomWebView, bad_parameter
 from .dicom_json import json_response
+from .locations import retrieve_url
 
 # Parameters of the search itself, not attributes to match (PS3.18 8.3.4; accept and charset
 # of 8.3.3.1 ask for what ADIT answers anyway: JSON in UTF-8).
@@ -169,6 +170,10 @@ class _Search(DicomWebView):
         answers = itertools.islice(self.answers(operator, parameters), parameters.offset, None)
         page = list(itertools.islice(answers, parameters.page_size))
         more = next(answers, None) is not None
+        for answer in page:
+            url = retrieve_url(request, ae_title, answer, self.level)
+            if url is not None:
+                answer.RetrieveURL = url
         response = json_response(page)
         if more:
             response["Warning"] = MORE_RESULTS_WARNING

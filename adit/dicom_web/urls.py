@@ -10,13 +10,14 @@ from django.http import JsonResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
-from . import qido, stow
+from . import nifti, qido, stow, wado
 
 app_name = "dicom_web"
 
 _ae = "<str:ae_title>/"
 _study = "studies/<str:study_uid>"
 _series = f"{_study}/series/<str:series_uid>"
+_instance = f"{_series}/instances/<str:sop_uid>"
 
 
 def by_method(**views):
@@ -45,6 +46,9 @@ study_search = login_not_required(qido.StudySearch.as_view())
 series_search = login_not_required(qido.SeriesSearch.as_view())
 instance_search = login_not_required(qido.InstanceSearch.as_view())
 store = login_not_required(stow.StoreInstances.as_view())
+retrieval = login_not_required(wado.InstancesRetrieval.as_view())
+metadata = login_not_required(wado.MetadataRetrieval.as_view())
+nifti_files = login_not_required(nifti.NiftiRetrieval.as_view())
 
 urlpatterns = [
     # Upstream's layout.
@@ -54,10 +58,27 @@ urlpatterns = [
     path(f"{_ae}qidors/{_series}/instances", instance_search, name="qido_instances"),
     path(f"{_ae}stowrs/studies", store, name="stow_studies"),
     path(f"{_ae}stowrs/{_study}", store, name="stow_study"),
+    path(f"{_ae}wadors/{_study}", retrieval, name="wado_study"),
+    path(f"{_ae}wadors/{_series}", retrieval, name="wado_series"),
+    path(f"{_ae}wadors/{_instance}", retrieval, name="wado_instance"),
+    path(f"{_ae}wadors/{_study}/metadata", metadata, name="wado_study_metadata"),
+    path(f"{_ae}wadors/{_series}/metadata", metadata, name="wado_series_metadata"),
+    path(f"{_ae}wadors/{_instance}/metadata", metadata, name="wado_instance_metadata"),
+    path(f"{_ae}wadors/{_study}/nifti", nifti_files, name="wado_study_nifti"),
+    path(f"{_ae}wadors/{_series}/nifti", nifti_files, name="wado_series_nifti"),
+    path(f"{_ae}wadors/{_instance}/nifti", nifti_files, name="wado_instance_nifti"),
     # The PS3.18 root.
     path(f"{_ae}studies", by_method(GET=study_search, POST=store), name="studies"),
-    path(f"{_ae}{_study}", by_method(POST=store), name="study"),
     path(f"{_ae}{_study}/series", by_method(GET=series_search), name="series_of_study"),
     path(f"{_ae}{_study}/instances", by_method(GET=instance_search), name="study_instances"),
     path(f"{_ae}{_series}/instances", by_method(GET=instance_search), name="instances"),
+    path(f"{_ae}{_study}", by_method(GET=retrieval, POST=store), name="study"),
+    path(f"{_ae}{_series}", by_method(GET=retrieval), name="series"),
+    path(f"{_ae}{_instance}", by_method(GET=retrieval), name="instance"),
+    path(f"{_ae}{_study}/metadata", by_method(GET=metadata), name="study_metadata"),
+    path(f"{_ae}{_series}/metadata", by_method(GET=metadata), name="series_metadata"),
+    path(f"{_ae}{_instance}/metadata", by_method(GET=metadata), name="instance_metadata"),
+    path(f"{_ae}{_study}/nifti", by_method(GET=nifti_files), name="study_nifti"),
+    path(f"{_ae}{_series}/nifti", by_method(GET=nifti_files), name="series_nifti"),
+    path(f"{_ae}{_instance}/nifti", by_method(GET=nifti_files), name="instance_nifti"),
 ]

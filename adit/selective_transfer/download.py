@@ -21,13 +21,12 @@ Entry paths follow the folder layout of transfers to a folder, without the job f
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import secrets
 import time
 import zipfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from urllib.parse import quote
 
 from django import forms
@@ -41,7 +40,7 @@ from django.utils.log import log_response
 from adit.core.access import NodeNotUsable, usable_server
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.files import encode_instance
-from adit.core.dicom.instance_stream import InstanceStream, StreamStopped
+from adit.core.dicom.instance_stream import InstanceStream, StreamStopped, async_chunks
 from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.selection import StudySelection
 from adit.core.jobs.processing import readable_error
@@ -220,7 +219,7 @@ def download_study(request: HttpRequest) -> HttpResponseBase:
     )
     chunks = archive.chunks(first_entry)
     # Under ASGI Django would collect a synchronous iterator completely before sending it.
-    content = _asynchronous(chunks, fetcher) if isinstance(request, ASGIRequest) else chunks
+    content = async_chunks(chunks, fetcher) if isinstance(request, ASGIRequest) else chunks
     response = StreamingHttpResponse(content, content_type="application/zip")
     stem = f"study_{pseudonym or params['patient_id'] or archive.patient}"
     if archive.study_date:
@@ -396,23 +395,3 @@ class _ChunkSink:
         data = b"".join(self._parts)
         self._parts.clear()
         return data
-
-
-async def _asynchronous(chunks: Iterator[bytes], fetcher: InstanceStream) -> AsyncIterator[bytes]:
-    """The chunks for an ASGI server, each made on a worker thread once its instance is there.
-
-    Django's ASGI handler collects a synchronous iterator into a list before sending it, which
-    would hold the whole study in memory. Waiting for the PACS happens in the event loop, so a
-    slow PACS holds none of the threads that every other request of the process needs; only
-    making a chunk (pseudonymizing, zipping) takes one. When the client disconnects Django
-    cancels this generator, which then ends the fetch, as closing the synchronous one would.
-    """
-    try:
-        while True:
-            await fetcher.ready()
-            chunk = await asyncio.to_thread(next, chunks, None)
-            if chunk is None:
-                return
-            yield chunk
-    finally:
-        fetcher.stop()

@@ -299,6 +299,27 @@ class InstanceStream:
             return item
 
 
+async def async_chunks(chunks: Iterator[bytes], stream: InstanceStream) -> AsyncIterator[bytes]:
+    """The chunks of a response streamed from ``stream`` (each made from its instances), for
+    an ASGI server: each is made on a worker thread once its instance is there.
+
+    Django's ASGI handler collects a synchronous iterator into a list before sending it, which
+    would hold the whole study in memory. Waiting for the PACS happens in the event loop, so a
+    slow PACS holds none of the threads that every other request of the process needs; only
+    making a chunk (pseudonymizing, encoding) takes one. When the client disconnects Django
+    cancels this generator, which then ends the fetch, as closing the synchronous one would.
+    """
+    try:
+        while True:
+            await stream.ready()
+            chunk = await asyncio.to_thread(next, chunks, None)
+            if chunk is None:
+                return
+            yield chunk
+    finally:
+        stream.stop()
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)

@@ -15,7 +15,7 @@ from adit.core.tests.asgi_server import AsgiServer
 from adit.core.tests.factories import give_permissions, grant, server_for
 from adit.token_authentication.models import Token
 
-ALL_OPERATIONS = ("can_query", "can_retrieve", "can_store")
+ALL_OPERATIONS = ("can_query", "can_retrieve", "can_store", "can_retrieve_unpseudonymized")
 
 
 @dataclass

@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
@@ -45,12 +44,10 @@ from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.files import decode_instance
 from adit.core.dicom.multipart import MultipartError, Part, iter_parts
 from adit.core.dicom.operator import DicomOperator
-from adit.core.models import Project, PseudonymConflict
-from adit.core.transfer.modify import InstanceModifier
-from adit.core.transfer.pseudonymizer import Pseudonymizer
-from adit.core.transfer.study import excluded_modalities
+from adit.core.models import PseudonymConflict
 
 from .api import STORE, BadParameter, DicomWebView, error_response
+from .changes import InstanceChanges
 from .dicom_json import DICOM_JSON, to_json
 
 logger = logging.getLogger(__name__)
@@ -114,56 +111,6 @@ def request_boundary(content_type: str) -> str:
 
 
 @dataclass(frozen=True)
-class Changes:
-    """How the instances are changed before they are stored (nothing, without a pseudonym)."""
-
-    pseudonym: str = ""
-    pseudonymizer: Pseudonymizer | None = None
-    project: Project | None = None
-
-    @classmethod
-    def from_query(cls, request: Request) -> Changes:
-        params = request.query_params
-        pseudonym = params.get("pseudonym", "")
-        trial_id = params.get("trial_protocol_id", "")
-        trial_name = params.get("trial_protocol_name", "")
-        project_name = params.get("project", "")
-        if not pseudonym:
-            for name in ("trial_protocol_id", "trial_protocol_name", "project"):
-                if params.get(name):
-                    raise BadParameter(name, "given only together with pseudonym.")
-            return cls()
-        project = None
-        if project_name:
-            groups = request.user.groups.all()  # pyright: ignore[reportAttributeAccessIssue]
-            project = Project.objects.filter(name=project_name, groups__in=groups).first()
-            if project is None:
-                raise BadParameter(
-                    "project",
-                    f"none of your groups has a project named {validators.shown(project_name)}.",
-                )
-        # Each step adds one parameter, so a refusal names the one that caused it.
-        secret = project.secret if project else secrets.token_urlsafe(32)
-        checks = (
-            ("pseudonym", "", ""),
-            ("trial_protocol_id", trial_id, ""),
-            ("trial_protocol_name", trial_id, trial_name),
-        )
-        pseudonymizer = None
-        for name, protocol_id, protocol_name in checks:
-            try:
-                pseudonymizer = Pseudonymizer(
-                    pseudonym,
-                    secret,
-                    trial_protocol_id=protocol_id,
-                    trial_protocol_name=protocol_name,
-                )
-            except ValueError as err:
-                raise BadParameter(name, str(err)) from None
-        return cls(pseudonym, pseudonymizer, project)
-
-
-@dataclass(frozen=True)
 class Stored:
     """An instance handed to the destination, with its UIDs as stored (and as sent, when they
     were changed)."""
@@ -187,13 +134,14 @@ class Upload:
     """The instances of one request, read part by part, checked and changed, and what
     became of each."""
 
-    def __init__(self, parts: Iterator[Part], study_uid: str | None, changes: Changes):
+    def __init__(self, parts: Iterator[Part], study_uid: str | None, changes: InstanceChanges):
         self.parts = parts
         self.study_uid = study_uid
         self.changes = changes
+        pseudonymizer = changes.pseudonymizer()
         self.modify = (
-            InstanceModifier(changes.pseudonymizer, excluded_modalities=excluded_modalities(True))
-            if changes.pseudonymizer
+            changes.modifier(pseudonymizer)
+            if pseudonymizer or changes.trial_protocol_id or changes.trial_protocol_name
             else None
         )
         self.handed: list[Stored] = []
@@ -277,11 +225,13 @@ class Upload:
         return dataset
 
     def _modified(self, dataset: Dataset) -> bool:
-        """Pseudonymizes the instance; False (and a failure) if it must not be stored."""
+        """Pseudonymizes (or stamps) the instance; False (and a failure) if it must not be
+        stored."""
         assert self.modify is not None
         sop_class, sop_instance = str(dataset.SOPClassUID), str(dataset.SOPInstanceUID)
         try:
-            self._claim(str(dataset.get("PatientID", "")).strip())
+            if self.changes.pseudonym:
+                self._claim(str(dataset.get("PatientID", "")).strip())
             kept = self.modify(dataset)
         except ValidationError as err:
             detail = " ".join(err.messages)
@@ -428,7 +378,7 @@ class StoreInstances(DicomWebView):
             except ValidationError as err:
                 raise BadParameter("StudyInstanceUID", " ".join(err.messages)) from None
         boundary = request_boundary(request.META.get("CONTENT_TYPE", ""))
-        changes = Changes.from_query(request)
+        changes = InstanceChanges.of(request)
         server = self.server(ae_title)
 
         parts = iter_parts(_body_chunks(request), boundary, spool_above=SPOOL_ABOVE)

@@ -35,13 +35,12 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from django.core.exceptions import ValidationError
 from django.core.handlers.asgi import ASGIRequest
 from django.http import StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
-from rest_framework.exceptions import APIException, NotFound, PermissionDenied
+from rest_framework.exceptions import APIException, NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -54,9 +53,8 @@ from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.selection import StudySelection
 from adit.core.dicom.syntaxes import ConversionError, convert_to_explicit_little_endian, syntax_of
 from adit.core.jobs.processing import readable_error
-from adit.core.models import DicomServer, Project, PseudonymConflict
+from adit.core.models import DicomServer, PseudonymConflict
 from adit.core.transfer.modify import InstanceModifier
-from adit.core.transfer.pseudonymizer import Pseudonymizer
 from adit.core.transfer.study import (
     StudyNotFoundError,
     StudyToTransfer,
@@ -67,12 +65,11 @@ from adit.core.transfer.study import (
 from .api import (
     RETRIEVE,
     RETRIEVE_UNPSEUDONYMIZED,
-    BadParameter,
     DicomWebView,
     NotAcceptable,
-    bad_parameter,
     error_response,
 )
+from .changes import InstanceChanges, check_parameter
 from .dicom_json import DICOM_JSON, to_json
 
 logger = logging.getLogger(__name__)
@@ -81,10 +78,7 @@ logger = logging.getLogger(__name__)
 # these bytes (a larger instance waits on disk); a web process serves many retrievals.
 QUEUE_SIZE = 8
 QUEUE_BYTES = 32 * 2**20
-# Values of the text parameters end up in LO elements (PatientID, ClinicalTrialProtocolID…).
-MAX_TEXT_LENGTH = 64
 ANY_SYNTAX = "*"
-_PARAMETERS = ("pseudonym", "project", "trial_protocol_id", "trial_protocol_name")
 # What an Accept header may name for instances besides multipart/related.
 _ANY_MEDIA = {"*/*", "multipart/*"}
 _DICOM_PART_TYPES = {"application/dicom", "application/*", "*/*"}
@@ -95,114 +89,6 @@ _PATH_KEYWORDS = {
     "series_uid": "SeriesInstanceUID",
     "sop_uid": "SOPInstanceUID",
 }
-
-
-@dataclass(frozen=True)
-class RetrieveOptions:
-    """How the instances are changed on their way out, from the query string, checked."""
-
-    pseudonym: str = ""
-    trial_protocol_id: str = ""
-    trial_protocol_name: str = ""
-    project: Project | None = None
-
-    @classmethod
-    def of(cls, request: Request) -> RetrieveOptions:
-        """The options of the request.
-
-        Raises:
-            BadParameter: A parameter is unknown, repeated or unusable; the message names it.
-            PermissionDenied: No pseudonym, and the user may not retrieve unpseudonymized data.
-        """
-        values: dict[str, str] = {}
-        for name, given in request.query_params.lists():
-            if name not in _PARAMETERS:
-                # A misspelt "pseudonym" must not quietly hand out the real data.
-                raise BadParameter(
-                    name, f"a retrieval takes no such parameter (only {', '.join(_PARAMETERS)})."
-                )
-            if len(given) > 1:
-                raise BadParameter(name, "given more than once.")
-            values[name] = given[0]
-        pseudonym = values.get("pseudonym")
-        if pseudonym is not None:
-            if not pseudonym:
-                raise BadParameter(
-                    "pseudonym", "empty (leave it out to retrieve unpseudonymized data)."
-                )
-            _check(validators.validate_pseudonym, "pseudonym", pseudonym)
-        for name in ("trial_protocol_id", "trial_protocol_name"):
-            if name in values:
-                _check_text(name, values[name])
-        project = None
-        if "project" in values:
-            if pseudonym is None:
-                raise BadParameter(
-                    "project", "only used with a pseudonym (its secret keys the new UIDs)."
-                )
-            project = _project(request, values["project"])
-        if pseudonym is None and not request.user.has_perm(RETRIEVE_UNPSEUDONYMIZED):  # pyright: ignore[reportAttributeAccessIssue]
-            raise PermissionDenied(
-                "A pseudonym is required (parameter pseudonym): retrieving unpseudonymized data "
-                f"needs the permission {RETRIEVE_UNPSEUDONYMIZED}, which none of your groups has."
-            )
-        return cls(
-            pseudonym=pseudonym or "",
-            trial_protocol_id=values.get("trial_protocol_id", ""),
-            trial_protocol_name=values.get("trial_protocol_name", ""),
-            project=project,
-        )
-
-    def pseudonymizer(self) -> Pseudonymizer | None:
-        if not self.pseudonym:
-            return None
-        # Without a project no secret is kept: one per request keeps the new UIDs consistent
-        # within the answer and unlinkable to any other request.
-        secret = self.project.secret if self.project else secrets.token_urlsafe(32)
-        try:
-            return Pseudonymizer(
-                self.pseudonym,
-                secret,
-                trial_protocol_id=self.trial_protocol_id,
-                trial_protocol_name=self.trial_protocol_name,
-            )
-        except ValueError as err:  # checked above already; the pseudonymizer's own words
-            raise BadParameter("pseudonym", str(err)) from None
-
-    def modifier(self, pseudonymizer: Pseudonymizer | None) -> InstanceModifier:
-        return InstanceModifier(
-            pseudonymizer,
-            excluded_modalities=excluded_modalities(pseudonymizer is not None),
-            trial_protocol_id=self.trial_protocol_id,
-            trial_protocol_name=self.trial_protocol_name,
-        )
-
-
-def _check(validator, name: str, value: str) -> None:
-    try:
-        validator(value)
-    except ValidationError as err:
-        raise bad_parameter(name, err) from None
-
-
-def _check_text(name: str, value: str) -> None:
-    if len(value) > MAX_TEXT_LENGTH:
-        raise BadParameter(name, f"at most {MAX_TEXT_LENGTH} characters, not {len(value)}.")
-    _check(validators.validate_query_value, name, value)
-
-
-def _project(request: Request, name: str) -> Project:
-    _check_text("project", name)
-    project = (
-        Project.objects.filter(name=name, groups__in=request.user.groups.all())  # pyright: ignore[reportAttributeAccessIssue]
-        .distinct()
-        .first()
-    )
-    if project is None:
-        raise BadParameter(
-            "project", f"none of your groups takes part in a project {validators.shown(name)}."
-        )
-    return project
 
 
 # -- content negotiation --------------------------------------------------------------------
@@ -429,8 +315,10 @@ class Retrieval(DicomWebView):
 
     def get(self, request: Request, ae_title: str, **uids: str) -> HttpResponseBase:
         for name, uid in uids.items():
-            _check(validators.validate_uid, _PATH_KEYWORDS[name], uid)
-        options = RetrieveOptions.of(request)
+            check_parameter(validators.validate_uid, _PATH_KEYWORDS[name], uid)
+        options = InstanceChanges.of(
+            request, unpseudonymized=RETRIEVE_UNPSEUDONYMIZED, allowed_groups=self.allowed_groups
+        )
         negotiated = self.negotiate(request.headers.get("Accept", ""))
         server = self.server(ae_title)
         study_uid = uids["study_uid"]

@@ -299,7 +299,7 @@ def test_one_pseudonym_stands_for_one_patient(client, api_user, destination, emp
         (f"pseudonym=A&trial_protocol_id={'x' * 65}", "trial_protocol_id"),
         ("pseudonym=A&trial_protocol_name=%01", "trial_protocol_name"),
         ("pseudonym=A&project=Nobody%27s", "project"),
-        ("trial_protocol_id=T1", "trial_protocol_id"),
+        ("pseudonim=A", "pseudonim"),
         ("project=P", "project"),
     ],
 )

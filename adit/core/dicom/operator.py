@@ -69,6 +69,13 @@ class Answers(Iterator[Dataset]):
     def __next__(self) -> Dataset:
         return next(self.matches)
 
+    def close(self) -> None:
+        """Stops reading: the query is cancelled and its association freed at once, as when a
+        generator of the answers is closed."""
+        close = getattr(self.matches, "close", None)
+        if close is not None:
+            close()
+
 
 @dataclass(frozen=True)
 class ConnectionCheck:
@@ -293,13 +300,13 @@ class DicomOperator:
                 )
         return None
 
-    def find_studies(self, limit: int | None = None, **filters) -> Iterator[Dataset]:
+    def find_studies(self, limit: int | None = None, **filters) -> Answers:
         return self.find(Query.create(Level.STUDY, **filters), limit)
 
-    def find_series(self, study_uid: str, **filters) -> Iterator[Dataset]:
+    def find_series(self, study_uid: str, **filters) -> Answers:
         return self.find(Query.create(Level.SERIES, StudyInstanceUID=study_uid, **filters))
 
-    def find_images(self, study_uid: str, series_uid: str, **filters) -> Iterator[Dataset]:
+    def find_images(self, study_uid: str, series_uid: str, **filters) -> Answers:
         query = Query.create(
             Level.IMAGE, StudyInstanceUID=study_uid, SeriesInstanceUID=series_uid, **filters
         )

@@ -135,6 +135,9 @@ _GET_STORAGE_KEYWORDS = (
 # C.4.3.1.4); other failures will fail again.
 _OUT_OF_RESOURCES = range(0xA700, 0xA800)
 
+# The Message ID of a C-GET, which a C-CANCEL names.
+GET_MESSAGE_ID = 1
+
 
 @dataclass
 class RetrieveResult:
@@ -440,19 +443,34 @@ class DimseConnector:
                 on_instance(_arrived_dataset(event, spool_above))
             except BaseException as err:  # handed back to the caller below
                 callback_error.append(err)
+                # The peer would otherwise send the rest of the study, each instance answered
+                # with a failure: minutes for a large one. One that ignores the cancel is
+                # stopped at its next pending response.
+                event.assoc.send_c_cancel(GET_MESSAGE_ID, query_model=model)
                 return 0xA702
             return 0x0000
+
+        def stop_once_failed(_: RetrieveResult) -> None:
+            if callback_error:
+                raise callback_error[0]
 
         contexts = [build_context(model), *storage_contexts]
         with self.associate(
             contexts, ext_neg=roles, handlers=[(evt.EVT_C_STORE, handle_store)]
         ) as assoc:
-            result = self._run_retrieve(
-                assoc.send_c_get(query, model), "C-GET", QR_GET_SERVICE_CLASS_STATUS, assoc
-            )
+            try:
+                result = self._run_retrieve(
+                    assoc.send_c_get(query, model, msg_id=GET_MESSAGE_ID),
+                    "C-GET",
+                    QR_GET_SERVICE_CLASS_STATUS,
+                    assoc,
+                    stop_once_failed,
+                )
+            except DicomError:
+                if not callback_error:  # else the peer's answer to the cancel
+                    raise
             if callback_error:
-                assoc.abort()
-                raise callback_error[0]
+                raise callback_error[0]  # the association is aborted on the way out
         return result
 
     def move(

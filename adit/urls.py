@@ -15,5 +15,6 @@ urlpatterns = [
     path("dicom-explorer/", include("adit.dicom_explorer.urls")),
     path("api/dicom-web/", include("adit.dicom_web.urls")),
     path("api/", include("adit.accounts.api_urls")),
+    path("api/", include("adit.core.api.urls")),
     path("django-admin/", admin.site.urls),
 ]

@@ -62,5 +62,6 @@ class BatchTransferConfig(AppConfig):
                         views.OutcomeCsvView,
                     ),
                 ),
+                api_name="batch-transfer-jobs",
             )
         )

@@ -28,15 +28,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from adit.core.access import NodeNotUsable, Role, usable_server
-from adit.core.dicom.errors import DicomError, DicomTimeoutError, RetriableDicomError
-from adit.core.jobs.processing import readable_error
+from adit.core.api.errors import dicom_error_response
+from adit.core.api.permissions import TokenScope
+from adit.core.dicom.errors import DicomError
 from adit.core.models import DicomServer
-from adit.core.transfer.study import StudyNotFoundError
 
 logger = logging.getLogger(__name__)
 
-# Seconds a client is asked to wait before it tries again a PACS that could not be reached.
-RETRY_AFTER_SECONDS = 30
 QUERY = "dicom_web.can_query"
 RETRIEVE = "dicom_web.can_retrieve"
 STORE = "dicom_web.can_store"
@@ -107,7 +105,7 @@ class DicomWebView(APIView):
     """Base of every endpoint: subclasses say which permission each method needs
     (``permissions``) and in which role it uses the server (``roles``)."""
 
-    permission_classes = [IsAuthenticated, OperationAllowed]
+    permission_classes = [IsAuthenticated, TokenScope, OperationAllowed]
     renderer_classes = [JSONRenderer]
     content_negotiation_class = _AlwaysJson  # pyright: ignore[reportAssignmentType]
     permissions: dict[str, str] = {}
@@ -134,28 +132,8 @@ class DicomWebView(APIView):
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, DicomError | ValidationError):
-            return error_response(exc, self.request)
+            return dicom_error_response(exc, self.request)
         return super().handle_exception(exc)
-
-
-def error_response(error: Exception, request) -> Response:
-    """What a client gets for a failure of the PACS, or a value ADIT cannot send to it."""
-    if isinstance(error, ValidationError):
-        return Response({"detail": " ".join(error.messages)}, status=400)
-    assert isinstance(error, DicomError)
-    reason = readable_error(error)
-    headers = {}
-    if isinstance(error, StudyNotFoundError):
-        return Response({"detail": reason}, status=status.HTTP_404_NOT_FOUND)
-    if isinstance(error, DicomTimeoutError):
-        code = status.HTTP_504_GATEWAY_TIMEOUT
-    elif isinstance(error, RetriableDicomError):
-        code = status.HTTP_503_SERVICE_UNAVAILABLE
-        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    else:
-        code = status.HTTP_502_BAD_GATEWAY
-    logger.warning("DICOMweb %s %s failed at the PACS: %s", request.method, request.path, reason)
-    return Response({"detail": reason}, status=code, headers=headers)
 
 
 class NotAcceptable(APIException):

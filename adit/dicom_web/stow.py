@@ -38,6 +38,7 @@ from rest_framework.exceptions import APIException, ParseError
 from rest_framework.request import Request
 
 from adit.core import validators
+from adit.core.api.errors import dicom_error_response
 from adit.core.dicom import spool
 from adit.core.dicom.dimse import SOP_CLASS_NOT_SUPPORTED, StoreResult
 from adit.core.dicom.errors import DicomError, RetriableDicomError
@@ -46,7 +47,7 @@ from adit.core.dicom.multipart import MultipartError, Part, iter_parts
 from adit.core.dicom.operator import DicomOperator
 from adit.core.models import PseudonymConflict
 
-from .api import STORE, BadParameter, DicomWebView, error_response
+from .api import STORE, BadParameter, DicomWebView
 from .changes import InstanceChanges
 from .dicom_json import DICOM_JSON, to_json
 
@@ -397,7 +398,7 @@ class StoreInstances(DicomWebView):
             if isinstance(error, MultipartError):
                 raise ParseError(f"The request body is malformed: {error}")
             if isinstance(error, DicomError):
-                return error_response(error, request)
+                return dicom_error_response(error, request)
         if not stored and not upload.failed:
             raise ParseError("The request holds no instance.")
         logger.info(

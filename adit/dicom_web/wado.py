@@ -9,7 +9,7 @@ from there; a slow client slows the fetch down instead of filling memory. Failur
 phases:
 
 * Until the first instance is there nothing is sent: an unknown study is a 404, a PACS that
-  cannot be reached a 503, a refusal a 502, each with a JSON body (see api.error_response).
+  cannot be reached a 503, a refusal a 502, each with a JSON body (see adit.core.api.errors).
 * Afterwards the status line has gone out. A multipart body then ends with a last part
   (``text/plain``) saying "Error: …" before its closing boundary; a metadata array is left
   unclosed and followed by that line, so that no JSON parser takes it for complete. Either
@@ -45,6 +45,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from adit.core import validators
+from adit.core.api.errors import dicom_error_response
 from adit.core.dicom import spool
 from adit.core.dicom.errors import DicomError
 from adit.core.dicom.files import encode_instance
@@ -67,7 +68,6 @@ from .api import (
     RETRIEVE_UNPSEUDONYMIZED,
     DicomWebView,
     NotAcceptable,
-    error_response,
 )
 from .changes import InstanceChanges, check_parameter
 from .dicom_json import DICOM_JSON, to_json
@@ -332,7 +332,7 @@ class Retrieval(DicomWebView):
             if sop_uid:
                 _check_instance_exists(operator, study, series_uid, sop_uid)
         except DicomError as err:
-            return error_response(err, request)
+            return dicom_error_response(err, request)
         if options.project is not None and study.patient_id:
             try:
                 options.project.claim_pseudonym(study.patient_id, options.pseudonym)
@@ -389,7 +389,7 @@ class Retrieval(DicomWebView):
     ) -> Response:
         """The answer to a failure before the first part: the response has not started."""
         if isinstance(error, DicomError):
-            return error_response(error, request)
+            return dicom_error_response(error, request)
         if isinstance(error, ConversionError):
             return Response(
                 {

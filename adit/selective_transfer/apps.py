@@ -23,5 +23,6 @@ class SelectiveTransferConfig(AppConfig):
                     url_name="selective_transfer:job_create",
                     order=10,
                 ),
+                api_name="transfer-jobs",
             )
         )

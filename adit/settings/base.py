@@ -38,6 +38,8 @@ INSTALLED_APPS = [
     "channels_postgres",
     "procrastinate.contrib.django",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_htmx",
     "django_tables2",
     "axes",
@@ -194,8 +196,31 @@ REST_FRAMEWORK = {
         "adit.token_authentication.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "adit.core.api.permissions.TokenScope",
+    ],
+    "EXCEPTION_HANDLER": "adit.core.api.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ADIT API",
+    "DESCRIPTION": (
+        "Query DICOM servers and create, follow and cancel transfer and query jobs. "
+        "Authenticate with the header `Authorization: Token <token>` (tokens are made on the "
+        "token page). The DICOMweb API under /api/dicom-web/ is described by DICOM PS3.18."
+    ),
+    "VERSION": "1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "adit.core.api.jobs.JOB_STATUS_NAMES",
+        "TaskStatusEnum": "adit.core.api.jobs.TASK_STATUS_NAMES",
+    },
 }
 
 CHANNEL_LAYERS = {"default": postgres_layer_config(DATABASES["default"])}

@@ -23,6 +23,15 @@ class GenerateTokenForm(forms.Form):
         label="Expires after",
         widget=forms.Select(attrs={"class": "form-select"}),
     )
+    access = forms.ChoiceField(
+        choices=[("write", "Read and write"), ("read", "Read only")],
+        initial="write",
+        required=False,  # a form without the field (an older page) makes what it always made
+        label="Access",
+        help_text="A read-only token can search and download, but not create or change jobs "
+        "or store data.",
+        widget=forms.Select(attrs={"class": "form-select"}),
+    )
     description = forms.CharField(
         max_length=120,
         required=False,

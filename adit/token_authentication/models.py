@@ -33,7 +33,11 @@ def generate_plain_token() -> str:
 
 class TokenManager(models.Manager):
     def create_token(
-        self, owner: Any, description: str = "", expiry: timedelta | None = None
+        self,
+        owner: Any,
+        description: str = "",
+        expiry: timedelta | None = None,
+        read_only: bool = False,
     ) -> tuple[Token, str]:
         """Creates a token for the owner and returns it with the plain token.
 
@@ -44,6 +48,7 @@ class TokenManager(models.Manager):
             description: What the token is used for.
             expiry: How long the token stays valid from now; None for a token that never
                 expires.
+            read_only: The token may only read (GET, HEAD, OPTIONS), whatever its owner may.
 
         Returns:
             The saved token and the plain token.
@@ -56,6 +61,7 @@ class TokenManager(models.Manager):
             fraction=plain_token[:FRACTION_LENGTH],
             description=description,
             expires=expires,
+            read_only=read_only,
         )
         return token, plain_token
 
@@ -80,6 +86,9 @@ class Token(models.Model):
     created = models.DateTimeField(auto_now_add=True)
     expires = models.DateTimeField(blank=True, null=True, help_text="Empty means never.")
     last_used = models.DateTimeField(blank=True, null=True)
+    read_only = models.BooleanField(
+        default=False, help_text="The token may only read (GET, HEAD, OPTIONS requests)."
+    )
 
     objects: ClassVar[TokenManager] = TokenManager()
 

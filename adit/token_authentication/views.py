@@ -25,6 +25,7 @@ def index(request: HttpRequest) -> HttpResponse:
                 owner=user,
                 description=form.cleaned_data["description"],
                 expiry=form.cleaned_data["expiry"],
+                read_only=form.cleaned_data["access"] == "read",
             )
             form = GenerateTokenForm(user=user)
     else:

@@ -51,6 +51,23 @@ class JobLink:
 
 
 @dataclass(frozen=True, eq=False)
+class JobApi:
+    """How a kind's jobs appear in the REST API (see ``adit.core.api.jobs``).
+
+    Attributes:
+        name: The endpoint below ``/api/``, e.g. "transfer-jobs".
+        create_serializer: Validates a new job's body and creates the job with its tasks
+            (``save()`` returns the job); without one, jobs are only read and acted on.
+        job_fields, task_fields: The kind's own model fields shown beside the generic ones.
+    """
+
+    name: str
+    create_serializer: type | None = None
+    job_fields: tuple[str, ...] = ()
+    task_fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
 class JobKind:
     """How one app's jobs are processed and shown.
 
@@ -64,6 +81,7 @@ class JobKind:
         task_context: Adds to the context of the task page (which the app's own
             ``<app>/task_detail.html`` can show in the block ``task_extra``).
         task_filter: A select of the kind's own beside the status filter of the job page.
+        api: The kind's endpoint in the REST API, if it has one.
     """
 
     job_model: type[DicomJob]
@@ -76,6 +94,7 @@ class JobKind:
     links: tuple[JobLink, ...] = field(default=())
     task_context: Callable[[DicomTask], dict] | None = None
     task_filter: ExtraFilter | None = None
+    api: JobApi | None = None
 
     @property
     def namespace(self) -> str:

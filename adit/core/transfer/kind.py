@@ -12,7 +12,7 @@ from django.views.decorators.cache import never_cache
 
 from adit.core.jobs.filters import ExtraFilter
 from adit.core.jobs.models import DicomTask
-from adit.core.jobs.registry import JobKind, JobLink
+from adit.core.jobs.registry import JobApi, JobKind, JobLink
 from adit.core.jobs.views import JobKindView
 from adit.core.sections import Section
 from adit.core.spreadsheets import CsvWriter
@@ -45,6 +45,28 @@ def _has_pseudonyms(job) -> bool:
     return job.is_pseudonymized
 
 
+# What the REST API shows of every transfer job and task beside the generic fields.
+TRANSFER_JOB_API_FIELDS = (
+    "project",
+    "trial_protocol_id",
+    "trial_protocol_name",
+    "shift_dates",
+    "encrypt_archive",
+    "convert_to_nifti",
+)
+TRANSFER_TASK_API_FIELDS = (
+    "destination",
+    "patient_id",
+    "study_uid",
+    "series_uids",
+    "pseudonym",
+    "pseudonymized_study_uid",
+    "study_date",
+    "study_description",
+    "modalities",
+)
+
+
 def transfer_task_columns() -> tuple[tuple[str, tables.Column], ...]:
     """What a person looks for first in a transfer's task: whose study, which one, under which
     pseudonym."""
@@ -74,12 +96,15 @@ def transfer_job_kind(
     links: tuple[JobLink, ...] = (),
     task_context: Callable[[DicomTask], dict] | None = None,
     task_filter: ExtraFilter | None = None,
+    api_name: str = "",
+    create_serializer: type | None = None,
 ) -> JobKind:
     """The job kind of a TransferJob/TransferTask pair, to register in AppConfig.ready.
 
     An app adds its own task columns before or after the transfer's, its own links after the
     pseudonym mapping, a filter of its tasks, and may replace the field templates by ones that
-    include the core's.
+    include the core's. With ``api_name`` its jobs are in the REST API there (created through
+    ``create_serializer``, if given).
     """
     assert issubclass(job_model, TransferJob) and issubclass(task_model, TransferTask)
     return JobKind(
@@ -92,6 +117,14 @@ def transfer_job_kind(
         task_fields_template=task_fields_template,
         task_context=task_context,
         task_filter=task_filter,
+        api=JobApi(
+            api_name,
+            create_serializer=create_serializer,
+            job_fields=TRANSFER_JOB_API_FIELDS,
+            task_fields=TRANSFER_TASK_API_FIELDS,
+        )
+        if api_name
+        else None,
         links=(
             JobLink(
                 name="pseudonyms",

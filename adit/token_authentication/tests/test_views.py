@@ -287,3 +287,16 @@ def test_admin_cannot_add_tokens_but_lists_them(client):
     assert changelist.status_code == 200
     assert "Listed in admin" in changelist.content.decode()
     assert add.status_code == 403
+
+
+@pytest.mark.django_db
+def test_a_read_only_token_is_made_when_chosen_and_listed_as_such(client):
+    user = UserFactory()
+    login(client, user)
+
+    response = client.post(INDEX_URL, {"expiry": "7", "access": "read"})
+
+    assert shown_token(response.content.decode()) is not None
+    assert Token.objects.get(owner=user).read_only
+    table = client.get(INDEX_URL).content.decode()
+    assert "Read only" in table

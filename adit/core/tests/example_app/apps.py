@@ -13,4 +13,4 @@ class ExampleAppConfig(AppConfig):
         from adit.core.tests.example_app.models import ExampleJob, ExampleTask
         from adit.core.transfer.kind import transfer_job_kind
 
-        registry.register(transfer_job_kind(ExampleJob, ExampleTask))
+        registry.register(transfer_job_kind(ExampleJob, ExampleTask, api_name="example-jobs"))

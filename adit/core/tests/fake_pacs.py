@@ -87,15 +87,16 @@ class FakePacs:
             self._server.shutdown()
             self._server = None
 
-    def server(self, name: str = "", save: bool = True, **flags: bool) -> DicomServer:
-        """ADIT's server row for this PACS, with the given capability flags (e.g.
-        ``study_root_get_support=True``); saved unless ``save`` is False."""
+    def server(self, name: str = "", save: bool = True, **fields: Any) -> DicomServer:
+        """ADIT's server row for this PACS, with the given further fields (capability flags
+        such as ``study_root_get_support=True``, ``max_associations``); saved unless ``save``
+        is False."""
         row = DicomServer(
             name=name or self.ae_title,
             ae_title=self.ae_title,
             host="127.0.0.1",
             port=self.port,
-            **flags,
+            **fields,
         )
         if save:
             row.save()

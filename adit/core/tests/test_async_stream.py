@@ -13,19 +13,13 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from pydicom import Dataset
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-from pynetdicom import AE, StoragePresentationContexts, evt
-from pynetdicom.sop_class import (
-    StudyRootQueryRetrieveInformationModelGet,  # pyright: ignore[reportAttributeAccessIssue]
-)
+from pydicom.uid import generate_uid
 
 from adit.core.dicom.instance_stream import InstanceStream
 from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.selection import StudySelection
 from adit.core.models import DicomServer
-from tests.orthanc_fixtures import free_ports
+from adit.core.tests.fake_pacs import FakePacs, fake_ct_instance
 
 STREAMS = 8
 INSTANCES = 4
@@ -34,50 +28,17 @@ STUDY_UID = generate_uid()
 SERIES_UID = generate_uid()
 
 
-def _instance(number: int) -> Dataset:
-    dataset = Dataset()
-    dataset.file_meta = FileMetaDataset()
-    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset.SOPClassUID = CTImageStorage
-    dataset.SOPInstanceUID = generate_uid()
-    dataset.StudyInstanceUID = STUDY_UID
-    dataset.SeriesInstanceUID = SERIES_UID
-    dataset.PatientID = "SLOW1"
-    dataset.Modality = "CT"
-    dataset.InstanceNumber = number
-    return dataset
-
-
 def _answer_slowly(event):
     yield INSTANCES
     for number in range(1, INSTANCES + 1):
         time.sleep(PAUSE)
-        yield 0xFF00, _instance(number)
+        yield 0xFF00, fake_ct_instance(STUDY_UID, SERIES_UID, number, patient_id="SLOW1")
 
 
 @pytest.fixture
 def slow_pacs() -> Iterator[DicomServer]:
-    (port,) = free_ports(1)
-    ae = AE(ae_title="SLOWPACS")
-    ae.maximum_associations = STREAMS * 2
-    ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
-    for context in StoragePresentationContexts:
-        assert context.abstract_syntax is not None
-        ae.add_supported_context(context.abstract_syntax, scp_role=True, scu_role=False)
-    server = ae.start_server(
-        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_GET, _answer_slowly)]
-    )
-    assert server is not None
-    try:
-        yield DicomServer(
-            name="Slow PACS",
-            ae_title="SLOWPACS",
-            host="127.0.0.1",
-            port=port,
-            study_root_get_support=True,
-        )
-    finally:
-        server.shutdown()
+    with FakePacs("SLOWPACS", get=_answer_slowly, max_associations=STREAMS * 2) as pacs:
+        yield pacs.server("Slow PACS", save=False, study_root_get_support=True)
 
 
 def test_slow_streams_in_one_loop_leave_the_executor_to_other_work(slow_pacs):

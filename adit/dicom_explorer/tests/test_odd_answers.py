@@ -10,14 +10,10 @@ import pytest
 from django.urls import reverse
 from pydicom import Dataset
 from pydicom.uid import CTImageStorage
-from pynetdicom import AE, evt
-from pynetdicom.sop_class import (
-    StudyRootQueryRetrieveInformationModelFind,  # pyright: ignore[reportAttributeAccessIssue]
-)
 
-from adit.core.demo.orthanc import free_ports
 from adit.core.models import DicomServer
 from adit.core.tests.factories import grant
+from adit.core.tests.fake_pacs import FakePacs
 
 pytestmark = pytest.mark.django_db
 
@@ -61,25 +57,10 @@ class OddPacs:
 @pytest.fixture
 def odd_pacs(explorer_user) -> Iterator[tuple[OddPacs, DicomServer]]:
     pacs = OddPacs()
-    (port,) = free_ports(1)
-    ae = AE(ae_title="ODDPACS")
-    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
-    scp = ae.start_server(
-        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_FIND, pacs.handle_find)]
-    )
-    assert scp is not None
-    try:
-        server = DicomServer.objects.create(
-            name="Odd PACS",
-            ae_title="ODDPACS",
-            host="127.0.0.1",
-            port=port,
-            study_root_find_support=True,
-        )
+    with FakePacs("ODDPACS", find=pacs.handle_find) as fake:
+        server = fake.server("Odd PACS", study_root_find_support=True)
         grant(server, explorer_user.active_group, source=True)
         yield pacs, server
-    finally:
-        scp.shutdown()
 
 
 def _url(name: str, *args) -> str:

@@ -12,15 +12,15 @@ from io import BytesIO
 import pytest
 import requests
 from pydicom import Dataset, dcmread, dcmwrite
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
-from pynetdicom import AE, evt
+from pydicom.uid import MRImageStorage
+from pynetdicom import evt
 
-from adit.core.demo.orthanc import free_ports
 from adit.core.demo.synthetic import generate_ct_series
 from adit.core.dicom.dimse import SOP_CLASS_NOT_SUPPORTED
 from adit.core.dicom.files import encode_instance
 from adit.core.models import DicomServer, Project
 from adit.core.tests.factories import grant, server_for, unreachable_server
+from adit.core.tests.fake_pacs import FakePacs
 from adit.dicom_web import stow
 from adit.dicom_web.stow import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, STUDY_MISMATCH
 from adit.token_authentication.models import Token
@@ -491,30 +491,14 @@ class FakeArchive:
 @pytest.fixture
 def fake_archive(api_user) -> Iterator[tuple[FakeArchive, DicomServer]]:
     archive = FakeArchive(take=2)
-    (port,) = free_ports(1)
-    ae = AE(ae_title="FAKE")
-    ae.add_supported_context(CTImageStorage, ExplicitVRLittleEndian)
-    scp = ae.start_server(
-        ("127.0.0.1", port),
-        block=False,
-        evt_handlers=[
-            (evt.EVT_C_STORE, archive.handle_store),
-            (evt.EVT_ACCEPTED, archive.handle_accepted),
-        ],
-    )
-    assert scp is not None
-    try:
-        server = DicomServer.objects.create(
-            name="Fake archive",
-            ae_title="FAKE",
-            host="127.0.0.1",
-            port=port,
-            store_scp_support=True,
-        )
+    with FakePacs(
+        "FAKE",
+        store=archive.handle_store,
+        more_handlers=[(evt.EVT_ACCEPTED, archive.handle_accepted)],
+    ) as pacs:
+        server = pacs.server("Fake archive", store_scp_support=True)
         grant(server, api_user.user.active_group, destination=True)  # pyright: ignore[reportAttributeAccessIssue]
         yield archive, server
-    finally:
-        scp.shutdown()
 
 
 def test_a_store_that_stops_midway_names_what_was_stored_and_what_not(

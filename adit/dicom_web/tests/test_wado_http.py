@@ -19,19 +19,13 @@ from dataclasses import dataclass
 import pytest
 import requests
 from pydicom import Dataset
-from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-from pynetdicom import AE, StoragePresentationContexts, evt
-from pynetdicom.sop_class import (
-    StudyRootQueryRetrieveInformationModelFind,  # pyright: ignore[reportAttributeAccessIssue]
-    StudyRootQueryRetrieveInformationModelGet,  # pyright: ignore[reportAttributeAccessIssue]
-)
 
 from adit.core.dicom.multipart import boundary_of, iter_parts
 from adit.core.models import DicomServer
 from adit.core.tests.asgi_server import AsgiServer
 from adit.core.tests.factories import grant, server_for
-from tests.orthanc_fixtures import free_ports
+from adit.core.tests.fake_pacs import FakePacs, fake_ct_instance
 
 from .conftest import adit_client, api_root, orthanc_client
 
@@ -147,20 +141,13 @@ FAKE_STUDIES = {study.uid: study for study in (SLOW, BROKEN)}
 
 
 def _instance(study: FakeStudy, number: int) -> Dataset:
-    dataset = Dataset()
-    dataset.file_meta = FileMetaDataset()
-    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset.SOPClassUID = CTImageStorage
-    dataset.SOPInstanceUID = study.sop_uids[number]
-    dataset.StudyInstanceUID = study.uid
-    dataset.SeriesInstanceUID = study.series_uid
-    dataset.PatientID = "FAKE1"
-    dataset.Modality = "CT"
-    dataset.InstanceNumber = number + 1
-    dataset.Rows = dataset.Columns = 64
-    dataset.BitsAllocated = 16
-    dataset.PixelData = bytes([number]) * (64 * 64 * 2)
-    return dataset
+    return fake_ct_instance(
+        study.uid,
+        study.series_uid,
+        number + 1,
+        sop_uid=study.sop_uids[number],
+        pixel_bytes=64 * 64 * 2,
+    )
 
 
 def _answer_find(event):
@@ -197,29 +184,10 @@ def _answer_get(event):
 
 @pytest.fixture
 def fake_pacs(api_user) -> Iterator[DicomServer]:
-    (port,) = free_ports(1)
-    ae = AE(ae_title="FAKEPACS")
-    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
-    ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
-    for context in StoragePresentationContexts:
-        assert context.abstract_syntax is not None
-        ae.add_supported_context(context.abstract_syntax, scp_role=True, scu_role=False)
-    handlers = [(evt.EVT_C_FIND, _answer_find), (evt.EVT_C_GET, _answer_get)]
-    scp = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
-    assert scp is not None
-    try:
-        row = DicomServer.objects.create(
-            name="Fake PACS",
-            ae_title="FAKEPACS",
-            host="127.0.0.1",
-            port=port,
-            study_root_find_support=True,
-            study_root_get_support=True,
-        )
+    with FakePacs("FAKEPACS", find=_answer_find, get=_answer_get) as pacs:
+        row = pacs.server("Fake PACS", study_root_find_support=True, study_root_get_support=True)
         grant(row, api_user.user.active_group, source=True)  # pyright: ignore[reportAttributeAccessIssue]
         yield row
-    finally:
-        scp.shutdown()
 
 
 def _parts_as_they_arrive(response: requests.Response):

@@ -21,19 +21,13 @@ import pytest
 import requests
 from django.test import Client
 from pydicom import Dataset
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-from pynetdicom import AE, StoragePresentationContexts, evt
-from pynetdicom.sop_class import (
-    StudyRootQueryRetrieveInformationModelFind,  # pyright: ignore[reportAttributeAccessIssue]
-    StudyRootQueryRetrieveInformationModelGet,  # pyright: ignore[reportAttributeAccessIssue]
-)
+from pydicom.uid import CTImageStorage, generate_uid
 from websockets.sync.client import connect
 
 from adit.core.models import DicomServer
 from adit.core.tests.asgi_server import AsgiServer
 from adit.core.tests.factories import grant
-from tests.orthanc_fixtures import free_ports
+from adit.core.tests.fake_pacs import FakePacs, fake_ct_instance
 
 from .conftest import give
 
@@ -49,20 +43,13 @@ SOP_UIDS = [generate_uid() for _ in range(INSTANCES)]
 
 
 def _instance(number: int) -> Dataset:
-    dataset = Dataset()
-    dataset.file_meta = FileMetaDataset()
-    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset.SOPClassUID = CTImageStorage
-    dataset.SOPInstanceUID = SOP_UIDS[number]
-    dataset.StudyInstanceUID = STUDY_UID
-    dataset.SeriesInstanceUID = SERIES_UID
-    dataset.PatientID = PATIENT_ID
+    dataset = fake_ct_instance(
+        STUDY_UID, SERIES_UID, number + 1, sop_uid=SOP_UIDS[number], patient_id=PATIENT_ID
+    )
     dataset.PatientName = "Slow^Patient"
     dataset.StudyDate = "20240101"
     dataset.StudyTime = "120000"
-    dataset.Modality = "CT"
     dataset.SeriesNumber = 1
-    dataset.InstanceNumber = number + 1
     return dataset
 
 
@@ -107,23 +94,14 @@ def _answer_get_slowly(event):
 
 @pytest.fixture
 def slow_pacs(researcher) -> Iterator[DicomServer]:
-    (port,) = free_ports(1)
-    ae = AE(ae_title="SLOWPACS")
-    ae.maximum_associations = DOWNLOADS * 4
-    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
-    ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
-    for context in StoragePresentationContexts:
-        assert context.abstract_syntax is not None
-        ae.add_supported_context(context.abstract_syntax, scp_role=True, scu_role=False)
-    handlers = [(evt.EVT_C_FIND, _answer_find), (evt.EVT_C_GET, _answer_get_slowly)]
-    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
-    assert server is not None
-    try:
-        row = DicomServer.objects.create(
-            name="Slow PACS",
-            ae_title="SLOWPACS",
-            host="127.0.0.1",
-            port=port,
+    with FakePacs(
+        "SLOWPACS",
+        find=_answer_find,
+        get=_answer_get_slowly,
+        max_associations=DOWNLOADS * 4,
+    ) as pacs:
+        row = pacs.server(
+            "Slow PACS",
             study_root_find_support=True,
             study_root_get_support=True,
             # Every download streams on an association of its own, all at once.
@@ -131,8 +109,6 @@ def slow_pacs(researcher) -> Iterator[DicomServer]:
         )
         grant(row, researcher.active_group, source=True)
         yield row
-    finally:
-        server.shutdown()
 
 
 def test_a_search_answers_while_eight_slow_downloads_stream(

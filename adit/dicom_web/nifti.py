@@ -20,6 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from drf_spectacular.utils import extend_schema_view
 from pydicom import Dataset
 from rest_framework.exceptions import APIException
 from rest_framework.request import Request
@@ -43,6 +44,7 @@ from adit.core.transfer.study import StudyToTransfer
 
 from . import wado
 from .api import NotAcceptable
+from .schema import CHANGES, dicomweb_operation
 from .wado import media_ranges
 
 logger = logging.getLogger(__name__)
@@ -185,6 +187,11 @@ def _file_order(path: Path) -> tuple[str, int]:
     return path.name, len(_FILE_ORDER)
 
 
+@extend_schema_view(
+    get=dicomweb_operation(
+        "NIfTI files (dcm2niix)", 'multipart/related; type="application/octet-stream"', CHANGES
+    )
+)
 class NiftiRetrieval(wado.Retrieval):
     nothing_to_send = (
         "Nothing to convert to NIfTI: no series with images (series of "

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse
+from drf_spectacular.utils import extend_schema_view
 from pydicom import Dataset
 from pydicom.datadict import keyword_for_tag
 from pydicom.tag import Tag
@@ -26,8 +27,9 @@ from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.query import Level, Query
 
 from .api import QUERY, BadParameter, DicomWebView, bad_parameter
-from .dicom_json import json_response
+from .dicom_json import DICOM_JSON, json_response
 from .locations import retrieve_url
+from .schema import SEARCH, dicomweb_operation
 
 # Parameters of the search itself, not attributes to match (PS3.18 8.3.4; accept and charset
 # of 8.3.3.1 ask for what ADIT answers anyway: JSON in UTF-8).
@@ -157,6 +159,7 @@ def _named(level: Level, filters: dict[str, str]) -> str:
     return "includefield"
 
 
+@extend_schema_view(get=dicomweb_operation("QIDO-RS search", DICOM_JSON, SEARCH))
 class _Search(DicomWebView):
     permissions = {"GET": QUERY}
     level: Level

@@ -31,6 +31,8 @@ from email.message import Message
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_view
 from pydicom import Dataset
 from pydicom.sequence import Sequence
 from rest_framework import status
@@ -50,6 +52,7 @@ from adit.core.models import PseudonymConflict
 from .api import STORE, BadParameter, DicomWebView
 from .changes import InstanceChanges
 from .dicom_json import DICOM_JSON, to_json
+from .schema import CHANGES, dicomweb_operation
 
 logger = logging.getLogger(__name__)
 
@@ -368,6 +371,14 @@ def _body_chunks(request: Request) -> Iterator[bytes]:
         yield chunk
 
 
+@extend_schema_view(
+    post=dicomweb_operation(
+        "STOW-RS store",
+        DICOM_JSON,
+        CHANGES,
+        request={'multipart/related; type="application/dicom"': OpenApiTypes.BINARY},
+    )
+)
 class StoreInstances(DicomWebView):
     permissions = {"POST": STORE}
     roles = {"POST": "destination"}

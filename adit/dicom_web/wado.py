@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from django.core.handlers.asgi import ASGIRequest
 from django.http import StreamingHttpResponse
 from django.http.response import HttpResponseBase
+from drf_spectacular.utils import extend_schema_view
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from rest_framework.exceptions import APIException, NotFound
@@ -71,6 +72,7 @@ from .api import (
 )
 from .changes import InstanceChanges, check_parameter
 from .dicom_json import DICOM_JSON, to_json
+from .schema import CHANGES, dicomweb_operation
 
 logger = logging.getLogger(__name__)
 
@@ -446,6 +448,11 @@ def _check_instance_exists(
         raise StudyNotFoundError(f"No instance found with SOP Instance UID {sop_uid}.")
 
 
+@extend_schema_view(
+    get=dicomweb_operation(
+        "WADO-RS instances", 'multipart/related; type="application/dicom"', CHANGES
+    )
+)
 class InstancesRetrieval(Retrieval):
     def negotiate(self, accept: str) -> frozenset[str]:
         return accepted_syntaxes(accept)
@@ -454,6 +461,7 @@ class InstancesRetrieval(Retrieval):
         return MultipartInstances(stream, modify, what, negotiated)
 
 
+@extend_schema_view(get=dicomweb_operation("WADO-RS metadata", DICOM_JSON, CHANGES))
 class MetadataRetrieval(Retrieval):
     def negotiate(self, accept: str) -> frozenset[str]:
         check_json_accepted(accept)

@@ -15,7 +15,13 @@ from datetime import datetime
 
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils.dateparse import parse_date, parse_datetime
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action as route
 from rest_framework.exceptions import PermissionDenied, ValidationError
@@ -244,7 +250,19 @@ def _action_route(action: Action):
 
     handler.__name__ = action.name
     handler.__doc__ = f"{action.label}: {action.confirm}"
-    return route(detail=True, methods=["post"], url_path=action.name)(handler)
+    documented = extend_schema(
+        request=None,
+        responses={
+            200: inline_serializer(
+                "JobActionDone",
+                {"detail": serializers.CharField(), "job": serializers.DictField()},
+            ),
+            400: OpenApiResponse(description="The job's state does not allow the action."),
+            403: OpenApiResponse(description="Staff only, or a read-only token."),
+            404: OpenApiResponse(description="No such job of yours."),
+        },
+    )(handler)
+    return route(detail=True, methods=["post"], url_path=action.name)(documented)
 
 
 def job_viewset(kind: JobKind) -> type[JobViewSet]:

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from pydicom import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
@@ -103,7 +103,11 @@ def answer_json(dataset: Dataset) -> dict:
     return answer
 
 
+NODE_PARAMETER = OpenApiParameter(
+    "node", str, OpenApiParameter.PATH, description="The node's name or, for a server, AE title."
+)
 QUERY_PARAMETERS = [
+    NODE_PARAMETER,
     OpenApiParameter(
         "limit", int, description=f"At most this many answers (1–{settings.DICOM_WEB_MAX_RESULTS})."
     ),
@@ -117,11 +121,13 @@ QUERY_PARAMETERS = [
 ]
 
 
+@extend_schema_view(retrieve=extend_schema(parameters=[NODE_PARAMETER]))
 class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, AditViewSet):
     """Servers and folders usable by the user's active group."""
 
     serializer_class = NodeSerializer
     queryset = DicomNode.objects.all()
+    lookup_url_kwarg = "node"
     lookup_value_regex = "[^/]+"
     pagination_class = None  # a handful, and clients want them all
 
@@ -145,7 +151,7 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, AditViewSet)
 
     def get_object(self) -> DicomNode:
         """The node named by its name or, for a server, its AE title."""
-        key = self.kwargs[self.lookup_field]
+        key = self.kwargs["node"]
         nodes = self.get_queryset()
         node = nodes.filter(name=key).first() or nodes.filter(dicomserver__ae_title=key).first()
         if node is None:
@@ -154,13 +160,13 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, AditViewSet)
 
     @extend_schema(parameters=QUERY_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["get"])
-    def studies(self, request: Request, pk: str | None = None) -> Response:
+    def studies(self, request: Request, node: str) -> Response:
         """Studies at the server that match the query parameters."""
         return self._query(Level.STUDY)
 
     @extend_schema(parameters=QUERY_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["get"])
-    def series(self, request: Request, pk: str | None = None) -> Response:
+    def series(self, request: Request, node: str) -> Response:
         """Series at the server that match the query parameters (StudyInstanceUID needed)."""
         return self._query(Level.SERIES)
 

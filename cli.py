@@ -388,7 +388,7 @@ def bench(
     from a WADO-RS source against Orthanc's own WADO-RS, and from a C-GET source against dcmtk
     getscu; STOW-RS of as many instances through ADIT to a C-STORE destination against
     Orthanc's own STOW-RS; daphne's peak memory retrieving N/10 against N instances. Prints the
-    ratios with PASS/FAIL for the issue's targets; runs in a throwaway database. About five
+    ratios with PASS/FAIL for the issue's targets; runs in a throwaway database. About six
     minutes at the defaults.
     """
     benchmarks = ("fetch", "transfer", "batch-query", "batch-transfer", "dicomweb")

@@ -303,15 +303,16 @@ def bench(
     benchmark: Annotated[
         str,
         typer.Argument(
-            help="Which benchmark to run: 'fetch', 'transfer', 'batch-query' or 'batch-transfer'."
+            help="Which benchmark to run: 'fetch', 'transfer', 'batch-query', 'batch-transfer' "
+            "or 'dicomweb'."
         ),
     ],
     instances: Annotated[
         int | None,
         typer.Option(
             min=1,
-            help="CT slices (512x512, 16 bit, ~0.5 MB each) in the study [fetch, transfer: "
-            "1000]; batch-transfer: in each study [10].",
+            help="CT slices (512x512, 16 bit, ~0.5 MB each) in the study [fetch, transfer, "
+            "dicomweb: 1000]; batch-transfer: in each study [10].",
             show_default=False,
         ),
     ] = None,
@@ -323,7 +324,8 @@ def bench(
         typer.Option(
             help="fetch: add cProfile runs of the operator's C-GET and C-MOVE and per-instance "
             "costs. transfer: add a plain run (N) and a pseudonymized one (small study) by a "
-            "worker under cProfile. batch-transfer: add a batch job by a worker under cProfile."
+            "worker under cProfile. batch-transfer: add a batch job by a worker under cProfile. "
+            "dicomweb: add a run of each ADIT method by daphne under cProfile."
         ),
     ] = True,
     what_if: Annotated[
@@ -381,8 +383,15 @@ def bench(
     temporary Orthanc to another, run by a real worker, against Orthanc's own C-MOVE of the
     same studies, and against a job of one study of as many instances: prints the ratio and
     ADIT's overhead per task in ms, also with the source's direct C-MOVE. About six minutes.
+
+    dicomweb: ADIT's DICOMweb API served by daphne: WADO-RS of a synthetic CT study through ADIT
+    from a WADO-RS source against Orthanc's own WADO-RS, and from a C-GET source against dcmtk
+    getscu; STOW-RS of as many instances through ADIT to a C-STORE destination against
+    Orthanc's own STOW-RS; daphne's peak memory retrieving N/10 against N instances. Prints the
+    ratios with PASS/FAIL for the issue's targets; runs in a throwaway database. About six
+    minutes at the defaults.
     """
-    benchmarks = ("fetch", "transfer", "batch-query", "batch-transfer")
+    benchmarks = ("fetch", "transfer", "batch-query", "batch-transfer", "dicomweb")
     if benchmark not in benchmarks:
         raise typer.BadParameter(
             f"unknown benchmark {benchmark!r}; use one of {', '.join(benchmarks)}.",
@@ -404,6 +413,21 @@ def bench(
         )
         return
     instances = instances if instances is not None else 1000
+    if benchmark == "dicomweb":
+        if what_if or small_instances is not None:
+            raise typer.BadParameter(
+                "--small-instances and --what-if do not apply to 'dicomweb'.",
+                param_hint="BENCHMARK",
+            )
+        if instances < 10:
+            raise typer.BadParameter(
+                "must be at least 10 for 'dicomweb' (its memory comparison retrieves a tenth).",
+                param_hint="--instances",
+            )
+        _bench_with_database(
+            "dicomweb", instances=instances, repeat=repeat, profile=profile, record=record
+        )
+        return
     if benchmark == "batch-query":
         if what_if or small_instances is not None or instances != 1000:
             raise typer.BadParameter(
@@ -500,6 +524,8 @@ def _bench_with_database(benchmark: str, **arguments) -> None:
             from bench.transfer import run_transfer_benchmark as run
         elif benchmark == "batch_transfer":
             from bench.batch_transfer import run_batch_transfer_benchmark as run
+        elif benchmark == "dicomweb":
+            from bench.dicomweb import run_dicomweb_benchmark as run
         else:
             from bench.batch_query import run_batch_query_benchmark as run
         try:

@@ -1,0 +1,151 @@
+"""A WADO-RS retrieval of a 1000-instance study through ADIT keeps daphne's memory bounded:
+the web process holds the few instances in flight, never the study.
+
+daphne runs in a process of its own (AsgiServer), so that its resident set size is its own;
+after a 100-instance warm-up (imports, the first association or HTTP session, Django's first
+request) its high-water mark (VmHWM) is reset to its current size, and the retrieval of the
+1000 instances must raise it by less than 40 MiB. The instances are 256x256 at 16 bit, 128 KiB
+of pixel data each, so the study weighs 128 MiB: a retrieval that held it (as datasets, or as
+the encoded response) would raise the peak by at least that much; one that streams holds the
+InstanceStream's few instances and a chunk or two on their way to the socket.
+
+The client reads as fast as the instances come, as a script does. A client slower than the
+PACS is another matter, not tested here: daphne does not wait for it, and what it has not read
+yet waits in daphne's memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+import requests
+from pydicom import Dataset, dcmread
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from adit.core.dicom.multipart import boundary_of, iter_parts
+from adit.core.tests.factories import grant, server_for
+from tests.orthanc_fixtures import OrthancServer
+
+from .conftest import api_root
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+MIB = 1024 * 1024
+ROWS = COLUMNS = 256
+PIXEL_BYTES = ROWS * COLUMNS * 2
+INSTANCES = 1000
+WARM_UP_INSTANCES = 100
+BOUND = 40 * MIB
+
+
+@dataclass(frozen=True)
+class Study:
+    uid: str
+    series_uid: str
+    sop_uids: tuple[UID, ...]
+
+    @classmethod
+    def new(cls, instances: int) -> Study:
+        return cls(generate_uid(), generate_uid(), tuple(generate_uid() for _ in range(instances)))
+
+    def instances(self) -> Iterator[Dataset]:
+        for number, sop_uid in enumerate(self.sop_uids, start=1):
+            dataset = Dataset()
+            dataset.file_meta = FileMetaDataset()
+            dataset.file_meta.MediaStorageSOPClassUID = CTImageStorage
+            dataset.file_meta.MediaStorageSOPInstanceUID = sop_uid
+            dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            dataset.SOPClassUID = CTImageStorage
+            dataset.SOPInstanceUID = sop_uid
+            dataset.StudyInstanceUID = self.uid
+            dataset.SeriesInstanceUID = self.series_uid
+            dataset.PatientID = "MEMORY2"
+            dataset.PatientName = "Memory^Web"
+            dataset.StudyDate = "20240101"
+            dataset.Modality = "CT"
+            dataset.InstanceNumber = number
+            dataset.Rows, dataset.Columns = ROWS, COLUMNS
+            dataset.SamplesPerPixel = 1
+            dataset.PhotometricInterpretation = "MONOCHROME2"
+            dataset.BitsAllocated = dataset.BitsStored = 16
+            dataset.HighBit = 15
+            dataset.PixelRepresentation = 0
+            # Each instance its own bytes, so that nothing can be shared between them.
+            dataset.PixelData = number.to_bytes(2, "little") * (PIXEL_BYTES // 2)
+            yield dataset
+
+
+STUDY = Study.new(INSTANCES)
+WARM_UP = Study.new(WARM_UP_INSTANCES)
+
+
+@pytest.fixture(scope="module")
+def memory_pacs(tmp_path_factory) -> Iterator[OrthancServer]:
+    """An Orthanc holding the 1000-instance study and the 100-instance warm-up study."""
+    orthanc = OrthancServer("MEMORYPACS", storage_dir=tmp_path_factory.mktemp("memory-pacs"))
+    with orthanc:
+        for study in (STUDY, WARM_UP):
+            orthanc.upload(study.instances())
+        yield orthanc
+
+
+def memory_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"/proc/{pid}/status has no {field}")
+
+
+def reset_peak(pid: int) -> int:
+    """Makes the process's high-water mark its current resident size (Linux 4.0 and later);
+    returns that size in bytes."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return memory_kib(pid, "VmRSS") * 1024
+
+
+def peak(pid: int) -> int:
+    """The process's peak resident set size since the last reset, in bytes."""
+    return memory_kib(pid, "VmHWM") * 1024
+
+
+def retrieve(root: str, study_uid: str, headers: dict[str, str]) -> list[str]:
+    """The SOP Instance UIDs of the study's instances, read part by part as they arrive."""
+    response = requests.get(
+        f"{root}/studies/{study_uid}",
+        headers={**headers, "Accept": 'multipart/related; type="application/dicom"'},
+        stream=True,
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text
+    boundary = boundary_of(response.headers["Content-Type"])
+    uids = []
+    for part in iter_parts(response.iter_content(256 * 1024), boundary):
+        assert part.content_type.startswith("application/dicom"), part.body[:300]
+        uids.append(str(dcmread(BytesIO(part.body), stop_before_pixels=True).SOPInstanceUID))
+    return uids
+
+
+@pytest.mark.parametrize("kind", ["c-get", "dicomweb"])
+def test_a_1000_instance_retrieval_holds_the_instances_in_flight_not_the_study(
+    adit_http, api_user, memory_pacs, kind
+):
+    ae_title = {"c-get": "MEMORYGET", "dicomweb": "MEMORYWEB"}[kind]
+    server = server_for(memory_pacs, name=f"Memory PACS ({kind})", kind=kind, ae_title=ae_title)
+    grant(server, api_user.user.active_group, source=True)  # pyright: ignore[reportAttributeAccessIssue]
+    root = api_root(adit_http.url, server)
+    pid = adit_http.process.pid
+
+    assert len(retrieve(root, WARM_UP.uid, api_user.headers)) == WARM_UP_INSTANCES
+    before = reset_peak(pid)
+    uids = retrieve(root, STUDY.uid, api_user.headers)
+    grown = peak(pid) - before
+
+    assert len(uids) == INSTANCES
+    assert set(uids) == set(STUDY.sop_uids)
+    print(f"{kind}: daphne's peak was {grown / MIB:.1f} MiB above its size after the warm-up")
+    assert grown < BOUND, f"daphne's peak grew by {grown / MIB:.0f} MiB"

@@ -1,5 +1,6 @@
-"""A Python client of ADIT's DICOMweb API: search, retrieve (also pseudonymized and as NIfTI)
-and store through ADIT, in any PACS ADIT knows, named by its AE title."""
+"""A Python client of ADIT: search, retrieve (also pseudonymized and as NIfTI) and store
+through its DICOMweb API, in any PACS ADIT knows, named by its AE title; query servers and
+create, follow and cancel jobs through its REST API."""
 
 from ._version import __version__
 from .client import AditClient
@@ -11,6 +12,7 @@ from .errors import (
     AditPermissionDenied,
     AditServerError,
 )
+from .jobs import Job
 
 __all__ = [
     "AditAuthError",
@@ -20,5 +22,6 @@ __all__ = [
     "AditNotFound",
     "AditPermissionDenied",
     "AditServerError",
+    "Job",
     "__version__",
 ]

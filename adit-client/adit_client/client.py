@@ -24,6 +24,7 @@ from pydicom import Dataset, dcmread, dcmwrite
 
 from ._version import __version__
 from .errors import AditServerError, error_of
+from .jobs import JobsMixin
 from .multipart import Part, boundary_of, iter_parts
 
 # What a retrieval asks for: instances in Explicit VR Little Endian (PS3.18's default: pixel
@@ -97,8 +98,9 @@ class _StoreBody:
         yield f"--{_STORE_BOUNDARY}--\r\n".encode()
 
 
-class AditClient:
-    """ADIT's DICOMweb API, every method taking the AE title of the PACS first.
+class AditClient(JobsMixin):
+    """ADIT's DICOMweb API, every method taking the AE title of the PACS first, and its REST
+    API (queries and jobs, see ``jobs``).
 
     Args:
         server_url: ADIT's address, e.g. ``https://adit.example.org``.

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import datetime
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 from django.contrib.contenttypes.fields import GenericRelation
 from django.contrib.postgres.fields import ArrayField
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 
 from adit.core import validators
 from adit.core.encryption import decrypt, encrypt
 from adit.core.jobs.models import DicomJob, DicomTask
-from adit.core.models import JobPseudonym, Project, claim_pseudonym, new_secret
+from adit.core.models import (
+    JobPseudonym,
+    Project,
+    check_pseudonyms,
+    claim_pseudonym,
+    new_secret,
+)
 
 MAX_ROUTES_SHOWN = 5
 
@@ -76,6 +82,29 @@ class TransferJob(DicomJob):
             self.project.claim_pseudonym(patient_id, pseudonym)
         else:
             claim_pseudonym(self.job_pseudonyms, "in this job", patient_id, pseudonym)
+
+    def check_pseudonyms_of(self, tasks: Iterable[TransferTask]) -> None:
+        """Raises PseudonymConflict if the pseudonyms of the job's new tasks would give a
+        patient two, or one to two patients, within the job or against the project's record
+        (the transfers claim them for good; this is the early word)."""
+        check_pseudonyms(self.project, [(task.patient_id, task.pseudonym) for task in tasks])
+
+    def save_with_tasks(self, tasks: Sequence[TransferTask]) -> None:
+        """Saves this new job with its tasks and starts it, as every transfer app does: queued
+        at once, or waiting for staff to verify it (``start_processing``).
+
+        Raises:
+            PseudonymConflict: A pseudonym of the tasks would go to two patients, or a patient
+                would get a second one (in the project, too); nothing is saved then.
+        """
+        assert self.pk is None and tasks, "a new job with at least one task"
+        self.check_pseudonyms_of(tasks)
+        with transaction.atomic():
+            self.save()
+            for task in tasks:
+                task.job = self
+            type(tasks[0]).objects.bulk_create(tasks, batch_size=500)
+            self.start_processing()
 
     @property
     def routes(self) -> list[tuple[str, str]]:

@@ -18,6 +18,7 @@ from adit.core.jobs.models import DicomJob, DicomTask
 from adit.core.models import (
     JobPseudonym,
     Project,
+    automatic_pseudonym,
     check_pseudonyms,
     claim_pseudonym,
     new_secret,
@@ -82,6 +83,24 @@ class TransferJob(DicomJob):
             self.project.claim_pseudonym(patient_id, pseudonym)
         else:
             claim_pseudonym(self.job_pseudonyms, "in this job", patient_id, pseudonym)
+
+    def automatic_pseudonyms(self, patient_ids: Iterable[str]) -> dict[str, str]:
+        """The pseudonym of each patient when ADIT is to choose them: the one the project
+        recorded for the patient (given by hand in an earlier job, say), else the one derived
+        from the secret, which every job of the project derives alike. Without a project, the
+        job's own secret makes them stable within this job only."""
+        wanted = set(patient_ids)
+        recorded: dict[str, str] = {}
+        if self.project is not None:
+            recorded = dict(
+                self.project.pseudonyms.filter(patient_id__in=wanted).values_list(
+                    "patient_id", "pseudonym"
+                )
+            )
+        return {
+            patient_id: recorded.get(patient_id) or automatic_pseudonym(self.secret, patient_id)
+            for patient_id in wanted
+        }
 
     def check_pseudonyms_of(self, tasks: Iterable[TransferTask]) -> None:
         """Raises PseudonymConflict if the pseudonyms of the job's new tasks would give a

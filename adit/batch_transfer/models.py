@@ -20,7 +20,7 @@ from adit.core.models import check_pseudonyms
 from adit.core.transfer.models import TransferJob, TransferTask
 
 if TYPE_CHECKING:
-    from adit.core.transfer.forms import TransferChoices
+    from adit.core.transfer.options import TransferChoices
 
     from .batch_file import StudyRequest
 

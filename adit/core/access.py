@@ -1,4 +1,5 @@
-"""Which DICOM servers and folders a user may use as a source or a destination.
+"""Which DICOM servers and folders a user may use as a source or a destination, and which
+projects they may transfer within.
 
 Every form, page and API that lets a user name a node asks here, so that the access rule (a
 DicomNodeGroupAccess row of the user's active group carrying the flag of the role; see
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from adit.core.models import DicomFolder, DicomNode, DicomNodeQuerySet, DicomServer
+from django.db.models import QuerySet
+
+from adit.core.models import DicomFolder, DicomNode, DicomNodeQuerySet, DicomServer, Project
 from adit.core.validators import shown
 
 Role = Literal["source", "destination"]
@@ -105,6 +108,32 @@ def usable_server(
     )
     assert isinstance(server, DicomServer), "servers_only selects servers"
     return server
+
+
+def usable_node_named(
+    user, role: Role, name_or_ae_title: str, *, servers_only: bool = False
+) -> DicomServer | DicomFolder:
+    """The node a person or script names as they know it: by its name or, for a server, its
+    AE title (the name wins where one node's name is another's AE title).
+
+    Raises:
+        NodeNotUsable: Neither names a node the user may use as ``role``; the message names
+            the node as it was given.
+    """
+    try:
+        return usable_node(user, role, name=name_or_ae_title, servers_only=servers_only)
+    except NodeNotUsable as unnamed:
+        try:
+            return usable_node(user, role, ae_title=name_or_ae_title, servers_only=servers_only)
+        except NodeNotUsable:
+            raise unnamed from None
+
+
+def usable_projects(user) -> QuerySet[Project]:
+    """The projects the user's active group may transfer within."""
+    if user.active_group_id is None:
+        return Project.objects.none()
+    return Project.objects.filter(groups__id=user.active_group_id).distinct()
 
 
 def setup_problems(user, app: str, sources=None, destinations=None) -> list[str]:

@@ -7,6 +7,9 @@ The job engine's abstract models are in ``adit.core.jobs.models``, the transfer'
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import secrets
 from collections.abc import Iterable
@@ -258,6 +261,24 @@ class DicomFolder(DicomNode):
 
 def new_secret() -> str:
     return secrets.token_urlsafe(32)
+
+
+# Keys the automatic pseudonyms apart from every other value derived from a secret (the
+# pseudonymizer's seed); changing it gives every patient a new automatic pseudonym.
+_AUTOMATIC_PSEUDONYM_LABEL = b"adit-automatic-pseudonym-v1\x00"
+# 80 bits in base32: 16 letters and digits, and two of a project's patients meet on one only
+# by a chance nobody will see (a transfer's pseudonym claim would refuse it all the same).
+_AUTOMATIC_PSEUDONYM_BYTES = 10
+
+
+def automatic_pseudonym(secret: str, patient_id: str) -> str:
+    """The pseudonym ADIT gives a patient when asked to choose one: a keyed hash of the
+    PatientID under ``secret`` (a project's, or a job's own), so the same patient gets the same
+    pseudonym wherever the secret is the same, and nobody without it can tell whose it is."""
+    digest = hmac.new(
+        secret.encode(), _AUTOMATIC_PSEUDONYM_LABEL + patient_id.encode(), hashlib.sha256
+    ).digest()
+    return base64.b32encode(digest[:_AUTOMATIC_PSEUDONYM_BYTES]).decode()
 
 
 class Project(models.Model):

@@ -9,6 +9,7 @@ class SelectiveTransferConfig(AppConfig):
     def ready(self) -> None:
         from adit.core.jobs import registry
         from adit.core.sections import Section
+        from adit.core.transfer.api import TransferJobCreateSerializer
         from adit.core.transfer.kind import transfer_job_kind
 
         from .models import SelectiveTransferJob, SelectiveTransferTask
@@ -24,5 +25,6 @@ class SelectiveTransferConfig(AppConfig):
                     order=10,
                 ),
                 api_name="transfer-jobs",
+                create_serializer=TransferJobCreateSerializer,
             )
         )

@@ -5,11 +5,10 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from django.db import models
 
-from adit.core.models import check_pseudonyms
 from adit.core.transfer.models import TransferJob, TransferTask
 
 if TYPE_CHECKING:
-    from adit.core.transfer.forms import TransferChoices
+    from adit.core.transfer.options import TransferChoices
 
 
 class SelectiveTransferJob(TransferJob):
@@ -52,17 +51,11 @@ def create_transfer_job(
     ``shown`` has what the search showed of the studies (date, description, modalities), so
     the job page names them before the tasks run; a task records what the PACS says then.
     """
-    from django.db import transaction
-
-    check_pseudonyms(
-        options.project, [(patient_id, options.pseudonym) for patient_id, _ in studies]
-    )
     seen, nothing = shown or {}, StudyShown()
-    with transaction.atomic():
-        job = SelectiveTransferJob.objects.create(owner=owner, **options.job_fields())
-        SelectiveTransferTask.objects.bulk_create(
+    job = SelectiveTransferJob(owner=owner, **options.job_fields())
+    job.save_with_tasks(
+        [
             SelectiveTransferTask(
-                job=job,
                 source=source,
                 patient_id=patient_id,
                 study_uid=study_uid,
@@ -70,6 +63,6 @@ def create_transfer_job(
                 **SelectiveTransferTask.study_fields(*seen.get((patient_id, study_uid), nothing)),
             )
             for patient_id, study_uid in studies
-        )
-        job.start_processing()
+        ]
+    )
     return job

@@ -33,6 +33,7 @@ from adit.core.jobs import registry
 from adit.core.jobs.registry import JobKind
 from adit.core.jobs.statuses import FINAL_JOB_STATUSES, FINAL_TASK_STATUSES, JobStatus, TaskStatus
 from adit.core.jobs.views import JOB_ACTIONS, Action
+from adit.core.models import SectionLock
 
 JOB_STATUS_NAMES = JobStatus.names
 TASK_STATUS_NAMES = TaskStatus.names
@@ -238,10 +239,26 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, AditViewSet):
 
 class CreatableJobViewSet(JobViewSet):
     def create(self, request: Request, *args, **kwargs) -> Response:
+        if refusal := self.section_lock_refusal():
+            return refusal
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         job = serializer.save()
         return Response(self.detail_response(job.pk), status=status.HTTP_201_CREATED)
+
+    def section_lock_refusal(self) -> Response | None:
+        """A 503 for a non-staff user while staff have locked the kind's section: its pages
+        take no new jobs then (``SectionLockMiddleware``), and neither does the API."""
+        section = self.kind.section
+        staff = getattr(self.request.user, "is_staff", False)
+        if section is None or not section.lockable or staff:
+            return None
+        lock = SectionLock.objects.filter(namespace=section.namespace).first()
+        if lock is None:
+            return None
+        reason = f" Reason: {lock.reason}" if lock.reason else ""
+        detail = f"{section.label} is locked by staff for now. Please try again later.{reason}"
+        return Response({"detail": detail}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
 def _action_route(action: Action):
@@ -265,6 +282,17 @@ def _action_route(action: Action):
     return route(detail=True, methods=["post"], url_path=action.name)(documented)
 
 
+def _create_route(kind: JobKind):
+    """``create``, described in the schema as it answers: with the new job's detail."""
+
+    @extend_schema(responses={201: _job_serializer(kind, with_tasks=True)})
+    def create(self: CreatableJobViewSet, request: Request, *args, **kwargs) -> Response:
+        return CreatableJobViewSet.create(self, request, *args, **kwargs)
+
+    create.__doc__ = f"A new {kind.job_model._meta.verbose_name} with its tasks, started."
+    return create
+
+
 def job_viewset(kind: JobKind) -> type[JobViewSet]:
     """The viewset of a kind's jobs, with creation when the kind has a create serializer."""
     assert kind.api is not None
@@ -280,6 +308,7 @@ def job_viewset(kind: JobKind) -> type[JobViewSet]:
         attributes["action_permissions"] = {
             "create": f"{job_model._meta.app_label}.add_{job_model._meta.model_name}"
         }
+        attributes["create"] = _create_route(kind)
     name = f"{kind.job_model.__name__}ViewSet"
     viewset = type(name, (base,), attributes)
     assert issubclass(viewset, JobViewSet)

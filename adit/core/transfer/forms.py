@@ -8,46 +8,22 @@ checked options come out as a TransferChoices, which fills the job and its tasks
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 from django import forms
 
 from adit.core import validators
-from adit.core.access import usable_nodes
+from adit.core.access import usable_nodes, usable_projects
 from adit.core.models import DicomNode, Project
 from adit.core.transfer.models import TransferJob
+from adit.core.transfer.options import (
+    MAX_ARCHIVE_PASSWORD_LENGTH,
+    TransferChoices,
+    TransferRights,
+    transfer_option_problems,
+)
 
-
-@dataclass(frozen=True)
-class TransferChoices:
-    """The options of a transfer as checked for its user (permissions applied)."""
-
-    destination: DicomNode
-    pseudonym: str = ""
-    project: Project | None = None
-    trial_protocol_id: str = ""
-    trial_protocol_name: str = ""
-    urgent: bool = False
-    archive_password: str = ""
-    convert_to_nifti: bool = False
-    send_finished_mail: bool = False
-
-    def job_fields(self) -> dict:
-        """Keyword arguments of the TransferJob to create."""
-        return {
-            "urgent": self.urgent,
-            "send_finished_mail": self.send_finished_mail,
-            "trial_protocol_id": self.trial_protocol_id,
-            "trial_protocol_name": self.trial_protocol_name,
-            "project": self.project,
-            "archive_password": self.archive_password,
-            "convert_to_nifti": self.convert_to_nifti,
-        }
-
-    def task_fields(self) -> dict:
-        """Keyword arguments every TransferTask of the job shares."""
-        return {"destination": self.destination, "pseudonym": self.pseudonym}
+__all__ = ["TransferChoices", "TransferOptionsForm"]
 
 
 class TransferOptionsForm(forms.Form):
@@ -87,7 +63,7 @@ class TransferOptionsForm(forms.Form):
         validators=[validators.validate_query_value],
     )  # fmt: skip
     archive_password = forms.CharField(
-        max_length=50,
+        max_length=MAX_ARCHIVE_PASSWORD_LENGTH,
         required=False,
         widget=forms.PasswordInput(render_value=True),
         help_text="Folder destinations only: each study is written as an encrypted ZIP.",
@@ -102,9 +78,7 @@ class TransferOptionsForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.user = user
         self.fields["destination"].queryset = usable_nodes(user, "destination")  # pyright: ignore[reportAttributeAccessIssue]
-        self.fields["project"].queryset = Project.objects.filter(  # pyright: ignore[reportAttributeAccessIssue]
-            groups__id=user.active_group_id
-        ).distinct()
+        self.fields["project"].queryset = usable_projects(user)  # pyright: ignore[reportAttributeAccessIssue]
         if not self.may_process_urgently:
             del self.fields["urgent"]
         if not self.one_pseudonym_for_all:
@@ -115,36 +89,31 @@ class TransferOptionsForm(forms.Form):
             self.fields["pseudonym"].help_text = "Leave empty to transfer unpseudonymized."
 
     @property
-    def app_label(self) -> str:
-        return self.job_model._meta.app_label
+    def rights(self) -> TransferRights:
+        return TransferRights.of(self.user, self.job_model)
 
     @property
     def may_process_urgently(self) -> bool:
-        return self.user.has_perm(f"{self.app_label}.can_process_urgently")
+        return self.rights.may_process_urgently
 
     @property
     def may_transfer_unpseudonymized(self) -> bool:
-        return self.user.has_perm(f"{self.app_label}.can_transfer_unpseudonymized")
+        return self.rights.may_transfer_unpseudonymized
 
     def check_transfer_options(self) -> None:
         """Adds the errors that stop a transfer with these options; call after is_valid()."""
         data = self.cleaned_data
-        destination = data.get("destination")
-        if destination is None:
-            self.add_error("destination", "Choose where the studies go.")
-        pseudonym_missing = self.one_pseudonym_for_all and not data.get("pseudonym")
-        if pseudonym_missing and not self.may_transfer_unpseudonymized:
-            self.add_error("pseudonym", "This field is required.")
-        if data.get("archive_password") and destination is not None:
-            if destination.node_type != DicomNode.NodeType.FOLDER:
-                self.add_error(
-                    "archive_password", "An archive password only works for folder destinations."
-                )
-        if data.get("convert_to_nifti") and destination is not None:
-            if destination.node_type != DicomNode.NodeType.FOLDER:
-                self.add_error(
-                    "convert_to_nifti", "NIfTI conversion only works for folder destinations."
-                )
+        problems = transfer_option_problems(
+            self.rights,
+            destination=data.get("destination"),
+            # A form without the pseudonym field leaves the pseudonyms to its app.
+            pseudonymized=bool(data.get("pseudonym")) or not self.one_pseudonym_for_all,
+            archive_password=bool(data.get("archive_password")),
+            convert_to_nifti=bool(data.get("convert_to_nifti")),
+            urgent=bool(data.get("urgent")),  # offered only to those who may
+        )
+        for name, problem in problems.items():
+            self.add_error(name, problem)
 
     def transfer_choices(self) -> TransferChoices:
         """The checked options; call only once the form is valid and check_transfer_options()

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import datetime
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 from django.contrib.contenttypes.fields import GenericRelation
 from django.contrib.postgres.fields import ArrayField
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 
 from adit.core import validators
 from adit.core.encryption import decrypt, encrypt
 from adit.core.jobs.models import DicomJob, DicomTask
-from adit.core.models import JobPseudonym, Project, claim_pseudonym, new_secret
+from adit.core.models import (
+    JobPseudonym,
+    Project,
+    automatic_pseudonym,
+    check_pseudonyms,
+    claim_pseudonym,
+    new_secret,
+)
 
 MAX_ROUTES_SHOWN = 5
 
@@ -76,6 +83,47 @@ class TransferJob(DicomJob):
             self.project.claim_pseudonym(patient_id, pseudonym)
         else:
             claim_pseudonym(self.job_pseudonyms, "in this job", patient_id, pseudonym)
+
+    def automatic_pseudonyms(self, patient_ids: Iterable[str]) -> dict[str, str]:
+        """The pseudonym of each patient when ADIT is to choose them: the one the project
+        recorded for the patient (given by hand in an earlier job, say), else the one derived
+        from the secret, which every job of the project derives alike. Without a project, the
+        job's own secret makes them stable within this job only."""
+        wanted = set(patient_ids)
+        recorded: dict[str, str] = {}
+        if self.project is not None:
+            recorded = dict(
+                self.project.pseudonyms.filter(patient_id__in=wanted).values_list(
+                    "patient_id", "pseudonym"
+                )
+            )
+        return {
+            patient_id: recorded.get(patient_id) or automatic_pseudonym(self.secret, patient_id)
+            for patient_id in wanted
+        }
+
+    def check_pseudonyms_of(self, tasks: Iterable[TransferTask]) -> None:
+        """Raises PseudonymConflict if the pseudonyms of the job's new tasks would give a
+        patient two, or one to two patients, within the job or against the project's record
+        (the transfers claim them for good; this is the early word)."""
+        check_pseudonyms(self.project, [(task.patient_id, task.pseudonym) for task in tasks])
+
+    def save_with_tasks(self, tasks: Sequence[TransferTask]) -> None:
+        """Saves this new job with its tasks and starts it, as every transfer app does: queued
+        at once, or waiting for staff to verify it (``start_processing``).
+
+        Raises:
+            PseudonymConflict: A pseudonym of the tasks would go to two patients, or a patient
+                would get a second one (in the project, too); nothing is saved then.
+        """
+        assert self.pk is None and tasks, "a new job with at least one task"
+        self.check_pseudonyms_of(tasks)
+        with transaction.atomic():
+            self.save()
+            for task in tasks:
+                task.job = self
+            type(tasks[0]).objects.bulk_create(tasks, batch_size=500)
+            self.start_processing()
 
     @property
     def routes(self) -> list[tuple[str, str]]:

@@ -11,6 +11,14 @@ class ExampleAppConfig(AppConfig):
     def ready(self) -> None:
         from adit.core.jobs import registry
         from adit.core.tests.example_app.models import ExampleJob, ExampleTask
+        from adit.core.transfer.api import TransferJobCreateSerializer
         from adit.core.transfer.kind import transfer_job_kind
 
-        registry.register(transfer_job_kind(ExampleJob, ExampleTask, api_name="example-jobs"))
+        registry.register(
+            transfer_job_kind(
+                ExampleJob,
+                ExampleTask,
+                api_name="example-jobs",
+                create_serializer=TransferJobCreateSerializer,
+            )
+        )

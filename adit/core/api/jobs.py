@@ -1,11 +1,13 @@
 """The job endpoints of every kind that has an API (``JobKind.api``): list and detail with the
 tasks, creation through the kind's own serializer, and the job actions with the rules and
-messages of the job pages. An app adds nothing here but how a job of its kind is created.
+messages of the job pages. An app adds nothing here but how a job of its kind is created
+and routes of its own.
 
     GET  /api/<name>/                  the user's jobs (staff: ``?all=true`` for everybody's)
     POST /api/<name>/                  a new job (needs the kind's add permission)
     GET  /api/<name>/<id>/             one job with its tasks
     POST /api/<name>/<id>/<action>/    cancel, resume, retry, restart (staff), verify (staff)
+    GET  /api/<name>/<id>/<route>/     the kind's own routes (``JobApi.viewset_mixin``)
 """
 
 from __future__ import annotations
@@ -248,7 +250,8 @@ def _action_route(action: Action):
 
 
 def job_viewset(kind: JobKind) -> type[JobViewSet]:
-    """The viewset of a kind's jobs, with creation when the kind has a create serializer."""
+    """The viewset of a kind's jobs, with creation when the kind has a create serializer and
+    the kind's own routes."""
     assert kind.api is not None
     attributes: dict = {
         "kind": kind,
@@ -262,8 +265,9 @@ def job_viewset(kind: JobKind) -> type[JobViewSet]:
         attributes["action_permissions"] = {
             "create": f"{job_model._meta.app_label}.add_{job_model._meta.model_name}"
         }
+    bases = (base,) if kind.api.viewset_mixin is None else (kind.api.viewset_mixin, base)
     name = f"{kind.job_model.__name__}ViewSet"
-    viewset = type(name, (base,), attributes)
+    viewset = type(name, bases, attributes)
     assert issubclass(viewset, JobViewSet)
     return viewset
 

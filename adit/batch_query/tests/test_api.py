@@ -193,6 +193,16 @@ def test_a_broken_file_gets_the_sheet_readers_message(api, server):
     }
 
 
+def test_lines_come_as_rows_or_as_a_file_not_both(api, server):
+    upload = SimpleUploadedFile("patients.csv", b"PatientID,Modality\n0012345,CT\n")
+
+    response = api.post(JOBS, _body(file=upload, rows="PatientID\n0099"))
+
+    assert response.status_code == 400
+    assert response.json() == {"rows": ["Send the lines either as rows or as a file, not both."]}
+    assert BatchQueryJob.objects.count() == 0
+
+
 def test_the_form_fields_and_the_lines_are_checked_together(api, server):
     response = api.post(JOBS, {"source": "Elsewhere", "project_name": ""}, format="json")
 

@@ -12,7 +12,7 @@ class BatchQueryConfig(AppConfig):
         from adit.core.jobs import registry
         from adit.core.sections import Section
 
-        from . import views
+        from . import api, views
         from .models import BatchQueryJob, BatchQueryTask
         from .processing import BatchQueryProcessor
 
@@ -46,6 +46,8 @@ class BatchQueryConfig(AppConfig):
                 task_context=views.task_context,
                 api=registry.JobApi(
                     "batch-query-jobs",
+                    create_serializer=api.CreateSerializer,
+                    viewset_mixin=api.ResultRoutes,
                     job_fields=("project_name", "project_description"),
                     task_fields=(
                         "line",

@@ -1,6 +1,7 @@
 """What a line of a batch query file means: its columns, their rules and the task it becomes.
 
-The file itself is read by the core's sheet reader, which batch transfer and the job API share.
+The file itself is read by the core's sheet reader, which batch transfer shares; the REST API's
+JSON rows are read by it too and checked here as the lines of a file.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from django.core.exceptions import ValidationError
 
 from adit.core import validators
-from adit.core.sheet_reader import Column, Sheet, SheetProblem, SheetRow, read_sheet
+from adit.core.sheet_reader import Column, Sheet, SheetProblem, SheetRow, read_rows, read_sheet
 
 from .models import BatchQueryTask
 
@@ -43,13 +44,31 @@ class BatchFile:
     problems: list[SheetProblem] = field(default_factory=list)
 
 
+def max_lines_for(user) -> int | None:
+    """How many lines a batch of the user may have: staff have no limit."""
+    return None if user.is_staff else MAX_LINES_FOR_NON_STAFF
+
+
 def read_batch_file(data: bytes, filename: str, *, max_lines: int | None) -> BatchFile:
     """Reads and checks every line; the tasks are unsaved and have no job or source yet.
 
     Raises:
         SheetError: The file cannot be read as a table at all.
     """
-    sheet: Sheet = read_sheet(data, filename, COLUMNS, max_rows=max_lines)
+    return _checked(read_sheet(data, filename, COLUMNS, max_rows=max_lines))
+
+
+def read_batch_rows(rows: object, *, max_lines: int | None) -> BatchFile:
+    """The lines sent as data (objects with the file's column names as keys), checked as the
+    lines of a file.
+
+    Raises:
+        SheetError: ``rows`` is not a list of objects.
+    """
+    return _checked(read_rows(rows, COLUMNS, max_rows=max_lines))
+
+
+def _checked(sheet: Sheet) -> BatchFile:
     result = BatchFile(problems=list(sheet.problems))
     refused: dict[int, set[str]] = {}  # line -> the columns whose cells the reader refused
     for problem in sheet.problems:

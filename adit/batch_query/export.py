@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from django.http.response import HttpResponseBase
+
+from adit.core.spreadsheets import table_download
+
 from .models import BatchQueryJob
 from .results import ResultRow, rows
 
@@ -30,10 +34,13 @@ OUTCOME_COLUMNS = ("Line", "Status", "Message")
 
 
 class Export:
-    def __init__(self, job: BatchQueryJob):
+    """The export's columns and values; ``all_columns`` keeps the Pseudonym and series columns
+    also when no line needs them (the REST API's rows all have the same keys)."""
+
+    def __init__(self, job: BatchQueryJob, *, all_columns: bool = False):
         self.job = job
-        self.with_pseudonym = job.pseudonyms_given()
-        self.with_series = job.series_queried()
+        self.with_pseudonym = all_columns or job.pseudonyms_given()
+        self.with_series = all_columns or job.series_queried()
 
     @property
     def header(self) -> list[str]:
@@ -49,9 +56,13 @@ class Export:
 
     def values(self) -> Iterator[list]:
         for row in rows(self.job):
-            yield self._values(row)
+            yield self.row_values(row)
 
-    def _values(self, row: ResultRow) -> list:
+    def download(self, suffix: str) -> HttpResponseBase:
+        """The export as a file to download ("xlsx" or "csv")."""
+        return table_download(suffix, self.filename(suffix), self.header, self.values())
+
+    def row_values(self, row: ResultRow) -> list:
         values: list = [row.pseudonym] if self.with_pseudonym else []
         values += [
             row.patient_id,

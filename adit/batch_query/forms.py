@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from django import forms
-from django.core.exceptions import ValidationError
 
 from adit.core.access import usable_nodes
 from adit.core.forms import BatchFileField, BatchFileProblems, RememberedChoices
 from adit.core.models import DicomNode
-from adit.core.sheet_reader import SheetError, SheetProblem
+from adit.core.sheet_reader import SheetProblem
 
-from .batch_file import MAX_LINES_FOR_NON_STAFF, read_batch_file
+from .batch_file import max_lines_for, read_batch_file, read_batch_rows
 from .models import BatchQueryJob, BatchQueryTask
 
 
 class BatchQueryJobForm(BatchFileProblems, RememberedChoices, forms.ModelForm):
     """Bound to the user: it offers the servers their active group may query, and creates
-    nothing unless every line of the file is usable."""
+    nothing unless every line of the file is usable. The REST API passes the lines as ``rows``
+    instead of a file."""
 
     source = forms.ModelChoiceField(
         queryset=DicomNode.objects.none(), empty_label=None, help_text="The PACS to query."
@@ -33,27 +33,24 @@ class BatchQueryJobForm(BatchFileProblems, RememberedChoices, forms.ModelForm):
 
     field_order = ["source", "project_name", "project_description", "batch_file", "urgent"]
 
-    def __init__(self, *args, user, **kwargs):
+    def __init__(self, *args, user, rows: object = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.user = user
         self.tasks: list[BatchQueryTask] = []
         self.problems: list[SheetProblem] = []
+        self.take_rows(rows)
         self.fields["source"].queryset = usable_nodes(user, "source", servers_only=True)  # pyright: ignore[reportAttributeAccessIssue]
         if not user.has_perm("batch_query.can_process_urgently"):
             del self.fields["urgent"]
 
-    @property
-    def max_lines(self) -> int | None:
-        return None if self.user.is_staff else MAX_LINES_FOR_NON_STAFF
-
     def clean_batch_file(self):
         upload = self.cleaned_data["batch_file"]
-        try:
-            batch = read_batch_file(upload.read(), upload.name, max_lines=self.max_lines)
-        except SheetError as err:
-            raise ValidationError(str(err)) from err
-        if batch.problems:
-            self.refuse(batch.problems)
+        max_lines = max_lines_for(self.user)
+        batch = self.read_batch(
+            upload,
+            lambda data, filename: read_batch_file(data, filename, max_lines=max_lines),
+            lambda rows: read_batch_rows(rows, max_lines=max_lines),
+        )
         self.tasks = batch.tasks
         return upload
 

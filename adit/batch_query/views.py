@@ -20,7 +20,7 @@ from adit.core.jobs.views import JobKindView
 from adit.core.sheet_reader import MAX_FILE_BYTES
 from adit.core.spreadsheets import table_download
 
-from .batch_file import COLUMNS, MAX_LINES_FOR_NON_STAFF
+from .batch_file import COLUMNS, max_lines_for
 from .export import Export
 from .forms import BatchQueryJobForm
 from .models import BatchQueryJob
@@ -55,7 +55,7 @@ def job_create(request: HttpRequest) -> HttpResponse:
     context = {
         "form": form,
         "columns": COLUMNS,
-        "max_lines": None if user.is_staff else MAX_LINES_FOR_NON_STAFF,
+        "max_lines": max_lines_for(user),
         "max_megabytes": MAX_FILE_BYTES // 2**20,
         "setup_problems": setup_problems(
             user,
@@ -123,10 +123,7 @@ class ExportView(JobKindView):
     def get(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         job = self.get_job()
         assert isinstance(job, BatchQueryJob)
-        export = Export(job)
-        return table_download(
-            self.suffix, export.filename(self.suffix), export.header, export.values()
-        )
+        return Export(job).download(self.suffix)
 
 
 class ExportXlsxView(ExportView):

@@ -14,7 +14,7 @@ class BatchTransferConfig(AppConfig):
         from adit.core.sections import Section
         from adit.core.transfer.kind import transfer_job_kind
 
-        from . import views
+        from . import api, views
         from .models import BatchTransferJob, BatchTransferTask, CheckResult
 
         registry.register(
@@ -63,5 +63,6 @@ class BatchTransferConfig(AppConfig):
                     ),
                 ),
                 api_name="batch-transfer-jobs",
+                create_serializer=api.CreateSerializer,
             )
         )

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from django.core.exceptions import ValidationError
 
 from adit.core import validators
-from adit.core.sheet_reader import Column, SheetProblem, SheetRow, read_sheet
+from adit.core.sheet_reader import Column, Sheet, SheetProblem, SheetRow, read_rows, read_sheet
 
 MAX_LINES_FOR_NON_STAFF = 500
 
@@ -47,6 +47,11 @@ class BatchFile:
     skipped_lines: list[int] = field(default_factory=list)
 
 
+def max_lines_for(user) -> int | None:
+    """How many lines a batch of the user may have: staff have no limit."""
+    return None if user.is_staff else MAX_LINES_FOR_NON_STAFF
+
+
 def read_batch_file(
     data: bytes, filename: str, *, max_lines: int | None, pseudonym_required: bool
 ) -> BatchFile:
@@ -56,6 +61,21 @@ def read_batch_file(
         SheetError: The file cannot be read as a table at all.
     """
     sheet = read_sheet(data, filename, COLUMNS, ignore_other_columns=True, max_rows=max_lines)
+    return _checked(sheet, pseudonym_required)
+
+
+def read_batch_rows(rows: object, *, max_lines: int | None, pseudonym_required: bool) -> BatchFile:
+    """The lines sent as data (objects with the file's column names as keys; other keys are
+    ignored, as other columns of a file are), checked and grouped as the lines of a file.
+
+    Raises:
+        SheetError: ``rows`` is not a list of objects.
+    """
+    sheet = read_rows(rows, COLUMNS, ignore_other_columns=True, max_rows=max_lines)
+    return _checked(sheet, pseudonym_required)
+
+
+def _checked(sheet: Sheet, pseudonym_required: bool) -> BatchFile:
     result = BatchFile(problems=list(sheet.problems))
     # A cell the reader refused (too long, say) reads as empty: it has its problem already.
     refused: dict[int, set[str]] = {}

@@ -15,15 +15,15 @@ from adit.core import validators
 from adit.core.access import usable_nodes
 from adit.core.forms import BatchFileField, BatchFileProblems, RememberedChoices, style_fields
 from adit.core.models import DicomNode, Project
-from adit.core.sheet_reader import SheetError
 from adit.core.transfer.forms import TransferOptionsForm
 
-from .batch_file import MAX_LINES_FOR_NON_STAFF, BatchFile, read_batch_file
+from .batch_file import BatchFile, max_lines_for, read_batch_file, read_batch_rows
 from .models import BatchTransferJob
 
 
 class BatchFileReading(BatchFileProblems):
-    """Reads the uploaded batch file for the form's user; the problems, if any, for the page."""
+    """Reads the uploaded batch file (or the REST API's rows) for the form's user; the
+    problems, if any, for the page."""
 
     user: Any  # the form's user
     batch: BatchFile | None
@@ -34,27 +34,25 @@ class BatchFileReading(BatchFileProblems):
 
     @property
     def max_lines(self) -> int | None:
-        return None if self.user.is_staff else MAX_LINES_FOR_NON_STAFF
+        return max_lines_for(self.user)
 
     def read_upload(self, upload) -> BatchFile:
-        try:
-            batch = read_batch_file(
-                upload.read(),
-                upload.name,
-                max_lines=self.max_lines,
-                pseudonym_required=not self.may_transfer_unpseudonymized,
-            )
-        except SheetError as err:
-            raise ValidationError(str(err)) from err
-        if batch.problems:
-            self.refuse(batch.problems)
-        self.batch = batch
-        return batch
+        rules = {
+            "max_lines": self.max_lines,
+            "pseudonym_required": not self.may_transfer_unpseudonymized,
+        }
+        self.batch = self.read_batch(
+            upload,
+            lambda data, filename: read_batch_file(data, filename, **rules),
+            lambda rows: read_batch_rows(rows, **rules),
+        )
+        return self.batch
 
 
 class BatchTransferJobForm(BatchFileReading, RememberedChoices, TransferOptionsForm):
     """Bound to the user: it offers the nodes and projects of their active group, and creates
-    nothing unless every line of the file is usable."""
+    nothing unless every line of the file is usable. The REST API passes the lines as ``rows``
+    instead of a file."""
 
     job_model = BatchTransferJob
     one_pseudonym_for_all = False  # each line brings its own
@@ -105,10 +103,11 @@ class BatchTransferJobForm(BatchFileReading, RememberedChoices, TransferOptionsF
         "send_finished_mail",
     ]
 
-    def __init__(self, *args, user, **kwargs):
+    def __init__(self, *args, user, rows: object = None, **kwargs):
         super().__init__(*args, user=user, **kwargs)
         self.problems = []
         self.batch = None
+        self.take_rows(rows)
         self.fields["source"].queryset = usable_nodes(user, "source", servers_only=True)  # pyright: ignore[reportAttributeAccessIssue]
         self.fields["project"].empty_label = "No project (pseudonyms only stable within this job)"  # pyright: ignore[reportAttributeAccessIssue]
         if settings.ETHICS_COMMITTEE_APPROVAL_REQUIRED:

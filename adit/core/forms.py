@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+from collections.abc import Callable
+from typing import NoReturn, Protocol, TypeVar
 
 from django import forms
 
 from adit.core import sections
-from adit.core.sheet_reader import MAX_FILE_BYTES, SheetProblem
+from adit.core.sheet_reader import MAX_FILE_BYTES, SheetError, SheetProblem
 
 
 class SectionLockForm(forms.Form):
@@ -47,11 +48,24 @@ class BatchFileField(forms.FileField):
         return upload
 
 
+class _Batch(Protocol):
+    problems: list[SheetProblem]
+
+
+BatchT = TypeVar("BatchT", bound=_Batch)
+
+
 class BatchFileProblems:
     """For a form with a batch file: the file's problems, which the page lists (the template
-    ``core/_sheet_problems.html``), and the one error of the file field that points to them."""
+    ``core/_sheet_problems.html``), and the one error of the file field that points to them.
+
+    The REST API uses the same form with the lines sent as JSON ``rows`` instead of a file
+    (``take_rows``): they are checked by the same rules, with the same messages.
+    """
 
     problems: list[SheetProblem]
+    fields: dict[str, forms.Field]
+    rows: object = None  # the lines as data, or None for the uploaded file
     # A file full of mistakes would make a page of thousands; the first ones show the pattern.
     max_problems_shown = 200
 
@@ -59,13 +73,47 @@ class BatchFileProblems:
     def problems_shown(self) -> list[SheetProblem]:
         return self.problems[: self.max_problems_shown]
 
+    def take_rows(self, rows: object) -> None:
+        """Has the form read its lines from ``rows`` (objects with the columns as keys), if
+        given, instead of the file."""
+        self.rows = rows
+        if rows is not None:
+            self.fields["batch_file"].required = False
+
+    def read_batch(
+        self,
+        upload,
+        read_file: Callable[[bytes, str], BatchT],
+        read_rows: Callable[[object], BatchT],
+    ) -> BatchT:
+        """The lines of the upload (``read_file``) or the rows (``read_rows``), refused with
+        their problems as the field's error."""
+        if self.rows is not None and upload:
+            raise forms.ValidationError("Send the lines either as rows or as a file, not both.")
+        try:
+            if self.rows is not None:
+                batch = read_rows(self.rows)
+            else:
+                batch = read_file(upload.read(), upload.name)
+        except SheetError as err:
+            raise forms.ValidationError(str(err)) from err
+        if batch.problems:
+            self.refuse(batch.problems)
+        return batch
+
     def refuse(self, problems: list[SheetProblem]) -> NoReturn:
         """Keeps the problems for the page and raises the field's error."""
         self.problems = problems
         count = len(problems)
+        counted = f"{count} problem{'s' if count != 1 else ''}"
+        if self.rows is not None:
+            raise forms.ValidationError(
+                f"The rows have {counted} (listed in problems); nothing was created. Correct "
+                "them and send them again."
+            )
         raise forms.ValidationError(
-            f"The batch file has {count} problem{'s' if count != 1 else ''} (listed below); "
-            "nothing was created. Correct the file and upload it again."
+            f"The batch file has {counted} (listed below); nothing was created. Correct the "
+            "file and upload it again."
         )
 
 

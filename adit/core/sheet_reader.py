@@ -1,5 +1,6 @@
 """The one way ADIT reads the spreadsheets users upload (batch query, batch transfer, the job
-API): ``.xlsx`` or ``.csv``, checked cell by cell against the columns an app expects.
+API): ``.xlsx`` or ``.csv``, checked cell by cell against the columns an app expects. Lines a
+script sends as JSON rows instead of a file (``read_rows``) go through the same checks.
 
 Everything in such a file is untrusted and often hand-made, so the reader never guesses: a
 problem becomes a ``SheetProblem`` naming its line and column, all problems of a file are
@@ -123,23 +124,116 @@ def read_sheet(
         raise SheetError("The file is empty: its first line must name the columns.")
     positions = _match_header(header[1], columns, ignore_other_columns, sheet.problems)
     _report_merged_cells(merged, positions, sheet.problems)
+
+    def cells_by_column() -> Iterator[tuple[int, dict[str, object]]]:
+        for line, cells in lines:
+            if not all(_is_blank(cell) for cell in cells):
+                yield (
+                    line,
+                    {
+                        name: cells[position] if position < len(cells) else None
+                        for name, position in positions.items()
+                    },
+                )
+
+    _read_lines(sheet, cells_by_column(), columns, max_rows)
+    return sheet
+
+
+def read_rows(
+    rows: object,
+    columns: Sequence[Column],
+    *,
+    ignore_other_columns: bool = False,
+    max_rows: int | None = None,
+) -> Sheet:
+    """Reads lines sent as data instead of a file (the REST API's JSON): a list of objects
+    whose keys are the columns' names, each checked as a line of a file is, with the same
+    messages. The rows are numbered as the lines of a file under its header: the first is
+    line 2, so a problem's line and a task's line name a row alike.
+
+    Raises:
+        SheetError: ``rows`` is not a list of objects.
+    """
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise SheetError(
+            "The rows must be a list of objects, one per line, with the column names as keys."
+        )
+    if len(rows) > MAX_LINES:
+        raise SheetError(f"More than {MAX_LINES} rows: no batch can be this long.")
+    sheet = Sheet()
+    by_name = {column.name: column for column in columns}
+
+    def cells_by_column() -> Iterator[tuple[int, dict[str, object]]]:
+        for line, row in enumerate(rows, start=2):
+            if all(_is_blank(value) for value in row.values()):
+                continue
+            positions = _match_header(
+                list(row), columns, ignore_other_columns, sheet.problems, line=line
+            )
+            values = list(row.values())
+            yield (
+                line,
+                {
+                    name: _json_value(values[position], by_name[name], line, sheet.problems)
+                    for name, position in positions.items()
+                },
+            )
+
+    _read_lines(sheet, cells_by_column(), columns, max_rows)
+    return sheet
+
+
+def _is_blank(cell: object) -> bool:
+    return cell is None or (isinstance(cell, str) and not cell.strip())
+
+
+def _read_lines(
+    sheet: Sheet,
+    lines: Iterator[tuple[int, dict[str, object]]],
+    columns: Sequence[Column],
+    max_rows: int | None,
+) -> None:
+    """Checks the cells of each line that is not blank (raw values by column name)."""
     counted = 0
     for line, cells in lines:
-        if all(cell is None or (isinstance(cell, str) and not cell.strip()) for cell in cells):
-            continue
         counted += 1
         if max_rows is not None and counted > max_rows:
             sheet.problems.append(
                 SheetProblem(line, "", f"More than {max_rows} rows; split the file.")
             )
             break
-        values: dict[str, Value] = {}
-        for column in columns:
-            position = positions.get(column.name)
-            raw = cells[position] if position is not None and position < len(cells) else None
-            values[column.name] = _cell(raw, column, line, sheet.problems)
+        values: dict[str, Value] = {
+            column.name: _cell(cells.get(column.name), column, line, sheet.problems)
+            for column in columns
+        }
         sheet.rows.append(SheetRow(line, values))
-    return sheet
+
+
+def _json_value(value: object, column: Column, line: int, problems: list[SheetProblem]) -> object:
+    """A value of a JSON row as a cell of a file would hold it. JSON has types a spreadsheet
+    has not (and a script may send an ID as a number that lost its leading zeros): what
+    cannot stand for a cell is refused here, everything else is checked as a cell is."""
+
+    def refuse(message: str) -> None:
+        problems.append(SheetProblem(line, column.name, message))
+
+    if value is None or isinstance(value, str):
+        return value
+    if column.kind == "integers" and isinstance(value, list):
+        if all(isinstance(item, int) and not isinstance(item, bool) for item in value):
+            return ", ".join(str(item) for item in value)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        if column.kind == "id":
+            refuse(
+                "Must be a string: an ID sent as a number may have lost its leading zeros, so "
+                "it may not be the ID you meant."
+            )
+            return None
+        # A date is written as text; a number is no Excel day number here.
+        return str(value) if column.kind in ("date", "text") else value
+    refuse("Must be a string" + (" or a number." if column.kind != "id" else "."))
+    return None
 
 
 def _report_merged_cells(
@@ -182,7 +276,10 @@ def _match_header(
     columns: Sequence[Column],
     ignore_other_columns: bool,
     problems: list[SheetProblem],
+    line: int = 1,
 ) -> dict[str, int]:
+    """The position of each expected column in the header (or a JSON row's keys, ``line``
+    then naming the row)."""
     expected = {column.name.lower(): column.name for column in columns}
     positions: dict[str, int] = {}
     for position, cell in enumerate(header):
@@ -194,13 +291,13 @@ def _match_header(
             if not ignore_other_columns:
                 known = ", ".join(column.name for column in columns)
                 problems.append(
-                    SheetProblem(1, title[:64], f"Unknown column; the columns are: {known}.")
+                    SheetProblem(line, title[:64], f"Unknown column; the columns are: {known}.")
                 )
         elif name in positions:
-            problems.append(SheetProblem(1, name, "The column appears twice."))
+            problems.append(SheetProblem(line, name, "The column appears twice."))
         else:
             positions[name] = position
-    if not positions:
+    if not positions and line == 1:
         problems.append(SheetProblem(1, "", "None of the expected columns is in the first line."))
     return positions
 

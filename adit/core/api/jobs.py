@@ -1,11 +1,13 @@
 """The job endpoints of every kind that has an API (``JobKind.api``): list and detail with the
 tasks, creation through the kind's own serializer, and the job actions with the rules and
-messages of the job pages. An app adds nothing here but how a job of its kind is created.
+messages of the job pages. An app adds nothing here but how a job of its kind is created
+and routes of its own.
 
     GET  /api/<name>/                  the user's jobs (staff: ``?all=true`` for everybody's)
     POST /api/<name>/                  a new job (needs the kind's add permission)
     GET  /api/<name>/<id>/             one job with its tasks
     POST /api/<name>/<id>/<action>/    cancel, resume, retry, restart (staff), verify (staff)
+    GET  /api/<name>/<id>/<route>/     the kind's own routes (``JobApi.viewset_mixin``)
 """
 
 from __future__ import annotations
@@ -294,7 +296,8 @@ def _create_route(kind: JobKind):
 
 
 def job_viewset(kind: JobKind) -> type[JobViewSet]:
-    """The viewset of a kind's jobs, with creation when the kind has a create serializer."""
+    """The viewset of a kind's jobs, with creation when the kind has a create serializer and
+    the kind's own routes."""
     assert kind.api is not None
     attributes: dict = {
         "kind": kind,
@@ -309,8 +312,9 @@ def job_viewset(kind: JobKind) -> type[JobViewSet]:
             "create": f"{job_model._meta.app_label}.add_{job_model._meta.model_name}"
         }
         attributes["create"] = _create_route(kind)
+    bases = (base,) if kind.api.viewset_mixin is None else (kind.api.viewset_mixin, base)
     name = f"{kind.job_model.__name__}ViewSet"
-    viewset = type(name, (base,), attributes)
+    viewset = type(name, bases, attributes)
     assert issubclass(viewset, JobViewSet)
     return viewset
 

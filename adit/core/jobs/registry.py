@@ -59,12 +59,16 @@ class JobApi:
         create_serializer: Validates a new job's body and creates the job with its tasks
             (``save()`` returns the job); without one, jobs are only read and acted on.
         job_fields, task_fields: The kind's own model fields shown beside the generic ones.
+        viewset_mixin: The kind's own routes of a job (DRF ``@action`` methods), put before
+            the generic viewset in its bases; subclass ``adit.core.api.jobs.JobViewSet`` to
+            have its attributes typed.
     """
 
     name: str
     create_serializer: type | None = None
     job_fields: tuple[str, ...] = ()
     task_fields: tuple[str, ...] = ()
+    viewset_mixin: type | None = None
 
 
 @dataclass(frozen=True, eq=False)

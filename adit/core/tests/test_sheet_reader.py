@@ -9,7 +9,7 @@ import io
 import pytest
 from openpyxl import Workbook
 
-from adit.core.sheet_reader import Column, SheetError, read_sheet
+from adit.core.sheet_reader import Column, SheetError, read_rows, read_sheet
 from adit.core.spreadsheets import CsvWriter
 from adit.core.tests.factories import xlsx_bytes as _xlsx
 
@@ -269,3 +269,50 @@ def test_a_year_or_an_ancient_date_is_not_taken_for_a_date(cell, message):
     result = read_sheet(_xlsx(["PatientID", "From"], ["1", cell]), "p.xlsx", COLUMNS)
     assert result.rows[0].values["From"] is None
     assert message in _messages(result)[0]
+
+
+def test_json_rows_are_read_as_the_lines_of_a_file_under_its_header():
+    columns = [*COLUMNS, Column("SeriesNumbers", "integers")]
+    rows = [
+        {" patientid": "00123", "From": "31.01.2024", "SeriesNumber": 3, "SeriesNumbers": [1, 2]},
+        {"PatientID": "", "PatientName": None},  # skipped, as an empty line
+        {"PatientID": "0456", "PatientName": "Doe^Jane", "From": "20240131", "SeriesNumber": "4"},
+    ]
+    sheet = read_rows(rows, columns)
+    assert sheet.problems == []
+    assert [(row.line, row.values) for row in sheet.rows] == [
+        (2, {"PatientID": "00123", "PatientName": None, "From": datetime.date(2024, 1, 31),
+             "SeriesNumber": 3, "SeriesNumbers": (1, 2)}),
+        (4, {"PatientID": "0456", "PatientName": "Doe^Jane", "From": datetime.date(2024, 1, 31),
+             "SeriesNumber": 4, "SeriesNumbers": None}),
+    ]  # fmt: skip
+
+
+def test_json_values_no_cell_can_hold_are_problems_of_their_row_and_key():
+    rows = [
+        {"PatientID": 123, "From": 45322, "SeriesNumber": True},
+        {"PatientID": "1", "PatientName": {"family": "Doe"}, "Colour": "red", "patientid": "2"},
+    ]
+    assert _messages(read_rows(rows, COLUMNS)) == [
+        "Line 2, column PatientID: Must be a string: an ID sent as a number may have lost its "
+        "leading zeros, so it may not be the ID you meant.",
+        "Line 2, column SeriesNumber: Must be a string or a number.",
+        "Line 2, column From: Not a date: write it as 2024-01-31, 31.01.2024 or 20240131 (45322).",
+        "Line 3, column Colour: Unknown column; the columns are: PatientID, PatientName, From, "
+        "SeriesNumber.",
+        "Line 3, column PatientID: The column appears twice.",
+        "Line 3, column PatientName: Must be a string or a number.",
+    ]
+    ignoring = read_rows([{"Colour": "red", "PatientID": "1"}], COLUMNS, ignore_other_columns=True)
+    assert (ignoring.problems, ignoring.rows[0].values["PatientID"]) == ([], "1")
+    with pytest.raises(SheetError, match="The rows must be a list of objects"):
+        read_rows({"PatientID": "1"}, COLUMNS)
+    with pytest.raises(SheetError, match="The rows must be a list of objects"):
+        read_rows(["PatientID"], COLUMNS)
+
+
+def test_json_rows_beyond_the_limit_are_a_problem():
+    rows = [{"PatientID": str(number)} for number in range(4)]
+    assert _messages(read_rows(rows, COLUMNS, max_rows=3)) == [
+        "Line 5: More than 3 rows; split the file."
+    ]

@@ -190,6 +190,149 @@ class JobsMixin:
         page = self._rest("GET", f"{_endpoint(kind)}/", params=params)
         return [Job.of(data, kind) for data in page["results"]]
 
+    def create_transfer_job(
+        self,
+        source_server: str,
+        destination_server: str,
+        study_uids: Iterable[str] | None = None,
+        *,
+        studies: Iterable[Mapping[str, Any]] | None = None,
+        pseudonymize: bool = False,
+        pseudonym: str | None = None,
+        project: str | None = None,
+        trial_protocol_id: str | None = None,
+        trial_protocol_name: str | None = None,
+        urgent: bool = False,
+        archive_password: str | None = None,
+        convert_to_nifti: bool = False,
+        send_finished_mail: bool = False,
+    ) -> Job:
+        """A transfer job from ``source_server`` to ``destination_server`` (a server or a
+        folder), started at once (or, where staff verify jobs, once verified).
+
+        Args:
+            study_uids: The studies to transfer, whole.
+            studies: Instead or as well: dicts with ``study_uid`` and optionally
+                ``patient_id`` and ``series_uids`` (some series of the study).
+            pseudonymize: ADIT chooses one pseudonym per patient, derived from the project's
+                secret: the same patient gets the same pseudonym in every job of ``project``.
+            pseudonym: One pseudonym for all the studies (of one patient) instead.
+            archive_password: A folder destination gets password-protected ZIPs.
+        """
+        wanted = [{"study_uid": uid} for uid in (study_uids or [])]
+        wanted += [dict(study) for study in (studies or [])]
+        body: dict[str, Any] = {
+            "source": source_server,
+            "destination": destination_server,
+            "studies": wanted,
+            "pseudonymize": pseudonymize,
+            "urgent": urgent,
+            "convert_to_nifti": convert_to_nifti,
+            "send_finished_mail": send_finished_mail,
+        }
+        optional = {
+            "pseudonym": pseudonym,
+            "project": project,
+            "trial_protocol_id": trial_protocol_id,
+            "trial_protocol_name": trial_protocol_name,
+            "archive_password": archive_password,
+        }
+        body.update({name: value for name, value in optional.items() if value is not None})
+        return Job.of(self._rest("POST", f"{_endpoint('transfer')}/", json=body), "transfer")
+
+    def create_batch_query_job(
+        self,
+        source_server: str,
+        project_name: str,
+        rows: Iterable[Mapping[str, Any]] | None = None,
+        *,
+        file: str | None = None,
+        project_description: str = "",
+        urgent: bool = False,
+        send_finished_mail: bool = False,
+    ) -> Job:
+        """A batch query job from ``rows`` (dicts with the batch file's columns, e.g.
+        ``{"PatientID": "123", "From": "2024-01-01", "Modality": "CT"}``) or a batch ``file``
+        (.xlsx or .csv) — checked line by line as the web page checks a file."""
+        fields = {
+            "source": source_server,
+            "project_name": project_name,
+            "project_description": project_description,
+            "urgent": urgent,
+            "send_finished_mail": send_finished_mail,
+        }
+        return self._create_batch("batch-query", fields, rows, file)
+
+    def create_batch_transfer_job(
+        self,
+        source_server: str,
+        destination_server: str,
+        rows: Iterable[Mapping[str, Any]] | None = None,
+        *,
+        file: str | None = None,
+        project: str | None = None,
+        new_project_name: str | None = None,
+        check_first: bool = False,
+        **options: Any,
+    ) -> Job:
+        """A batch transfer job from ``rows`` (dicts with PatientID, StudyInstanceUID, optional
+        SeriesInstanceUID and Pseudonym) or a batch ``file``; ``options`` as the web form has
+        them (trial_protocol_id, archive_password, convert_to_nifti, urgent, …). With
+        ``check_first`` the studies are looked up first and the job waits for its start on the
+        job page."""
+        fields = {
+            "source": source_server,
+            "destination": destination_server,
+            "check_first": check_first,
+            **options,
+        }
+        if project is not None:
+            fields["project"] = project
+        if new_project_name is not None:
+            fields["new_project_name"] = new_project_name
+        return self._create_batch("batch-transfer", fields, rows, file)
+
+    def batch_query_results(self, job_id: int, *, as_dataframe: bool | None = None):
+        """Every result row of a batch query job, as dicts with the export's columns (or a
+        pandas DataFrame when pandas is installed, unless ``as_dataframe`` is False)."""
+        rows: list[dict] = []
+        params = {"limit": "1000", "offset": "0"}
+        while True:
+            page = self._rest("GET", f"{_endpoint('batch-query')}/{job_id}/results/", params=params)
+            rows += page["results"]
+            if not page.get("next"):
+                break
+            params["offset"] = str(len(rows))
+        if as_dataframe is False:
+            return rows
+        try:
+            import pandas  # pyright: ignore[reportMissingImports]
+        except ImportError:
+            if as_dataframe:
+                raise
+            return rows
+        return pandas.DataFrame(rows)
+
+    def _create_batch(
+        self,
+        kind: str,
+        fields: dict[str, Any],
+        rows: Iterable[Mapping[str, Any]] | None,
+        file: str | None,
+    ) -> Job:
+        if (rows is None) == (file is None):
+            raise ValueError("Give either rows or a file.")
+        path = f"{_endpoint(kind)}/"
+        if rows is not None:
+            body = {**fields, "rows": [dict(row) for row in rows]}
+            return Job.of(self._rest("POST", path, json=body), kind)
+        assert file is not None
+        form = {name: _form_value(value) for name, value in fields.items()}
+        with open(file, "rb") as opened:
+            name = file.rsplit("/", 1)[-1]
+            answer = self._rest("POST", path, data=form, files={"file": (name, opened)})
+        return Job.of(answer, kind)
+
     def cancel_job(self, job_id: int, kind: str = "transfer") -> Job:
         """Cancels the job: pending tasks at once, a running one between two instances."""
         return self._job_action(job_id, kind, "cancel")
@@ -247,6 +390,12 @@ class JobsMixin:
             method, f"{self.server_url}/api/{path}", timeout=self.timeout, **kwargs
         )
         return response.json()
+
+
+def _form_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _endpoint(kind: str) -> str:

@@ -10,6 +10,9 @@ from adit_client import AditBadRequest, AditClient, AditNotFound, Job
 
 from adit.core.jobs import registry
 from adit.core.jobs.statuses import JobStatus
+from adit.core.models import Project
+from adit.core.tests.app_processes import WorkerProcess, clear_task_queue
+from adit.core.tests.factories import give_permissions
 from adit.token_authentication.models import Token
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -100,3 +103,68 @@ def test_a_read_only_token_cannot_cancel(adit_http, member, source):
     with pytest.raises(Exception, match="read-only") as refused:
         reader.cancel_job(job.pk)
     assert getattr(refused.value, "status_code", None) == 403
+
+
+@pytest.fixture
+def transfer_permission(member):
+    give_permissions(member, "selective_transfer", "add_selectivetransferjob")
+
+
+def test_the_readme_example_runs_as_written(
+    adit_http, token, source, destination, transfer_permission, orthanc1_studies, empty_orthanc2
+):
+    clear_task_queue()
+    study = orthanc1_studies[0]
+    with WorkerProcess("dicom"):
+        # The example of the issue and the README, with this ADIT and its servers.
+        client = AditClient(server_url=adit_http.url, auth_token=token)
+        studies = client.query_studies(
+            source_server="ORTHANC1",
+            patient_id=study.patient_id,
+            study_date=f"{study.study_date}-{study.study_date}",
+        )
+        job = client.create_transfer_job(
+            source_server="ORTHANC1",
+            destination_server="ORTHANC2",
+            study_uids=[s.StudyInstanceUID for s in studies],
+            pseudonymize=True,
+        )
+        job = client.wait_for_job(job.id, timeout=180, progress=False)
+
+    assert job.status == "SUCCESS", job.data
+    destination.accesses.update(source=True)  # to look at what arrived
+    (task,) = job.tasks
+    pseudonym = task["pseudonym"]
+    assert pseudonym and pseudonym != study.patient_id
+    held = client.query_studies("ORTHANC2", patient_id=pseudonym)
+    assert [str(s.StudyInstanceUID) for s in held] == [task["pseudonymized_study_uid"]]
+    assert not client.query_studies("ORTHANC2", patient_id=study.patient_id)
+
+
+def test_automatic_pseudonyms_are_the_same_in_every_job_of_a_project(
+    client, member, source, destination, transfer_permission, orthanc1_studies
+):
+    project = Project.objects.create(name="Lung screening")
+    project.groups.add(member.active_group)
+    study = orthanc1_studies[0]
+    other = next(s for s in orthanc1_studies if s.patient_id != study.patient_id)
+
+    first = client.create_transfer_job(
+        "ORTHANC1", "ORTHANC2", [study.study_instance_uid], pseudonymize=True, project=project.name
+    )
+    second = client.create_transfer_job(
+        "ORTHANC1",
+        "ORTHANC2",
+        [study.study_instance_uid, other.study_instance_uid],
+        pseudonymize=True,
+        project=project.name,
+    )
+
+    pseudonyms = {task["study_uid"]: task["pseudonym"] for task in second.tasks}
+    assert first.tasks[0]["pseudonym"] == pseudonyms[study.study_instance_uid]
+    assert pseudonyms[other.study_instance_uid] != pseudonyms[study.study_instance_uid]
+
+
+def test_a_refused_job_names_the_field(client, source, destination, transfer_permission):
+    with pytest.raises(AditBadRequest, match="study_uid"):
+        client.create_transfer_job("ORTHANC1", "ORTHANC2", ["1.2.x"], pseudonymize=True)

@@ -294,7 +294,8 @@ class JobsMixin:
 
     def batch_query_results(self, job_id: int, *, as_dataframe: bool | None = None):
         """Every result row of a batch query job, as dicts with the export's columns (or a
-        pandas DataFrame when pandas is installed, unless ``as_dataframe`` is False)."""
+        pandas DataFrame when pandas is installed, unless ``as_dataframe`` is False). Read
+        them once the job has finished: rows of a running job arrive meanwhile."""
         rows: list[dict] = []
         params = {"limit": "1000", "offset": "0"}
         while True:
@@ -329,8 +330,9 @@ class JobsMixin:
         assert file is not None
         form = {name: _form_value(value) for name, value in fields.items()}
         with open(file, "rb") as opened:
-            name = file.rsplit("/", 1)[-1]
-            answer = self._rest("POST", path, data=form, files={"file": (name, opened)})
+            content = opened.read()  # bytes, so that a retried request sends them again
+        name = file.rsplit("/", 1)[-1]
+        answer = self._rest("POST", path, data=form, files={"file": (name, content)})
         return Job.of(answer, kind)
 
     def cancel_job(self, job_id: int, kind: str = "transfer") -> Job:
@@ -352,7 +354,8 @@ class JobsMixin:
         progress: bool = True,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> Job:
-        """Waits until the job has finished (whatever its outcome) and returns it.
+        """Waits until the job has finished (whatever its outcome) and returns it. A job that
+        waits for staff to verify it (status UNVERIFIED) waits here too.
 
         Args:
             timeout: Seconds to wait at most; TimeoutError after them (None: no limit).

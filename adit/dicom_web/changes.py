@@ -137,6 +137,12 @@ def _check_text(name: str, value: str) -> None:
 
 def _project(request: Request, name: str) -> Project:
     _check_text("project", name)
+    if getattr(request.auth, "read_only", False):
+        # The project records each patient's pseudonym for good: that is a change.
+        raise PermissionDenied(
+            "This API token is read-only: a project records its pseudonyms, so only a token "
+            "with write access may name one."
+        )
     project = (
         Project.objects.filter(name=name, groups__in=request.user.groups.all())  # pyright: ignore[reportAttributeAccessIssue]
         .distinct()

@@ -74,6 +74,7 @@ def test_a_job_from_rows_with_the_transfer_options_has_a_task_per_study(api, res
             archive_password="secret",
             convert_to_nifti=True,
             ethics_application_id="EK 123/24",
+            check_first=True,
         ),
         format="json",
     )
@@ -91,7 +92,7 @@ def test_a_job_from_rows_with_the_transfer_options_has_a_task_per_study(api, res
         ("0099", STUDY_B, [], "SUBJ-02", "Research share"),
     ]
     assert [task.lines for task in job.tasks.order_by("pk")] == [[2], [3]]
-    # As on the page, the studies are checked at the source first unless told otherwise.
+    # Asked to, the studies are checked at the source first; the job waits for its start.
     assert (job.phase, job.status, job.ethics_application_id) == (
         Phase.CHECKING,
         JobStatus.UNVERIFIED,
@@ -115,6 +116,14 @@ def test_a_job_from_an_uploaded_batch_file_started_without_the_check(api, nodes,
     job = BatchTransferJob.objects.get()
     assert (job.phase, job.status) == (Phase.STARTED, JobStatus.PENDING)
     assert all(task.queued_job_id is not None for task in job.tasks.all())
+
+
+def test_a_scripts_job_starts_at_once_unless_it_asks_for_the_check(api, nodes):
+    response = api.post(JOBS, _body(rows=[_row("0012345", STUDY_A, "", "SUBJ-01")]), format="json")
+
+    assert response.status_code == 201, response.json()
+    job = BatchTransferJob.objects.get()
+    assert (job.phase, job.status) == (Phase.STARTED, JobStatus.PENDING)
 
 
 def test_rows_of_a_batch_query_export_go_in_as_they_are(api, nodes):

@@ -56,6 +56,7 @@ class BatchFormSerializer(serializers.Serializer):
 
     form_class: ClassVar[FormClass]
     excluded: ClassVar[tuple[str, ...]] = ()  # fields of the form no user gets
+    defaults: ClassVar[dict[str, Any]] = {}  # where a script's default differs from the page's
 
     rows = serializers.ListField(
         child=serializers.DictField(),
@@ -74,7 +75,8 @@ class BatchFormSerializer(serializers.Serializer):
         request = self.context["request"]
         rows = data.get("rows") if "rows" in data else None
         upload = request.FILES.get("file")
-        values = {key: data.get(key) for key in data if key not in ("rows", "file")}
+        given = {key: data.get(key) for key in data if key not in ("rows", "file")}
+        values = {**self.defaults, **given}
         files = {FILE_FIELD: upload} if upload is not None else {}
         form = self.form_class(values, files, user=request.user, rows=rows)  # pyright: ignore[reportCallIssue]
         errors = _prepare(form, _base_fields(self.form_class), self.excluded)
@@ -127,6 +129,8 @@ def _named_choice(field: forms.ModelChoiceField, key: str) -> Model | None:
     """One of the field's choices by its name (a node also by its AE title)."""
     choices = field.queryset
     assert choices is not None
+    if not key.isprintable():  # PostgreSQL refuses NUL; no name holds control characters
+        return None
     found = choices.filter(name=key).first()
     if found is None and issubclass(choices.model, DicomNode):
         found = choices.filter(dicomserver__ae_title=key).first()
@@ -159,16 +163,25 @@ def _form_errors(form: forms.BaseForm, lines: str) -> dict[str, Any]:
 
 
 def batch_create_serializer(
-    form_class: FormClass, name: str, exclude: tuple[str, ...] = ()
+    form_class: FormClass,
+    name: str,
+    exclude: tuple[str, ...] = (),
+    defaults: dict[str, Any] | None = None,
 ) -> type[BatchFormSerializer]:
     """The create serializer of a batch app's form; ``exclude`` names form fields that no
-    user gets (the schema leaves them out)."""
+    user gets (the schema leaves them out), ``defaults`` values a body that leaves a field
+    out gets instead of the page's initial one."""
     fields = {
         field_name: _schema_field(field)
         for field_name, field in _base_fields(form_class).items()
         if field_name != FILE_FIELD and field_name not in exclude
     }
-    attributes = {**fields, "form_class": form_class, "excluded": exclude}
+    attributes = {
+        **fields,
+        "form_class": form_class,
+        "excluded": exclude,
+        "defaults": defaults or {},
+    }
     serializer = type(name, (BatchFormSerializer,), attributes)
     assert issubclass(serializer, BatchFormSerializer)
     return serializer

@@ -156,8 +156,16 @@ def _job_serializer(kind: JobKind, with_tasks: bool) -> type[serializers.ModelSe
     return JobSerializer
 
 
+def _related(model, names: tuple[str, ...]) -> list[str]:
+    """The names that are foreign keys of ``model``, to fetch with it in one query."""
+    return [name for name in names if model._meta.get_field(name).many_to_one]
+
+
 def _parse_moment(value: str, parameter: str) -> datetime | str:
-    moment = parse_datetime(value) or parse_date(value)
+    try:
+        moment = parse_datetime(value) or parse_date(value)
+    except ValueError:  # well-formed but impossible: 2024-02-30, 25:00
+        moment = None
     if moment is None:
         raise ValidationError(
             {parameter: [f"Not a date or date and time (ISO 8601, e.g. 2024-01-31): {value!r}."]}
@@ -181,12 +189,16 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, AditViewSet):
         else:
             show_all = self.request.query_params.get("all", "").lower() in ("1", "true")
             jobs = self.kind.jobs_for(user, all_users=show_all)
+        api = self.kind.api
+        assert api is not None
         jobs = jobs.annotate(
             total_tasks=Count("tasks"),
             processed_tasks=Count("tasks", filter=Q(tasks__status__in=FINAL_TASK_STATUSES)),
         ).order_by("-created", "-pk")
+        jobs = jobs.select_related(*_related(self.kind.job_model, api.job_fields))
         if detail:
-            tasks = self.kind.task_model.objects.select_related("source").order_by("pk")
+            related = _related(self.kind.task_model, ("source", *api.task_fields))
+            tasks = self.kind.task_model.objects.select_related(*related).order_by("pk")
             jobs = jobs.prefetch_related(Prefetch("tasks", queryset=tasks))
         return jobs
 
@@ -231,7 +243,23 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, AditViewSet):
     def list(self, request: Request, *args, **kwargs) -> Response:
         return super().list(request, *args, **kwargs)
 
+    def section_lock_refusal(self) -> Response | None:
+        """A 503 for a non-staff user while staff have locked the kind's section: its pages
+        take no new jobs and no actions then (``SectionLockMiddleware``), nor does the API."""
+        section = self.kind.section
+        staff = getattr(self.request.user, "is_staff", False)
+        if section is None or not section.lockable or staff:
+            return None
+        lock = SectionLock.objects.filter(namespace=section.namespace).first()
+        if lock is None:
+            return None
+        reason = f" Reason: {lock.reason}" if lock.reason else ""
+        detail = f"{section.label} is locked by staff for now. Please try again later.{reason}"
+        return Response({"detail": detail}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+
     def perform_action(self, action: Action) -> Response:
+        if refusal := self.section_lock_refusal():
+            return refusal
         job = self.get_object()
         if action.staff_only and not getattr(self.request.user, "is_staff", False):
             raise PermissionDenied(f"Only staff may {action.label.lower()}.")
@@ -247,20 +275,6 @@ class CreatableJobViewSet(JobViewSet):
         serializer.is_valid(raise_exception=True)
         job = serializer.save()
         return Response(self.detail_response(job.pk), status=status.HTTP_201_CREATED)
-
-    def section_lock_refusal(self) -> Response | None:
-        """A 503 for a non-staff user while staff have locked the kind's section: its pages
-        take no new jobs then (``SectionLockMiddleware``), and neither does the API."""
-        section = self.kind.section
-        staff = getattr(self.request.user, "is_staff", False)
-        if section is None or not section.lockable or staff:
-            return None
-        lock = SectionLock.objects.filter(namespace=section.namespace).first()
-        if lock is None:
-            return None
-        reason = f" Reason: {lock.reason}" if lock.reason else ""
-        detail = f"{section.label} is locked by staff for now. Please try again later.{reason}"
-        return Response({"detail": detail}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
 def _action_route(action: Action):

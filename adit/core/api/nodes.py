@@ -6,9 +6,13 @@
     GET /api/nodes/<node>/series/?StudyInstanceUID=…
 
 A node's roles and a query's source come from the user's active group, as on the web pages.
+Querying a server also needs the permission that searching it through the DICOMweb API needs
+(``dicom_web.can_query``): what a PACS answers names patients.
 """
 
 from __future__ import annotations
+
+import math
 
 from django.conf import settings
 from django.db.models import Q, QuerySet
@@ -29,6 +33,8 @@ from adit.core.api.viewsets import AditViewSet
 from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.query import Level, Query
 from adit.core.models import DicomNode, DicomServer
+
+QUERY_PERMISSION = "dicom_web.can_query"
 
 # Query parameters that steer the query instead of matching an attribute.
 CONTROL_PARAMETERS = ("limit",)
@@ -85,7 +91,7 @@ def _json_value(value):
     if isinstance(value, PersonName):
         return str(value)
     if isinstance(value, int | float | str):
-        return value if not isinstance(value, float) or value == value else None
+        return value if not isinstance(value, float) or math.isfinite(value) else None
     if isinstance(value, bytes):
         return None
     return str(value)
@@ -127,6 +133,7 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, AditViewSet)
 
     serializer_class = NodeSerializer
     queryset = DicomNode.objects.all()
+    action_permissions = {"studies": QUERY_PERMISSION, "series": QUERY_PERMISSION}
     lookup_url_kwarg = "node"
     lookup_value_regex = "[^/]+"
     pagination_class = None  # a handful, and clients want them all
@@ -152,6 +159,8 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, AditViewSet)
     def get_object(self) -> DicomNode:
         """The node named by its name or, for a server, its AE title."""
         key = self.kwargs["node"]
+        if not key.isprintable():  # PostgreSQL refuses NUL; no name holds control characters
+            raise Http404("There is no DICOM server or folder of that name you may use.")
         nodes = self.get_queryset()
         node = nodes.filter(name=key).first() or nodes.filter(dicomserver__ae_title=key).first()
         if node is None:
@@ -190,6 +199,6 @@ def _limit(value: str | None) -> int:
     maximum = settings.DICOM_WEB_MAX_RESULTS
     if value is None:
         return min(100, maximum)
-    if not value.isdigit() or not 1 <= int(value) <= maximum:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= maximum:
         raise ValidationError({"limit": [f"A whole number from 1 to {maximum}."]})
     return int(value)

@@ -17,7 +17,13 @@ from adit.core.api.urls import router
 from adit.core.jobs import registry
 from adit.core.jobs.statuses import JobStatus, TaskStatus
 from adit.core.tests.example_app.models import ExampleJob, ExampleTask
-from adit.core.tests.factories import DicomFolderFactory, grant, server_for, unreachable_server
+from adit.core.tests.factories import (
+    DicomFolderFactory,
+    give_permissions,
+    grant,
+    server_for,
+    unreachable_server,
+)
 from adit.token_authentication.models import Token
 
 pytestmark = pytest.mark.django_db
@@ -37,8 +43,10 @@ def other_user(db):
 
 @pytest.fixture
 def server(member, orthanc1):
+    """ORTHANC1, a source of alice's group, which may also query it."""
     server = server_for(orthanc1)
     grant(server, member.active_group, source=True)
+    give_permissions(member, "dicom_web", "can_query")
     return server
 
 
@@ -119,6 +127,10 @@ def test_another_users_jobs_and_another_groups_nodes_are_not_found(
         assert response.status_code == 200 and response.json()["count"] == 0
     elif method == "POST" and action == "create":
         assert response.status_code in (400, 403)  # his own job, not alice's: tested per app
+    elif action in ("studies", "series"):
+        # He may not query at all: the 403 names the permission, whatever the node.
+        assert response.status_code == 403
+        assert "dicom_web.can_query" in response.json()["detail"]
     else:
         assert response.status_code == 404, response.content
 
@@ -307,6 +319,31 @@ def test_a_malformed_query_is_a_400_naming_it(client, member, server, query, nam
     assert named in str(response.json())
 
 
+def test_querying_a_server_needs_the_query_permission(client, other_user, orthanc1):
+    server = server_for(orthanc1)
+    grant(server, other_user.active_group, source=True)
+
+    response = client.get("/api/nodes/ORTHANC1/studies/", **token_header(other_user))
+
+    assert response.status_code == 403
+    assert "dicom_web.can_query" in response.json()["detail"]
+    # The node itself is listed: it is the group's source.
+    assert client.get("/api/nodes/", **token_header(other_user)).json()[0]["name"] == "ORTHANC1"
+
+
+@pytest.mark.parametrize(
+    "query", ["created_after=2024-02-30", "created_before=2024-01-01T25:00", "status=%00"]
+)
+def test_an_impossible_filter_is_a_400(client, member, server, query):
+    response = client.get(f"/api/example-jobs/?{query}", **token_header(member))
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize("node", ["%00", "x%01y"])
+def test_a_node_name_with_control_characters_is_not_found(client, member, server, node):
+    assert client.get(f"/api/nodes/{node}/", **token_header(member)).status_code == 404
+
+
 def test_a_series_query_needs_its_study(client, member, server):
     response = client.get("/api/nodes/ORTHANC1/series/?Modality=CT", **token_header(member))
     assert response.status_code == 400
@@ -327,6 +364,7 @@ def test_a_pacs_that_cannot_be_reached_is_a_503_with_retry_after(client, member)
 def test_a_destination_only_node_cannot_be_queried(client, member, orthanc1):
     server = server_for(orthanc1)
     grant(server, member.active_group, destination=True)
+    give_permissions(member, "dicom_web", "can_query")
     response = client.get("/api/nodes/ORTHANC1/studies/", **token_header(member))
     assert response.status_code == 404
     assert "you may query" in response.json()["detail"]
@@ -346,6 +384,7 @@ def test_the_schema_validates_and_documents_every_route(client, member):
 
 
 def test_the_docs_page_loads_nothing_from_elsewhere(client, member):
+    assert client.get("/api/docs/").status_code in (302, 401, 403)  # not for strangers
     client.force_login(member)
     page = client.get("/api/docs/")
     assert page.status_code == 200

@@ -229,6 +229,23 @@ def test_uids_are_stable_within_a_project_and_fresh_without(
     assert "SUBJ-2" in response.json()["detail"]
 
 
+def test_a_read_only_token_may_not_record_pseudonyms_in_a_project(
+    client, api_user, pacs, orthanc1_studies
+):
+    project = Project.objects.create(name="Lung study")
+    project.groups.add(api_user.user.groups.last())  # pyright: ignore[reportAttributeAccessIssue]
+    _, plain = Token.objects.create_token(api_user.user, "reader", read_only=True)
+    reader = ApiUser(api_user.user, plain)
+    path = f"{study_path(orthanc1_studies[0])}/metadata"
+
+    response = get(client, reader, pacs, path, pseudonym="SUBJ-9", project="Lung study")
+
+    assert response.status_code == 403
+    assert "read-only" in response.json()["detail"]
+    assert not project.pseudonyms.exists()
+    assert get(client, reader, pacs, path, pseudonym="SUBJ-9").status_code == 200
+
+
 def test_trial_attributes_without_pseudonym(client, api_user, pacs, orthanc1_studies):
     series = orthanc1_studies[0].series[1]
     path = f"{study_path(orthanc1_studies[0])}/series/{series.series_instance_uid}"

@@ -22,6 +22,8 @@ _EVERYBODY = (
     "batch_transfer.add_batchtransferjob",
     "batch_transfer.view_batchtransferjob",
     "dicom_explorer.query_dicom_server",
+    "dicom_web.can_query",
+    "dicom_web.can_retrieve",
 )
 GROUP_PERMISSIONS = {
     "Thoraxklinik": (

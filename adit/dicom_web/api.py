@@ -33,6 +33,8 @@ from adit.core.api.permissions import TokenScope
 from adit.core.dicom.errors import DicomError
 from adit.core.models import DicomServer
 
+from .schema import DicomWebSchema
+
 logger = logging.getLogger(__name__)
 
 QUERY = "dicom_web.can_query"
@@ -106,6 +108,7 @@ class DicomWebView(APIView):
     (``permissions``) and in which role it uses the server (``roles``)."""
 
     permission_classes = [IsAuthenticated, TokenScope, OperationAllowed]
+    schema = DicomWebSchema()
     renderer_classes = [JSONRenderer]
     content_negotiation_class = _AlwaysJson  # pyright: ignore[reportAssignmentType]
     permissions: dict[str, str] = {}

@@ -4,6 +4,7 @@ error codes and leaves the models to the standard."""
 
 from __future__ import annotations
 
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -52,3 +53,12 @@ def dicomweb_operation(summary: str, media_type: str, parameters=(), request=Non
         request=request,
         responses={(200, media_type): OpenApiResponse(OpenApiTypes.BINARY), **ERRORS},
     )
+
+
+class DicomWebSchema(AutoSchema):
+    """Names each operation after its whole path, parameters included: the store of a study
+    and the store of any study are one view under two paths."""
+
+    def get_operation_id(self) -> str:
+        words = [part.strip("{}") for part in self.path.strip("/").split("/") if part]
+        return "_".join([*words, self.method.lower()])

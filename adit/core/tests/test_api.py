@@ -75,7 +75,7 @@ ROUTES = routes()
 
 def url_of(pattern: URLPattern, jobs: dict[str, int], server) -> str:
     assert pattern.name is not None
-    base = pattern.name.removeprefix("api-").rsplit("-", 1)[0]
+    base = next((name for name in jobs if pattern.name.startswith(f"api-{name}-")), "")
     kwargs = {}
     if "<node>" in str(pattern.pattern) or "(?P<node>" in str(pattern.pattern):
         kwargs["node"] = server.ae_title
@@ -353,6 +353,7 @@ def test_a_series_query_needs_its_study(client, member, server):
 def test_a_pacs_that_cannot_be_reached_is_a_503_with_retry_after(client, member):
     closed = unreachable_server()
     grant(closed, member.active_group, source=True)
+    give_permissions(member, "dicom_web", "can_query")
 
     response = client.get(f"/api/nodes/{closed.ae_title}/studies/", **token_header(member))
 
@@ -379,6 +380,7 @@ def test_the_schema_validates_and_documents_every_route(client, member):
     for pattern, _, _ in ROUTES:
         path = "/api/" + re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", str(pattern.pattern))
         path = path.replace("^", "").replace("$", "").replace("{pk}", "{id}")
+        path = path.replace("\\.", ".")
         assert path in documented, path
     assert "tokenAuth" in schema["components"]["securitySchemes"]
 

@@ -105,3 +105,38 @@ def staff_user(db):
     user.is_staff = True
     user.save()
     return user
+
+
+_exit_status: list[int] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _exit_status.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A thread a test left running (a fetch nobody stopped, a server of a test) must not keep
+    the finished run from exiting: the interpreter would wait for it forever. Names them, so
+    the test that left them can be found, and exits with the run's status."""
+    import sys
+    import threading
+    import traceback
+
+    left = [
+        thread
+        for thread in threading.enumerate()
+        if thread is not threading.main_thread() and not thread.daemon and thread.is_alive()
+    ]
+    if not left or not _exit_status:
+        return
+    frames = sys._current_frames()
+    print(f"\n{len(left)} non-daemon thread(s) still running after the tests:", file=sys.stderr)
+    for thread in left:
+        print(f"--- {thread.name}", file=sys.stderr)
+        frame = frames.get(thread.ident or 0)
+        if frame is not None:
+            print("".join(traceback.format_stack(frame)[-6:]), file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_exit_status[-1])

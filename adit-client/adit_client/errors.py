@@ -43,8 +43,8 @@ class AditNotFound(AditError):
 
 
 class AditBadRequest(AditError):
-    """400 (and 409, a conflict such as a pseudonym a project records for another patient):
-    a parameter or body ADIT cannot use (the message names it; ``errors`` has them all)."""
+    """400: a parameter or body ADIT cannot use (the message names it; ``errors`` has them
+    all)."""
 
 
 class AditServerError(AditError):
@@ -53,7 +53,6 @@ class AditServerError(AditError):
 
 _BY_STATUS: dict[int, type[AditError]] = {
     400: AditBadRequest,
-    409: AditBadRequest,
     401: AditAuthError,
     403: AditPermissionDenied,
     404: AditNotFound,
@@ -78,12 +77,14 @@ def message_of(response: requests.Response) -> str:
     detail = body.get("detail") if isinstance(body, dict) else None
     if isinstance(detail, str) and detail:
         return detail
-    if isinstance(body, dict) and body:
-        return _field_messages(body)[:_MAX_MESSAGE]
     # A store that stored nothing (409) answers with DICOM JSON, the reasons in Warning
     # (299 ADIT "…", one per reason).
     warnings = re.findall(r'"([^"]*)"', response.headers.get("Warning", ""))
-    text = "; ".join(warnings) or response.text.strip()
+    if warnings:
+        return "; ".join(warnings)[:_MAX_MESSAGE]
+    if isinstance(body, dict) and body:
+        return _field_messages(body)[:_MAX_MESSAGE]
+    text = response.text.strip()
     return text[:_MAX_MESSAGE] or response.reason or "no explanation given"
 
 

@@ -13,6 +13,7 @@ urlpatterns = [
     path("batch-query/", include("adit.batch_query.urls")),
     path("batch-transfer/", include("adit.batch_transfer.urls")),
     path("dicom-explorer/", include("adit.dicom_explorer.urls")),
+    path("upload/", include("adit.upload.urls")),
     path("api/dicom-web/", include("adit.dicom_web.urls")),
     path("api/", include("adit.accounts.api_urls")),
     path("api/", include("adit.core.api.urls")),

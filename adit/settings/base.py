@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "adit.batch_transfer",
     "adit.dicom_explorer",
     "adit.dicom_web",
+    "adit.upload",
 ]
 
 MIDDLEWARE = [

@@ -313,6 +313,10 @@ class DicomTask(models.Model):
 
     # What the task counts its progress in ("instances", "queries", "files"), plural.
     progress_unit: ClassVar[str] = "steps"
+    # What a task ended by ``clean_up_stuck_tasks`` says.
+    stuck_message: ClassVar[str] = (
+        "Task was interrupted and cannot resume by itself; reset it to run it again."
+    )
 
     job: models.ForeignKey  # declared by the concrete task model
 
@@ -322,6 +326,14 @@ class DicomTask(models.Model):
 
     def __str__(self) -> str:
         return f"{self._meta.verbose_name} {self.pk} [{TaskStatus(self.status).label}]"
+
+    @classmethod
+    def stuck(cls, live_queue_ids) -> models.QuerySet:
+        """Tasks "In Progress" that nothing will finish: no live queue entry of a worker runs
+        them (``live_queue_ids``). A kind whose tasks no worker runs says otherwise."""
+        return cls.objects.filter(status=TaskStatus.IN_PROGRESS).exclude(
+            queued_job_id__in=live_queue_ids
+        )
 
     def claim(self) -> bool:
         """Marks the task as being processed, unless someone else got it first.

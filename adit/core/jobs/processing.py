@@ -295,15 +295,9 @@ def clean_up_stuck_tasks() -> list[str]:
     live_queue_ids = ProcrastinateJob.objects.filter(status__in=["todo", "doing"]).values("id")
     for kind in registry.all_kinds():
         tasks = kind.task_model.objects
-        stuck = tasks.filter(status=TaskStatus.IN_PROGRESS).exclude(
-            queued_job_id__in=live_queue_ids
-        )
-        for task in stuck.select_related("job"):
+        for task in kind.task_model.stuck(live_queue_ids).select_related("job"):
             updated = tasks.filter(pk=task.pk, status=TaskStatus.IN_PROGRESS).update(
-                status=TaskStatus.FAILURE,
-                message="Task was interrupted and cannot resume by itself; reset it to "
-                "run it again.",
-                end=timezone.now(),
+                status=TaskStatus.FAILURE, message=task.stuck_message, end=timezone.now()
             )
             if updated:
                 task.job.refresh_status()

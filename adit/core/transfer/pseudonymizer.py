@@ -62,6 +62,7 @@ from dicognito.element_anonymizer import ElementAnonymizer
 from dicognito.randomizer import Randomizer
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from pydicom._dicom_dict import DicomDictionary
 from pydicom.charset import python_encoding
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
@@ -417,6 +418,30 @@ def _rules_by_tag() -> dict[int, _Action]:
 
 
 _ACTIONS = _rules_by_tag()
+
+# What happens to an attribute ``_RULES`` does not list, by its value representation; other
+# VRs (person names; sequences, which are walked into) go to dicognito.
+_ACTIONS_BY_VR = {
+    **dict.fromkeys(_VRS_DICOGNITO_IGNORES, _Action.KEEP),
+    **dict.fromkeys(_TEXT_VRS, _Action.CLEAN),
+    "DA": _Action.DATE,
+    "DT": _Action.DATE,
+    # Times are shifted together with their date, by the date's rule.
+    "TM": _Action.KEEP,
+    # Except the standard's own UIDs and those naming a class or a transfer syntax.
+    "UI": _Action.NEW_UID,
+    # Unknown content cannot be checked; URLs carry host names and original UIDs.
+    "UN": _Action.REMOVE,
+    "UR": _Action.REMOVE,
+}
+# Overlay planes (60xx) may hold burned-in text; curves (50xx) are retired free data.
+_REMOVED_GROUPS = ((0x5000, 0x501E), (0x6000, 0x601E))
+
+
+def _in_removed_group(group: int) -> bool:
+    return any(first <= group <= last for first, last in _REMOVED_GROUPS)
+
+
 _KEPT_AS_THEY_ARE = frozenset({_Action.KEEP, _Action.DATE, _Action.NEW_UID})
 
 
@@ -773,27 +798,14 @@ class _BasicProfileCleaner(ElementAnonymizer):
             if vr in ("UN", "UR"):
                 # Private data read without its dictionary is UN; the caller vouched for it.
                 return _Action.KEEP
-        group = tag.group
-        # Overlay planes (60xx) may hold burned-in text; curves (50xx) are retired free data.
-        if 0x6000 <= group <= 0x601E or 0x5000 <= group <= 0x501E:
+        if _in_removed_group(tag.group):
             return _Action.REMOVE
-        if vr in _VRS_DICOGNITO_IGNORES:
+        action = _ACTIONS_BY_VR.get(vr, _Action.DICOGNITO)
+        if action is _Action.NEW_UID and (
+            _is_standard_uid(data_element.value) or _names_a_class_or_syntax(tag)
+        ):
             return _Action.KEEP
-        if vr in _TEXT_VRS:
-            return _Action.CLEAN
-        if vr in ("DA", "DT"):
-            return _Action.DATE
-        if vr == "TM":
-            # Times are shifted together with their date, by the date's rule.
-            return _Action.KEEP
-        if vr == "UI":
-            if _is_standard_uid(data_element.value) or _names_a_class_or_syntax(tag):
-                return _Action.KEEP
-            return _Action.NEW_UID
-        if vr in ("UN", "UR"):
-            # Unknown content cannot be checked; URLs carry host names and original UIDs.
-            return _Action.REMOVE
-        return _Action.DICOGNITO
+        return action
 
     def _apply(
         self,
@@ -858,6 +870,126 @@ class _BasicProfileCleaner(ElementAnonymizer):
         new_uid = f"{self._uid_root}.{number}"
         assert len(new_uid) <= MAX_UID_LENGTH, new_uid  # the root has at most 24 characters
         return new_uid
+
+
+# -- The same profile in a browser ----------------------------------------------------------
+
+# Keys the values a browser derives for an upload apart from those of transfers (the browser
+# holds this key, so it must not be the seed); never change it.
+_UPLOAD_KEY_LABEL = b"adit-upload-key-v1"
+_BROWSER_METHOD = (
+    "ADIT Pseudonymizer (in the uploader's browser)",
+    "PS3.15 Basic Profile",
+    "Dates kept",
+    "Patient characteristics kept",
+    "Descriptors cleaned",
+    "Private attributes removed",
+)
+_BROWSER_CODES = (
+    _BASIC_PROFILE,
+    _CLEAN_DESCRIPTORS,
+    _RETAIN_FULL_DATES,
+    _RETAIN_PATIENT_CHARACTERISTICS,
+)
+_MAX_PROBLEMS_NAMED = 5
+
+
+def upload_key(project_secret: str) -> str:
+    """The key a browser derives an upload's new UIDs and replaced values with.
+
+    It is derived from the project's seed, so every upload of a project maps an original UID
+    to the same new one, but it is not the seed: whoever reads it in a browser can recompute
+    no value of the project's transfers.
+    """
+    seed = _derive_seed(project_secret).encode()
+    return hmac.new(seed, _UPLOAD_KEY_LABEL, hashlib.sha256).hexdigest()
+
+
+@functools.cache
+def _class_uid_tags() -> tuple[int, ...]:
+    tags = [tag for tag, entry in DicomDictionary.items() if entry[4].endswith("ClassUID")]
+    assert _TRANSFER_SYNTAX_UID_TAG is not None
+    return tuple(sorted({*tags, _TRANSFER_SYNTAX_UID_TAG}))
+
+
+def profile_for_browsers(uid_root: str | None = None) -> dict:
+    """The attribute table as data, for the upload page's pseudonymizer: one table, applied
+    by this module on the server and by the page's script in the browser.
+
+    Actions are named as ``_Action`` members; tags are 8 upper-case hex digits. A browser
+    replaces what dicognito replaces here (person names, accession number, study ID) with a
+    keyed hash, and keeps dates (an upload offers no date shift).
+    """
+    if uid_root is None:
+        uid_root = settings.PSEUDONYMIZATION_UID_ROOT
+    return {
+        "actions": {f"{tag:08X}": action.name for tag, action in sorted(_ACTIONS.items())},
+        "actions_by_vr": {vr: action.name for vr, action in sorted(_ACTIONS_BY_VR.items())},
+        "default_action": _Action.DICOGNITO.name,
+        "removed_groups": [[f"{first:04X}", f"{last:04X}"] for first, last in _REMOVED_GROUPS],
+        "kept_uid_tags": [f"{tag:08X}" for tag in _class_uid_tags()],
+        "standard_uid_root": _STANDARD_UID_ROOT,
+        "uid_root": uid_root or _UUID_UID_ROOT,
+        "uid_label": _UID_LABEL.decode(),
+        "dummy_text": _DUMMY_TEXT,
+        "max_text_lengths": _MAX_TEXT_LENGTHS,
+        "deidentification_method": list(_BROWSER_METHOD),
+        "deidentification_codes": [list(code) for code in _BROWSER_CODES],
+    }
+
+
+def deidentification_problems(
+    dataset: Dataset, pseudonym: str, uid_root: str | None = None
+) -> list[str]:
+    """What shows that ``dataset`` did not go through the profile for ``pseudonym``: the
+    server's check of each uploaded file, which a browser pseudonymized ("" problems: none).
+
+    Checked: the identity is the pseudonym, no attribute the profile removes or empties has a
+    value (private ones, overlays and unknown ones included), every instance's own UID lies
+    under the root new UIDs are made under, and the file says its identity was removed.
+    Replaced and cleaned values cannot be told from kept ones, so they are not checked.
+    """
+    if uid_root is None:
+        uid_root = settings.PSEUDONYMIZATION_UID_ROOT
+    uid_prefix = f"{uid_root or _UUID_UID_ROOT}."
+    class_uid_tags = frozenset(_class_uid_tags())
+    problems: list[str] = []
+
+    def check(element: DataElement) -> None:
+        tag, vr = element.tag, element.VR
+        name = element.keyword or f"({tag.group:04X},{tag.element:04X})"
+        action = _ACTIONS.get(tag)
+        if tag.is_private:
+            problems.append(f"it has the private attribute {name}")
+        elif _in_removed_group(tag.group):
+            problems.append(f"it has the overlay or curve attribute {name}")
+        elif action is _Action.REMOVE or (
+            action is None and _ACTIONS_BY_VR.get(vr) is (_Action.REMOVE)
+        ):
+            problems.append(f"it has {name}, which the profile removes")
+        elif action is _Action.EMPTY and not element.is_empty:
+            problems.append(f"{name} is not empty")
+        elif action is _Action.PSEUDONYM and _first_text(element.value) != pseudonym:
+            problems.append(f"{name} is not the pseudonym {pseudonym!r}")
+        elif vr == "UI" and tag not in class_uid_tags:
+            for uid in _texts_of(element.value):
+                if not uid.startswith((uid_prefix, _STANDARD_UID_ROOT)):
+                    problems.append(f"{name} {uid} is not a pseudonymized UID")
+
+    for element in dataset.file_meta.iterall() if hasattr(dataset, "file_meta") else ():
+        check(element)
+    for element in dataset.iterall():
+        check(element)
+    for keyword in ("PatientID", "PatientName"):
+        if keyword not in dataset:
+            problems.append(f"{keyword} is missing (it must be the pseudonym {pseudonym!r})")
+    if _first_text(dataset.get("PatientIdentityRemoved")) != "YES":
+        problems.append("PatientIdentityRemoved is not YES")
+    unique = list(dict.fromkeys(problems))
+    if len(unique) > _MAX_PROBLEMS_NAMED:
+        more = len(unique) - _MAX_PROBLEMS_NAMED
+        unique = [*unique[:_MAX_PROBLEMS_NAMED], f"{more} more"]
+    return unique
 
 
 # -- Helpers ---------------------------------------------------------------------------------

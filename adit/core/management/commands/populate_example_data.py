@@ -24,6 +24,7 @@ _EVERYBODY = (
     "dicom_explorer.query_dicom_server",
     "dicom_web.can_query",
     "dicom_web.can_retrieve",
+    "upload.can_upload_data",
 )
 GROUP_PERMISSIONS = {
     "Thoraxklinik": (

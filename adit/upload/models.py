@@ -79,7 +79,7 @@ class UploadJob(DicomJob):
         return self.tasks.get()
 
     @classmethod
-    def start(cls, *, owner, destination: DicomNode, files_total: int, **fields) -> UploadJob:
+    def begin(cls, *, owner, destination: DicomNode, files_total: int, **fields) -> UploadJob:
         """The job and its task, "In Progress" at once: the browser sends the files now."""
         now = timezone.now()
         with transaction.atomic():

@@ -26,6 +26,7 @@ from .models import UploadJob
 
 # Values above this stay in the file until they are stored.
 _DEFER_SIZE = 64 * 1024
+_UNDEFINED_LENGTH = 0xFFFFFFFF
 _REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 _MODALITY = re.compile(r"[A-Z0-9_ ]{1,16}")
 
@@ -83,10 +84,10 @@ def read_uploaded_file(uploaded: UploadedFile) -> Dataset:
         if isinstance(uploaded, TemporaryUploadedFile):
             path = uploaded.temporary_file_path()
             dataset = dcmread(path, defer_size=_DEFER_SIZE)
-            _check_complete(dataset, uploaded.size)
         else:
             uploaded.seek(0)
             dataset = dcmread(uploaded)
+        _check_complete(dataset, uploaded.size)
     except InvalidDicomError as err:
         raise FileRefused(
             "Not a DICOM file (no DICOM file header: 'DICM' is missing at byte 128)."
@@ -102,18 +103,18 @@ def read_uploaded_file(uploaded: UploadedFile) -> Dataset:
 
 
 def _check_complete(dataset: Dataset, size: int | None) -> None:
-    # Values read later (pixel data) must lie inside the file: a file cut off in its pixel
-    # data reads without error until they are needed.
-    if size is None:
-        return
+    # pydicom reads a file cut off inside a value without complaint: the value comes out
+    # short, or (left in the file) would run past its end when read later.
     for element in dataset.values():
-        if isinstance(element, RawDataElement) and element.value is None:
-            end = element.value_tell + element.length
-            if element.length != 0xFFFFFFFF and end > size:
-                raise FileRefused(
-                    f"The file is cut off: it ends at byte {size}, but its "
-                    f"({element.tag.group:04X},{element.tag.element:04X}) runs to byte {end}."
-                )
+        if not isinstance(element, RawDataElement) or element.length == _UNDEFINED_LENGTH:
+            continue
+        end = element.value_tell + element.length
+        short = element.value is not None and len(element.value) < element.length
+        if short or (element.value is None and size is not None and end > size):
+            raise FileRefused(
+                f"The file is cut off: its ({element.tag.group:04X},{element.tag.element:04X}) "
+                f"should run to byte {end}, but the file has {size} bytes."
+            )
 
 
 __all__ = ["DicomError", "FileRefused", "StoredFile", "store_uploaded_file"]

@@ -58,7 +58,7 @@ def job_create(request: HttpRequest) -> HttpResponse:
     fields = form.job_fields()
     project = fields["project"]
     secret = "" if project else new_secret()
-    job = UploadJob.start(owner=user, upload_secret=secret, **fields)
+    job = UploadJob.begin(owner=user, upload_secret=secret, **fields)
     return JsonResponse(
         {
             "job": job.pk,

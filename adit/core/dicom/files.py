@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from io import BytesIO
@@ -46,7 +47,9 @@ def write_instance(dataset: Dataset, path: Path) -> None:
         dataset.save_as(partial, enforce_file_format=True)
         os.replace(partial, path)
     except OSError as err:
-        partial.unlink(missing_ok=True)
+        # A file where a folder should be fails the unlink too; what counts is the first error.
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
         if err.errno == errno.ENOSPC:
             raise DicomError(f"Out of disk space while trying to save '{path}'.") from err
         raise DicomError(f"Could not save '{path}': {err.strerror or err}.") from err

@@ -976,15 +976,18 @@ def deidentification_problems(
                 if not uid.startswith((uid_prefix, _STANDARD_UID_ROOT)):
                     problems.append(f"{name} {uid} is not a pseudonymized UID")
 
+    # The identity first: it tells most plainly what happened to a file.
+    for keyword in ("PatientID", "PatientName"):
+        if keyword not in dataset:
+            problems.append(f"{keyword} is missing (it must be the pseudonym {pseudonym!r})")
+        elif _first_text(dataset.get(keyword)) != pseudonym:
+            problems.append(f"{keyword} is not the pseudonym {pseudonym!r}")
+    if _first_text(dataset.get("PatientIdentityRemoved")) != "YES":
+        problems.append("PatientIdentityRemoved is not YES")
     for element in dataset.file_meta.iterall() if hasattr(dataset, "file_meta") else ():
         check(element)
     for element in dataset.iterall():
         check(element)
-    for keyword in ("PatientID", "PatientName"):
-        if keyword not in dataset:
-            problems.append(f"{keyword} is missing (it must be the pseudonym {pseudonym!r})")
-    if _first_text(dataset.get("PatientIdentityRemoved")) != "YES":
-        problems.append("PatientIdentityRemoved is not YES")
     unique = list(dict.fromkeys(problems))
     if len(unique) > _MAX_PROBLEMS_NAMED:
         more = len(unique) - _MAX_PROBLEMS_NAMED

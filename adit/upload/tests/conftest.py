@@ -1,0 +1,53 @@
+"""A researcher who may upload, destinations granted to her group, and files as the upload
+page's script sends them (pseudonymized here by the server's own pseudonymizer, which applies
+the same profile)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from pydicom import Dataset, dcmread
+from pydicom.data import get_testdata_file
+
+from adit.core.tests.factories import give_permissions
+from adit.core.tests.node_fixtures import (  # noqa: F401 (fixtures)
+    destination_folder,
+    destination_server,
+)
+from adit.core.transfer.pseudonymizer import Pseudonymizer
+
+PSEUDONYM = "UPL-0001"
+
+
+@pytest.fixture
+def researcher(member):
+    """alice, allowed to upload in her active group."""
+    give_permissions(member, "upload", "can_upload_data")
+    return member
+
+
+@pytest.fixture
+def researcher_client(client, researcher):
+    client.force_login(researcher)
+    return client
+
+
+def original_instance(name: str = "CT_small.dcm") -> Dataset:
+    path = get_testdata_file(name)
+    assert path is not None, name
+    return dcmread(path)
+
+
+def encoded(dataset: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def pseudonymized_file(
+    pseudonym: str = PSEUDONYM, name: str = "CT_small.dcm", secret: str = "upload key"
+) -> bytes:
+    dataset = original_instance(name)
+    Pseudonymizer(pseudonym, secret).pseudonymize(dataset)
+    return encoded(dataset)

@@ -35,7 +35,7 @@ def researcher_client(client, researcher):
 
 def original_instance(name: str = "CT_small.dcm") -> Dataset:
     path = get_testdata_file(name)
-    assert path is not None, name
+    assert isinstance(path, str), name
     return dcmread(path)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
+from django.utils import timezone
 from pydicom import dcmread
 
 from adit.accounts.tests.factories import GroupFactory, UserFactory
@@ -245,10 +246,8 @@ def test_an_abandoned_upload_ends_after_a_while_and_a_running_one_does_not(
 ):
     abandoned = start(researcher_client, destination_folder).json()
     running = start(researcher_client, destination_folder).json()
-    UploadTask.objects.filter(job_id=abandoned["job"]).update(
-        last_file=UploadTask.objects.get(job_id=abandoned["job"]).last_file
-        - datetime.timedelta(minutes=11)
-    )
+    long_ago = timezone.now() - datetime.timedelta(minutes=11)
+    UploadTask.objects.filter(job_id=abandoned["job"]).update(last_file=long_ago)
     clean_up_stuck_tasks()
     ended = UploadJob.objects.get(pk=abandoned["job"])
     assert ended.status == JobStatus.FAILURE

@@ -76,7 +76,11 @@ class UploadJob(DicomJob):
 
     @property
     def task(self) -> UploadTask:
-        return self.tasks.get()
+        return self.tasks.select_related("source").get()
+
+    @property
+    def destination(self) -> DicomNode:
+        return self.task.source
 
     @classmethod
     def begin(cls, *, owner, destination: DicomNode, files_total: int, **fields) -> UploadJob:
@@ -165,8 +169,11 @@ class UploadTask(DicomTask):
         else:
             status, message = TaskStatus.SUCCESS, f"Upload finished: {told}"
         message += "."
-        UploadTask.objects.filter(pk=self.pk, status=TaskStatus.IN_PROGRESS).update(
+        ended = UploadTask.objects.filter(pk=self.pk, status=TaskStatus.IN_PROGRESS).update(
             status=status, message=message, end=timezone.now()
         )
         job.refresh_status()
+        if ended:
+            # The job page says what happened to the files, not "All tasks have warnings".
+            UploadJob.objects.filter(pk=job.pk).update(message=message)
         return message

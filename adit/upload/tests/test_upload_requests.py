@@ -253,3 +253,22 @@ def test_an_abandoned_upload_ends_after_a_while_and_a_running_one_does_not(
     assert ended.status == JobStatus.FAILURE
     assert "The browser stopped sending files" in ended.task.message
     assert UploadJob.objects.get(pk=running["job"]).status == JobStatus.IN_PROGRESS
+
+
+def test_the_job_and_task_pages_say_where_the_files_went_and_what_did_not_arrive(
+    researcher_client, destination_folder
+):
+    answer = start(researcher_client, destination_folder, files_skipped=2).json()
+    send(researcher_client, answer, pseudonymized_file())
+    send(researcher_client, answer, b"This is no DICOM file.")
+    researcher_client.post(answer["finish_url"])
+    job_page = researcher_client.get(answer["job_url"]).content.decode()
+    message = "Upload finished with problems: 1 stored, 1 refused by the server, 2 skipped"
+    assert message in job_page
+    assert "Research share" in job_page and PSEUDONYM in job_page
+    task = UploadJob.objects.get(pk=answer["job"]).task
+    task_page = researcher_client.get(reverse("upload:task_detail", args=[task.pk]))
+    text = task_page.content.decode()
+    assert "Destination" in text and ">Source<" not in text
+    assert "1 stored, 1 refused, 0 not taken" in text
+    assert "Not a DICOM file" in text  # why the refused file did not arrive

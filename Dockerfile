@@ -62,4 +62,4 @@ hosts = [h.strip().lstrip('.') for h in os.environ.get('DJANGO_ALLOWED_HOSTS', '
 host = next((h for h in hosts if h and '*' not in h), 'localhost'); \
 u.urlopen(u.Request('http://localhost:8000/health/', headers={'Host': host}), timeout=4)"
 
-CMD ["python", "-m", "daphne", "-b", "0.0.0.0", "-p", "8000", "adit.asgi:application"]
+CMD ["python", "-m", "adit.web_server", "-b", "0.0.0.0", "-p", "8000", "adit.asgi:application"]

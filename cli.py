@@ -201,7 +201,7 @@ def up(
         asgi_app = "adit.asgi:application"
         supervisor = Supervisor(
             {
-                "web": [python, "-m", "daphne", "-b", host, "-p", str(port), asgi_app],
+                "web": [python, "-m", "adit.web_server", "-b", host, "-p", str(port), asgi_app],
                 "default_worker": [python, "manage.py", "worker", "--queue", "default"],
                 "dicom_worker": [python, "manage.py", "worker", "--queue", "dicom"],
                 "receiver": [python, "manage.py", "receiver"],

@@ -1,8 +1,8 @@
 """The DICOMweb API benchmark: ``uv run cli bench dicomweb``.
 
 ADIT's DICOMweb API (``/api/dicom-web/<AE title>/``, app ``adit.dicom_web``) is served by
-daphne, as ``cli up`` serves it, and called over HTTP by the same client as each baseline, in
-one session:
+daphne as ``cli up`` serves it (``adit.web_server``), and called over HTTP by the same client as
+each baseline, in one session:
 
 * WADO-RS of a study of N CT slices (512x512, 16 bit, about 0.5 MB each) through ADIT from a
   DICOMweb source (Orthanc's DICOMweb plugin, the server row flagged QIDO-RS + WADO-RS),
@@ -282,7 +282,7 @@ class Daphne(Worker):
         self.url = f"http://{LOOPBACK}:{self.port}"
         arguments = ["-b", LOOPBACK, "-p", str(self.port), "adit.asgi:application"]
         if self.profile_to is None:
-            command = [sys.executable, "-m", "daphne", *arguments]
+            command = [sys.executable, "-m", "adit.web_server", *arguments]
         else:
             command = [
                 sys.executable,
@@ -344,7 +344,7 @@ def _profiled_daphne(argv: list[str]) -> int:
     if len(argv) < 3 or argv[0] != "--profile-to" or argv[2] != "--":
         print("usage: python -m bench.dicomweb --profile-to PATH -- DAPHNE-ARGS...")
         return 2
-    from daphne.cli import CommandLineInterface
+    from adit.web_server import CommandLineInterface
 
     output = Path(argv[1])
     profiler = common.ThreadProfiler()

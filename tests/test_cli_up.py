@@ -141,7 +141,7 @@ def test_up_demo_serves_the_app_with_filled_pacs_survives_crashes_and_stops_on_s
 
         # A crashed worker comes back, and the web server is not stopped for it.
         children = psutil.Process(process.pid).children(recursive=True)
-        web = _with_cmdline(children, "daphne")
+        web = _with_cmdline(children, "-m", "adit.web_server")
         _with_cmdline(children, "worker", "dicom").kill()
         _wait_for_log(
             process, log_file, "dicom_worker", "was killed by SIGKILL; restarting it in 1 s"

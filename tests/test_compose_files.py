@@ -159,7 +159,7 @@ def test_commands_run_known_programs(compose_file):
                     f"{name}: unknown management command in {argv}"
                 )
             else:
-                assert argv[:3] == ["python", "-m", "daphne"], f"{name}: unexpected {argv}"
+                assert argv[:3] == ["python", "-m", "adit.web_server"], f"{name}: unexpected {argv}"
 
 
 def test_processes_are_the_expected_ones(compose_file):
@@ -174,7 +174,9 @@ def test_processes_are_the_expected_ones(compose_file):
     assert argv == ["python", "manage.py", "receiver"]
     (web,) = command_parts(defined["web"])
     if compose_file == PROD_FILE:
-        assert web == shlex.split("python -m daphne -b 0.0.0.0 -p 8000 adit.asgi:application")
+        assert web == shlex.split(
+            "python -m adit.web_server -b 0.0.0.0 -p 8000 adit.asgi:application"
+        )
     else:
         assert web == shlex.split("python manage.py runserver 0.0.0.0:8000")
 
@@ -315,7 +317,10 @@ def test_dockerfile():
     user = re.findall(r"^USER (\S+)", instructions, re.M)
     assert user and user[-1] not in ("root", "0"), "the image must not run as root"
     assert re.search(r"^HEALTHCHECK .*localhost:8000/health/", instructions, re.M)
-    assert re.search(r"^CMD .*daphne", instructions, re.M)
+    [command] = re.findall(r"^CMD (.*)$", instructions, re.M)
+    assert json.loads(command) == shlex.split(
+        "python -m adit.web_server -b 0.0.0.0 -p 8000 adit.asgi:application"
+    )
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out():

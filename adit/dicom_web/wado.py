@@ -5,10 +5,10 @@ DICOM instances (``multipart/related; type="application/dicom"``) or as their me
 
 Everything streams: the fetch runs on a thread of its own into a buffer bounded in instances
 and bytes (InstanceStream), and each instance becomes a piece of the response as it is taken
-from there. The fetch never runs ahead of the response by more than that buffer; but daphne
-hands what the response sends to the network without waiting for a slow client, so such a
-client can still make daphne hold much of the study (bench/RESULTS.md, 2026-12-03). Failures
-come in two phases:
+from there. The fetch never runs ahead of the response by more than that buffer, and the
+response never runs ahead of the client by more than the network's buffers: ADIT's web server
+(adit.web_server) lets a send wait while they are full, where plain daphne would hold all that
+a slow client has not read yet. Failures come in two phases:
 
 * Until the first instance is there nothing is sent: an unknown study is a 404, a PACS that
   cannot be reached a 503, a refusal a 502, each with a JSON body (see adit.core.api.errors).

@@ -1,4 +1,5 @@
-"""The ASGI app (HTTP and WebSockets) served by daphne in a subprocess, on the test database.
+"""The ASGI app (HTTP and WebSockets) served by ADIT's web server (adit.web_server, daphne with
+lazily read request bodies) in a subprocess, on the test database.
 
 pytest-django's ``live_server`` speaks WSGI only, so pages that use a WebSocket need this.
 """
@@ -18,8 +19,8 @@ class AsgiServer(AppProcess):
     def __init__(self, env: dict[str, str] | None = None):
         (self.port,) = free_ports(1)
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
-        super().__init__([*command, "adit.asgi:application"], "daphne", env)
+        command = [sys.executable, "-m", "adit.web_server", "-b", "127.0.0.1", "-p", str(self.port)]
+        super().__init__([*command, "adit.asgi:application"], "web-server", env)
         self._wait_until_up()
 
     def _wait_until_up(self, timeout: float = 30) -> None:

@@ -2,10 +2,13 @@
 
 from django.urls import include, path
 
+from adit.core.tests import web_server_views
 from adit.urls import urlpatterns as project_urlpatterns
 
 urlpatterns = [
     *project_urlpatterns,
     path("example/", include("adit.core.tests.example_app.urls")),
     path("queries/", include("adit.core.tests.query_app.urls")),
+    path("test-web-server/body-echo/", web_server_views.body_echo),
+    path("test-web-server/stream/<int:mib>/", web_server_views.stream),
 ]

@@ -10,8 +10,8 @@ the encoded response) would raise the peak by at least that much; one that strea
 InstanceStream's few instances and a chunk or two on their way to the socket.
 
 The client reads as fast as the instances come, as a script does. A client slower than the
-PACS is another matter, not tested here: daphne does not wait for it, and what it has not read
-yet waits in daphne's memory.
+PACS makes the web server's sends wait (adit.web_server), which tests/test_web_server.py tests
+with a plain streaming response.
 """
 
 from __future__ import annotations

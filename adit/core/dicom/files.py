@@ -115,9 +115,12 @@ def _keep(dataset: Dataset, data: bytes, syntax: UID) -> None:
     elements = dict(dataset._dict)  # pyright: ignore[reportPrivateUsage]
     if not elements:
         return
-    start = min(_element_start(element, syntax) for element in elements.values())
-    if start < 0:
-        return
+    start, tag = min(
+        (_element_start(element, syntax), element.tag) for element in elements.values()
+    )
+    order = "<" if syntax.is_little_endian else ">"
+    if start < 0 or data[start : start + 4] != struct.pack(f"{order}HH", tag >> 16, tag & 0xFFFF):
+        return  # not where the first element begins: the bytes are not passed on
     dataset._as_received = _AsReceived(data, start, syntax, elements)  # pyright: ignore[reportAttributeAccessIssue]
 
 

@@ -44,7 +44,7 @@ from adit.core.api.errors import dicom_error_response
 from adit.core.dicom import spool
 from adit.core.dicom.dimse import SOP_CLASS_NOT_SUPPORTED, StoreResult
 from adit.core.dicom.errors import DicomError, RetriableDicomError
-from adit.core.dicom.files import decode_instance
+from adit.core.dicom.files import read_instance
 from adit.core.dicom.multipart import MultipartError, Part, iter_parts
 from adit.core.dicom.operator import DicomOperator
 from adit.core.models import PseudonymConflict
@@ -337,7 +337,7 @@ def _read_instance(part: Part) -> Dataset:
         raise ValueError("neither the DICM prefix nor file meta information was found")
     if part.file is not None:
         return spool.spooled_file(part.file, force=lacks_preamble)
-    return decode_instance(part.body, force=lacks_preamble)
+    return read_instance(part.body, force=lacks_preamble)
 
 
 def _uid_of(dataset: Dataset, keyword: str) -> str:

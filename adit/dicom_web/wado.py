@@ -51,7 +51,7 @@ from adit.core import validators
 from adit.core.api.errors import dicom_error_response
 from adit.core.dicom import spool
 from adit.core.dicom.errors import DicomError
-from adit.core.dicom.files import encode_instance
+from adit.core.dicom.files import encoded_pieces
 from adit.core.dicom.instance_stream import InstanceStream, StreamStopped, async_chunks
 from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.selection import StudySelection
@@ -267,14 +267,15 @@ class MultipartInstances(StreamedBody):
         if ANY_SYNTAX not in self.accepted and syntax not in self.accepted:
             convert_to_explicit_little_endian(dataset)
             syntax = ExplicitVRLittleEndian
-        data = encode_instance(dataset)
+        # An unchanged instance as it arrived from the source (see files.read_instance).
+        pieces = encoded_pieces(dataset)
         spool.release(dataset)  # its file's space now, not when the dataset is collected
         head = (
             f"--{self.boundary}\r\n"
             f"Content-Type: application/dicom; transfer-syntax={syntax}\r\n"
-            f"Content-Length: {len(data)}\r\n\r\n"
+            f"Content-Length: {sum(len(piece) for piece in pieces)}\r\n\r\n"
         ).encode("ascii")
-        return b"".join((head, data, b"\r\n"))
+        return b"".join((head, *pieces, b"\r\n"))
 
     def ending(self) -> bytes:
         return f"--{self.boundary}--\r\n".encode("ascii")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pydicom import Dataset
 
 from adit.core.dicom import multipart, spool
 from adit.core.dicom.errors import DicomError, DicomTimeoutError, RetriableDicomError
-from adit.core.dicom.files import decode_instance
+from adit.core.dicom.files import encoded_pieces, read_instance
 
 T = TypeVar("T")
 
@@ -223,7 +224,7 @@ class DicomWebConnector:
         try:
             if part.file is not None:
                 return spool.spooled_file(part.file)
-            return decode_instance(part.body)
+            return read_instance(part.body)  # its bytes kept: sent on as they came
         except Exception as err:  # pydicom raises many kinds for a broken file
             raise RetriableDicomError(
                 f"WADO-RS on {self.peer.name}: part {index + 1} of the response is not a "
@@ -234,11 +235,12 @@ class DicomWebConnector:
         self, datasets: Iterable[Dataset], on_stored: Callable[[int], None] | None = None
     ) -> int:
         """STOW-RS in batches of several instances per request; returns how many were stored
-        (and tells ``on_stored`` how many of each batch, once it was)."""
+        (and tells ``on_stored`` how many of each batch, once it was). An instance nothing
+        changed goes as it arrived (see ``files.read_instance``)."""
         stored = 0
         iterator = iter(datasets)
         while batch := list(islice(iterator, STOW_BATCH_SIZE)):
-            response = self._call("STOW-RS", lambda: self.client.store_instances(batch))
+            response = self._call("STOW-RS", lambda: self._post_instances(batch))
             failed = response.get("FailedSOPSequence", []) if response is not None else []
             if failed:
                 uids = ", ".join(str(item.get("ReferencedSOPInstanceUID", "?")) for item in failed)
@@ -249,6 +251,36 @@ class DicomWebConnector:
             if on_stored is not None:
                 on_stored(len(batch))
         return stored
+
+    def _post_instances(self, batch: list[Dataset]) -> Dataset:
+        """One STOW-RS request with the batch; the server's answer (empty if it sent none)."""
+        boundary = f"adit-{secrets.token_hex(16)}"
+        pieces: list[bytes | memoryview] = []
+        for dataset in batch:
+            pieces.append(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode())
+            pieces += encoded_pieces(dataset)
+            pieces.append(b"\r\n")
+        pieces.append(f"--{boundary}--\r\n".encode())
+        prefix = self.peer.stow_prefix.strip("/")
+        url = self.peer.root_url.rstrip("/") + (f"/{prefix}" if prefix else "") + "/studies"
+        response = self.session.post(
+            url,
+            data=b"".join(pieces),
+            headers={
+                "Content-Type": (
+                    f'multipart/related; type="application/dicom"; boundary={boundary}'
+                ),
+                "Accept": "application/dicom+json",
+            },
+            timeout=self.timeout,
+        )
+        response.raise_for_status()
+        if response.content and _content_type(response).split(";")[0].strip() in (
+            "application/dicom+json",
+            "application/json",
+        ):
+            return Dataset.from_json(response.json())
+        return Dataset()
 
 
 def _content_type(response: requests.Response) -> str:

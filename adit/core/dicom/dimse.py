@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from io import BytesIO
 
 from pydicom import Dataset
 from pydicom.uid import (
@@ -37,6 +38,7 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, _config, build_context, build_role, evt, sop_class
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.presentation import PresentationContext, StoragePresentationContexts
 from pynetdicom.status import (
     QR_FIND_SERVICE_CLASS_STATUS,
@@ -48,6 +50,7 @@ from pynetdicom.status import (
 
 from adit.core.dicom import spool
 from adit.core.dicom.errors import DicomError, DicomTimeoutError, RetriableDicomError
+from adit.core.dicom.files import read_data_set, unchanged_data_set
 from adit.core.dicom.syntaxes import (
     UNCOMPRESSED_LITTLE_ENDIAN,
     ConversionError,
@@ -688,6 +691,8 @@ class _StoreSession:
         self.result = result
         self.proposed: dict[str, set[str]] = {}  # SOP class -> syntaxes of its own contexts
         self.accepted: dict[str, set[str]] = {}  # SOP class -> syntaxes the peer accepted
+        # (SOP class, syntax) -> the accepted context that carries them.
+        self.context_ids: dict[tuple[str, str], int] = {}
         self._association_context = None
         self.assoc: Association | None = None
 
@@ -701,7 +706,9 @@ class _StoreSession:
         if syntax not in accepted:
             if not self._convert(dataset, sop_class, syntax, accepted):
                 return
-        status = self.assoc.send_c_store(dataset)
+        status = self._send_as_received(dataset, sop_class, syntax)
+        if status is None:
+            status = self.assoc.send_c_store(dataset)
         self.connector._check_response_arrived(status, "C-STORE")
         code = status.Status
         category = STORAGE_SERVICE_CLASS_STATUS.get(code, ("Failure",))[0]
@@ -710,6 +717,46 @@ class _StoreSession:
                 f"C-STORE of {dataset.SOPInstanceUID}", code, STORAGE_SERVICE_CLASS_STATUS
             )
         self.result.stored += 1
+
+    def _send_as_received(self, dataset: Dataset, sop_class: str, syntax: str) -> Dataset | None:
+        """C-STOREs the data set's bytes as they arrived, if it is unchanged and the peer
+        accepts it in their syntax; returns the response's status (empty if none came), or
+        None when the dataset must be encoded (pynetdicom's ``send_c_store``).
+
+        This is ``send_c_store`` without the encoding: the same request on the same context,
+        sent and answered through pynetdicom's DIMSE provider. The reactor, which must not
+        take the response away, stays paused for the whole association (``_hold_reactor``).
+        """
+        assoc = self.assoc
+        assert assoc is not None
+        context_id = self.context_ids.get((sop_class, syntax))
+        hold = getattr(assoc, "_reactor_checkpoint", None)
+        if context_id is None or not (
+            isinstance(hold, _HeldReactorCheckpoint) and hold.reactor_waits.is_set()
+        ):
+            return None
+        data_set = unchanged_data_set(dataset)
+        if data_set is None:
+            return None
+        request = C_STORE()
+        request.MessageID = 1
+        request.Priority = 2  # low, as send_c_store's default
+        request.AffectedSOPClassUID = UID(sop_class)
+        request.AffectedSOPInstanceUID = UID(str(dataset.SOPInstanceUID))
+        request.DataSet = BytesIO(data_set)
+        assoc.dimse.send_msg(request, context_id)
+        _, response = assoc.dimse.get_msg(block=True)
+        status = Dataset()
+        if response is None or not response.is_valid_response:
+            # No answer in time, a lost connection or nonsense: the association is done for.
+            if assoc.is_established:
+                assoc.abort()
+            return status
+        status.Status = response.Status
+        for keyword in response.STATUS_OPTIONAL_KEYWORDS:
+            if getattr(response, keyword, None) is not None:
+                setattr(status, keyword, getattr(response, keyword))
+        return status
 
     def _convert(self, dataset: Dataset, sop_class: str, syntax: str, accepted: set[str]) -> bool:
         """Converts the dataset to an uncompressed syntax the peer accepts; False (and the
@@ -763,7 +810,11 @@ class _StoreSession:
         self._association_context = self.connector.associate(contexts)
         self.assoc = self._association_context.__enter__()
         self.accepted = {}
+        self.context_ids = {}
         for context in self.assoc.accepted_contexts:
+            if context.as_scu and context.context_id is not None:
+                key = (str(context.abstract_syntax), str(context.transfer_syntax[0]))
+                self.context_ids[key] = context.context_id
             uid = str(context.abstract_syntax)
             self.accepted.setdefault(uid, set()).update(
                 str(accepted) for accepted in context.transfer_syntax[:1]
@@ -779,14 +830,14 @@ class _StoreSession:
 
 
 def _arrived_dataset(event, spool_above: int | None) -> Dataset:
-    """The dataset a C-STORE brought, with its file meta; spooled (see ``get``) if large."""
+    """The dataset a C-STORE brought, with its file meta and its bytes (see
+    ``files.read_data_set``); spooled (see ``get``) if large."""
     encoded = event.request.DataSet  # the encoded data set as received, in a BytesIO
     if spool_above is not None and encoded.getbuffer().nbytes > spool_above:
         with encoded.getbuffer() as view:
             return spool.spool_parts(event.file_meta, view)
-    dataset = event.dataset
-    dataset.file_meta = event.file_meta
-    return dataset
+    # Read lazily, keeping the bytes: an instance nobody changes is sent on as it came.
+    return read_data_set(encoded.getvalue(), event.file_meta)
 
 
 def _wait_until_closed(assoc: Association, timeout: float = 5) -> None:

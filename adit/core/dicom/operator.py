@@ -41,7 +41,7 @@ from adit.core.dicom.errors import (
     RetriableDicomError,
     ServiceStoppingError,
 )
-from adit.core.dicom.files import decode_instance
+from adit.core.dicom.files import read_instance
 from adit.core.dicom.query import RETURN_KEYS, Level, Query, as_list, count_of
 
 if TYPE_CHECKING:
@@ -827,7 +827,7 @@ class _Arrivals:
         if self.spool_above is not None and len(data) > self.spool_above:
             self.deliver(spool.spool_encoded(data))  # never decoded in memory
         else:
-            self.deliver(decode_instance(data))
+            self.deliver(read_instance(data))  # its bytes kept: sent on as they came
 
     def is_short(self, expected: SeriesCounts) -> bool:
         """Whether some series has fewer instances than the server holds; compared series by

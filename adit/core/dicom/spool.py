@@ -12,9 +12,11 @@ import tempfile
 from collections.abc import Iterable
 from typing import IO
 
-from pydicom import Dataset, dcmread, dcmwrite
+from pydicom import Dataset, dcmread
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.filewriter import write_file_meta_info
+
+from adit.core.dicom.files import received_size, write_to
 
 # Values longer than this stay on disk until used: pixel data, overlays, encapsulated documents.
 DEFER_SIZE = 64 * 1024
@@ -25,8 +27,10 @@ _PREAMBLE = b"\x00" * 128 + b"DICM"
 
 def estimated_size(dataset: Dataset) -> int:
     """The bytes the dataset holds in memory, about its encoded size: the values as read
-    (a value deferred to a file counts nothing) and a little per element."""
-    return _size_of_elements(dataset.get_item(tag, keep_deferred=True) for tag in dataset.keys())
+    (a value deferred to a file counts nothing), a little per element, and the bytes it
+    arrived in if it keeps them (see ``files.read_instance``)."""
+    elements = (dataset.get_item(tag, keep_deferred=True) for tag in dataset.keys())
+    return _size_of_elements(elements) + received_size(dataset)
 
 
 def _size_of_elements(elements: Iterable[DataElement | RawDataElement | None]) -> int:
@@ -59,7 +63,7 @@ def spool_dataset(dataset: Dataset) -> Dataset:
     """
     file = tempfile.TemporaryFile(prefix="adit-spool-")
     try:
-        dcmwrite(file, dataset, enforce_file_format=True)
+        write_to(dataset, file)  # as it arrived, if it is unchanged
     except BaseException:
         file.close()
         raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydicom import Dataset
 
+from adit.core.dicom.files import forget_received
 from adit.core.dicom.operator import SeriesCounts
 from adit.core.transfer.pseudonymizer import Pseudonymizer
 
@@ -53,6 +54,9 @@ class InstanceModifier:
             # disagreed with its series'.
             self.dropped[source_series] = self.dropped.get(source_series, 0) + 1
             return False
+        if self.changes_instances:
+            # Never sent as it arrived, whatever the comparison with its bytes would find.
+            forget_received(dataset)
         if self.pseudonymizer is not None:
             self.pseudonymizer.pseudonymize(dataset)
         else:

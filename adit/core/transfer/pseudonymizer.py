@@ -71,6 +71,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
+from adit.core.dicom.files import forget_received
 from adit.core.validators import MAX_UID_LENGTH, validate_uid_root
 
 MAX_PSEUDONYM_LENGTH = 64
@@ -591,6 +592,8 @@ class Pseudonymizer:
         Raises:
             ValueError: If a value cannot be processed (the instance must then not be stored).
         """
+        # Never sent as the bytes it arrived in, whatever a comparison with them would find.
+        forget_received(dataset)
         original_birth_date = _first_text(dataset.get("PatientBirthDate"))
         original_study_date = _first_text(dataset.get("StudyDate"))
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.core.files.uploadedfile import TemporaryUploadedFile, UploadedFile
-from pydicom import Dataset, dcmread
+from pydicom import Dataset
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
 
 from adit.core.dicom.errors import DicomError
+from adit.core.dicom.files import read_instance, read_instance_file
 from adit.core.jobs.processing import TaskLog
 from adit.core.transfer import folder_layout
 from adit.core.transfer.destinations import destination_for
@@ -24,8 +26,6 @@ from adit.core.transfer.pseudonymizer import deidentification_problems
 
 from .models import UploadJob
 
-# Values above this stay in the file until they are stored.
-_DEFER_SIZE = 64 * 1024
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 _MODALITY = re.compile(r"[A-Z0-9_ ]{1,16}")
@@ -82,11 +82,10 @@ def read_uploaded_file(uploaded: UploadedFile) -> Dataset:
     """The file's data set, its large values left in the file; FileRefused if it is none."""
     try:
         if isinstance(uploaded, TemporaryUploadedFile):
-            path = uploaded.temporary_file_path()
-            dataset = dcmread(path, defer_size=_DEFER_SIZE)
+            dataset = read_instance_file(Path(uploaded.temporary_file_path()))
         else:
             uploaded.seek(0)
-            dataset = dcmread(uploaded)
+            dataset = read_instance(uploaded.read())
         _check_complete(dataset, uploaded.size)
     except InvalidDicomError as err:
         raise FileRefused(

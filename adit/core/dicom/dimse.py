@@ -39,6 +39,7 @@ from pydicom.uid import (
 from pynetdicom import AE, _config, build_context, build_role, evt, sop_class
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import split_dataset
 from pynetdicom.presentation import PresentationContext, StoragePresentationContexts
 from pynetdicom.status import (
     QR_FIND_SERVICE_CLASS_STATUS,
@@ -50,7 +51,7 @@ from pynetdicom.status import (
 
 from adit.core.dicom import spool
 from adit.core.dicom.errors import DicomError, DicomTimeoutError, RetriableDicomError
-from adit.core.dicom.files import read_data_set, unchanged_data_set
+from adit.core.dicom.files import read_data_set, unchanged_data_set, unchanged_file
 from adit.core.dicom.syntaxes import (
     UNCOMPRESSED_LITTLE_ENDIAN,
     ConversionError,
@@ -736,14 +737,21 @@ class _StoreSession:
         ):
             return None
         data_set = unchanged_data_set(dataset)
-        if data_set is None:
+        file = unchanged_file(dataset)
+        if data_set is None and file is None:
             return None
         request = C_STORE()
         request.MessageID = 1
         request.Priority = 2  # low, as send_c_store's default
         request.AffectedSOPClassUID = UID(sop_class)
         request.AffectedSOPInstanceUID = UID(str(dataset.SOPInstanceUID))
-        request.DataSet = BytesIO(data_set)
+        if data_set is not None:
+            request.DataSet = BytesIO(data_set)
+        else:
+            assert file is not None
+            # pynetdicom reads a data set given by its file and offset in pieces as it sends.
+            _, offset = split_dataset(file)
+            request._dataset_path = (file, offset)  # pyright: ignore[reportPrivateUsage]
         assoc.dimse.send_msg(request, context_id)
         _, response = assoc.dimse.get_msg(block=True)
         status = Dataset()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import struct
 from dataclasses import dataclass
 from io import BytesIO
@@ -139,8 +140,22 @@ def _element_start(element: RawDataElement | DataElement, syntax: UID) -> int:
 
 def forget_received(dataset: Dataset) -> None:
     """Lets go of the bytes the instance arrived in: it is changed, or about to be."""
-    if "_as_received" in dataset.__dict__:
-        del dataset.__dict__["_as_received"]
+    dataset.__dict__.pop("_as_received", None)
+    dataset.__dict__.pop("_as_file", None)
+
+
+def read_instance_file(path: Path) -> Dataset:
+    """The instance of a DICOM file on disk, its large values left in the file, marked as that
+    file: as long as nobody changes it (see ``forget_received``), it is written and sent as
+    the file's bytes, read in pieces, so that an instance of gigabytes never is in memory."""
+    dataset = dcmread(path, defer_size=LAZY_VALUE_SIZE)
+    dataset.__dict__["_as_file"] = path
+    return dataset
+
+
+def unchanged_file(dataset: Dataset) -> Path | None:
+    """The file the instance was read from by ``read_instance_file``, if it is unchanged."""
+    return dataset.__dict__.get("_as_file")
 
 
 def has_received_bytes(dataset: Dataset) -> bool:
@@ -392,12 +407,17 @@ def write_instance(dataset: Dataset, path: Path) -> None:
         DicomError: If the file cannot be written (the message names it; out of disk space
             is said as such).
     """
-    ensure_file_meta(dataset)
+    source = unchanged_file(dataset)
+    if source is None:
+        ensure_file_meta(dataset)
     partial = path.with_name(f".{path.name}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(partial, "wb") as file:
-            write_to(dataset, file)
+        if source is not None:
+            shutil.copyfile(source, partial)
+        else:
+            with open(partial, "wb") as file:
+                write_to(dataset, file)
         os.replace(partial, path)
     except OSError as err:
         # A file where a folder should be fails the unlink too; what counts is the first error.

@@ -272,3 +272,24 @@ def test_the_job_and_task_pages_say_where_the_files_went_and_what_did_not_arrive
     assert "Destination" in text and ">Source<" not in text
     assert "1 stored, 1 refused, 0 not taken" in text
     assert "Not a DICOM file" in text  # why the refused file did not arrive
+
+
+def test_a_large_upload_is_stored_from_its_file_as_the_bytes_sent(
+    researcher_client, researcher, destination_folder, destination_server, empty_orthanc2, settings
+):
+    # Spooled to a temporary file like every large upload: it is copied to a folder and sent
+    # to a PACS from that file, in pieces, never read whole.
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 0
+    content = pseudonymized_file(name="MR_small.dcm")
+    to_folder = start(researcher_client, destination_folder, files_total=1).json()
+    assert send(researcher_client, to_folder, content, modalities="MR").status_code == 200
+    (path,) = files_below(destination_folder)
+    assert path.read_bytes() == content
+    to_pacs = start(researcher_client, destination_server, files_total=1).json()
+    stored = send(researcher_client, to_pacs, content, modalities="MR")
+    assert stored.status_code == 200, stored.json()
+    (study_uid,) = empty_orthanc2.list_study_uids()
+    (held,) = empty_orthanc2.study_files(study_uid)
+    held_dataset, sent_dataset = dcmread(io.BytesIO(held)), dcmread(io.BytesIO(content))
+    assert held_dataset.SOPInstanceUID == sent_dataset.SOPInstanceUID
+    assert held_dataset.PixelData == sent_dataset.PixelData

@@ -52,7 +52,7 @@ import hashlib
 import hmac
 import re
 import unicodedata
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import dicognito
@@ -944,7 +944,7 @@ def profile_for_browsers(uid_root: str | None = None) -> dict:
     }
 
 
-def _translation_table(table: dict[int, str | int | None]) -> dict[str, str]:
+def _translation_table(table: Mapping[int, object]) -> dict[str, str]:
     return {chr(key): str(value) for key, value in table.items()}
 
 

@@ -92,7 +92,7 @@ def write_cd_folder(
     for number, (source, modality, count, charset) in enumerate(series, start=1):
         series_uid = generate_uid()
         for index in range(count * copies):
-            dataset = dcmread(get_testdata_file(source))
+            dataset = dcmread(pydicom_file(source))
             _identify(dataset, patient, charset)
             dataset.Modality = modality
             dataset.StudyInstanceUID = study_uid
@@ -112,10 +112,17 @@ def write_cd_folder(
             folder.series_of_file[path] = series_uid
             folder.pixel_data.append(dataset.PixelData)
     (root / "README.TXT").write_text(f"CD of {patient.name} created by the PACS viewer export.\n")
-    shutil.copyfile(get_testdata_file("DICOMDIR"), root / "DICOMDIR")  # pyright: ignore[reportArgumentType]
+    shutil.copyfile(pydicom_file("DICOMDIR"), root / "DICOMDIR")
     (root / "VIEWER").mkdir()
     (root / "VIEWER" / "viewer.exe").write_bytes(b"MZ\x90\x00" + bytes(2000))
     return folder
+
+
+def pydicom_file(name: str) -> str:
+    """The path of one of pydicom's test files."""
+    path = get_testdata_file(name)
+    assert isinstance(path, str), name
+    return path
 
 
 def _identify(dataset: Dataset, patient: Patient, charset: str) -> None:

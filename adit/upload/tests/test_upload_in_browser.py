@@ -9,24 +9,30 @@ import base64
 import os
 import shutil
 from collections import Counter
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import ConsoleMessage, Page, Route, expect
 from pydicom import dcmread
-from pydicom.data import get_testdata_file
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.filebase import DicomBytesIO
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.valuerep import PersonName
 
 from adit.core.tests.asgi_server import AsgiServer
 from adit.core.tests.browser import log_in
-from adit.core.transfer.pseudonymizer import deidentification_problems, profile_for_browsers
+from adit.core.transfer.pseudonymizer import (
+    Pseudonymizer,
+    _derive_seed,
+    deidentification_problems,
+    profile_for_browsers,
+)
 
-from .cd_folders import MUELLER, SCHULZ, CdFolder, Patient, write_cd_folder
+from .cd_folders import MUELLER, SCHULZ, CdFolder, Patient, pydicom_file, write_cd_folder
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
@@ -36,15 +42,18 @@ PSEUDONYM = "LUNG-007"
 FINISHED = 60_000  # ms: a whole upload, on a slow CI machine
 
 
-@pytest.fixture
-def app_server(researcher):
+@pytest.fixture(scope="module")
+def app_server(django_db_setup, django_db_blocker) -> Iterator[AsgiServer]:
+    """ADIT served by daphne on the test database, for all tests of the module."""
     server = AsgiServer()
-    yield server
-    server.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
-def upload_page(page: Page, app_server) -> Page:
+def upload_page(page: Page, app_server, researcher) -> Iterator[Page]:
     """The upload page, logged in as alice; fails the test on any script error (a script the
     Content-Security-Policy refuses, say)."""
     errors: list[str] = []
@@ -121,7 +130,7 @@ def _assert_nothing_identifies(data: bytes, patient: Patient, **trial: str) -> N
     assert deidentification_problems(dataset, PSEUDONYM, **trial) == []
 
 
-def _assert_uids_consistent(datasets: list[Dataset], cd: CdFolder) -> None:
+def _assert_uids_consistent(datasets: Collection[Dataset], cd: CdFolder) -> None:
     """One study, the series as in the folder, every UID new."""
     assert {str(dataset.StudyInstanceUID) for dataset in datasets} != {cd.study_uid}
     assert len({str(dataset.StudyInstanceUID) for dataset in datasets}) == 1
@@ -142,12 +151,12 @@ def test_a_nurse_uploads_a_cd_to_the_research_pacs(
     _screenshot(page, "empty", tmp_path)
     _choose(page, cd.root, PSEUDONYM, destination_server)
 
-    summary = page.get_by_test_id("summary")
     expect(page.get_by_test_id("summary-patients")).to_have_text(
         "Müller^Jürgen^Karl (ID 0012345678, born 1961-04-12)"
     )
-    expect(summary).to_contain_text("1 study")
-    expect(page.get_by_test_id("summary-studies")).to_contain_text("CT Thorax Müller Jürgen")
+    studies = page.get_by_test_id("summary-studies").get_by_role("listitem")
+    expect(studies).to_have_count(1)
+    expect(studies).to_contain_text("CT Thorax Müller Jürgen · CT, MR · 4 series, 7 files")
     expect(page.get_by_test_id("summary-series")).to_have_text("4 series")
     expect(page.get_by_test_id("summary-modalities")).to_have_text("CT, MR")
     expect(page.get_by_test_id("summary-files")).to_contain_text("7 DICOM files")
@@ -235,13 +244,12 @@ def test_files_of_two_patients_are_refused_and_broken_ones_listed(
     write_cd_folder(root / "b", SCHULZ, series=[("MR_small.dcm", "MR", 1, "ISO_IR 192")])
     ct = (root / "a" / "DICOM").rglob("IM*").__next__().read_bytes()
     (root / "cut_off.dcm").write_bytes(ct[: len(ct) - 500])
-    shutil.copyfile(get_testdata_file("image_dfl.dcm"), root / "deflated.dcm")  # pyright: ignore[reportArgumentType]
+    shutil.copyfile(pydicom_file("image_dfl.dcm"), root / "deflated.dcm")
     page = upload_page
     _choose(page, root, PSEUDONYM, destination_folder)
 
     expect(page.get_by_test_id("refusal")).to_have_text(
-        "Upload refused: the files belong to 2 patients. "
-        "Upload the files of one patient at a time."
+        "Upload refused: the files belong to 2 patients. Upload the files of one patient at a time."
     )
     patients = page.get_by_test_id("summary-patients")
     expect(patients).to_contain_text("Müller^Jürgen^Karl (ID 0012345678")
@@ -257,6 +265,23 @@ def test_files_of_two_patients_are_refused_and_broken_ones_listed(
     page.get_by_test_id("clear-button").click()
     expect(page.get_by_test_id("summary")).to_be_hidden()
     expect(page.get_by_test_id("upload-button")).to_be_disabled()
+
+    # Files dropped on the page, not chosen.
+    dropped = page.evaluate_handle(
+        """([dicom, text]) => {
+            const transfer = new DataTransfer();
+            const bytes = Uint8Array.from(atob(dicom), (c) => c.charCodeAt(0));
+            transfer.items.add(new File([bytes], "IM00000"));
+            transfer.items.add(new File([text], "README.TXT"));
+            return transfer;
+        }""",
+        [base64.b64encode(ct).decode(), "CD of a patient"],
+    )
+    page.get_by_test_id("drop-zone").dispatch_event("drop", {"dataTransfer": dropped})
+    expect(page.get_by_test_id("summary-files")).to_contain_text("1 DICOM file")
+    expect(page.get_by_test_id("summary-skipped")).to_contain_text("1 file (not DICOM")
+    expect(page.get_by_test_id("refusal")).to_be_hidden()
+    expect(page.get_by_test_id("upload-button")).to_be_enabled()
 
 
 def test_stop_ends_the_upload_and_the_job_says_canceled(
@@ -383,7 +408,7 @@ def _every_listed_attribute(profile: dict) -> tuple[Dataset, dict[int, str]]:
         (dataset.file_meta if tag >> 16 == 0x0002 else dataset).add(element)
         actions[tag] = action
     dataset.SpecificCharacterSet = "ISO_IR 192"
-    dataset.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    dataset.SOPClassUID = SecondaryCaptureImageStorage
     dataset.SOPInstanceUID = generate_uid()
     dataset.StudyInstanceUID = generate_uid()
     dataset.SeriesInstanceUID = generate_uid()
@@ -396,18 +421,34 @@ def _every_listed_attribute(profile: dict) -> tuple[Dataset, dict[int, str]]:
     dataset.add_new(0x60003000, "OW", b"\x00\x01")  # an overlay
     dataset.add_new(0x00110010, "LO", "PRIVATE CREATOR")
     dataset.add_new(0x00111001, "LO", "private value")
-    dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+    dataset.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
     dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     return dataset, actions
 
 
-def test_the_page_applies_the_servers_table_to_every_listed_attribute(upload_page: Page):
-    profile = profile_for_browsers()
-    original, actions = _every_listed_attribute(profile)
-    buffer = DicomBytesIO()
-    original.save_as(buffer, enforce_file_format=True)
-    pseudonymized = upload_page.evaluate(
+def _applied(action: str, before: DataElement, after: DataElement | None, profile: dict) -> bool:
+    """Whether ``after`` is what the table's ``action`` makes of ``before``."""
+    if action == "REMOVE":
+        return after is None
+    if after is None:
+        return False
+    if action == "EMPTY":
+        return after.is_empty
+    if action == "PSEUDONYM":
+        return str(after.value) == PSEUDONYM
+    if action == "DUMMY":
+        return after.value == profile["dummy_text"]
+    if action in ("KEYED_HASH", "DICOGNITO"):
+        return len(str(after.value)) == 16 and after.value != before.value
+    if action == "NEW_UID":
+        return str(after.value).startswith("2.25.")
+    # KEEP, DATE (uploads keep dates) and CLEAN (nothing identifying in these values).
+    return after.value == before.value
+
+
+def _pseudonymized_in_the_page(page: Page, data: bytes, key: str) -> Dataset:
+    pseudonymized = page.evaluate(
         """async ([data, options]) => {
             const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
             const blob = await window.aditPseudonymizer.pseudonymize(new Blob([bytes]), options);
@@ -416,42 +457,25 @@ def test_the_page_applies_the_servers_table_to_every_listed_attribute(upload_pag
             for (const byte of result) text += String.fromCharCode(byte);
             return btoa(text);
         }""",
-        [
-            base64.b64encode(buffer.getvalue()).decode(),
-            {"pseudonym": PSEUDONYM, "key": "a" * 64},
-        ],
+        [base64.b64encode(data).decode(), {"pseudonym": PSEUDONYM, "key": key}],
     )
-    result = dcmread(DicomBytesIO(base64.b64decode(pseudonymized)))
+    return dcmread(DicomBytesIO(base64.b64decode(pseudonymized)))
+
+
+def test_the_page_applies_the_servers_table_to_every_listed_attribute(upload_page: Page):
+    profile = profile_for_browsers()
+    original, actions = _every_listed_attribute(profile)
+    buffer = DicomBytesIO()
+    original.save_as(buffer, enforce_file_format=True)
+    result = _pseudonymized_in_the_page(upload_page, buffer.getvalue(), "a" * 64)
     assert deidentification_problems(result, PSEUDONYM) == []
-    written_afterwards = {0x00101010}  # PatientAge: derived when missing (it is kept here)
-
-    def element(tag: int) -> DataElement | None:
-        container = result.file_meta if tag >> 16 == 0x0002 else result
-        return container.get(tag)
-
     wrong = []
     for tag, action in actions.items():
         before = (original.file_meta if tag >> 16 == 0x0002 else original)[tag]
-        after = element(tag)
-        name = keyword_for_tag(tag)
-        if action == "REMOVE":
-            ok = after is None
-        elif action == "EMPTY":
-            ok = after is not None and after.is_empty
-        elif action == "PSEUDONYM":
-            ok = after is not None and str(after.value) == PSEUDONYM
-        elif action == "DUMMY":
-            ok = after is not None and after.value == profile["dummy_text"]
-        elif action in ("KEYED_HASH", "DICOGNITO"):
-            ok = after is not None and len(str(after.value)) == 16 and after.value != before.value
-        elif action == "NEW_UID":
-            ok = after is not None and str(after.value).startswith("2.25.")
-        elif action in ("KEEP", "DATE", "CLEAN"):
-            ok = after is not None and (after.value == before.value or tag in written_afterwards)
-        else:
-            ok = False
-        if not ok:
-            wrong.append(f"{name} ({action}): {before.value!r} -> {after.value if after else None!r}")
+        after = (result.file_meta if tag >> 16 == 0x0002 else result).get(tag)
+        if not _applied(action, before, after, profile):
+            shown = after.value if after is not None else "(removed)"
+            wrong.append(f"{keyword_for_tag(tag)} ({action}): {before.value!r} -> {shown!r}")
     assert not wrong, wrong
     assert str(result.FrameOfReferenceUID).startswith("2.25.")
     assert result.Manufacturer == "ACME"
@@ -464,3 +488,43 @@ def test_the_page_applies_the_servers_table_to_every_listed_attribute(upload_pag
     assert [item.CodeValue for item in result.DeidentificationMethodCodeSequence] == [
         code for code, _ in profile["deidentification_codes"]
     ]
+
+
+def _elements(dataset: Dataset, prefix: str = "") -> dict[str, object]:
+    """Every element by its path, with its value (a sequence by its number of items)."""
+    found: dict[str, object] = {}
+    for element in dataset:
+        path = f"{prefix}{element.tag:08X}"
+        if element.VR == "SQ":
+            found[path] = len(element.value)
+            for index, item in enumerate(element.value):
+                found.update(_elements(item, f"{path}[{index}]."))
+        else:
+            found[path] = element.value
+    return found
+
+
+def test_the_page_pseudonymizes_a_cd_as_the_server_does(upload_page: Page, tmp_path):
+    """Keyed with the project's seed, the page's new UIDs, keyed hashes, scrubbed texts and
+    removed attributes are the server pseudonymizer's, element for element; only what
+    dicognito replaces on the server (names, accession number, study ID) and the record of
+    the method differ."""
+    cd = write_cd_folder(tmp_path / "CD")
+    secret = "the project's secret"
+    differs = {"AccessionNumber", "StudyID", "DeidentificationMethod"}
+    differs |= {"DeidentificationMethodCodeSequence", "SpecificCharacterSet"}
+    for path in cd.dicom_files:
+        in_page = _pseudonymized_in_the_page(upload_page, path.read_bytes(), _derive_seed(secret))
+        on_server = dcmread(path)
+        Pseudonymizer(PSEUDONYM, secret).pseudonymize(on_server)
+        elements = {}
+        for dataset in (in_page, on_server):
+            for skipped in differs:
+                dataset.pop(skipped, None)
+            found = _elements(dataset.file_meta, "meta.") | _elements(dataset)
+            elements[id(dataset)] = {
+                path: "a name" if isinstance(value, PersonName) and str(value) else value
+                for path, value in found.items()
+                if path not in ("meta.00020000", "meta.00020012", "meta.00020013")
+            }
+        assert elements[id(in_page)] == elements[id(on_server)], path

@@ -540,8 +540,8 @@
       get refusalText() {
         return `Upload refused: the files belong to ${this.patients.length} patients. Upload the files of one patient at a time.`;
       },
-      get studiesText() {
-        return plural(this.studies.length, "study", "studies");
+      get studiesTitle() {
+        return this.studies.length === 1 ? "Study" : `Studies (${this.studies.length})`;
       },
       get seriesText() {
         return plural(this.seriesCount, "series", "series");

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 from collections import Counter
 from collections.abc import Collection, Iterator
@@ -25,6 +26,7 @@ from pydicom.valuerep import PersonName
 
 from adit.core.tests.asgi_server import AsgiServer
 from adit.core.tests.browser import log_in
+from adit.core.tests.factories import grant, unreachable_server
 from adit.core.transfer.pseudonymizer import (
     Pseudonymizer,
     _derive_seed,
@@ -201,8 +203,15 @@ def test_two_uploads_of_a_project_to_a_folder_share_their_uids(
     page = upload_page
     page.get_by_test_id("trial_protocol_id").fill("LUNG-1")
     page.get_by_test_id("trial_protocol_name").fill("Lung screening")
-    _choose(page, cd.root, PSEUDONYM, destination_folder, project)
+    _choose(page, cd.root, "LUNG\\007", destination_folder, project)
+    page.get_by_test_id("upload-button").click()
+    expect(page.locator("[data-error-for=pseudonym]")).to_have_text(
+        "A pseudonym must not contain a backslash (DICOM's value separator)."
+    )
+    expect(page.get_by_test_id("pseudonym")).to_have_class(re.compile("is-invalid"))
+    page.get_by_test_id("pseudonym").fill(PSEUDONYM)
     _upload(page)
+    expect(page.locator("[data-error-for=pseudonym]")).to_be_hidden()
     expect(page.get_by_test_id("upload-message")).to_contain_text("Upload finished: 7 stored")
     first = _folder_files(share)
     assert len(first) == 7
@@ -317,6 +326,31 @@ def test_stop_ends_the_upload_and_the_job_says_canceled(
     assert len(_folder_files(Path(destination_folder.path))) == let_through
     page.get_by_test_id("job-link").click()
     expect(page.get_by_test_id("job-fields")).to_contain_text("Canceled")
+
+
+def test_a_destination_that_fails_three_files_in_a_row_stops_the_upload(
+    researcher, upload_page: Page, tmp_path
+):
+    closed = unreachable_server()
+    grant(closed, researcher.active_group, destination=True)
+    upload_page.reload()
+    cd = write_cd_folder(tmp_path / "CD")
+    page = upload_page
+    _choose(page, cd.root, PSEUDONYM, closed)
+    _upload(page)
+    # Three at a time: the files sent before the third failure came back failed too.
+    expect(page.get_by_test_id("upload-message")).to_have_text(
+        re.compile(r"Upload failed: [3-5] not taken by the destination, 3 skipped \(not DICOM\)\.")
+    )
+    errors = page.get_by_test_id("file-errors")
+    expect(errors).to_contain_text("IM00000: ")
+    expect(errors).to_contain_text(
+        re.compile(
+            r"The destination failed 3 times in a row, so the upload was stopped: [2-4] files"
+        )
+    )
+    page.get_by_test_id("job-link").click()
+    expect(page.get_by_test_id("job-fields")).to_contain_text("Failure")
 
 
 def test_names_in_iso_2022_and_utf_8_are_one_patient_and_do_not_arrive(

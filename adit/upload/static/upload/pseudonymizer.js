@@ -17,7 +17,21 @@
   const UNDEFINED_LENGTH = 0xffffffff;
   const PIXEL_DATA = "7FE00010";
   // Value representations whose explicit-VR header has a 4-byte length (PS3.5 7.1.2).
-  const LONG_VRS = new Set(["OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"]);
+  const LONG_VRS = new Set([
+    "OB",
+    "OD",
+    "OF",
+    "OL",
+    "OV",
+    "OW",
+    "SQ",
+    "SV",
+    "UC",
+    "UN",
+    "UR",
+    "UT",
+    "UV",
+  ]);
   const VALID_VRS = new Set([
     ...LONG_VRS,
     ..."AE AS AT CS DA DS DT FD FL IS LO LT PN SH SL SS ST TM UI UL US".split(" "),
@@ -114,7 +128,7 @@
     "(B": "ISO 2022 IR 6",
     "(J": "ISO 2022 IR 13",
     ")I": "ISO 2022 IR 13",
-    "$B": "ISO 2022 IR 87",
+    $B: "ISO 2022 IR 87",
     "$@": "ISO 2022 IR 87",
     "$(D": "ISO 2022 IR 159",
     "-A": "ISO 2022 IR 100",
@@ -175,10 +189,14 @@
           if (byte === 0x1b) {
             flush();
             const escape = [3, 2]
-              .map((length) => String.fromCharCode(...bytes.subarray(index + 1, index + 1 + length)))
+              .map((length) =>
+                String.fromCharCode(...bytes.subarray(index + 1, index + 1 + length)),
+              )
               .find((sequence) => ESCAPES[sequence] !== undefined);
             if (escape === undefined) {
-              throw new Unreadable("A text value has an escape sequence of no known character set.");
+              throw new Unreadable(
+                "A text value has an escape sequence of no known character set.",
+              );
             }
             state = designate(state, ESCAPES[escape]);
             index += escape.length;
@@ -264,12 +282,19 @@
           return { elements, pixelData: header };
         }
         let element;
-        if (header.vr === "UN" && (header.length === UNDEFINED_LENGTH || dictionaryVr(header.tag) === "SQ")) {
+        if (
+          header.vr === "UN" &&
+          (header.length === UNDEFINED_LENGTH || dictionaryVr(header.tag) === "SQ")
+        ) {
           // A sequence its writer did not know: PS3.5 6.2.2 encodes it in implicit VR.
           stream.increment(header.valueStart - header.start);
           const endian = stream.isLittleEndian;
           stream.setEndian(true);
-          const read = ValueRepresentation.createByTypeString("SQ").read(stream, header.length, IMPLICIT_LITTLE_ENDIAN);
+          const read = ValueRepresentation.createByTypeString("SQ").read(
+            stream,
+            header.length,
+            IMPLICIT_LITTLE_ENDIAN,
+          );
           stream.setEndian(endian);
           element = newElement("SQ", read.value);
         } else {
@@ -314,7 +339,9 @@
       if (!topLevel) {
         return new Unreadable(`An element at byte ${start} of a sequence item runs past its end.`);
       }
-      return topLevel.complete ? new Unreadable(`The file is cut off (at byte ${available}).`) : new NeedMoreBytes();
+      return topLevel.complete
+        ? new Unreadable(`The file is cut off (at byte ${available}).`)
+        : new NeedMoreBytes();
     };
     if (start + 8 > available) {
       throw cutOff();
@@ -357,14 +384,20 @@
 
   function readFileMeta(buffer) {
     const view = new DataView(buffer);
-    if (buffer.byteLength < 132 || String.fromCharCode(...new Uint8Array(buffer, 128, 4)) !== "DICM") {
+    if (
+      buffer.byteLength < 132 ||
+      String.fromCharCode(...new Uint8Array(buffer, 128, 4)) !== "DICM"
+    ) {
       throw new NotDicom("no DICOM file header");
     }
     const stream = new ReadBufferStream(buffer);
     stream.reset();
     stream.increment(132);
     const meta = {};
-    while (stream.offset + 4 <= buffer.byteLength && view.getUint16(stream.offset, true) === 0x0002) {
+    while (
+      stream.offset + 4 <= buffer.byteLength &&
+      view.getUint16(stream.offset, true) === 0x0002
+    ) {
       const read = DicomMessage._readTag(stream, EXPLICIT_LITTLE_ENDIAN);
       const tag = read.tag.toCleanString();
       if (tag !== "00020000") {
@@ -476,7 +509,11 @@
     let chunkStart = -1;
     let chunk = null;
     return async (position, length) => {
-      if (chunk === null || position < chunkStart || position + length > chunkStart + chunk.byteLength) {
+      if (
+        chunk === null ||
+        position < chunkStart ||
+        position + length > chunkStart + chunk.byteLength
+      ) {
         chunkStart = position;
         chunk = await file.slice(position, position + Math.max(chunkSize, length)).arrayBuffer();
       }
@@ -504,7 +541,11 @@
     if (value === null || value === undefined) {
       return "";
     }
-    if (typeof value === "object" && !(value instanceof ArrayBuffer) && !ArrayBuffer.isView(value)) {
+    if (
+      typeof value === "object" &&
+      !(value instanceof ArrayBuffer) &&
+      !ArrayBuffer.isView(value)
+    ) {
       return personNameText(value);
     }
     return typeof value === "string" || typeof value === "number" ? String(value) : "";
@@ -518,7 +559,9 @@
     const raw = Array.isArray(element._rawValue) ? element._rawValue : [];
     return (element.Value || [])
       .map((value, index) =>
-        typeof value === "number" && typeof raw[index] === "string" ? raw[index].trim() : valueText(value),
+        typeof value === "number" && typeof raw[index] === "string"
+          ? raw[index].trim()
+          : valueText(value),
       )
       .filter((text) => text !== "");
   }
@@ -584,7 +627,10 @@
       keptUidTags: new Set(profile.kept_uid_tags),
       patientIdentityTags: new Set(scrubbing.patient_identity_tags),
       identifierTags: new Set(scrubbing.identifier_tags),
-      removedGroups: profile.removed_groups.map(([first, last]) => [parseInt(first, 16), parseInt(last, 16)]),
+      removedGroups: profile.removed_groups.map(([first, last]) => [
+        parseInt(first, 16),
+        parseInt(last, 16),
+      ]),
       hashes: new Map(),
     };
   }
@@ -638,7 +684,8 @@
     const action = profile.actions_by_vr[vr] ?? profile.default_action;
     if (action === "NEW_UID") {
       const uids = texts(element);
-      const standard = uids.length > 0 && uids.every((uid) => uid.startsWith(profile.standard_uid_root));
+      const standard =
+        uids.length > 0 && uids.every((uid) => uid.startsWith(profile.standard_uid_root));
       if (context.keptUidTags.has(tag) || standard) {
         return "KEEP";
       }
@@ -727,7 +774,9 @@
 
   function spellings(text, scrubbing) {
     const fold = (value) =>
-      translate(value, scrubbing.undecomposable_letters).normalize("NFKD").replace(/\p{Mn}/gu, "");
+      translate(value, scrubbing.undecomposable_letters)
+        .normalize("NFKD")
+        .replace(/\p{Mn}/gu, "");
     return new Set([text, fold(text), fold(translate(text, scrubbing.transliterations))]);
   }
 
@@ -812,7 +861,9 @@
     }
 
     note(tag, vr, values) {
-      const literals = this.context.patientIdentityTags.has(tag) ? this.patientLiterals : this.otherLiterals;
+      const literals = this.context.patientIdentityTags.has(tag)
+        ? this.patientLiterals
+        : this.otherLiterals;
       for (const text of values) {
         const found =
           vr === "PN"
@@ -859,9 +910,15 @@
         .sort((a, b) => b.length - a.length)
         .map(escapeRegExp)
         .join("|");
-      const pattern = new RegExp(`(?<![\\p{L}\\p{N}_])(?:${alternatives})(?![\\p{L}\\p{N}_])`, "giu");
+      const pattern = new RegExp(
+        `(?<![\\p{L}\\p{N}_])(?:${alternatives})(?![\\p{L}\\p{N}_])`,
+        "giu",
+      );
       const redact = (text) =>
-        text.replace(pattern, (match) => replacements.get(match.toLowerCase()) ?? this.scrubbing.redaction_mark);
+        text.replace(
+          pattern,
+          (match) => replacements.get(match.toLowerCase()) ?? this.scrubbing.redaction_mark,
+        );
       const maxLengths = this.context.profile.max_text_lengths;
       for (const element of this.texts) {
         const values = element.Value || [];
@@ -887,7 +944,11 @@
     }
     const [year, month, day] = match.slice(1).map(Number);
     const date = new Date(Date.UTC(year, month - 1, day));
-    if (date.getUTCFullYear() !== year || date.getUTCMonth() !== month - 1 || date.getUTCDate() !== day) {
+    if (
+      date.getUTCFullYear() !== year ||
+      date.getUTCMonth() !== month - 1 ||
+      date.getUTCDate() !== day
+    ) {
       return null;
     }
     return { year, month, day, time: date.getTime() };
@@ -962,7 +1023,9 @@
     await walk(context, elements, findings);
     findings.scrub(context.pseudonym);
     writeIdentity(context, elements, originalBirthDate, originalStudyDate);
-    meta[TAGS.mediaStorageSopInstanceUid] = newElement("UI", [firstText(elements[TAGS.sopInstanceUid])]);
+    meta[TAGS.mediaStorageSopInstanceUid] = newElement("UI", [
+      firstText(elements[TAGS.sopInstanceUid]),
+    ]);
     meta[TAGS.mediaStorageSopClassUid] = newElement("UI", [firstText(elements[TAGS.sopClassUid])]);
     const dicomDict = new DicomDict(meta);
     dicomDict.dict = elements;

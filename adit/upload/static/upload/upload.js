@@ -7,7 +7,8 @@
   const PARALLEL_READS = 4;
   const PARALLEL_UPLOADS = 3;
   const FAILURES_IN_A_ROW_TO_STOP = 3;
-  const { NotDicom, readHeader, describe, createContext, pseudonymizeFile } = window.aditPseudonymizer;
+  const { NotDicom, readHeader, describe, createContext, pseudonymizeFile } =
+    window.aditPseudonymizer;
 
   function formatBytes(bytes) {
     if (bytes < 1024 * 1024) {
@@ -62,7 +63,6 @@
 
   function uploadComponent() {
     // Kept out of Alpine's reactive state: thousands of files need no proxies.
-    let chosen = [];
     let dicomFiles = [];
     let studyModalities = new Map();
     let controllers = new Set();
@@ -72,7 +72,8 @@
     let errorCount = 0;
 
     return {
-      phase: "empty", // empty, reading, ready, uploading, finished
+      phase: "empty", // empty, reading, ready, starting, uploading, finishing, finished
+      pageProblem: "",
       dragging: false,
       blocked: false,
       readCount: 0,
@@ -91,6 +92,7 @@
       startedAt: 0,
       now: 0,
       stopping: false,
+      stoppedOnPurpose: false,
       fileErrors: [],
       message: "",
       messageKind: "info",
@@ -99,6 +101,12 @@
       init() {
         this.profile = JSON.parse(document.getElementById("upload-profile").textContent);
         this.blocked = this.$root.dataset.blocked === "1";
+        if (!window.isSecureContext || !window.crypto?.subtle) {
+          // Browsers offer the keyed hashes the pseudonymizer needs to secure pages only.
+          this.blocked = true;
+          this.pageProblem =
+            "This page must be opened over HTTPS: only there may it pseudonymize files.";
+        }
       },
 
       // -- Choosing ---------------------------------------------------------------------------
@@ -152,7 +160,6 @@
         }
         this.reset();
         const reading = ++generation;
-        chosen = files;
         this.phase = "reading";
         this.readTotal = files.length;
         const found = [];
@@ -181,6 +188,8 @@
         }
         this.summarize(found, skipped, unreadable);
         this.phase = "ready";
+        // On a phone the summary is below the fold.
+        this.$nextTick(() => this.$refs.summary.scrollIntoView({ block: "nearest" }));
       },
 
       summarize(found, skipped, unreadable) {
@@ -197,7 +206,12 @@
             patients.set(patientKey, { key: patientKey, label });
           }
           if (!studies.has(file.studyUid)) {
-            studies.set(file.studyUid, { date: file.studyDate, description: file.studyDescription, series: new Set(), files: 0 });
+            studies.set(file.studyUid, {
+              date: file.studyDate,
+              description: file.studyDescription,
+              series: new Set(),
+              files: 0,
+            });
             studyModalities.set(file.studyUid, new Set());
           }
           const study = studies.get(file.studyUid);
@@ -258,19 +272,28 @@
           if (response.status === 400 && answer.errors) {
             this.showFieldErrors(answer.errors);
           } else {
-            this.generalError = answer.error || `The server refused the upload (HTTP ${response.status}).`;
+            this.generalError =
+              answer.error || `The server refused the upload (HTTP ${response.status}).`;
           }
           return;
         }
-        context = await createContext(this.profile, {
-          key: answer.key,
-          pseudonym: answer.pseudonym,
-          trialProtocolId: answer.trial_protocol_id,
-          trialProtocolName: answer.trial_protocol_name,
-        });
+        finishUrl = answer.finish_url;
+        try {
+          context = await createContext(this.profile, {
+            key: answer.key,
+            pseudonym: answer.pseudonym,
+            trialProtocolId: answer.trial_protocol_id,
+            trialProtocolName: answer.trial_protocol_name,
+          });
+        } catch (error) {
+          // The job exists: it ends as stopped, with nothing sent.
+          this.stoppedOnPurpose = true;
+          this.listError(`The files cannot be pseudonymized here (${error.message}).`);
+          await this.finish();
+          return;
+        }
         context.fileUrl = answer.file_url;
         context.csrfToken = csrfToken(form);
-        finishUrl = answer.finish_url;
         this.jobUrl = answer.job_url;
         this.phase = "uploading";
         this.startedAt = performance.now();
@@ -289,7 +312,7 @@
             if (outcome === "failed") {
               failuresInARow += 1;
               if (failuresInARow >= FAILURES_IN_A_ROW_TO_STOP && !this.stopping) {
-                this.listError(`The destination failed ${FAILURES_IN_A_ROW_TO_STOP} times in a row: the upload was stopped.`,);
+                failedTooOften = true;
                 this.abortAll();
               }
             } else if (outcome !== "aborted") {
@@ -297,7 +320,14 @@
             }
           }
         };
+        let failedTooOften = false;
         await Promise.all(Array.from({ length: PARALLEL_UPLOADS }, sender));
+        if (failedTooOften) {
+          this.listError(
+            `The destination failed ${FAILURES_IN_A_ROW_TO_STOP} times in a row, so the ` +
+              `upload was stopped: ${plural(this.fileCount - this.done, "file")} not sent.`,
+          );
+        }
       },
 
       // Sends one file; answers "stored", "refused", "failed", "stopped" or "aborted".
@@ -345,7 +375,9 @@
           return "stored";
         }
         if (response.status === 409) {
+          // Canceled on the job's page.
           this.listError(answer.error || "The upload was stopped.");
+          this.stoppedOnPurpose = true;
           this.abortAll();
           return "stopped";
         }
@@ -375,6 +407,7 @@
 
       stop() {
         if (this.phase === "uploading") {
+          this.stoppedOnPurpose = true;
           this.abortAll();
         }
       },
@@ -382,7 +415,7 @@
       async finish() {
         // Urlencoded: Django refuses a multipart body without parts.
         const data = new URLSearchParams();
-        if (this.stopping) {
+        if (this.stoppedOnPurpose) {
           data.append("stopped", "1");
         }
         this.phase = "finishing";
@@ -391,7 +424,7 @@
           const response = await fetch(finishUrl, {
             method: "POST",
             body: data,
-            headers: { "X-CSRFToken": context.csrfToken, Accept: "application/json" },
+            headers: { "X-CSRFToken": csrfToken(this.$refs.form), Accept: "application/json" },
             credentials: "same-origin",
           });
           answer = await answerOf(response);
@@ -399,9 +432,12 @@
           answer = { message: `The server cannot be reached (${error.message}).` };
         }
         this.message = answer.message || "The upload ended.";
-        this.messageKind = /^Upload finished:/.test(this.message) ? "success" : this.stopping ? "warning" : "danger";
-        if (/with problems/.test(this.message)) {
+        if (/^Upload finished:/.test(this.message)) {
+          this.messageKind = "success";
+        } else if (/^Upload (stopped|finished with problems)/.test(this.message)) {
           this.messageKind = "warning";
+        } else {
+          this.messageKind = "danger";
         }
         this.phase = "finished";
       },
@@ -416,7 +452,6 @@
 
       reset() {
         generation += 1;
-        chosen = [];
         dicomFiles = [];
         studyModalities = new Map();
         controllers = new Set();
@@ -440,6 +475,7 @@
           startedAt: 0,
           now: 0,
           stopping: false,
+          stoppedOnPurpose: false,
           fileErrors: [],
           message: "",
           messageKind: "info",
@@ -502,7 +538,9 @@
         return !this.canUpload;
       },
       get isSending() {
-        return this.phase === "uploading" || this.phase === "starting" || this.phase === "finishing";
+        return (
+          this.phase === "uploading" || this.phase === "starting" || this.phase === "finishing"
+        );
       },
       get cannotStop() {
         return this.phase !== "uploading" || this.stopping;
@@ -515,6 +553,9 @@
       },
       get isFinished() {
         return this.phase === "finished";
+      },
+      get hasPageProblem() {
+        return this.pageProblem !== "";
       },
       get hasGeneralError() {
         return this.generalError !== "";

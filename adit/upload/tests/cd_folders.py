@@ -6,6 +6,7 @@ JPEG 2000 compressed), which come with pydicom and need no network."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import generate_uid
+from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
 
 @dataclass(frozen=True)
@@ -56,12 +57,21 @@ SCHULZ = Patient(
     accession_number="ACC-111222",
 )
 
-# pydicom's test file, modality, files made of it, character set of the copies.
+
+@dataclass(frozen=True)
+class Series:
+    source: str  # pydicom's test file the copies are made of
+    modality: str
+    files: int
+    charset: str | list[str]
+    implicit_vr: bool = False  # written in Implicit VR Little Endian
+
+
 SERIES = (
-    ("CT_small.dcm", "CT", 3, "ISO_IR 100"),  # Latin-1, uncompressed
-    ("MR_small.dcm", "MR", 2, "ISO_IR 192"),  # UTF-8, uncompressed
-    ("MR_small_RLE.dcm", "MR", 1, "ISO_IR 192"),  # RLE lossless
-    ("MR_small_jp2klossless.dcm", "MR", 1, "ISO_IR 100"),  # JPEG 2000 lossless
+    Series("CT_small.dcm", "CT", 3, "ISO_IR 100", implicit_vr=True),  # Latin-1, uncompressed
+    Series("MR_small.dcm", "MR", 2, "ISO_IR 192"),  # UTF-8, uncompressed
+    Series("MR_small_RLE.dcm", "MR", 1, "ISO_IR 192"),  # RLE lossless
+    Series("MR_small_jp2klossless.dcm", "MR", 1, "ISO_IR 100"),  # JPEG 2000 lossless
 )
 NOT_DICOM = ("README.TXT", "DICOMDIR", "VIEWER/viewer.exe")
 
@@ -81,7 +91,7 @@ class CdFolder:
 
 
 def write_cd_folder(
-    root: Path, patient: Patient = MUELLER, series=SERIES, copies: int = 1
+    root: Path, patient: Patient = MUELLER, series: Iterable[Series] = SERIES, copies: int = 1
 ) -> CdFolder:
     """A CD export of ``patient`` under ``root``: one study, the series of ``SERIES`` (each
     ``copies`` times as many files), a DICOMDIR, a viewer and a readme."""
@@ -89,12 +99,14 @@ def write_cd_folder(
     folder = CdFolder(root, patient, study_uid)
     # Paths on CDs carry the patient's name: it must not travel with the files.
     images = root / "DICOM" / f"PAT_{patient.name.split('^')[0].upper()}"
-    for number, (source, modality, count, charset) in enumerate(series, start=1):
+    for number, kind in enumerate(series, start=1):
         series_uid = generate_uid()
-        for index in range(count * copies):
-            dataset = dcmread(pydicom_file(source))
-            _identify(dataset, patient, charset)
-            dataset.Modality = modality
+        for index in range(kind.files * copies):
+            dataset = dcmread(pydicom_file(kind.source))
+            _identify(dataset, patient, kind.charset)
+            dataset.Modality = kind.modality
+            if kind.implicit_vr:
+                dataset.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
             dataset.StudyInstanceUID = study_uid
             dataset.SeriesInstanceUID = series_uid
             dataset.SeriesNumber = number
@@ -125,7 +137,7 @@ def pydicom_file(name: str) -> str:
     return path
 
 
-def _identify(dataset: Dataset, patient: Patient, charset: str) -> None:
+def _identify(dataset: Dataset, patient: Patient, charset: str | list[str]) -> None:
     """Puts the patient's data everywhere a real export has it."""
     family, given = patient.name.split("^")[:2]
     dataset.SpecificCharacterSet = charset

@@ -34,7 +34,15 @@ from adit.core.transfer.pseudonymizer import (
     profile_for_browsers,
 )
 
-from .cd_folders import MUELLER, SCHULZ, CdFolder, Patient, pydicom_file, write_cd_folder
+from .cd_folders import (
+    MUELLER,
+    SCHULZ,
+    CdFolder,
+    Patient,
+    Series,
+    pydicom_file,
+    write_cd_folder,
+)
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
@@ -249,8 +257,8 @@ def test_files_of_two_patients_are_refused_and_broken_ones_listed(
     destination_folder, upload_page: Page, tmp_path
 ):
     root = tmp_path / "two"
-    write_cd_folder(root / "a", MUELLER, series=[("CT_small.dcm", "CT", 1, "ISO_IR 100")])
-    write_cd_folder(root / "b", SCHULZ, series=[("MR_small.dcm", "MR", 1, "ISO_IR 192")])
+    write_cd_folder(root / "a", MUELLER, series=[Series("CT_small.dcm", "CT", 1, "ISO_IR 100")])
+    write_cd_folder(root / "b", SCHULZ, series=[Series("MR_small.dcm", "MR", 1, "ISO_IR 192")])
     ct = (root / "a" / "DICOM").rglob("IM*").__next__().read_bytes()
     (root / "cut_off.dcm").write_bytes(ct[: len(ct) - 500])
     shutil.copyfile(pydicom_file("image_dfl.dcm"), root / "deflated.dcm")
@@ -364,8 +372,8 @@ def test_names_in_iso_2022_and_utf_8_are_one_patient_and_do_not_arrive(
         identifying=("Yamada", "Tarou", "山田", "太郎", "やまだ", "JP-4711", "19800202"),
     )
     series = [
-        ("CT_small.dcm", "CT", 1, ["", "ISO 2022 IR 87"]),
-        ("MR_small.dcm", "MR", 1, "ISO_IR 192"),
+        Series("CT_small.dcm", "CT", 1, ["", "ISO 2022 IR 87"]),
+        Series("MR_small.dcm", "MR", 1, "ISO_IR 192"),
     ]
     cd = write_cd_folder(tmp_path / "CD", yamada, series=series)
     for path in cd.dicom_files:

@@ -250,7 +250,10 @@
 
   const dcmjs = window.dcmjs;
   const { DicomMessage, DicomDict, ReadBufferStream, Tag, ValueRepresentation } = dcmjs.data;
-  dcmjs.log.setLevel("error");
+  // What dcmjs complains of (an ambiguous VR, a value longer than its VR allows) this script
+  // handles or passes on as the file has it; the page reports what matters.
+  dcmjs.log.setLevel("silent");
+  dcmjs.log.getLogger("validation.dcmjs").setLevel("silent");
 
   // dcmjs reads each sequence item with a fresh Latin-1 decoder and refuses ISO 2022 character
   // sets with more than one value; while this page reads a file, items are read by

@@ -85,6 +85,14 @@ VENDORED_FILES = {
         ("dist/ws.min.js", "htmx-ext-ws/ws.min.js"),
         ("LICENSE", "htmx-ext-ws/LICENSE"),
     ],
+    # The upload page reads and pseudonymizes DICOM files in the browser with it; its UMD
+    # build bundles its dependencies and sets window.dcmjs; the map is there because the
+    # manifest storage of collectstatic follows its sourceMappingURL.
+    "dcmjs": [
+        ("build/dcmjs.min.js", "dcmjs/dcmjs.min.js"),
+        ("build/dcmjs.min.js.map", "dcmjs/dcmjs.min.js.map"),
+        ("License.txt", "dcmjs/LICENSE"),
+    ],
 }
 COMPOSE_DEV_FILE = BASE_DIR / "docker-compose.dev.yml"
 

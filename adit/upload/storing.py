@@ -55,7 +55,12 @@ def store_uploaded_file(
         DicomError: The destination did not take it.
     """
     dataset = read_uploaded_file(uploaded)
-    problems = deidentification_problems(dataset, job.pseudonym)
+    problems = deidentification_problems(
+        dataset,
+        job.pseudonym,
+        trial_protocol_id=job.trial_protocol_id,
+        trial_protocol_name=job.trial_protocol_name,
+    )
     if problems:
         raise FileRefused(
             f"Not pseudonymized as this upload's {job.pseudonym!r} ({'; '.join(problems)})."

@@ -52,7 +52,7 @@ import hashlib
 import hmac
 import re
 import unicodedata
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import dicognito
@@ -628,19 +628,11 @@ class Pseudonymizer:
             age = _age_string(original_birth_date, original_study_date)
             if age:
                 dataset.PatientAge = age
-        if self._trial_protocol_id:
-            dataset.ClinicalTrialProtocolID = self._trial_protocol_id
-        if self._trial_protocol_name:
-            dataset.ClinicalTrialProtocolName = self._trial_protocol_name
-        if self._trial_protocol_id:
-            # The format upstream ADIT writes and downstream trial tools parse.
-            session = (
-                f"{self._pseudonym}_{_first_text(dataset.get('StudyDate'))}"
-                f"-{_first_text(dataset.get('StudyTime'))}"
-            )
-            dataset.PatientComments = (
-                f"Project:{self._trial_protocol_id} Subject:{self._pseudonym} Session:{session}"
-            )
+        trial = _trial_attributes(
+            dataset, self._pseudonym, self._trial_protocol_id, self._trial_protocol_name
+        )
+        for keyword, value in trial.items():
+            setattr(dataset, keyword, value)
 
     def _write_deidentification_record(self, dataset: Dataset) -> None:
         # Any earlier record is replaced: codes of another tool could claim options (retained
@@ -921,7 +913,8 @@ def profile_for_browsers(uid_root: str | None = None) -> dict:
 
     Actions are named as ``_Action`` members; tags are 8 upper-case hex digits. A browser
     replaces what dicognito replaces here (person names, accession number, study ID) with a
-    keyed hash, and keeps dates (an upload offers no date shift).
+    keyed hash, and keeps dates (an upload offers no date shift). ``scrubbing`` says which
+    identifiers cleaned texts lose and in which spellings.
     """
     if uid_root is None:
         uid_root = settings.PSEUDONYMIZATION_UID_ROOT
@@ -938,17 +931,37 @@ def profile_for_browsers(uid_root: str | None = None) -> dict:
         "max_text_lengths": _MAX_TEXT_LENGTHS,
         "deidentification_method": list(_BROWSER_METHOD),
         "deidentification_codes": [list(code) for code in _BROWSER_CODES],
+        # What _InstanceFindings notes and scrubs out of cleaned text, and how it spells it.
+        "scrubbing": {
+            "patient_identity_tags": [f"{tag:08X}" for tag in sorted(_PATIENT_IDENTITY_TAGS)],
+            "identifier_tags": [f"{tag:08X}" for tag in sorted(_SCRUBBED_IDENTIFIER_TAGS)],
+            "redaction_mark": _REDACTION_MARK,
+            "min_name_part_length": _MIN_NAME_PART_LENGTH,
+            "min_identifier_length": _MIN_IDENTIFIER_LENGTH,
+            "transliterations": _translation_table(_TRANSLITERATIONS),
+            "undecomposable_letters": _translation_table(_UNDECOMPOSABLE_LETTERS),
+        },
     }
 
 
+def _translation_table(table: Mapping[int, object]) -> dict[str, str]:
+    return {chr(key): str(value) for key, value in table.items()}
+
+
 def deidentification_problems(
-    dataset: Dataset, pseudonym: str, uid_root: str | None = None
+    dataset: Dataset,
+    pseudonym: str,
+    uid_root: str | None = None,
+    *,
+    trial_protocol_id: str = "",
+    trial_protocol_name: str = "",
 ) -> list[str]:
     """What shows that ``dataset`` did not go through the profile for ``pseudonym``: the
     server's check of each uploaded file, which a browser pseudonymized ("" problems: none).
 
     Checked: the identity is the pseudonym, no attribute the profile removes or empties has a
-    value (private ones, overlays and unknown ones included), every instance's own UID lies
+    value (private ones, overlays and unknown ones included) except the trial attributes the
+    pseudonymizer writes (with exactly the values it writes), every instance's own UID lies
     under the root new UIDs are made under, and the file says its identity was removed.
     Replaced and cleaned values cannot be told from kept ones, so they are not checked.
     """
@@ -956,13 +969,22 @@ def deidentification_problems(
         uid_root = settings.PSEUDONYMIZATION_UID_ROOT
     uid_prefix = f"{uid_root or _UUID_UID_ROOT}."
     class_uid_tags = frozenset(_class_uid_tags())
+    trial = {
+        tag_for_keyword(keyword): value
+        for keyword, value in _trial_attributes(
+            dataset, pseudonym, trial_protocol_id, trial_protocol_name
+        ).items()
+    }
     problems: list[str] = []
 
     def check(element: DataElement) -> None:
         tag, vr = element.tag, element.VR
         name = element.keyword or f"({tag.group:04X},{tag.element:04X})"
         action = _ACTIONS.get(tag)
-        if tag.is_private:
+        if tag in trial:
+            if _first_text(element.value) != trial[tag]:
+                problems.append(f"{name} is not {trial[tag]!r}, what the upload writes")
+        elif tag.is_private:
             problems.append(f"it has the private attribute {name}")
         elif _in_removed_group(tag.group):
             problems.append(f"it has the overlay or curve attribute {name}")
@@ -999,6 +1021,27 @@ def deidentification_problems(
 
 
 # -- Helpers ---------------------------------------------------------------------------------
+
+
+def _trial_attributes(
+    dataset: Dataset, pseudonym: str, trial_protocol_id: str, trial_protocol_name: str
+) -> dict[str, str]:
+    """The clinical trial attributes written into a pseudonymized instance, by keyword."""
+    written = {}
+    if trial_protocol_id:
+        written["ClinicalTrialProtocolID"] = trial_protocol_id
+    if trial_protocol_name:
+        written["ClinicalTrialProtocolName"] = trial_protocol_name
+    if trial_protocol_id:
+        # The format upstream ADIT writes and downstream trial tools parse.
+        session = (
+            f"{pseudonym}_{_first_text(dataset.get('StudyDate'))}"
+            f"-{_first_text(dataset.get('StudyTime'))}"
+        )
+        written["PatientComments"] = (
+            f"Project:{trial_protocol_id} Subject:{pseudonym} Session:{session}"
+        )
+    return written
 
 
 def _derive_seed(project_secret: str) -> str:

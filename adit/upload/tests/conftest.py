@@ -10,6 +10,7 @@ import pytest
 from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 
+from adit.core.models import Project
 from adit.core.tests.factories import give_permissions
 from adit.core.tests.node_fixtures import (  # noqa: F401 (fixtures)
     destination_folder,
@@ -25,6 +26,14 @@ def researcher(member):
     """alice, allowed to upload in her active group."""
     give_permissions(member, "upload", "can_upload_data")
     return member
+
+
+@pytest.fixture
+def project(researcher) -> Project:
+    """A project of alice's group: its uploads give an original UID the same new one."""
+    project = Project.objects.create(name="Lung study")
+    project.groups.add(researcher.active_group)
+    return project
 
 
 @pytest.fixture

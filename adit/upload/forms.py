@@ -7,6 +7,7 @@ from django import forms
 from adit.core import validators
 from adit.core.access import usable_nodes, usable_projects
 from adit.core.models import DicomNode, Project
+from adit.core.transfer.forms import trial_fields
 
 # A CD or a folder of one patient; more is a batch transfer's work, not a browser's.
 MAX_FILES = 100_000
@@ -28,14 +29,7 @@ class UploadForm(forms.Form):
         empty_label="No project (new UIDs only consistent within this upload)",
         help_text="Uploads of one project give the same original UID the same new one.",
     )
-    trial_protocol_id = forms.CharField(
-        label="Trial ID", max_length=64, required=False,
-        validators=[validators.validate_query_value],
-    )  # fmt: skip
-    trial_protocol_name = forms.CharField(
-        label="Trial name", max_length=64, required=False,
-        validators=[validators.validate_query_value],
-    )  # fmt: skip
+    trial_protocol_id, trial_protocol_name = trial_fields()
     # What the browser found in the chosen files before it sends any.
     files_total = forms.IntegerField(min_value=1, max_value=MAX_FILES, widget=forms.HiddenInput)
     files_skipped = forms.IntegerField(

@@ -7,6 +7,9 @@ requests answer JSON for the script: ``{"error": …}`` or ``{"errors": {field: 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
@@ -74,16 +77,26 @@ def job_create(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _own_running_job(request: HttpRequest, pk: int) -> UploadJob:
-    return get_object_or_404(UploadJob.objects.select_related("owner"), pk=pk, owner=request.user)
+def _upload_request(view: Callable[[HttpRequest, UploadJob], JsonResponse]):
+    """A POST of the page's script about one of the user's own uploads: the view gets the job
+    (404 for anybody else's; 403 as JSON without the permission)."""
+
+    @login_required
+    @require_POST
+    @functools.wraps(view)
+    def checked(request: HttpRequest, pk: int) -> JsonResponse:
+        if not request.user.has_perm(UPLOAD_PERMISSION):
+            return _permission_denied()
+        job = get_object_or_404(
+            UploadJob.objects.select_related("owner"), pk=pk, owner=request.user
+        )
+        return view(request, job)
+
+    return checked
 
 
-@login_required
-@require_POST
-def upload_file(request: HttpRequest, pk: int) -> JsonResponse:
-    if not request.user.has_perm(UPLOAD_PERMISSION):
-        return _permission_denied()
-    job = _own_running_job(request, pk)
+@_upload_request
+def upload_file(request: HttpRequest, job: UploadJob) -> JsonResponse:
     task = job.task
     if job.status != JobStatus.IN_PROGRESS or task.status != TaskStatus.IN_PROGRESS:
         return JsonResponse({"error": f"Upload {job.pk} was stopped."}, status=409)
@@ -103,12 +116,8 @@ def upload_file(request: HttpRequest, pk: int) -> JsonResponse:
     return JsonResponse({"stored": stored.sop_instance_uid})
 
 
-@login_required
-@require_POST
-def upload_finish(request: HttpRequest, pk: int) -> JsonResponse:
-    if not request.user.has_perm(UPLOAD_PERMISSION):
-        return _permission_denied()
-    job = _own_running_job(request, pk)
+@_upload_request
+def upload_finish(request: HttpRequest, job: UploadJob) -> JsonResponse:
     task = job.task
     if task.status != TaskStatus.IN_PROGRESS:
         return JsonResponse({"message": task.message, "status": JobStatus(job.status).label})

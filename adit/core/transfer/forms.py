@@ -23,7 +23,19 @@ from adit.core.transfer.options import (
     transfer_option_problems,
 )
 
-__all__ = ["TransferChoices", "TransferOptionsForm"]
+__all__ = ["TransferChoices", "TransferOptionsForm", "trial_fields"]
+
+
+def trial_fields() -> tuple[forms.CharField, forms.CharField]:
+    """The trial ID and name fields of every form whose data is pseudonymized (written to
+    ClinicalTrialProtocolID and ClinicalTrialProtocolName)."""
+
+    def field(label: str) -> forms.CharField:
+        return forms.CharField(
+            label=label, max_length=64, required=False, validators=[validators.validate_query_value]
+        )
+
+    return field("Trial ID"), field("Trial name")
 
 
 class TransferOptionsForm(forms.Form):
@@ -54,14 +66,7 @@ class TransferOptionsForm(forms.Form):
         empty_label="No project (pseudonyms only stable within this job)",
         help_text="Jobs of one project give a patient the same pseudonymized UIDs.",
     )
-    trial_protocol_id = forms.CharField(
-        label="Trial ID", max_length=64, required=False,
-        validators=[validators.validate_query_value],
-    )  # fmt: skip
-    trial_protocol_name = forms.CharField(
-        label="Trial name", max_length=64, required=False,
-        validators=[validators.validate_query_value],
-    )  # fmt: skip
+    trial_protocol_id, trial_protocol_name = trial_fields()
     archive_password = forms.CharField(
         max_length=MAX_ARCHIVE_PASSWORD_LENGTH,
         required=False,

@@ -61,21 +61,9 @@
     }
   }
 
-  function uploadComponent() {
-    // Kept out of Alpine's reactive state: thousands of files need no proxies.
-    let dicomFiles = [];
-    let studyModalities = new Map();
-    let controllers = new Set();
-    let context = null;
-    let finishUrl = "";
-    let generation = 0;
-    let errorCount = 0;
-
+  // What the page shows of one choice of files and its upload; Clear starts again from here.
+  function freshState() {
     return {
-      phase: "empty", // empty, reading, ready, starting, uploading, finishing, finished
-      pageProblem: "",
-      dragging: false,
-      blocked: false,
       readCount: 0,
       readTotal: 0,
       patients: [],
@@ -97,6 +85,25 @@
       message: "",
       messageKind: "info",
       jobUrl: "",
+    };
+  }
+
+  function uploadComponent() {
+    // Kept out of Alpine's reactive state: thousands of files need no proxies.
+    let dicomFiles = [];
+    let studyModalities = new Map();
+    let controllers = new Set();
+    let context = null;
+    let finishUrl = "";
+    let generation = 0;
+    let errorCount = 0;
+
+    return {
+      phase: "empty", // empty, reading, ready, starting, uploading, finishing, finished
+      pageProblem: "",
+      dragging: false,
+      blocked: false,
+      ...freshState(),
 
       init() {
         this.profile = JSON.parse(document.getElementById("upload-profile").textContent);
@@ -457,30 +464,7 @@
         controllers = new Set();
         context = null;
         finishUrl = "";
-        Object.assign(this, {
-          phase: "empty",
-          readCount: 0,
-          readTotal: 0,
-          patients: [],
-          studies: [],
-          seriesCount: 0,
-          modalities: "",
-          fileCount: 0,
-          totalBytes: 0,
-          skippedCount: 0,
-          unreadable: [],
-          generalError: "",
-          done: 0,
-          bytesSent: 0,
-          startedAt: 0,
-          now: 0,
-          stopping: false,
-          stoppedOnPurpose: false,
-          fileErrors: [],
-          message: "",
-          messageKind: "info",
-          jobUrl: "",
-        });
+        Object.assign(this, { phase: "empty", ...freshState() });
       },
 
       // -- Errors of the form -----------------------------------------------------------------

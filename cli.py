@@ -95,6 +95,8 @@ VENDORED_FILES = {
     ],
 }
 COMPOSE_DEV_FILE = BASE_DIR / "docker-compose.dev.yml"
+# The most dicom worker processes ``up`` starts by itself (DICOM_WORKER_PROCESSES overrides).
+MAX_DEFAULT_DICOM_WORKERS = 8
 
 
 def _python() -> str:
@@ -195,6 +197,7 @@ def up(
     load_env()
     if demo and os.environ["DJANGO_SETTINGS_MODULE"].endswith("production"):
         raise _fail("The demo mode creates users with known passwords; not in production.")
+    dicom_worker_processes = _dicom_worker_processes()
     started_database = _start_embedded_database()
     demo_servers: list = []
     try:
@@ -207,11 +210,15 @@ def up(
         _print_login_hint(host, port)
         python = _python()
         asgi_app = "adit.asgi:application"
+        dicom_workers = {
+            f"dicom_worker_{number}": [python, "manage.py", "worker", "--queue", "dicom"]
+            for number in range(1, dicom_worker_processes + 1)
+        }
         supervisor = Supervisor(
             {
                 "web": [python, "-m", "adit.web_server", "-b", host, "-p", str(port), asgi_app],
                 "default_worker": [python, "manage.py", "worker", "--queue", "default"],
-                "dicom_worker": [python, "manage.py", "worker", "--queue", "dicom"],
+                **dicom_workers,
                 "receiver": [python, "manage.py", "receiver"],
             },
             cwd=BASE_DIR,
@@ -226,6 +233,26 @@ def up(
         if started_database:
             _stop_embedded_database()
     raise typer.Exit(exit_code)
+
+
+def _dicom_worker_processes() -> int:
+    """How many dicom workers ``up`` starts: DICOM_WORKER_PROCESSES, by default one per core.
+
+    A transfer keeps about one core busy (pynetdicom and pydicom hold Python's GIL), so a single
+    worker process would run two transfers at the speed of one; a process per core lets
+    concurrent transfers use the machine. Beyond MAX_DEFAULT_DICOM_WORKERS the PACS, not the
+    cores, set the pace, and each process costs memory and database connections.
+    """
+    value = os.environ.get("DICOM_WORKER_PROCESSES", "").strip()
+    if not value:
+        return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_DICOM_WORKERS))
+    try:
+        processes = int(value)
+    except ValueError:
+        processes = 0
+    if processes < 1:
+        raise _fail(f"DICOM_WORKER_PROCESSES must be a whole number of at least 1, not {value!r}.")
+    return processes
 
 
 def _start_demo() -> list:

@@ -37,6 +37,18 @@ def _values(env_file: Path) -> dict[str, str]:
     return {name: value for name, value in pairs if not name.startswith("#")}
 
 
+@pytest.mark.parametrize("value", ["0", "two"])
+def test_up_refuses_a_worker_count_that_is_not_a_positive_number(short_tmp_dir, value):
+    environment = _environment(short_tmp_dir) | {"DICOM_WORKER_PROCESSES": value}
+    result = _cli("up", env=environment)
+    assert result.returncode != 0
+    assert f"DICOM_WORKER_PROCESSES must be a whole number of at least 1, not '{value}'." in (
+        result.stdout + result.stderr
+    )
+    # Refused before anything started: no database was created.
+    assert not (short_tmp_dir / "data" / "pgdata").exists()
+
+
 def test_init_workspace_writes_private_env_with_fresh_secrets(short_tmp_dir):
     result = _cli("init-workspace", env=_environment(short_tmp_dir))
     assert result.returncode == 0, result.stderr

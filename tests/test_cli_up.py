@@ -139,15 +139,32 @@ def test_up_demo_serves_the_app_with_filled_pacs_survives_crashes_and_stops_on_s
 
         assert "Superuser 'admin' joined the example groups" in output
 
-        # A crashed worker comes back, and the web server is not stopped for it.
+        # Without being told, one dicom worker per core (up to 8): concurrent transfers each
+        # get a core of their own.
         children = psutil.Process(process.pid).children(recursive=True)
-        web = _with_cmdline(children, "-m", "adit.web_server")
-        _with_cmdline(children, "worker", "dicom").kill()
+        dicom_workers = [p for p in children if {"worker", "dicom"} <= set(p.cmdline())]
+        expected_workers = min(os.cpu_count() or 1, 8)
+        assert len(dicom_workers) == expected_workers
         _wait_for_log(
-            process, log_file, "dicom_worker", "was killed by SIGKILL; restarting it in 1 s"
+            process,
+            log_file,
+            r"dicom_worker_\d+",
+            "Worker on queue(s) dicom is ready.",
+            count=expected_workers,
+        )
+
+        # A crashed worker comes back, and the web server is not stopped for it.
+        web = _with_cmdline(children, "-m", "adit.web_server")
+        dicom_workers[0].kill()
+        _wait_for_log(
+            process, log_file, r"dicom_worker_\d+", "was killed by SIGKILL; restarting it in 1 s"
         )
         _wait_for_log(
-            process, log_file, "dicom_worker", "Worker on queue(s) dicom is ready.", count=2
+            process,
+            log_file,
+            r"dicom_worker_\d+",
+            "Worker on queue(s) dicom is ready.",
+            count=expected_workers + 1,
         )
         assert _get(f"{base_url}/health/")[0] == 200
         assert _alive(web)

@@ -254,7 +254,7 @@ def test_prod_restarts_and_scales():
     assert defined["init"]["restart"] == "no"
     for name in ("web", "default_worker", "dicom_worker", "receiver", "postgres"):
         assert defined[name]["restart"] in ("unless-stopped", "always"), name
-    assert defined["dicom_worker"]["deploy"]["replicas"] == "${DICOM_WORKER_REPLICAS:-2}"
+    assert defined["dicom_worker"]["deploy"]["replicas"] == "${DICOM_WORKER_PROCESSES:-2}"
 
 
 @pytest.mark.parametrize(("name", "aet", "dicom_port", "http_port", "config"), ORTHANCS)

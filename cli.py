@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from adit.env import BASE_DIR, env_file, load_env
+from adit.env import BASE_DIR, dicom_worker_processes, env_file, load_env
 
 
 class _EitherSpellingGroup(TyperGroup):
@@ -95,8 +95,6 @@ VENDORED_FILES = {
     ],
 }
 COMPOSE_DEV_FILE = BASE_DIR / "docker-compose.dev.yml"
-# The most dicom worker processes ``up`` starts by itself (DICOM_WORKER_PROCESSES overrides).
-MAX_DEFAULT_DICOM_WORKERS = 8
 
 
 def _python() -> str:
@@ -197,7 +195,10 @@ def up(
     load_env()
     if demo and os.environ["DJANGO_SETTINGS_MODULE"].endswith("production"):
         raise _fail("The demo mode creates users with known passwords; not in production.")
-    dicom_worker_processes = _dicom_worker_processes()
+    try:
+        worker_processes = dicom_worker_processes()
+    except ValueError as err:
+        raise _fail(str(err)) from err
     started_database = _start_embedded_database()
     demo_servers: list = []
     try:
@@ -212,7 +213,7 @@ def up(
         asgi_app = "adit.asgi:application"
         dicom_workers = {
             f"dicom_worker_{number}": [python, "manage.py", "worker", "--queue", "dicom"]
-            for number in range(1, dicom_worker_processes + 1)
+            for number in range(1, worker_processes + 1)
         }
         supervisor = Supervisor(
             {
@@ -233,26 +234,6 @@ def up(
         if started_database:
             _stop_embedded_database()
     raise typer.Exit(exit_code)
-
-
-def _dicom_worker_processes() -> int:
-    """How many dicom workers ``up`` starts: DICOM_WORKER_PROCESSES, by default one per core.
-
-    A transfer keeps about one core busy (pynetdicom and pydicom hold Python's GIL), so a single
-    worker process would run two transfers at the speed of one; a process per core lets
-    concurrent transfers use the machine. Beyond MAX_DEFAULT_DICOM_WORKERS the PACS, not the
-    cores, set the pace, and each process costs memory and database connections.
-    """
-    value = os.environ.get("DICOM_WORKER_PROCESSES", "").strip()
-    if not value:
-        return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_DICOM_WORKERS))
-    try:
-        processes = int(value)
-    except ValueError:
-        processes = 0
-    if processes < 1:
-        raise _fail(f"DICOM_WORKER_PROCESSES must be a whole number of at least 1, not {value!r}.")
-    return processes
 
 
 def _start_demo() -> list:

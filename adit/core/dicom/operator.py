@@ -506,7 +506,10 @@ class DicomOperator:
         dataset = query.to_dataset()
         dataset.SOPClassesInStudy = ""
         try:
-            answers = list(self._retrying_stream(lambda: self.dimse.find(dataset, root, 1)))
+            # Read to the end, not stopped (aborted) at the first answer: the final response
+            # would then reach pynetdicom's reactor and show as "Received unexpected C-FIND
+            # service message" in every fetch's log. A study UID matches one study.
+            answers = list(self._retrying_stream(lambda: self.dimse.find(dataset, root)))
         except DicomError as err:
             logger.warning(
                 "Could not ask %s for the SOP classes of %s: %s", self.server.name, study_uid, err

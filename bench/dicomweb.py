@@ -948,6 +948,57 @@ def target_rows(report: Report) -> list[list[str]]:
     return rows
 
 
+def ceiling_rows(report: Report) -> list[list[str]]:
+    """For each target: the web process's CPU per instance against what the target allows.
+
+    daphne serves a request on one core (Python's GIL), so 1000 / (its CPU ms per instance) is
+    the most instances per second its work allows, however fast the PACS and the client.
+    """
+    rows = [
+        [
+            "target",
+            "daphne CPU ms/inst",
+            "ceiling inst/s (one process)",
+            "ceiling vs baseline",
+            "target allows ms/inst",
+            "measured of ceiling",
+        ]
+    ]
+    for result in report.results:
+        method = result.method
+        if method.target is None or method.baseline is None or not result.cpu_daphne:
+            continue
+        baseline = report.need(method.baseline)
+        daphne_ms = 1000 * result.cpu_daphne / result.instances
+        ceiling = 1000 / daphne_ms
+        allowed_ms = 1000 / (method.target * baseline.rate)
+        rows.append(
+            [
+                f"{TARGET_NAMES[method.key]} {method.label}",
+                f"{daphne_ms:.2f}",
+                f"{ceiling:.0f}",
+                f"{ceiling / baseline.rate:.2f}x",
+                f"{allowed_ms:.2f}",
+                f"{result.rate / ceiling:.0%}",
+            ]
+        )
+    return rows
+
+
+def ceiling_reading(report: Report) -> str:
+    parts = []
+    for row in ceiling_rows(report)[1:]:
+        name, daphne_ms, ceiling, versus, allowed, reached = row
+        parts.append(
+            f"{name}: daphne's {daphne_ms} ms CPU per instance cap one web process at {ceiling} "
+            f"instances/s ({versus} the baseline; the target leaves {allowed} ms per instance), "
+            f"the run reached {reached} of that."
+        )
+    if not parts:
+        return ""
+    return "Ceilings: " + " ".join(parts)
+
+
 def target_lines(report: Report) -> list[str]:
     lines = []
     for row in target_rows(report)[1:]:
@@ -1043,7 +1094,9 @@ def format_markdown_section(report: Report) -> str:
         "",
         common.markdown_table(target_rows(report)),
         "",
-        "Reading: " + reading(report),
+        common.markdown_table(ceiling_rows(report)),
+        "",
+        "Reading: " + reading(report) + " " + ceiling_reading(report),
         "",
     ]
     if report.failures:
@@ -1158,12 +1211,14 @@ def run_dicomweb_benchmark(
         echo,
         common.console_table(result_rows(report))
         + "\n\n"
-        + common.console_table(target_rows(report)),
+        + common.console_table(target_rows(report))
+        + "\n\n"
+        + common.console_table(ceiling_rows(report)),
         [
             *target_lines(report),
             *[f"Failed run (not counted): {failure}" for failure in report.failures],
         ],
-        reading(report),
+        reading(report) + " " + ceiling_reading(report),
         section=(lambda: format_markdown_section(report)) if record else None,
         results_file=RESULTS_FILE,
     )

@@ -14,7 +14,7 @@ import time
 import traceback
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from django.apps import apps
 from django.conf import settings
@@ -127,6 +127,11 @@ class TaskProcessor(ABC):
     """Does the work of one task. Subclasses implement ``process`` and call
     ``self.control.check()`` between two pieces of work (instances, series, queries)."""
 
+    # Whether the task keeps a core busy while it runs (instances pass through the worker).
+    # pynetdicom and pydicom hold Python's GIL, so two such tasks in one worker process share
+    # one core: a worker running one leaves the next task to idle workers first.
+    occupies_a_core: ClassVar[bool] = False
+
     def __init__(self, task: DicomTask, control: TaskControl):
         self.task = task
         self.control = control
@@ -139,6 +144,16 @@ class TaskProcessor(ABC):
 def processor_for(task: DicomTask) -> type[TaskProcessor]:
     """The processor the task's job kind names; LookupError if its app registered none."""
     return registry.kind_of(type(task)).processor
+
+
+def occupies_a_core(task_kwargs: dict[str, Any]) -> bool:
+    """Whether the queued call of ``process_dicom_task`` with these arguments runs a task
+    whose processor keeps a core busy; False for anything else."""
+    try:
+        model = cast("type[DicomTask]", apps.get_model(str(task_kwargs.get("task_label", ""))))
+        return registry.kind_of(model).processor.occupies_a_core
+    except (LookupError, ValueError):
+        return False
 
 
 def retry_wait_seconds(attempt: int) -> int:

@@ -151,3 +151,39 @@ def test_stopping_the_worker_puts_a_running_task_back_in_the_queue(big_transfer,
     with WorkerProcess("dicom") as worker:
         _wait_for(lambda: _task(big_transfer).status == TaskStatus.SUCCESS, 120, "success", worker)
     assert empty_orthanc2.count_instances() == INSTANCES
+
+
+def test_two_transfers_queued_together_run_in_two_worker_processes(
+    member, big_study_pacs, empty_orthanc2
+):
+    """A transfer keeps a core busy (the GIL), so two in one worker process would share a
+    core while the other worker idles: the busy worker leaves the second to the idle one."""
+    clear_task_queue()
+    study = describe_ct_series(INSTANCES, seed=7)
+    source, destination = _server(big_study_pacs), _server(empty_orthanc2)
+    with WorkerProcess("dicom") as first, WorkerProcess("dicom") as second:
+        first.wait_until_ready()
+        second.wait_until_ready()
+        tasks = []
+        for _ in range(2):
+            job = ExampleJob.objects.create(owner=member)
+            tasks.append(
+                ExampleTask.objects.create(
+                    job=job,
+                    source=source,
+                    destination=destination,
+                    patient_id=study.patient_id,
+                    study_uid=study.study_instance_uid,
+                )
+            )
+        for task in tasks:
+            task.job.start_processing(verified=True)
+        _wait_for(
+            lambda: all(_task(task).status == TaskStatus.SUCCESS for task in tasks),
+            180,
+            "both transfers",
+        )
+    logs = [first.log(), second.log()]
+    # procrastinate logs "Starting job ...(task_id=<pk>, task_label=...)" for each task it runs.
+    ran = [sum(f"(task_id={task.pk}," in log for task in tasks) for log in logs]
+    assert ran == [1, 1], "\n---\n".join(logs)

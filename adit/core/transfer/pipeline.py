@@ -316,6 +316,9 @@ class TransferProcessor(TaskProcessor):
     """Transfers the study of any TransferTask, whatever app it belongs to."""
 
     task: TransferTask
+    # Every instance passes through the worker (but for a direct C-MOVE; a task cannot know
+    # before it runs).
+    occupies_a_core = True
 
     def process(self) -> TaskOutcome:
         task = self.task

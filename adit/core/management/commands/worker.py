@@ -1,5 +1,6 @@
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -7,10 +8,48 @@ from django.db import connections
 from procrastinate.app import WorkerOptions
 from procrastinate.contrib.django import app
 
+from adit.core.jobs.processing import occupies_a_core
 from adit.core.tasks import retry_stalled_jobs
 
 # Seconds a task thread keeps its database connection between tasks.
 WORKER_CONNECTION_MAX_AGE = 600
+# How long a worker running a task that keeps a core busy waits before it takes another task,
+# so that an idle worker (woken by the same notification) takes it first.
+CORE_SHARING_WAIT_SECONDS = 0.5
+
+
+def leave_tasks_to_idle_workers(job_manager: Any, wait: float = CORE_SHARING_WAIT_SECONDS) -> None:
+    """Makes this worker take a task only after ``wait`` seconds while it runs a task that
+    keeps a core busy (a transfer).
+
+    procrastinate's worker takes tasks as long as it has free slots, so two transfers queued
+    together usually land in the same worker process, where they share one core (the GIL)
+    while the other workers idle. Waiting a little lets an idle worker claim the second one.
+    Only the job manager object of this process is changed: it still fetches, finishes and
+    retries as before, and remembers which of its jobs keep a core busy.
+    """
+    running: set[int] = set()
+    fetch, finish, retry = job_manager.fetch_job, job_manager.finish_job, job_manager.retry_job
+
+    async def fetch_job(*args: Any, **kwargs: Any) -> Any:
+        if running:
+            await asyncio.sleep(wait)
+        job = await fetch(*args, **kwargs)
+        if job is not None and job.id is not None and occupies_a_core(job.task_kwargs):
+            running.add(job.id)
+        return job
+
+    async def finish_job(job: Any, *args: Any, **kwargs: Any) -> Any:
+        running.discard(job.id)
+        return await finish(job, *args, **kwargs)
+
+    async def retry_job(job: Any, *args: Any, **kwargs: Any) -> Any:
+        running.discard(job.id)
+        return await retry(job, *args, **kwargs)
+
+    job_manager.fetch_job = fetch_job
+    job_manager.finish_job = finish_job
+    job_manager.retry_job = retry_job
 
 
 class Command(BaseCommand):
@@ -57,6 +96,7 @@ class Command(BaseCommand):
             f"({concurrency} task(s) at a time)."
         )
         with app.replace_connector(app.connector.get_worker_connector()):  # type: ignore[attr-defined]
+            leave_tasks_to_idle_workers(app.job_manager)
             asyncio.run(self._run(queues, concurrency))
 
     async def _run(self, queues: list[str] | None, concurrency: int) -> None:

@@ -37,6 +37,7 @@ import http.client
 import os
 import pstats
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -89,6 +90,7 @@ WARM_UP_SEED = 12
 WARM_UP_INSTANCES = 5
 RECEIVER_AE = "BENCHADIT"
 RECEIVER_NAME = "ADIT"  # how A names ADIT's receiver among its modalities
+DEFAULT_DEPTH = 16  # instance_stream's: how many instances may wait at most, however small
 
 # How often the task's status is read and both processes' RSS sampled while a job runs.
 SAMPLE_SECONDS = 0.1
@@ -284,6 +286,8 @@ class Report(common.ResultsByKey[MethodResult]):
     load_after: float = 0.0
     started: datetime.datetime = field(default_factory=lambda: datetime.datetime.now(datetime.UTC))
     codec_check: CodecCheck | None = None
+    j2k_encode_ms: float = 0.0  # median, pydicom/openjpeg, one slice
+    j2k_decode_ms: float = 0.0
     store_probes: list[StoreProbe] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     duration_seconds: float = 0.0
@@ -457,16 +461,35 @@ def post_file(url: str, path: Path) -> None:
         raise BenchmarkError(f"Orthanc refused {path.name}: {response.status} {answer[:300]!r}")
 
 
-def compressed_series(instances: int, seed: int) -> Iterator[Any]:
+def compressed_series(instances: int, seed: int, encode_seconds: list[float]) -> Iterator[Any]:
     """The CT series of ``generate_ct_series`` with every slice JPEG 2000 lossless compressed,
-    one slice at a time (pydicom's encoder, openjpeg)."""
+    one slice at a time (pydicom's encoder, openjpeg); each encoding's seconds are appended to
+    ``encode_seconds``."""
     from pydicom.uid import JPEG2000Lossless
 
     from adit.core.demo.synthetic import generate_ct_series
 
     for dataset in generate_ct_series(instances, rows=ROWS, columns=COLUMNS, seed=seed):
+        started = time.perf_counter()
         dataset.compress(JPEG2000Lossless, generate_instance_uid=False)
+        encode_seconds.append(time.perf_counter() - started)
         yield dataset
+
+
+def decode_seconds(url: str, rest: Any, study_uid: str, count: int = 5) -> list[float]:
+    """Seconds pydicom takes to decode the pixel data of each of ``count`` instances of a study
+    on an Orthanc: what passing an instance on would cost if it were decoded."""
+    from pydicom import dcmread
+
+    query = {"Level": "Instance", "Query": {"StudyInstanceUID": study_uid}}
+    seconds = []
+    for orthanc_id in rest("POST", "/tools/find", query)[:count]:
+        with urllib.request.urlopen(f"{url}/instances/{orthanc_id}/file", timeout=60) as file:
+            dataset = dcmread(BytesIO(file.read()))
+        started = time.perf_counter()
+        _ = dataset.pixel_array
+        seconds.append(time.perf_counter() - started)
+    return seconds
 
 
 PixelDigests = dict[str, tuple[str, str]]  # SOPInstanceUID -> (transfer syntax, sha256)
@@ -615,6 +638,8 @@ class InstanceSizeBenchmark(OrthancPair):
         self.uncompressed: Study | None = None
         self.warm_up: Study | None = None
         self.digests: dict[str, PixelDigests] = {}
+        self.encode_seconds: list[float] = []
+        self.decode_seconds: list[float] = []
         self.upload_seconds = 0.0
         self._jobs = 0
 
@@ -700,7 +725,10 @@ class InstanceSizeBenchmark(OrthancPair):
 
         assert self.source is not None
         summary = describe_ct_series(self.compressed_instances, seed=seed)
-        self.source.upload(compressed_series(self.compressed_instances, seed))
+        self.source.upload(compressed_series(self.compressed_instances, seed, self.encode_seconds))
+        self.decode_seconds = decode_seconds(
+            self.source.url, self.source.rest, summary.study_instance_uid
+        )
         sop_uids = frozenset(uid for series in summary.series for uid in series.sop_instance_uids)
         return self._study_on_source(summary.patient_id, summary.study_instance_uid, sop_uids)
 
@@ -1082,8 +1110,9 @@ def compressed_lines(report: Report) -> list[str]:
         per_plain = 1000 * plain.cpu_worker / plain.instances
         lines.append(
             f"{_verdict(per_j2k <= per_plain)} the worker's CPU per J2K instance is not higher "
-            f"than per uncompressed one: {per_j2k:.2f} vs {per_plain:.2f} ms (decoding a "
-            "512x512 J2K slice costs ~30 ms, encoding ~80 ms on this machine)"
+            f"than per uncompressed one: {per_j2k:.2f} vs {per_plain:.2f} ms (pydicom decodes "
+            f"one of these slices in {report.j2k_decode_ms:.0f} ms, encodes one in "
+            f"{report.j2k_encode_ms:.0f} ms here, median)"
         )
     check = report.codec_check
     if check is not None:
@@ -1129,6 +1158,34 @@ def reading(report: Report) -> str:
             f"beyond holding it (a fresh process each, ADIT's DicomOperator.store to B): "
             f"{described}. Storing is the part of the pipeline whose memory the budget does "
             "not count."
+        )
+    received, spooled = probes.get("received"), probes.get("spooled")
+    if received is not None and spooled is not None and by_budget:
+        sums = []
+        for budget, growths in by_budget.items():
+            measured = f"measured {min(growths):+.0f} to {max(growths):+.0f}"
+            if instance <= budget:
+                # What waits is let in while it fits the budget (one instance at least), and
+                # there is no more than the study less the two in flight.
+                count = min(int(budget // instance), DEFAULT_DEPTH, report.large_instances - 2)
+                waiting = max(1, count) * instance
+                total = waiting + 2 * instance + received.peak_mb
+                sums.append(
+                    f"budget {budget:.0f} MiB: {waiting:.0f} waiting + {instance:.0f} arriving "
+                    f"+ {instance:.0f} being stored + {received.peak_mb:.0f} its C-STORE = "
+                    f"{total:.0f} MiB ({measured})"
+                )
+            else:
+                total = instance + spooled.peak_mb
+                sums.append(
+                    f"budget {budget:.0f} MiB (every instance spooled): {instance:.0f} "
+                    f"arriving + {spooled.peak_mb:.0f} the C-STORE of a spooled one = "
+                    f"{total:.0f} MiB ({measured})"
+                )
+        parts.append(
+            "Adding up what the pipeline may hold with what the probe's C-STORE cost: "
+            + "; ".join(sums)
+            + "."
         )
     receivers = [m.run.receiver_growth_mb for m in report.memory if m.path == Fetch.C_MOVE]
     known = [growth for growth in receivers if growth is not None]
@@ -1329,6 +1386,8 @@ def run_instance_size_benchmark(
                 load_before=load_before,
                 failures=failures,
                 store_probes=store_probes,
+                j2k_encode_ms=1000 * statistics.median(bench.encode_seconds),
+                j2k_decode_ms=1000 * statistics.median(bench.decode_seconds),
             )
             if profile:
                 echo("Profiling the worker during one more JPEG 2000 transfer ...")

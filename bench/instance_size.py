@@ -90,7 +90,6 @@ WARM_UP_SEED = 12
 WARM_UP_INSTANCES = 5
 RECEIVER_AE = "BENCHADIT"
 RECEIVER_NAME = "ADIT"  # how A names ADIT's receiver among its modalities
-DEFAULT_DEPTH = 16  # instance_stream's: how many instances may wait at most, however small
 
 # How often the task's status is read and both processes' RSS sampled while a job runs.
 SAMPLE_SECONDS = 0.1
@@ -1128,6 +1127,8 @@ def compressed_lines(report: Report) -> list[str]:
 
 
 def reading(report: Report) -> str:
+    from adit.core.dicom.instance_stream import DEFAULT_DEPTH
+
     parts = []
     instance = report.instance_mib
     by_budget: dict[float, list[float]] = {}

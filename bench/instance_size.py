@@ -1144,8 +1144,9 @@ def reading(report: Report) -> str:
         parts.append(
             f"Copying the {report.large_study_mib:.0f} MiB study of {report.large_instances} "
             f"instances of {instance:.0f} MiB, the worker's peak rose over its ready RSS by "
-            f"{described} across C-GET, C-MOVE and WADO-RS; before the fix it rose by about the "
-            "study (1.2 GB, C-GET) and twice the study (2.4 GB, WADO-RS)."
+            f"{described} across C-GET, C-MOVE and WADO-RS; before the pipeline streamed (the "
+            "issue's figures) it rose by about the study (1.2 GB, C-GET) and twice the study "
+            "(2.4 GB, WADO-RS)."
         )
     probes = {probe.mode: probe for probe in report.store_probes}
     if probes:

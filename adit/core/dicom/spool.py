@@ -127,7 +127,10 @@ def _read_back(file: IO[bytes], force: bool = False) -> Dataset:
     dataset._spooled = True  # pyright: ignore[reportAttributeAccessIssue]
     # A Part 10 file (not one read by force without its preamble) is sent and copied as it
     # is: pynetdicom reads a C-STORE's data set from a named file in pieces, where a dataset
-    # would be read whole and encoded (three times the instance in memory).
-    if getattr(dataset, "preamble", None) is not None and _OPEN_FILES.is_dir():
+    # would be read whole and encoded (three times the instance in memory). Only while the
+    # dataset keeps the file open (pydicom keeps a file opened for reading by its name only),
+    # or its number could name another file.
+    keeps_open = getattr(dataset, "buffer", None) is file
+    if keeps_open and getattr(dataset, "preamble", None) is not None and _OPEN_FILES.is_dir():
         keep_as_file(dataset, _OPEN_FILES / str(file.fileno()))
     return dataset

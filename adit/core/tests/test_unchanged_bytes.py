@@ -289,6 +289,16 @@ def test_a_spooled_instance_goes_from_its_file_without_its_pixel_data_read(
     assert unchanged_file(dataset) is None  # its name in /proc went with the file
 
 
+def test_a_spooled_file_the_dataset_does_not_keep_open_is_not_sent_by_its_number(
+    ct_slice, tmp_path
+):
+    path = tmp_path / "slice.dcm"
+    path.write_bytes(ct_slice)
+    # pydicom keeps a file opened for reading by its name only; the file object goes.
+    dataset = spool.spooled_file(path.open("rb"))
+    assert unchanged_file(dataset) is None
+
+
 def test_a_changed_spooled_instance_is_not_sent_from_its_file(ct_slice):
     dataset = spool.spool_encoded(ct_slice)
     assert unchanged_file(dataset) is not None

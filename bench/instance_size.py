@@ -36,10 +36,12 @@ import hashlib
 import http.client
 import os
 import pstats
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -573,7 +575,11 @@ def _store_probe(argv: list[str]) -> int:
     if mode == "received":
         dataset = read_instance(path.read_bytes())
     elif mode == "spooled":
-        dataset = spool.spooled_file(path.open("rb"))
+        # As the pipeline spools: into an anonymous temporary file the dataset keeps open.
+        file = tempfile.TemporaryFile(prefix="adit-spool-")
+        with path.open("rb") as source:
+            shutil.copyfileobj(source, file, MIB)
+        dataset = spool.spooled_file(file)
     elif mode == "file":
         dataset = read_instance_file(path)
     else:

@@ -319,8 +319,8 @@ def bench(
     benchmark: Annotated[
         str,
         typer.Argument(
-            help="Which benchmark to run: 'fetch', 'transfer', 'batch-query', 'batch-transfer' "
-            "or 'dicomweb'."
+            help="Which benchmark to run: 'fetch', 'transfer', 'batch-query', 'batch-transfer', "
+            "'dicomweb' or 'instance-size'."
         ),
     ],
     instances: Annotated[
@@ -328,7 +328,8 @@ def bench(
         typer.Option(
             min=1,
             help="CT slices (512x512, 16 bit, ~0.5 MB each) in the study [fetch, transfer, "
-            "dicomweb: 1000]; batch-transfer: in each study [10].",
+            "dicomweb: 1000]; batch-transfer: in each study [10]; instance-size: in the "
+            "compressed study (and the uncompressed one) [200].",
             show_default=False,
         ),
     ] = None,
@@ -341,7 +342,8 @@ def bench(
             help="fetch: add cProfile runs of the operator's C-GET and C-MOVE and per-instance "
             "costs. transfer: add a plain run (N) and a pseudonymized one (small study) by a "
             "worker under cProfile. batch-transfer: add a batch job by a worker under cProfile. "
-            "dicomweb: add a run of each ADIT method by daphne under cProfile."
+            "dicomweb: add a run of each ADIT method by daphne under cProfile. instance-size: "
+            "add a JPEG 2000 transfer by a worker under cProfile, to look for pixel codecs."
         ),
     ] = True,
     what_if: Annotated[
@@ -374,6 +376,14 @@ def bench(
         int,
         typer.Option(min=2, help="batch-transfer only: studies in the batch job, a task each."),
     ] = 100,
+    instance_mib: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="instance-size only: MiB of each of the six multi-frame instances of the "
+            "large study.",
+        ),
+    ] = 200,
 ) -> None:
     """Benchmark the DICOM layer or the job engine against real Orthancs (see bench/README.md).
 
@@ -406,8 +416,15 @@ def bench(
     Orthanc's own STOW-RS; daphne's peak memory retrieving N/10 against N instances. Prints the
     ratios with PASS/FAIL for the issue's targets; runs in a throwaway database. About six
     minutes at the defaults.
+
+    instance-size: a study of six ~200 MiB multi-frame instances copied by a real worker over
+    C-GET, C-MOVE (through the receiver) and WADO-RS with the default and a 64 MiB pipeline
+    budget: the worker's (and the receiver's) peak memory against the budget; and a JPEG 2000
+    study of --instances slices copied by C-GET and C-STORE: transfer syntax and pixel data
+    unchanged on the destination, worker CPU per instance against the uncompressed study and
+    Orthanc's own C-MOVE. Runs in a throwaway database.
     """
-    benchmarks = ("fetch", "transfer", "batch-query", "batch-transfer", "dicomweb")
+    benchmarks = ("fetch", "transfer", "batch-query", "batch-transfer", "dicomweb", "instance-size")
     if benchmark not in benchmarks:
         raise typer.BadParameter(
             f"unknown benchmark {benchmark!r}; use one of {', '.join(benchmarks)}.",
@@ -428,6 +445,23 @@ def bench(
             record=record,
         )
         return
+    if benchmark == "instance-size":
+        if what_if or small_instances is not None:
+            raise typer.BadParameter(
+                "--small-instances and --what-if do not apply to 'instance-size'.",
+                param_hint="BENCHMARK",
+            )
+        _bench_with_database(
+            "instance_size",
+            instances=instances if instances is not None else 200,
+            instance_mib=instance_mib,
+            repeat=repeat,
+            profile=profile,
+            record=record,
+        )
+        return
+    if instance_mib != 200:
+        raise typer.BadParameter("applies to 'instance-size' only.", param_hint="--instance-mib")
     instances = instances if instances is not None else 1000
     if benchmark == "dicomweb":
         if what_if or small_instances is not None:
@@ -542,6 +576,8 @@ def _bench_with_database(benchmark: str, **arguments) -> None:
             from bench.batch_transfer import run_batch_transfer_benchmark as run
         elif benchmark == "dicomweb":
             from bench.dicomweb import run_dicomweb_benchmark as run
+        elif benchmark == "instance_size":
+            from bench.instance_size import run_instance_size_benchmark as run
         else:
             from bench.batch_query import run_batch_query_benchmark as run
         try:

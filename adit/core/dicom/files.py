@@ -149,12 +149,24 @@ def read_instance_file(path: Path) -> Dataset:
     file: as long as nobody changes it (see ``forget_received``), it is written and sent as
     the file's bytes, read in pieces, so that an instance of gigabytes never is in memory."""
     dataset = dcmread(path, defer_size=LAZY_VALUE_SIZE)
-    dataset.__dict__["_as_file"] = path
+    keep_as_file(dataset, path)
     return dataset
 
 
+def keep_as_file(dataset: Dataset, path: Path) -> None:
+    """Marks the instance as the DICOM file at ``path``, which it was read from (see
+    ``read_instance_file``; ``spool`` marks its files so)."""
+    dataset.__dict__["_as_file"] = path
+
+
+def forget_file(dataset: Dataset) -> None:
+    """The instance is no longer the file it was read from (the file is about to go)."""
+    dataset.__dict__.pop("_as_file", None)
+
+
 def unchanged_file(dataset: Dataset) -> Path | None:
-    """The file the instance was read from by ``read_instance_file``, if it is unchanged."""
+    """The file the instance was read from by ``read_instance_file`` (or spooled to), if it is
+    unchanged."""
     return dataset.__dict__.get("_as_file")
 
 

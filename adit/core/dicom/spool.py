@@ -2,27 +2,32 @@
 
 A spooled instance is a DICOM file in an anonymous temporary file (it has no name, so nothing
 is left behind whatever happens to the process) read back with its large values deferred:
-pydicom reads them from the file only when they are used. The file's space is freed when the
-last reference to the dataset goes, or when ``release`` closes it.
+pydicom reads them from the file only when they are used. As long as nobody changes it, it is
+C-STOREd and written to a folder from that file, in pieces (``files.unchanged_file``), never
+read whole into memory. The file's space is freed when the last reference to the dataset goes,
+or when ``release`` closes it.
 """
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 from typing import IO
 
 from pydicom import Dataset, dcmread
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.filewriter import write_file_meta_info
 
-from adit.core.dicom.files import received_size, write_to
+from adit.core.dicom.files import forget_file, keep_as_file, received_size, write_to
 
 # Values longer than this stay on disk until used: pixel data, overlays, encapsulated documents.
 DEFER_SIZE = 64 * 1024
 # What an element costs beyond its value (tag, VR, length; pydicom's objects).
 _ELEMENT_OVERHEAD = 100
 _PREAMBLE = b"\x00" * 128 + b"DICM"
+# Names an open file, also one without a name of its own, for as long as it is open (Linux).
+_OPEN_FILES = Path("/proc/self/fd")
 
 
 def estimated_size(dataset: Dataset) -> int:
@@ -106,6 +111,8 @@ def release(dataset: Dataset) -> None:
     """Frees the disk space of a spooled dataset at once; its deferred values are gone then."""
     buffer = getattr(dataset, "buffer", None)
     if is_spooled(dataset) and buffer is not None:
+        # Its name in /proc must not outlive the file: the number may name another one next.
+        forget_file(dataset)
         buffer.close()
 
 
@@ -118,4 +125,12 @@ def _read_back(file: IO[bytes], force: bool = False) -> Dataset:
         raise
     # pydicom reads deferred values from the open file object, which has no name on disk.
     dataset._spooled = True  # pyright: ignore[reportAttributeAccessIssue]
+    # A Part 10 file (not one read by force without its preamble) is sent and copied as it
+    # is: pynetdicom reads a C-STORE's data set from a named file in pieces, where a dataset
+    # would be read whole and encoded (three times the instance in memory). Only while the
+    # dataset keeps the file open (pydicom keeps a file opened for reading by its name only),
+    # or its number could name another file.
+    keeps_open = getattr(dataset, "buffer", None) is file
+    if keeps_open and getattr(dataset, "preamble", None) is not None and _OPEN_FILES.is_dir():
+        keep_as_file(dataset, _OPEN_FILES / str(file.fileno()))
     return dataset

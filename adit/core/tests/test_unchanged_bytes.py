@@ -26,15 +26,21 @@ from pydicom.uid import (
 from pynetdicom.dsutils import encode
 
 from adit.core.demo.orthanc import OrthancServer
+from adit.core.demo.synthetic import generate_ct_series
+from adit.core.dicom import spool
 from adit.core.dicom.files import (
     decode_instance,
     encode_instance,
     file_head,
+    forget_received,
     pydicom_file_head,
     read_data_set,
     read_instance,
     unchanged_data_set,
+    unchanged_file,
+    write_instance,
 )
+from adit.core.dicom.operator import DicomOperator
 from adit.core.dicom.syntaxes import convert_to_explicit_little_endian
 from adit.core.jobs.statuses import TaskStatus
 from adit.core.models import DicomFolder
@@ -251,11 +257,63 @@ def test_an_unchanged_study_is_passed_on_as_it_came_without_being_encoded_again(
         assert {str(dataset[0x00091012].value) for dataset in arrived} == {PRIVATE_VALUE}
 
 
+@pytest.fixture(scope="module")
+def ct_slice() -> bytes:
+    """A CT slice with 512 KiB of pixel data: deferred when spooled, as an instance larger
+    than the pipeline's budget is."""
+    return encode_instance(next(generate_ct_series(1, seed=23)))
+
+
 @pytest.mark.integration
 @pytest.mark.django_db
-def test_a_pseudonymized_study_is_encoded_anew_and_keeps_no_identifying_value(
-    member, odd_pacs, empty_orthanc2, tmp_path
+@pytest.mark.parametrize("to", ["c-store", "folder"])
+def test_a_spooled_instance_goes_from_its_file_without_its_pixel_data_read(
+    to, ct_slice, empty_orthanc2, tmp_path, encoding_forbidden
 ):
+    data = ct_slice
+    dataset = spool.spool_encoded(data)
+    sop_uid = str(dataset.SOPInstanceUID)
+
+    if to == "c-store":
+        assert DicomOperator(server_for(empty_orthanc2)).store([dataset]).stored == 1
+        (held,) = empty_orthanc2.study_files(str(dataset.StudyInstanceUID))
+        assert read_instance(held).PixelData == read_instance(data).PixelData
+    else:
+        write_instance(dataset, tmp_path / "copy.dcm")
+        assert (tmp_path / "copy.dcm").read_bytes() == data
+
+    # Still on disk: nothing read it into memory (an encoder would have, and failed here).
+    assert dataset.get_item(0x7FE00010, keep_deferred=True).value is None
+    assert str(dataset.SOPInstanceUID) == sop_uid
+    spool.release(dataset)
+    assert unchanged_file(dataset) is None  # its name in /proc went with the file
+
+
+def test_a_spooled_file_the_dataset_does_not_keep_open_is_not_sent_by_its_number(
+    ct_slice, tmp_path
+):
+    path = tmp_path / "slice.dcm"
+    path.write_bytes(ct_slice)
+    # pydicom keeps a file opened for reading by its name only; the file object goes.
+    dataset = spool.spooled_file(path.open("rb"))
+    assert unchanged_file(dataset) is None
+
+
+def test_a_changed_spooled_instance_is_not_sent_from_its_file(ct_slice):
+    dataset = spool.spool_encoded(ct_slice)
+    assert unchanged_file(dataset) is not None
+    forget_received(dataset)  # what pseudonymizing and stamping do first
+    assert unchanged_file(dataset) is None
+
+
+@pytest.mark.integration
+@pytest.mark.django_db
+@pytest.mark.parametrize("spooled", [False, True])
+def test_a_pseudonymized_study_is_encoded_anew_and_keeps_no_identifying_value(
+    spooled, member, odd_pacs, empty_orthanc2, tmp_path, settings
+):
+    if spooled:
+        settings.TRANSFER_PIPELINE_BYTES = 1024  # every instance waits on disk
     orthanc, stored = odd_pacs
     study_uid = str(read_instance(stored[0]).StudyInstanceUID)
     folder = DicomFolder.objects.create(name="Export", path=str(tmp_path / "export"))

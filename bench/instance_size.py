@@ -57,12 +57,10 @@ from bench.transfer import (
     BASE_DIR,
     COLUMNS,
     DESTINATION_AE,
-    DESTINATION_NAME,
     LOOPBACK,
     ROWS,
     SETTINGS_MODULE,
     SOURCE_AE,
-    SOURCE_NAME,
     DatabaseServer,
     OrthancPair,
     Study,
@@ -652,11 +650,9 @@ class InstanceSizeBenchmark(OrthancPair):
 
     def start_servers(self) -> None:
         """A (with DICOMweb, knowing B and ADIT's receiver) and B, on free ports."""
-        from adit.core.demo.orthanc import OrthancServer, free_ports, stop_servers
+        from adit.core.demo.orthanc import free_ports
 
-        ports = free_ports(6)
-        source_dicom, source_http, destination_dicom, destination_http = ports[:4]
-        self.receiver_port, self.channel_port = ports[4:]
+        self.receiver_port, self.channel_port = free_ports(2)
         self._stack.enter_context(
             environment(
                 RECEIVER_AE_TITLE=RECEIVER_AE,
@@ -666,29 +662,10 @@ class InstanceSizeBenchmark(OrthancPair):
                 FILE_CHANNEL_PORT=str(self.channel_port),
             )
         )
-        source = OrthancServer(
-            SOURCE_AE,
-            storage_dir=self.workdir / "source",
-            dicom_port=source_dicom,
-            http_port=source_http,
-            modalities={
-                DESTINATION_NAME: (DESTINATION_AE, LOOPBACK, destination_dicom),
-                RECEIVER_NAME: (RECEIVER_AE, LOOPBACK, self.receiver_port),
-            },
-            dicomweb=True,
+        super().start_servers(
+            source_modalities={RECEIVER_NAME: (RECEIVER_AE, LOOPBACK, self.receiver_port)},
+            source_dicomweb=True,
         )
-        destination = OrthancServer(
-            DESTINATION_AE,
-            storage_dir=self.workdir / "destination",
-            dicom_port=destination_dicom,
-            http_port=destination_http,
-            modalities={SOURCE_NAME: (SOURCE_AE, LOOPBACK, source_dicom)},
-            dicomweb=False,
-        )
-        self._stack.callback(stop_servers, [source, destination])
-        source.start()
-        destination.start()
-        self.source, self.destination = source, destination
 
     def start(self) -> None:
         from pydicom.uid import generate_uid

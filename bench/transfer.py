@@ -603,8 +603,18 @@ class OrthancPair(common.Session):
         self.destination_row: DicomServer | None = None
         self.owner: Any = None
 
-    def start_servers(self) -> None:
-        """Starts A and B on free ports."""
+    def start_servers(
+        self,
+        *,
+        source_modalities: dict[str, tuple[str, str, int]] | None = None,
+        source_dicomweb: bool = False,
+    ) -> None:
+        """Starts A and B on free ports.
+
+        Args:
+            source_modalities: Modalities A knows besides B (C-MOVE destinations).
+            source_dicomweb: Whether A serves DICOMweb too.
+        """
         from adit.core.demo.orthanc import OrthancServer, free_ports, stop_servers
 
         source_dicom, source_http, destination_dicom, destination_http = free_ports(4)
@@ -613,8 +623,11 @@ class OrthancPair(common.Session):
             storage_dir=self.workdir / "source",
             dicom_port=source_dicom,
             http_port=source_http,
-            modalities={DESTINATION_NAME: (DESTINATION_AE, LOOPBACK, destination_dicom)},
-            dicomweb=False,
+            modalities={
+                DESTINATION_NAME: (DESTINATION_AE, LOOPBACK, destination_dicom),
+                **(source_modalities or {}),
+            },
+            dicomweb=source_dicomweb,
         )
         destination = OrthancServer(
             DESTINATION_AE,

@@ -37,7 +37,6 @@ import http.client
 import os
 import pstats
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -73,7 +72,7 @@ from bench.transfer import (
 )
 
 if TYPE_CHECKING:
-    import psutil
+    pass
 
 MIB = 2**20
 LARGE_INSTANCES = 6
@@ -94,7 +93,6 @@ RECEIVER_NAME = "ADIT"  # how A names ADIT's receiver among its modalities
 # How often the task's status is read and both processes' RSS sampled while a job runs.
 SAMPLE_SECONDS = 0.1
 READY_TIMEOUT = 60.0
-STOP_TIMEOUT = 30.0
 # A 1.2 GB study takes a minute or two on two cores; a job that hangs fails after this.
 LARGE_JOB_TIMEOUT = 900.0
 UPLOAD_TIMEOUT = 300.0
@@ -295,13 +293,9 @@ class Report(common.ResultsByKey[MethodResult]):
 # -- processes -----------------------------------------------------------------------------------
 
 
-class ReceiverProcess:
-    """``manage.py receiver`` on the bench database, its output in a log file."""
-
-    def __init__(self, log_path: Path):
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-        self._ps: psutil.Process | None = None
+class ReceiverProcess(Worker):
+    """``manage.py receiver`` on the bench database, its output in a log file; started and
+    listening when ``start`` returns."""
 
     def start(self) -> None:
         import psutil
@@ -323,44 +317,10 @@ class ReceiverProcess:
         deadline = time.monotonic() + READY_TIMEOUT
         while "listening for C-STORE" not in self.log():
             if self.process.poll() is not None:
-                raise BenchmarkError(f"The receiver exited:\n{self.log()[-3000:]}")
+                raise BenchmarkError(f"The receiver exited:\n{self.log_tail()}")
             if time.monotonic() > deadline:
-                raise BenchmarkError(f"The receiver did not start:\n{self.log()[-3000:]}")
+                raise BenchmarkError(f"The receiver did not start:\n{self.log_tail()}")
             time.sleep(0.05)
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def rss_mb(self) -> float:
-        assert self._ps is not None
-        return self._ps.memory_info().rss / MIB
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def high_water_mark_mb(pid: int) -> float | None:
-    """VmHWM of a process in MiB, None if unreadable."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    return None
 
 
 @contextlib.contextmanager
@@ -850,7 +810,7 @@ class InstanceSizeBenchmark(OrthancPair):
             study_uid=study.study_uid,
         )
         hwm_reset = worker.reset_high_water_mark()
-        receiver_hwm_reset = receiver is not None and common.reset_high_water_mark(receiver.pid)
+        receiver_hwm_reset = receiver is not None and receiver.reset_high_water_mark()
         ready = worker.rss_mb()
         peak = ready
         receiver_ready = receiver.rss_mb() if receiver else None
@@ -896,7 +856,7 @@ class InstanceSizeBenchmark(OrthancPair):
             receiver_ready_mb=receiver_ready,
             receiver_peak_mb=receiver_peak,
             receiver_hwm_mb=(
-                high_water_mark_mb(receiver.pid) if receiver and receiver_hwm_reset else None
+                receiver.high_water_mark_mb() if receiver and receiver_hwm_reset else None
             ),
         )
 

@@ -6,6 +6,7 @@ an association failed, status interpretation per PS3.4, and presentation-context
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -325,6 +326,7 @@ class DimseConnector:
         finally:
             reactor_hold.let_go()
             _wait_until_closed(assoc)
+            discard_unfinished_instance(assoc)
 
     def _association_error(self, assoc: Association, rejection: dict[str, str]) -> DicomError:
         where = f"{self.peer.name} ({self.peer.ae_title} at {self.peer.host}:{self.peer.port})"
@@ -860,13 +862,31 @@ def received_file(event) -> BinaryIO:
     """The DICOM file (preamble, file meta, data set) an EVT_C_STORE's instance arrived in
     (see ``STORE_RECV_CHUNKED_DATASET`` above), open for reading at its start; the caller closes it.
 
-    pynetdicom removes the file's name once the handler returns; the open file stays readable
-    until it is closed. Opened for update, never written: pydicom reads the deferred values of
-    a file opened read-only by its name, which is gone by then, and of any other by the object.
+    The file loses its name here (pynetdicom removes it after a C-STORE it serves, but not after
+    one of a C-GET): it stays readable until it is closed, and its space is freed then,
+    whatever happens to the process. Opened for update, never written: pydicom reads the
+    deferred values of a file opened read-only by its name, which is gone, and of any other by
+    the file object.
     """
     path = getattr(event.request, "_dataset_path", None)
     assert path is not None, "pynetdicom received the instance into memory"
-    return open(path, "r+b")
+    file = open(path, "r+b")
+    os.unlink(path)
+    return file
+
+
+def discard_unfinished_instance(assoc: Association) -> None:
+    """Removes the file of an instance whose C-STORE the association was still receiving when
+    it ended (aborted, or the connection lost): pynetdicom leaves it in the temporary folder."""
+    message = getattr(assoc.dimse, "message", None)
+    path = getattr(message, "_data_set_path", None)
+    if path is None:
+        return
+    file = getattr(message, "_data_set_file", None)
+    if file is not None:
+        file.close()
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def _wait_until_closed(assoc: Association, timeout: float = 5) -> None:

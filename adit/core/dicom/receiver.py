@@ -44,7 +44,7 @@ from pynetdicom import (
 )
 from pynetdicom.dimse_primitives import C_STORE
 
-from adit.core.dicom.dimse import received_file
+from adit.core.dicom.dimse import discard_unfinished_instance, received_file
 from adit.core.dicom.file_channel import (
     PROTOCOL_VERSION,
     ProtocolError,
@@ -547,7 +547,11 @@ class Receiver:
             self._store_server = self._ae.start_server(
                 (self.store_host, self.store_port),
                 block=False,
-                evt_handlers=[(evt.EVT_C_STORE, handle_store, [self.registry])],
+                evt_handlers=[
+                    (evt.EVT_C_STORE, handle_store, [self.registry]),
+                    # A PACS that hangs up in the middle of an instance leaves its file behind.
+                    (evt.EVT_CONN_CLOSE, lambda event: discard_unfinished_instance(event.assoc)),
+                ],
             )
         except BaseException:
             self.stop()

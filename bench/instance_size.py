@@ -1069,8 +1069,7 @@ def reading(report: Report) -> str:
             by_budget.setdefault(memory.budget_mib, []).append(memory.run.worker_growth_mb)
     if by_budget:
         described = "; ".join(
-            f"budget {budget:.0f} MiB: {min(growths):+.0f} to {max(growths):+.0f} MiB "
-            f"({min(growths) / instance:.1f}-{max(growths) / instance:.1f} instances)"
+            f"budget {budget:.0f} MiB: {min(growths):+.0f} to {max(growths):+.0f} MiB"
             for budget, growths in by_budget.items()
         )
         parts.append(
@@ -1095,10 +1094,7 @@ def reading(report: Report) -> str:
     receivers = [m.run.receiver_growth_mb for m in report.memory if m.path == Fetch.C_MOVE]
     known = [growth for growth in receivers if growth is not None]
     if known:
-        parts.append(
-            f"The receiver's peak rose by {min(known):+.0f} to {max(known):+.0f} MiB, about "
-            f"{max(known) / report.instance_mib:.1f} instances."
-        )
+        parts.append(f"The receiver's peak rose by {min(known):+.0f} to {max(known):+.0f} MiB.")
     j2k, plain = report.need("adit-j2k"), report.need("adit-plain")
     if j2k.cpu_worker is not None and plain.cpu_worker is not None:
         parts.append(

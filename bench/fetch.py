@@ -545,7 +545,8 @@ class FetchBenchmark(common.Session):
 
     def _bare_get(self, sink: _Sink, *, queued: bool) -> None:
         """C-GET with pynetdicom as the operator does it, minus the operator: the same contexts
-        and PDU size, but the handler writes ``event.encoded_dataset()`` as it is (or nothing).
+        and PDU size (and the instances received into files), but the handler writes each file
+        as it arrived (or nothing).
 
         With ``queued``, the handler only puts the bytes into a bounded queue (16 instances, so
         memory stays flat) and answers at once; a writer thread writes them meanwhile.
@@ -555,7 +556,7 @@ class FetchBenchmark(common.Session):
         from pydicom.uid import CTImageStorage
         from pynetdicom import AE, build_context, build_role, evt
 
-        from adit.core.dicom.dimse import GET_MODELS, storage_contexts_for_get
+        from adit.core.dicom.dimse import GET_MODELS, received_file, storage_contexts_for_get
 
         assert self.orthanc is not None
         folder = sink.folder
@@ -578,10 +579,12 @@ class FetchBenchmark(common.Session):
         def handle_store(event: Any) -> int:
             if folder is not None:
                 path = folder / f"{event.request.AffectedSOPInstanceUID}.dcm"
+                with received_file(event) as file:
+                    data = file.read()
                 if queued:
-                    pending.put((path, event.encoded_dataset()))
+                    pending.put((path, data))
                 else:
-                    path.write_bytes(event.encoded_dataset())
+                    path.write_bytes(data)
             sink.count_one()
             return 0x0000
 
@@ -656,7 +659,7 @@ _KEY_FUNCTIONS: list[common.KeyFunction] = [
     ("Event.dataset: Dataset from the received bytes", "pynetdicom/events.py", "dataset"),
     ("operator C-FIND listing of expected instances", "operator.py", "expected_instances"),
     ("receiver C-STORE handler", "adit/core/dicom/receiver.py", "handle_store"),
-    ("receiver Event.encoded_dataset (adds file meta)", "pynetdicom/events.py", "encoded_dataset"),
+    ("the file an instance was received into, opened", "adit/core/dicom/dimse.py", "received_file"),
     ("receiver reads the routing UIDs", "adit/core/dicom/receiver.py", "_read_routing_uids"),
     ("receiver hands over to the worker, ack included", "adit/core/dicom/receiver.py", "deliver"),
     ("pydicom dcmread, all callers", "pydicom/filereader.py", "dcmread"),

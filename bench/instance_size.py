@@ -199,15 +199,10 @@ class MemoryResult:
     run: Run
 
     @property
-    def in_flight_mib(self) -> float:
-        """What the pipeline holds beyond the budget by its own description (instance_stream's
-        docstring: "the worker then holds the budget, the instance the fetch is receiving and
-        the one the consumer works on"): two instances."""
-        return 2 * self.instance_mib
-
-    @property
     def bound_mib(self) -> float:
-        return self.budget_mib + self.in_flight_mib + SLACK_MIB
+        """The issue's bound: the byte budget over the worker's baseline (its ready RSS),
+        and some allocator slack."""
+        return self.budget_mib + SLACK_MIB
 
     @property
     def within_bound(self) -> bool:
@@ -480,8 +475,8 @@ def pixel_digests(url: str, rest: Any, study_uid: str) -> PixelDigests:
 
 # How the probe holds the instance before it C-STOREs it, and what that stands for.
 STORE_MODES = {
-    "received": "held as received (its bytes kept; an instance within the budget)",
-    "spooled": "spooled to disk (an instance larger than the budget)",
+    "received": "held as received (its bytes kept; an instance up to an eighth of the budget)",
+    "spooled": "left on disk (a larger instance, as it arrived into a file)",
     "file": "read from a file (an upload)",
 }
 
@@ -1015,23 +1010,19 @@ def memory_lines(report: Report) -> list[str]:
         lines.append(
             f"{_verdict(memory.within_bound)} {memory.path}, budget {memory.budget_mib:.0f} MiB: "
             f"worker peak {growth:+.0f} MiB over its ready RSS; bound {memory.bound_mib:.0f} = "
-            f"budget {memory.budget_mib:.0f} + the instance arriving and the one being stored "
-            f"({memory.in_flight_mib:.0f}) + {SLACK_MIB} slack; the study is "
-            f"{report.large_study_mib:.0f} MiB. Within the budget alone (the issue's wording): "
-            f"{'yes' if growth <= memory.budget_mib else 'no'} "
-            f"({growth - memory.budget_mib:+.0f} MiB)"
+            f"budget {memory.budget_mib:.0f} + {SLACK_MIB} slack; the study is "
+            f"{report.large_study_mib:.0f} MiB, an instance {memory.instance_mib:.0f} MiB"
         )
     moves = [m for m in report.memory if m.path == Fetch.C_MOVE]
     for memory in moves:
         growth = memory.run.receiver_growth_mb
-        # The receiver holds the instance pynetdicom collected and hands it on before it
-        # answers the C-STORE; the next one cannot come before that answer.
-        bound = 2 * memory.instance_mib + SLACK_MIB
+        # The receiver reads the routing UIDs from the file pynetdicom received the instance
+        # into and hands the file on by sendfile: it never holds the instance.
+        bound = SLACK_MIB
         lines.append(
             f"{_verdict(growth is not None and growth <= bound)} receiver, C-MOVE, budget "
             f"{memory.budget_mib:.0f} MiB: peak {common.number(growth, sign=True)} MiB over its "
-            f"ready RSS; bound {bound:.0f} = two instances ({memory.instance_mib:.0f} MiB each: "
-            f"the data set pynetdicom collected and the file sent to the worker) + {SLACK_MIB}"
+            f"ready RSS; bound {bound:.0f} MiB (it holds no instance in memory)"
         )
     return lines
 
@@ -1070,8 +1061,6 @@ def compressed_lines(report: Report) -> list[str]:
 
 
 def reading(report: Report) -> str:
-    from adit.core.dicom.instance_stream import DEFAULT_DEPTH
-
     parts = []
     instance = report.instance_mib
     by_budget: dict[float, list[float]] = {}
@@ -1080,8 +1069,7 @@ def reading(report: Report) -> str:
             by_budget.setdefault(memory.budget_mib, []).append(memory.run.worker_growth_mb)
     if by_budget:
         described = "; ".join(
-            f"budget {budget:.0f} MiB: {min(growths):+.0f} to {max(growths):+.0f} MiB "
-            f"({min(growths) / instance:.1f}-{max(growths) / instance:.1f} instances)"
+            f"budget {budget:.0f} MiB: {min(growths):+.0f} to {max(growths):+.0f} MiB"
             for budget, growths in by_budget.items()
         )
         parts.append(
@@ -1101,44 +1089,12 @@ def reading(report: Report) -> str:
         parts.append(
             f"What one C-STORE of one {instance:.0f} MiB instance costs the sending process "
             f"beyond holding it (a fresh process each, ADIT's DicomOperator.store to B): "
-            f"{described}. Storing is the part of the pipeline whose memory the budget does "
-            "not count."
-        )
-    received, spooled = probes.get("received"), probes.get("spooled")
-    if received is not None and spooled is not None and by_budget:
-        sums = []
-        for budget, growths in by_budget.items():
-            measured = f"measured {min(growths):+.0f} to {max(growths):+.0f}"
-            if instance <= budget:
-                # What waits is let in while it fits the budget (one instance at least), and
-                # there is no more than the study less the two in flight.
-                count = min(int(budget // instance), DEFAULT_DEPTH, report.large_instances - 2)
-                waiting = max(1, count) * instance
-                total = waiting + 2 * instance + received.peak_mb
-                sums.append(
-                    f"budget {budget:.0f} MiB: {waiting:.0f} waiting + {instance:.0f} arriving "
-                    f"+ {instance:.0f} being stored + {received.peak_mb:.0f} its C-STORE = "
-                    f"{total:.0f} MiB ({measured})"
-                )
-            else:
-                total = instance + spooled.peak_mb
-                sums.append(
-                    f"budget {budget:.0f} MiB (every instance spooled): {instance:.0f} "
-                    f"arriving + {spooled.peak_mb:.0f} the C-STORE of a spooled one = "
-                    f"{total:.0f} MiB ({measured})"
-                )
-        parts.append(
-            "Adding up what the pipeline may hold with what the probe's C-STORE cost: "
-            + "; ".join(sums)
-            + "."
+            f"{described}."
         )
     receivers = [m.run.receiver_growth_mb for m in report.memory if m.path == Fetch.C_MOVE]
     known = [growth for growth in receivers if growth is not None]
     if known:
-        parts.append(
-            f"The receiver's peak rose by {min(known):+.0f} to {max(known):+.0f} MiB, about "
-            f"{max(known) / report.instance_mib:.1f} instances."
-        )
+        parts.append(f"The receiver's peak rose by {min(known):+.0f} to {max(known):+.0f} MiB.")
     j2k, plain = report.need("adit-j2k"), report.need("adit-plain")
     if j2k.cpu_worker is not None and plain.cpu_worker is not None:
         parts.append(

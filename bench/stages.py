@@ -7,7 +7,7 @@ Orthancs:
 
 * receive: the operator's C-GET of a study from A (its C-FIND listing of the series, the
   association, pynetdicom reading the PDUs and answering each C-STORE), less the decoding;
-* decode: reading a received data set lazily as the C-GET handler does, and the few values
+* decode: reading a received file lazily as the C-GET handler does, and the few values
   routing needs (UIDs, modality, SOP class);
 * modify: ``InstanceModifier`` as the pipeline calls it: nothing to do plain, the
   pseudonymizer (the elements it touches are decoded there) when pseudonymizing;
@@ -32,10 +32,10 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from io import BytesIO
 from typing import TYPE_CHECKING
 
 from pydicom import Dataset
-from pydicom.dataset import FileMetaDataset
 
 if TYPE_CHECKING:
     from adit.core.models import DicomServer
@@ -137,7 +137,9 @@ def measure_stage_costs(
         pseudonym: The pseudonym the pseudonymized runs use.
         clear_destination: Empties B; called before and after the C-STORE.
     """
-    from adit.core.dicom.files import read_data_set, unchanged_data_set
+    from pydicom.filewriter import write_file_meta_info
+
+    from adit.core.dicom.files import read_instance, unchanged_data_set
     from adit.core.dicom.operator import DicomOperator
     from adit.core.jobs.processing import TaskLog
     from adit.core.transfer.destinations import ServerDestination
@@ -151,15 +153,20 @@ def measure_stage_costs(
     count = len(received)
     assert count, "the C-GET delivered nothing"
     fetch_ms /= count
-    encoded: list[tuple[bytes, FileMetaDataset]] = []
+    # Each as the file it arrived in (pynetdicom receives into files; see dimse.py).
+    encoded: list[bytes] = []
     for dataset in received:
         data_set = unchanged_data_set(dataset)
         assert data_set is not None, "a received instance kept no bytes"
-        encoded.append((bytes(data_set), dataset.file_meta))
+        file = BytesIO()
+        file.write(b"\x00" * 128 + b"DICM")
+        write_file_meta_info(file, dataset.file_meta)  # pyright: ignore[reportArgumentType]
+        file.write(data_set)
+        encoded.append(file.getvalue())
     received.clear()
 
     def read_all() -> list[Dataset]:
-        datasets = [read_data_set(data, meta) for data, meta in encoded]
+        datasets = [read_instance(data) for data in encoded]
         for dataset in datasets:
             for keyword in ROUTING_KEYWORDS:
                 dataset.get(keyword)

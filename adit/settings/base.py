@@ -283,8 +283,8 @@ DICOM_TASK_RETRY_WAIT = env.int("DICOM_TASK_RETRY_WAIT", 120)
 DICOM_TASK_TIMEOUT = env.int("DICOM_TASK_TIMEOUT", 20 * 60)
 # Instances retrieved but not yet stored, at most (a bound by count beside the one in bytes).
 TRANSFER_PIPELINE_DEPTH = env.int("TRANSFER_PIPELINE_DEPTH", 16)
-# How many bytes of fetched instances may wait for the destination (or a download's client);
-# an instance larger than that waits on disk, in the system's temporary folder.
+# How many bytes of fetched instances a transfer (or a download) holds in memory; a large
+# instance waits on disk, in the system's temporary folder (see instance_stream.py).
 TRANSFER_PIPELINE_BYTES = env.int("TRANSFER_PIPELINE_BYTES", 256 * 1024 * 1024)
 # Modalities left out when pseudonymizing (they often carry burned-in or free-text PHI).
 EXCLUDE_MODALITIES = env.list("EXCLUDE_MODALITIES", ["PR", "SR"])

@@ -49,14 +49,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import selectors
 import socket
 import struct
+import tempfile
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from adit.core.dicom.errors import DicomError, RetriableDicomError, ServiceStoppingError
 from adit.core.validators import shown
@@ -69,6 +71,8 @@ PROTOCOL_VERSION = 2
 MAX_HEADER_SIZE = 64 * 1024
 _LENGTH_PREFIX = struct.Struct(">I")
 MAX_FRAME_SIZE = 2**32 - 1
+# What a large instance is received in, piece by piece, on its way into a file.
+_FILE_CHUNK = 1024 * 1024
 
 # Once the first byte of a message has arrived, the rest is already on its way; a peer that
 # stops in the middle of a message for this long is gone.
@@ -145,6 +149,15 @@ def send_frame(sock: socket.socket, payload: bytes) -> None:
     sock.sendall(payload)
 
 
+def send_file_frame(sock: socket.socket, file: BinaryIO) -> None:
+    """Sends a whole file as one frame, by the kernel (sendfile), never whole in memory."""
+    size = os.fstat(file.fileno()).st_size
+    if size > MAX_FRAME_SIZE:
+        raise ValueError(f"A frame holds at most {MAX_FRAME_SIZE} bytes, not {size}.")
+    sock.sendall(_LENGTH_PREFIX.pack(size))
+    sock.sendfile(file, 0, size)
+
+
 def send_message(sock: socket.socket, message: dict[str, Any]) -> None:
     """Sends a JSON header frame."""
     send_frame(sock, json.dumps(message).encode())
@@ -162,6 +175,32 @@ def recv_frame(sock: socket.socket, max_size: int = MAX_FRAME_SIZE) -> bytearray
         raise ProtocolError(f"A frame of {size} bytes exceeds the limit of {max_size} bytes.")
     # Not copied into bytes: an instance of hundreds of megabytes must not be held twice.
     return _recv_exactly(sock, size)
+
+
+def recv_instance_frame(sock: socket.socket, file_above: int | None) -> bytearray | BinaryIO:
+    """Receives one frame: in memory, or when longer than ``file_above`` bytes into an
+    anonymous temporary file (open at its start, the caller's), as it arrives.
+
+    Raises:
+        ChannelClosedError: The connection ended, also in the middle of the frame.
+    """
+    (size,) = _LENGTH_PREFIX.unpack(_recv_exactly(sock, _LENGTH_PREFIX.size))
+    if file_above is None or size <= file_above:
+        return _recv_exactly(sock, size)
+    file = tempfile.TemporaryFile(prefix="adit-received-")
+    try:
+        buffer = bytearray(min(size, _FILE_CHUNK))
+        view = memoryview(buffer)
+        left = size
+        while left:
+            count = _recv_into(sock, view[: min(left, len(buffer))])
+            file.write(view[:count])
+            left -= count
+        file.seek(0)
+    except BaseException:
+        file.close()
+        raise
+    return file
 
 
 def recv_message(sock: socket.socket) -> dict[str, Any]:
@@ -186,14 +225,19 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytearray:
     view = memoryview(buffer)
     received = 0
     while received < size:
-        try:
-            count = sock.recv_into(view[received:])
-        except TimeoutError as err:
-            raise ChannelClosedError(f"The peer stalled for more than {STALL_TIMEOUT} s.") from err
-        if count == 0:
-            raise ChannelClosedError("The peer closed the connection.")
-        received += count
+        received += _recv_into(sock, view[received:])
     return buffer
+
+
+def _recv_into(sock: socket.socket, view: memoryview) -> int:
+    """Receives some bytes into ``view`` (at least one); how many."""
+    try:
+        count = sock.recv_into(view)
+    except TimeoutError as err:
+        raise ChannelClosedError(f"The peer stalled for more than {STALL_TIMEOUT} s.") from err
+    if count == 0:
+        raise ChannelClosedError("The peer closed the connection.")
+    return count
 
 
 def wait_readable(sock: socket.socket, timeout: float | None) -> bool:
@@ -321,13 +365,15 @@ class ReceivedInstance:
         sop_instance_uid: The instance's SOPInstanceUID.
         series_uid: Its SeriesInstanceUID.
         calling_ae: The AE title of the node that stored it.
-        data: The complete DICOM Part 10 file (preamble, file meta and data set), as received.
+        data: The complete DICOM Part 10 file (preamble, file meta and data set), as received:
+            its bytes, or for a large instance an anonymous temporary file open at its start,
+            which the taker closes (see ``Subscription.receive``).
     """
 
     sop_instance_uid: str
     series_uid: str
     calling_ae: str
-    data: bytes | bytearray
+    data: bytes | bytearray | BinaryIO
 
 
 class Subscription:
@@ -344,8 +390,9 @@ class Subscription:
         # calls with another AE title than ADIT knows it by.
         self.refused_callers: dict[str, int] = {}
 
-    def receive(self, timeout: float) -> ReceivedInstance | None:
-        """Takes the next instance, waiting at most `timeout` seconds for it.
+    def receive(self, timeout: float, file_above: int | None = None) -> ReceivedInstance | None:
+        """Takes the next instance, waiting at most `timeout` seconds for it; one larger than
+        ``file_above`` bytes arrives into a temporary file instead of memory.
 
         The PACS's C-STORE of an instance waits until the instance is taken here. After the
         receiver's delivery timeout (5 s by default) it refuses the instance and ends the
@@ -378,7 +425,7 @@ class Subscription:
                 sop_instance_uid=str(header["sop_instance_uid"]),
                 series_uid=str(header["series_uid"]),
                 calling_ae=str(header["calling_ae"]),
-                data=recv_frame(self._sock),
+                data=recv_instance_frame(self._sock, file_above),
             )
             send_message(self._sock, {"type": "ack", "sop_instance_uid": instance.sop_instance_uid})
         except (KeyError, ProtocolError) as err:

@@ -4,9 +4,14 @@ DicomOperator's fetches call back synchronously for every instance. On a thread 
 they answer the PACS while the consumer still works on the previous instance (storing it,
 zipping it for a client), yet run ahead by at most a byte budget (settings.
 TRANSFER_PIPELINE_BYTES) and a number of instances, so memory stays bounded whatever the
-study and its instances weigh. An instance larger than the whole budget waits on disk instead
-(see ``spool``): the worker then holds the budget, the instance the fetch is receiving and the
-one the consumer works on. Transfers and the study download both read studies this way.
+study and its instances weigh.
+
+The budget covers what waits and what is worked on: instances wait in memory up to half of
+it, and one larger than an eighth of it waits on disk instead (see ``spool``), as it arrives,
+and is stored from there in pieces; at most ``SPOOLED_DEPTH`` of those wait, so a study of
+huge instances does not fill the disk either. So the consumer holds at most an eighth of the
+budget (twice that while it stores the instance: the C-STORE copies it) beside what waits.
+Transfers and the study download both read studies this way.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ PUT_SECONDS = 0.2
 # How many instances may wait at most, however small: a study of tiny instances needs no more
 # to keep the PACS busy.
 DEFAULT_DEPTH = 16
+# How many instances may wait on disk: one to store while the next arrives is enough to keep
+# both the PACS and the destination busy.
+SPOOLED_DEPTH = 2
 
 
 class StreamStopped(Exception):
@@ -78,9 +86,10 @@ class InstanceStream:
             selection: What to fetch: the whole study, its series one after the other, or one
                 instance.
             depth: How many instances may wait at most.
-            budget_bytes: How many bytes the waiting instances may hold together
-                (settings.TRANSFER_PIPELINE_BYTES if None); an instance larger than that waits
-                on disk, and the consumer gets it with its large values read from there.
+            budget_bytes: How many bytes the stream may hold in memory
+                (settings.TRANSFER_PIPELINE_BYTES if None; see the module's docstring); a
+                large instance waits on disk, and the consumer gets it with its large values
+                read from there.
             expected: How many instances each series has, as the server said (asked by the
                 operator if None); a fetch that delivers fewer fails.
             on_wait: Called while the consumer waits for the next instance (a slow PACS),
@@ -96,6 +105,9 @@ class InstanceStream:
         self.budget_bytes = (
             settings.TRANSFER_PIPELINE_BYTES if budget_bytes is None else budget_bytes
         )
+        self.waiting_limit = self.budget_bytes // 2
+        self.spool_above = self.budget_bytes // 8
+        self.spooled_waiting = 0
         # What waits for the consumer, each with its size; guarded by _changed.
         self._waiting: deque[tuple[object, int]] = deque()
         self.waiting_bytes = 0
@@ -124,6 +136,7 @@ class InstanceStream:
             dropped = [item for item, _ in self._waiting]
             self._waiting.clear()
             self.waiting_bytes = 0
+            self.spooled_waiting = 0
             self._changed.notify_all()
             self._wake_async_waiters()
         for item in dropped:
@@ -234,7 +247,7 @@ class InstanceStream:
         patient_id, study_uid = selection.patient_id, selection.study_uid
         # An instance that will wait on disk anyway goes there as it arrives, not decoded in
         # memory first.
-        spool_above = self.budget_bytes
+        spool_above = self.spool_above
         if selection.whole_study:
             operator.fetch_study(
                 patient_id, study_uid, self._deliver, expected, spool_above=spool_above
@@ -262,14 +275,15 @@ class InstanceStream:
 
     def _deliver(self, dataset: Dataset) -> None:
         size = spool.estimated_size(dataset)
-        if size > self.budget_bytes:
-            # It could never wait in memory: it waits on disk, and the fetch can go on.
+        if size > self.spool_above and not spool.is_spooled(dataset):
+            # Too large to wait in memory: it waits on disk, and the fetch can go on.
             dataset = spool.spool_dataset(dataset)
             size = spool.estimated_size(dataset)
         self._put(dataset, size)
         self.delivered += 1
 
     def _put(self, item: object, size: int = 0) -> None:
+        spooled = isinstance(item, Dataset) and spool.is_spooled(item)
         with self._changed:
             while True:
                 if self.stopped:
@@ -277,10 +291,12 @@ class InstanceStream:
                 # Something always fits into an empty buffer, so a stream never stalls.
                 if not self._waiting or (
                     len(self._waiting) < self.depth
-                    and self.waiting_bytes + size <= self.budget_bytes
+                    and self.waiting_bytes + size <= self.waiting_limit
+                    and (not spooled or self.spooled_waiting < SPOOLED_DEPTH)
                 ):
                     self._waiting.append((item, size))
                     self.waiting_bytes += size
+                    self.spooled_waiting += spooled
                     self._changed.notify_all()
                     self._wake_async_waiters()
                     return
@@ -295,6 +311,7 @@ class InstanceStream:
                 return _NOTHING
             item, size = self._waiting.popleft()
             self.waiting_bytes -= size
+            self.spooled_waiting -= isinstance(item, Dataset) and spool.is_spooled(item)
             self._changed.notify_all()
             return item
 

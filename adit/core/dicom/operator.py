@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from functools import cached_property, partial
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 import stamina
 from django.conf import settings
@@ -638,7 +638,7 @@ class DicomOperator:
             mover.start()
             quiet_deadline = None
             while not arrivals.has_all(expected):
-                received = subscription.receive(timeout=0.5)
+                received = subscription.receive(timeout=0.5, file_above=arrivals.spool_above)
                 if received is not None:
                     if received.sop_instance_uid in expected:
                         arrivals.deliver_encoded(received.sop_instance_uid, received.data)
@@ -824,13 +824,17 @@ class _Arrivals:
         series_uid = str(dataset.get("SeriesInstanceUID", ""))
         self.per_series[series_uid] = self.per_series.get(series_uid, 0) + 1
 
-    def deliver_encoded(self, sop_uid: str, data: bytes | bytearray) -> None:
+    def deliver_encoded(self, sop_uid: str, data: bytes | bytearray | BinaryIO) -> None:
+        """Hands over a DICOM file's instance: its bytes, or a file (an instance larger than
+        ``spool_above``, which stays there and which the dataset then owns)."""
         if sop_uid in self.uids:
+            if not isinstance(data, bytes | bytearray):
+                data.close()
             return
-        if self.spool_above is not None and len(data) > self.spool_above:
-            self.deliver(spool.spool_encoded(data))  # never decoded in memory
-        else:
+        if isinstance(data, bytes | bytearray):
             self.deliver(read_instance(data))  # its bytes kept: sent on as they came
+        else:
+            self.deliver(spool.spooled_file(data))  # never read whole
 
     def is_short(self, expected: SeriesCounts) -> bool:
         """Whether some series has fewer instances than the server holds; compared series by

@@ -30,8 +30,7 @@ import socket
 import socketserver
 import threading
 import time
-from io import BytesIO
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from pydicom import dcmread
 from pydicom.tag import Tag
@@ -45,6 +44,7 @@ from pynetdicom import (
 )
 from pynetdicom.dimse_primitives import C_STORE
 
+from adit.core.dicom.dimse import discard_unfinished_instance, received_file
 from adit.core.dicom.file_channel import (
     PROTOCOL_VERSION,
     ProtocolError,
@@ -53,7 +53,7 @@ from adit.core.dicom.file_channel import (
     has_valid_mac,
     new_nonce,
     recv_message,
-    send_frame,
+    send_file_frame,
     send_message,
     wait_readable,
 )
@@ -122,7 +122,7 @@ class _Subscriber:
             send_message(self._sock, {"type": "subscribed"})
 
     def send(
-        self, calling_ae: str, series_uid: str, sop_uid: str, data: bytes, timeout: float
+        self, calling_ae: str, series_uid: str, sop_uid: str, file: BinaryIO, timeout: float
     ) -> bool:
         """Sends one instance and waits until the worker acknowledged it.
 
@@ -143,7 +143,7 @@ class _Subscriber:
             }
             try:
                 send_message(self._sock, header)
-                send_frame(self._sock, data)
+                send_file_frame(self._sock, file)
             except (OSError, ValueError) as err:
                 logger.warning("Could not send instance %s to %s: %s", sop_uid, self.peer, err)
                 self.close()
@@ -236,7 +236,7 @@ class SubscriptionRegistry:
         study_uid: str,
         series_uid: str,
         sop_uid: str,
-        data: bytes,
+        file: BinaryIO,
         move_message_id: int | None = None,
     ) -> bool:
         """Hands an instance to a subscription it belongs to that has not had it yet.
@@ -276,7 +276,7 @@ class SubscriptionRegistry:
             )
             self._tell_who_waits_for_it(calling_ae, study_uid, series_uid, sop_uid)
             return False
-        if subscriber.send(calling_ae, series_uid, sop_uid, data, self.delivery_timeout):
+        if subscriber.send(calling_ae, series_uid, sop_uid, file, self.delivery_timeout):
             return True
         self.remove(subscriber)
         logger.warning(
@@ -315,9 +315,9 @@ class SubscriptionRegistry:
             subscriber.tell({"type": "stopping"})
 
 
-def _read_routing_uids(data: bytes) -> tuple[str, str]:
+def _read_routing_uids(file: BinaryIO) -> tuple[str, str]:
     """Reads StudyInstanceUID and SeriesInstanceUID, skipping the values of all other elements."""
-    dataset = dcmread(BytesIO(data), stop_before_pixels=True, specific_tags=_ROUTING_TAGS)
+    dataset = dcmread(file, stop_before_pixels=True, specific_tags=_ROUTING_TAGS)
     study_uid = dataset.get("StudyInstanceUID")
     series_uid = dataset.get("SeriesInstanceUID")
     if not isinstance(study_uid, str) or not isinstance(series_uid, str):
@@ -333,15 +333,15 @@ def handle_store(event: Event, registry: SubscriptionRegistry) -> int:
     request = cast(C_STORE, event.request)
     sop_uid = str(request.AffectedSOPInstanceUID)
     move_message_id = request.MoveOriginatorMessageID
-    data = event.encoded_dataset()
-    try:
-        study_uid, series_uid = _read_routing_uids(data)
-    except Exception as err:  # whatever pydicom raises, the data set cannot be routed
-        logger.warning("Refused instance %s stored by %s: %s", sop_uid, calling_ae, err)
-        return CANNOT_UNDERSTAND
-    if registry.deliver(calling_ae, study_uid, series_uid, sop_uid, data, move_message_id):
-        return SUCCESS
-    return REFUSED_NOT_AUTHORIZED
+    with received_file(event) as file:
+        try:
+            study_uid, series_uid = _read_routing_uids(file)
+        except Exception as err:  # whatever pydicom raises, the data set cannot be routed
+            logger.warning("Refused instance %s stored by %s: %s", sop_uid, calling_ae, err)
+            return CANNOT_UNDERSTAND
+        if registry.deliver(calling_ae, study_uid, series_uid, sop_uid, file, move_message_id):
+            return SUCCESS
+        return REFUSED_NOT_AUTHORIZED
 
 
 def _storage_contexts() -> list[PresentationContext]:
@@ -547,7 +547,11 @@ class Receiver:
             self._store_server = self._ae.start_server(
                 (self.store_host, self.store_port),
                 block=False,
-                evt_handlers=[(evt.EVT_C_STORE, handle_store, [self.registry])],
+                evt_handlers=[
+                    (evt.EVT_C_STORE, handle_store, [self.registry]),
+                    # A PACS that hangs up in the middle of an instance leaves its file behind.
+                    (evt.EVT_CONN_CLOSE, lambda event: discard_unfinished_instance(event.assoc)),
+                ],
             )
         except BaseException:
             self.stop()

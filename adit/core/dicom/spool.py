@@ -17,7 +17,6 @@ from typing import IO
 
 from pydicom import Dataset, dcmread
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.filewriter import write_file_meta_info
 
 from adit.core.dicom.files import forget_file, keep_as_file, received_size, write_to
 
@@ -25,7 +24,6 @@ from adit.core.dicom.files import forget_file, keep_as_file, received_size, writ
 DEFER_SIZE = 64 * 1024
 # What an element costs beyond its value (tag, VR, length; pydicom's objects).
 _ELEMENT_OVERHEAD = 100
-_PREAMBLE = b"\x00" * 128 + b"DICM"
 # Names an open file, also one without a name of its own, for as long as it is open (Linux).
 _OPEN_FILES = Path("/proc/self/fd")
 
@@ -69,31 +67,6 @@ def spool_dataset(dataset: Dataset) -> Dataset:
     file = tempfile.TemporaryFile(prefix="adit-spool-")
     try:
         write_to(dataset, file)  # as it arrived, if it is unchanged
-    except BaseException:
-        file.close()
-        raise
-    return _read_back(file)
-
-
-def spool_encoded(encoded: bytes | bytearray | memoryview) -> Dataset:
-    """A complete DICOM file (preamble, file meta, data set) spooled like ``spool_dataset``."""
-    file = tempfile.TemporaryFile(prefix="adit-spool-")
-    try:
-        file.write(encoded)
-    except BaseException:
-        file.close()
-        raise
-    return _read_back(file)
-
-
-def spool_parts(file_meta: Dataset, encoded_dataset: bytes | bytearray | memoryview) -> Dataset:
-    """An encoded data set with its file meta (as a C-STORE brings them) spooled like
-    ``spool_dataset``, without decoding the data set in memory first."""
-    file = tempfile.TemporaryFile(prefix="adit-spool-")
-    try:
-        file.write(_PREAMBLE)
-        write_file_meta_info(file, file_meta, enforce_standard=True)  # pyright: ignore[reportArgumentType]
-        file.write(encoded_dataset)
     except BaseException:
         file.close()
         raise

@@ -1,9 +1,10 @@
 """Fetches a study through an InstanceStream in a process of its own and reports its memory.
 
 Run by test_stream_memory.py as ``python -m adit.core.tests.fetch_memory_probe <json>``, so
-that the peak resident set size belongs to this fetch alone. Prints one JSON line:
-``{"baseline": bytes before the fetch, "peak": the process's peak, "instances": count,
-"pixel_bytes": total}``.
+that the peak resident set size belongs to this fetch alone. With a "destination" server the
+instances are C-STOREd there as a transfer does, otherwise their pixel data is read. Prints one
+JSON line: ``{"baseline": bytes before the fetch, "peak": the process's peak, "instances":
+count, "pixel_bytes": total (0 when stored)}``.
 """
 
 from __future__ import annotations
@@ -46,8 +47,11 @@ def main(arguments: dict) -> dict:
     stream.start()
     instances = pixel_bytes = 0
     try:
+        if "destination" in arguments:
+            destination = DicomOperator(DicomServer(**arguments["destination"]))
+            instances = destination.store(stream).stored
         for dataset in stream:
-            # What a consumer does: it reads the pixel data (storing, zipping), then lets go.
+            # What a consumer does: it reads the pixel data (zipping, converting), then lets go.
             pixel_bytes += len(dataset.PixelData)
             instances += 1
             del dataset

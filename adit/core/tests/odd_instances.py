@@ -11,6 +11,7 @@ from io import BytesIO
 from pydicom import Dataset, dcmread
 from pydicom.uid import JPEG2000, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_context, build_role, evt
+from pynetdicom.dsutils import split_dataset
 
 from adit.core.demo.orthanc import OrthancServer
 from adit.core.demo.sample_studies import syntax_study
@@ -80,7 +81,9 @@ def sent_by_c_get(orthanc: OrthancServer, study_uid: str, files: list[bytes]) ->
     sent: dict[str, bytes] = {}
 
     def keep(event) -> int:
-        sent[str(event.request.AffectedSOPInstanceUID)] = event.request.DataSet.getvalue()
+        # ADIT has pynetdicom receive into files (see dimse.py): the data set follows the meta.
+        _, offset = split_dataset(event.dataset_path)
+        sent[str(event.request.AffectedSOPInstanceUID)] = event.dataset_path.read_bytes()[offset:]
         return 0x0000
 
     ae = AE("ADITTEST")

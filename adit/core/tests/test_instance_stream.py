@@ -233,19 +233,19 @@ def test_on_wait_is_called_while_the_pacs_is_slow_and_its_exception_reaches_the_
     assert not stream.thread.is_alive()
 
 
-def test_what_waits_stays_within_the_byte_budget():
+def test_what_waits_in_memory_stays_within_half_the_byte_budget():
     mib = 1024 * 1024
     fake = FakeOperator(per_series=10, pixel_bytes=mib)
-    stream = _stream(fake, StudySelection("P1", STUDY), depth=100, budget_bytes=3 * mib + mib // 2)
+    stream = _stream(fake, StudySelection("P1", STUDY), depth=100, budget_bytes=9 * mib)
     stream.start()
     try:
         first = stream.next_instance()
         assert first is not None
-        _wait_until(lambda: fake.delivered >= 4)
+        _wait_until(lambda: fake.delivered >= 5)
         threading.Event().wait(0.3)
-        # Three of 1 MiB fit into 3.5 MiB; the fourth waits in the fetch thread for room.
-        assert stream.waiting_bytes <= stream.budget_bytes
-        assert fake.delivered <= 1 + 3 + 1
+        # Four of 1 MiB fit into 4.5 MiB; the fifth waits in the fetch thread for room.
+        assert stream.waiting_bytes <= stream.budget_bytes // 2
+        assert fake.delivered <= 1 + 4 + 1
         assert not any(getattr(item, "_spooled", False) for item, _ in stream._waiting)
         got = 1 + sum(1 for _ in stream)
     finally:
@@ -253,9 +253,9 @@ def test_what_waits_stays_within_the_byte_budget():
     assert got == 30
 
 
-def test_an_instance_larger_than_the_budget_waits_on_disk_and_reads_back_whole():
+def test_an_instance_larger_than_an_eighth_of_the_budget_waits_on_disk_and_reads_back_whole():
     fake = FakeOperator(per_series=2, pixel_bytes=300_000)
-    stream = _stream(fake, StudySelection("P1", STUDY, (SERIES[0],)), budget_bytes=100_000)
+    stream = _stream(fake, StudySelection("P1", STUDY, (SERIES[0],)), budget_bytes=2_000_000)
     stream.start()
     try:
         datasets = list(stream)
@@ -269,11 +269,15 @@ def test_an_instance_larger_than_the_budget_waits_on_disk_and_reads_back_whole()
         assert dataset.StudyInstanceUID == STUDY
 
 
-def test_stopping_frees_what_waits_on_disk():
+def test_at_most_two_instances_wait_on_disk_and_stopping_frees_them():
     fake = FakeOperator(per_series=5, pixel_bytes=300_000)
-    stream = _stream(fake, StudySelection("P1", STUDY), budget_bytes=100_000, depth=3)
+    stream = _stream(fake, StudySelection("P1", STUDY), budget_bytes=100_000)
     stream.start()
-    _wait_until(lambda: len(stream._waiting) == 3)
+    _wait_until(lambda: len(stream._waiting) == 2)
+    threading.Event().wait(0.3)
+    # Huge instances must not fill the disk either: the third waits in the fetch thread.
+    assert len(stream._waiting) == 2
+    assert fake.delivered <= 3
     waiting = [item for item, _ in stream._waiting]
     stream.stop(wait=5)
     assert all(isinstance(item, Dataset) and item.buffer.closed for item in waiting)

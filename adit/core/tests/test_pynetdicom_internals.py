@@ -1,7 +1,9 @@
-"""The two places where ADIT reaches into pynetdicom's private parts, checked on real
+"""The places where ADIT reaches into pynetdicom's private parts, checked on real
 associations, so that an upgrade that renames them fails here instead of silently costing
-time: the reactor hold (5 s per association, lost responses) and TCP_NODELAY (40 ms per
-C-STORE). pyproject.toml bounds pynetdicom to the minor version these were written against.
+time or memory: the reactor hold (5 s per association, lost responses), TCP_NODELAY (40 ms per
+C-STORE), the bounded send queue (a whole instance in memory per C-STORE) and receiving into
+files (a whole instance in memory per arrival). pyproject.toml bounds pynetdicom to the minor
+version these were written against.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pynetdicom import AE, build_context
 from pynetdicom.association import Association
 
 from adit.core.dicom.dimse import VERIFICATION, DimseConnector, DimsePeer, _HeldReactorCheckpoint
+from adit.core.dicom.send_buffer import _BoundedSendQueue
 
 pytestmark = pytest.mark.integration
 
@@ -52,3 +55,23 @@ def test_adit_associations_send_without_nagle_delay(orthanc1):
         raw = association.dul.socket.socket  # pyright: ignore[reportOptionalMemberAccess]
         assert raw is not None
         assert raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_adit_associations_send_through_the_bounded_queue_pynetdicom_reads(orthanc1):
+    with _connector(orthanc1).associate([build_context(VERIFICATION)]) as association:
+        sending = association.dul.to_provider_queue
+        assert isinstance(sending, _BoundedSendQueue)
+        assert association.send_c_echo().Status == 0x0000
+        assert sending.taken >= 1  # pynetdicom's DUL took the echo from it
+        assert sending.queued_bytes == 0
+
+
+def test_pynetdicom_still_receives_a_c_store_into_the_file_adit_reads():
+    from pynetdicom import _config
+    from pynetdicom.dimse_messages import C_STORE_RQ
+
+    assert _config.STORE_RECV_CHUNKED_DATASET is True
+    assert hasattr(C_STORE_RQ(), "_data_set_path"), (
+        "pynetdicom's C-STORE message no longer records the file it received into: "
+        "dimse.received_file must follow."
+    )

@@ -6,6 +6,7 @@ encoded anew and arrives changed."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
@@ -257,6 +258,14 @@ def test_an_unchanged_study_is_passed_on_as_it_came_without_being_encoded_again(
         assert {str(dataset[0x00091012].value) for dataset in arrived} == {PRIVATE_VALUE}
 
 
+def _spooled(data: bytes):
+    """The DICOM file's instance as a large one arrives: in a temporary file, read back with
+    its large values left there."""
+    file = tempfile.TemporaryFile()
+    file.write(data)
+    return spool.spooled_file(file)
+
+
 @pytest.fixture(scope="module")
 def ct_slice() -> bytes:
     """A CT slice with 512 KiB of pixel data: deferred when spooled, as an instance larger
@@ -271,7 +280,7 @@ def test_a_spooled_instance_goes_from_its_file_without_its_pixel_data_read(
     to, ct_slice, empty_orthanc2, tmp_path, encoding_forbidden
 ):
     data = ct_slice
-    dataset = spool.spool_encoded(data)
+    dataset = _spooled(data)
     sop_uid = str(dataset.SOPInstanceUID)
 
     if to == "c-store":
@@ -300,7 +309,7 @@ def test_a_spooled_file_the_dataset_does_not_keep_open_is_not_sent_by_its_number
 
 
 def test_a_changed_spooled_instance_is_not_sent_from_its_file(ct_slice):
-    dataset = spool.spool_encoded(ct_slice)
+    dataset = _spooled(ct_slice)
     assert unchanged_file(dataset) is not None
     forget_received(dataset)  # what pseudonymizing and stamping do first
     assert unchanged_file(dataset) is None

@@ -43,7 +43,10 @@ def test_lines_run_in_parallel_within_the_servers_association_limit(
                 job.refresh_from_db()
 
     assert "4 task(s) at a time" in worker.log()
-    assert counter.most_at_once == 2, "the lines ran one after another, or over the limit"
+    assert counter.most_at_once == 2, (
+        f"the lines ran one after another, or over the limit: {counter.most_at_once} at once, "
+        f"{counter.total} associations for {len(lines)} lines\n{worker.log()[-4000:]}"
+    )
     # One association per line: all C-FINDs of a line share it.
     assert counter.total == len(lines)
     for number, (patient_id, _) in enumerate(lines, start=2):

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from io import BytesIO
-from typing import BinaryIO
+from pathlib import Path
+from typing import BinaryIO, NoReturn
 
 from pydicom import Dataset
 from pydicom.uid import (
@@ -55,7 +56,12 @@ from pynetdicom.status import (
 from adit.core.dicom import spool
 from adit.core.dicom.errors import DicomError, DicomTimeoutError, RetriableDicomError
 from adit.core.dicom.files import read_instance, unchanged_data_set, unchanged_file
-from adit.core.dicom.send_buffer import bound_sending
+from adit.core.dicom.send_buffer import (
+    SendStalled,
+    bound_sending,
+    can_write_directly,
+    send_c_store_request,
+)
 from adit.core.dicom.syntaxes import (
     UNCOMPRESSED_LITTLE_ENDIAN,
     ConversionError,
@@ -747,23 +753,27 @@ class _StoreSession:
             isinstance(hold, _HeldReactorCheckpoint) and hold.reactor_waits.is_set()
         ):
             return None
-        data_set = unchanged_data_set(dataset)
-        file = unchanged_file(dataset)
-        if data_set is None and file is None:
+        source = _unchanged_source(dataset)
+        if source is None:
             return None
         request = C_STORE()
         request.MessageID = 1
         request.Priority = 2  # low, as send_c_store's default
         request.AffectedSOPClassUID = UID(sop_class)
         request.AffectedSOPInstanceUID = UID(str(dataset.SOPInstanceUID))
-        if data_set is not None:
-            request.DataSet = BytesIO(data_set)
+        if can_write_directly(assoc):
+            try:
+                send_c_store_request(assoc, request, context_id, source)
+            except OSError as err:
+                assoc.abort()
+                self._raise_send_failed(dataset, err)
         else:
-            assert file is not None
-            # pynetdicom reads a data set given by its file and offset in pieces as it sends.
-            _, offset = split_dataset(file)
-            request._dataset_path = (file, offset)  # pyright: ignore[reportPrivateUsage]
-        assoc.dimse.send_msg(request, context_id)
+            if isinstance(source, memoryview):
+                request.DataSet = BytesIO(source)
+            else:
+                # pynetdicom reads a data set given by its file and offset in pieces as it sends.
+                request._dataset_path = source  # pyright: ignore
+            assoc.dimse.send_msg(request, context_id)
         _, response = assoc.dimse.get_msg(block=True)
         status = Dataset()
         if response is None or not response.is_valid_response:
@@ -776,6 +786,14 @@ class _StoreSession:
             if getattr(response, keyword, None) is not None:
                 setattr(status, keyword, getattr(response, keyword))
         return status
+
+    def _raise_send_failed(self, dataset: Dataset, error: OSError) -> NoReturn:
+        what = f"C-STORE of {dataset.SOPInstanceUID} to {self.connector.peer.name}"
+        if isinstance(error, SendStalled):
+            raise DicomTimeoutError(f"{what}: {error}") from error
+        raise RetriableDicomError(
+            f"{what}: the connection was lost while sending ({error.strerror or error})."
+        ) from error
 
     def _convert(self, dataset: Dataset, sop_class: str, syntax: str, accepted: set[str]) -> bool:
         """Converts the dataset to an uncompressed syntax the peer accepts; False (and the
@@ -846,6 +864,16 @@ class _StoreSession:
             self._association_context.__exit__(None, None, None)
             self._association_context = None
             self.assoc = None
+
+
+def _unchanged_source(dataset: Dataset) -> memoryview | tuple[Path, int] | None:
+    """The data set as it arrived: its bytes, or its file and where in it it begins; None if
+    it changed (or never had any)."""
+    data_set = unchanged_data_set(dataset)
+    if data_set is not None:
+        return data_set
+    file = unchanged_file(dataset)
+    return None if file is None else (file, split_dataset(file)[1])
 
 
 def _arrived_dataset(event, spool_above: int | None) -> Dataset:

@@ -107,6 +107,7 @@ def _decoded_pdus(stream: bytes) -> list[tuple[int, int, bytes]]:
         pdu = P_DATA_TF()
         pdu.decode(stream[: 6 + length])
         for item in pdu.presentation_data_value_items:
+            assert item.data is not None
             pdus.append((item.context_id, item.data[0], item.data[1:]))
         stream = stream[6 + length :]
     return pdus

@@ -19,8 +19,9 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from adit.core.dicom import spool
-from adit.core.dicom.instance_stream import InstanceStream, StreamStopped
+from adit.core.dicom.instance_stream import InstanceStream
 from adit.core.dicom.operator import DicomOperator
+from adit.core.dicom.read_ahead import StreamStopped
 from adit.core.dicom.selection import StudySelection
 from adit.core.tests.test_dicom_operator import dicomweb_server, dimse_server
 

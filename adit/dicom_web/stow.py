@@ -64,11 +64,12 @@ CHUNK_SIZE = 64 * 1024
 # A part longer than this waits in a temporary file instead of in memory.
 SPOOL_ABOVE = 4 * 1024 * 1024
 INSTANCE_TYPE = "application/dicom"
-# How many instances (and how many bytes of them) may wait read ahead of the store. The store
-# needs just the next one ready when the destination answers; a few smooth out parts that take
-# longer to read.
-READ_AHEAD_DEPTH = 4
-READ_AHEAD_BYTES = 4 * 1024 * 1024
+# How many instances (and how many bytes of them) may wait read ahead of the store. Reading a
+# part takes a fraction of what storing it does, so the store needs just the next one ready
+# when the destination answers, and one more for a part that takes longer; more would cost
+# memory for nothing (cli bench dicomweb). A part of up to SPOOL_ABOVE waits alone.
+READ_AHEAD_DEPTH = 2
+READ_AHEAD_BYTES = 2 * 1024 * 1024
 # How long a request waits for the reading thread to end when the store ends before it.
 READ_AHEAD_STOP_SECONDS = 5
 

@@ -803,8 +803,10 @@ def _children_cpu() -> float:
 KEY_FUNCTIONS: list[common.KeyFunction] = [
     ("WADO-RS view up to the first part", "adit/dicom_web/wado.py", "get"),
     ("C-FIND/QIDO of the study and its series", "adit/core/transfer/study.py", "find_study"),
-    ("fetch thread (InstanceStream._run)", "adit/core/dicom/instance_stream.py", "_run"),
-    ("fetch thread: hand-over (waits when full)", "adit/core/dicom/instance_stream.py", "_put"),
+    # The thread of a ThreadedStream: the fetch of a WADO-RS, the reading of a STOW-RS body.
+    ("producer thread (ThreadedStream._run)", "adit/core/dicom/read_ahead.py", "_run"),
+    ("producer thread: hand-over (waits when full)", "adit/core/dicom/read_ahead.py", "_put"),
+    ("consumer waits for the next item", "adit/core/dicom/read_ahead.py", "next_item"),
     ("WADO-RS from the source (DicomWebConnector)", "adit/core/dicom/dicomweb.py", "retrieve"),
     ("C-GET's C-STORE handler", "adit/core/dicom/dimse.py", "handle_store"),
     ("Dataset from a C-STORE's bytes (read lazily)", "adit/core/dicom/files.py", "read_data_set"),
@@ -830,8 +832,8 @@ KEY_FUNCTIONS: list[common.KeyFunction] = [
 _PROFILE_PIECES: dict[str, list[tuple[str, str, bool]]] = {
     "adit-wado-web": [
         ("WADO-RS view", "the view up to the first part", False),
-        ("fetch thread (", "the fetch thread", False),
-        ("fetch thread: hand-over", "of it waiting for room in the buffer", False),
+        ("producer thread (", "the fetch thread", False),
+        ("producer thread: hand-over", "of it waiting for room in the buffer", False),
         ("a Dataset from a part", "decoding a part", True),
         ("response: a part", "making a response part", True),
         ("response: encode", "of it encoded_pieces", True),
@@ -839,8 +841,8 @@ _PROFILE_PIECES: dict[str, list[tuple[str, str, bool]]] = {
     ],
     "adit-wado-get": [
         ("WADO-RS view", "the view up to the first part", False),
-        ("fetch thread (", "the fetch thread", False),
-        ("fetch thread: hand-over", "of it waiting for room in the buffer", False),
+        ("producer thread (", "the fetch thread", False),
+        ("producer thread: hand-over", "of it waiting for room in the buffer", False),
         ("C-GET's C-STORE handler", "the C-GET's C-STORE handler", True),
         ("response: a part", "making a response part", True),
         ("response: encode", "of it encoded_pieces", True),
@@ -848,7 +850,10 @@ _PROFILE_PIECES: dict[str, list[tuple[str, str, bool]]] = {
     ],
     "adit-stow": [
         ("STOW-RS view", "the view", False),
+        ("producer thread (", "the thread reading the body", False),
+        ("producer thread: hand-over", "of it waiting for room in the buffer", False),
         ("multipart reader", "the multipart reader", False),
+        ("consumer waits", "the store waiting for the next instance", False),
         ("STOW: an instance", "reading an instance from its part", True),
         ("STOW: C-STORE", "a C-STORE", True),
         ("idle sleeps", "pynetdicom's idle sleeps", False),

@@ -1032,11 +1032,11 @@ class TransferBenchmark(OrthancPair):
 KEY_FUNCTIONS: list[common.KeyFunction] = [
     ("whole task (TransferProcessor.process)", "adit/core/transfer/pipeline.py", "process"),
     ("C-FIND of the study and its series on A", "adit/core/transfer/study.py", "find_study"),
-    # InstanceStream._run: fetch_study, or fetch_series per series when pseudonymizing leaves
-    # series of excluded modalities out.
+    # ThreadedStream._run of an InstanceStream: fetch_study, or fetch_series per series when
+    # pseudonymizing leaves series of excluded modalities out.
     (
-        "fetch thread: C-GET from A (InstanceStream._run)",
-        "adit/core/dicom/instance_stream.py",
+        "fetch thread: C-GET from A (ThreadedStream._run)",
+        "adit/core/dicom/read_ahead.py",
         "_run",
     ),
     ("fetch thread: C-STORE handler of the C-GET", "adit/core/dicom/dimse.py", "handle_store"),
@@ -1045,8 +1045,8 @@ KEY_FUNCTIONS: list[common.KeyFunction] = [
         "adit/core/dicom/files.py",
         "read_data_set",
     ),
-    ("fetch thread: hand-over (waits when full)", "adit/core/dicom/instance_stream.py", "_put"),
-    ("store thread: waits for the next instance", "adit/core/dicom/instance_stream.py", "__iter__"),
+    ("fetch thread: hand-over (waits when full)", "adit/core/dicom/read_ahead.py", "_put"),
+    ("store thread: waits for the next instance", "adit/core/dicom/read_ahead.py", "__iter__"),
     ("store thread: pseudonymize or stamp", "adit/core/transfer/modify.py", "__call__"),
     (
         "store thread: Pseudonymizer.pseudonymize",

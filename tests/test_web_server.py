@@ -189,7 +189,7 @@ def test_forms_json_and_uploads_reach_django_as_sent(web):
         "sha256": hashlib.sha256(document).hexdigest(),
     }
 
-    # Larger than Twisted keeps in memory (100 kB) and than one chunk of the body (8 KiB).
+    # Larger than Twisted keeps in memory (100 kB) and than one chunk of the body (256 KiB).
     sheet = os.urandom(3 * MIB + 17)
     upload = requests.post(
         web.url + ECHO,

@@ -3,8 +3,10 @@ user's group may store to, by C-STORE or STOW-RS through the core's operator.
 
 The body is read from the request stream in chunks and parsed part by part; a part above
 ``SPOOL_ABOVE`` bytes waits on disk, not in memory. Every instance goes into one store call
-fed by a generator, so a whole request travels on one association, one instance in memory
-at a time.
+fed by a generator, so a whole request travels on one association. The parts are read and
+decoded on a thread of their own, a few instances ahead of the store (``read_ahead``): while
+the destination stores one instance, the next is made ready, and memory holds no more than
+those few.
 
 Each instance is judged on its own: a part that is no readable DICOM file, an instance of
 another study than the path names, one the destination refuses: each is listed in the
@@ -47,6 +49,7 @@ from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.files import read_instance
 from adit.core.dicom.multipart import MultipartError, Part, iter_parts
 from adit.core.dicom.operator import DicomOperator
+from adit.core.dicom.read_ahead import ReadAhead
 from adit.core.models import PseudonymConflict
 
 from .api import STORE, BadParameter, DicomWebView
@@ -61,6 +64,14 @@ CHUNK_SIZE = 64 * 1024
 # A part longer than this waits in a temporary file instead of in memory.
 SPOOL_ABOVE = 4 * 1024 * 1024
 INSTANCE_TYPE = "application/dicom"
+# How many instances (and how many bytes of them) may wait read ahead of the store. Reading a
+# part takes a fraction of what storing it does, so the store needs just the next one ready
+# when the destination answers, and one more for a part that takes longer; more would cost
+# memory for nothing (cli bench dicomweb). A part of up to SPOOL_ABOVE waits alone.
+READ_AHEAD_DEPTH = 2
+READ_AHEAD_BYTES = 2 * 1024 * 1024
+# How long a request waits for the reading thread to end when the store ends before it.
+READ_AHEAD_STOP_SECONDS = 5
 
 # Failure reasons (PS3.18 Table I.2-2).
 PROCESSING_FAILURE = 0x0110
@@ -136,7 +147,13 @@ class Failed:
 
 class Upload:
     """The instances of one request, read part by part, checked and changed, and what
-    became of each."""
+    became of each.
+
+    The parts are read and checked on a thread of their own once the upload is entered
+    (``with upload:``), ahead of the store; the store's thread changes them (pseudonymizes,
+    which may look up the project's pseudonyms in the database) and hands them on. Leaving
+    the upload stops that thread and frees what it had read and nobody took.
+    """
 
     def __init__(self, parts: Iterator[Part], study_uid: str | None, changes: InstanceChanges):
         self.parts = parts
@@ -152,6 +169,20 @@ class Upload:
         self.failed: list[Failed] = []
         self.parts_read = 0
         self._patients: set[str] = set()
+        self._read = ReadAhead(
+            self._outcomes(),
+            _size_of,
+            depth=READ_AHEAD_DEPTH,
+            budget_bytes=READ_AHEAD_BYTES,
+            name="stow-parts",
+        )
+
+    def __enter__(self) -> Upload:
+        self._read.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._read.stop(wait=READ_AHEAD_STOP_SECONDS)
 
     def instances(self) -> Iterator[Dataset]:
         """The instances to store, in the order of their parts; the others are in ``failed``.
@@ -160,10 +191,11 @@ class Upload:
             MultipartError: If the body is malformed or cut short.
             RetriableDicomError: If a part could not be kept on disk.
         """
-        for part in self._parts():
-            dataset = self._accepted(part)
-            if dataset is None:
+        for outcome in self._read:
+            if isinstance(outcome, Failed):
+                self.failed.append(outcome)
                 continue
+            dataset = outcome
             original = _uids(dataset)
             if self.modify is not None and not self._modified(dataset):
                 continue
@@ -177,6 +209,11 @@ class Upload:
             self.handed.append(stored)
             yield dataset
 
+    def _outcomes(self) -> Iterator[Dataset | Failed]:
+        """Each part's instance, or why it cannot be stored; on the reading thread."""
+        for part in self._parts():
+            yield self._accepted(part)
+
     def _parts(self) -> Iterator[Part]:
         try:
             for part in self.parts:
@@ -188,44 +225,44 @@ class Upload:
                 f"{err.strerror or err}."
             ) from err
 
-    def _accepted(self, part: Part) -> Dataset | None:
-        """The part's instance, or None (and a failure) for a part that cannot be stored."""
+    def _accepted(self, part: Part) -> Dataset | Failed:
+        """The part's instance, or why it cannot be stored."""
         number = self.parts_read
         part_type = part.content_type.split(";")[0].strip().lower()
         if part_type and part_type != INSTANCE_TYPE:
             if part.file is not None:
                 part.file.close()
-            self._fail("", "", CANNOT_UNDERSTAND, f"part {number} is {part_type}, not an instance")
-            return None
+            return Failed(
+                "", "", CANNOT_UNDERSTAND, f"part {number} is {part_type}, not an instance"
+            )
         try:
             dataset = _read_instance(part)
         except Exception as err:  # pydicom raises many kinds for a broken file
-            self._fail(
+            return Failed(
                 "", "", CANNOT_UNDERSTAND, f"part {number} is no readable DICOM file ({err})"
             )
-            return None
         sop_class = _uid_of(dataset, "SOPClassUID")
         sop_instance = _uid_of(dataset, "SOPInstanceUID")
         for keyword in _REQUIRED_UIDS:
             if not _uid_of(dataset, keyword):
                 value = validators.shown(str(dataset.get(keyword, "")))
-                self._fail(
+                spool.release(dataset)
+                return Failed(
                     sop_class,
                     sop_instance,
                     CANNOT_UNDERSTAND,
                     f"part {number} has no valid {keyword} ({value})",
                 )
-                return None
         study = str(dataset.StudyInstanceUID)
         if self.study_uid is not None and study != self.study_uid:
-            self._fail(
+            spool.release(dataset)
+            return Failed(
                 sop_class,
                 sop_instance,
                 STUDY_MISMATCH,
                 f"instance {sop_instance} belongs to study {study}, not to the study "
                 f"{self.study_uid} the request is for",
             )
-            return None
         return dataset
 
     def _modified(self, dataset: Dataset) -> bool:
@@ -310,15 +347,16 @@ class Upload:
         return stored
 
     def _fail_unread(self, error: Exception) -> None:
-        """Lists the instances of the parts not read when the store failed, so the answer
-        names every instance of the request."""
+        """Lists the instances of the parts the store did not take when it failed, so the
+        answer names every instance of the request."""
         try:
-            for part in self._parts():
-                dataset = self._accepted(part)
-                if dataset is not None:
-                    uid = str(dataset.SOPInstanceUID)
-                    self._fail(str(dataset.SOPClassUID), uid, _reason_of(error), str(error))
-                    spool.release(dataset)
+            for outcome in self._read:
+                if isinstance(outcome, Failed):
+                    self.failed.append(outcome)
+                    continue
+                uid = str(outcome.SOPInstanceUID)
+                self._fail(str(outcome.SOPClassUID), uid, _reason_of(error), str(error))
+                spool.release(outcome)
         except (MultipartError, DicomError):
             pass  # the rest of a malformed body names no instance
 
@@ -338,6 +376,10 @@ def _read_instance(part: Part) -> Dataset:
     if part.file is not None:
         return spool.spooled_file(part.file, force=lacks_preamble)
     return read_instance(part.body, force=lacks_preamble)
+
+
+def _size_of(outcome: Dataset | Failed) -> int:
+    return spool.estimated_size(outcome) if isinstance(outcome, Dataset) else 0
 
 
 def _uid_of(dataset: Dataset, keyword: str) -> str:
@@ -365,7 +407,9 @@ def _reason_of(error: Exception) -> int:
 
 def _body_chunks(request: Request) -> Iterator[bytes]:
     """The request body as it is read, never all of it at once (``request.body`` would be,
-    and is refused above DATA_UPLOAD_MAX_MEMORY_SIZE)."""
+    and is refused above DATA_UPLOAD_MAX_MEMORY_SIZE). Read by the upload's reading thread
+    only: under ASGI, Django has received the whole body into a (spooled) temporary file
+    before the view runs, so reading it blocks on nothing of the event loop's."""
     stream = request._request  # Django's request, which is file-like
     while chunk := stream.read(CHUNK_SIZE):
         yield chunk
@@ -394,17 +438,17 @@ class StoreInstances(DicomWebView):
         server = self.server(ae_title)
 
         parts = iter_parts(_body_chunks(request), boundary, spool_above=SPOOL_ABOVE)
-        upload = Upload(parts, study_uid, changes)
         result = StoreResult()
         error: Exception | None = None
-        try:
-            DicomOperator(server).store(upload.instances(), result)
-        except (DicomError, MultipartError) as err:
-            error = err
-        except Exception as err:  # an instance that could not be sent (encoded, say)
-            logger.exception("STOW-RS to %s stopped at an instance it could not send.", server)
-            error = err
-        stored = upload.settle(result, error)
+        with Upload(parts, study_uid, changes) as upload:
+            try:
+                DicomOperator(server).store(upload.instances(), result)
+            except (DicomError, MultipartError) as err:
+                error = err
+            except Exception as err:  # an instance that could not be sent (encoded, say)
+                logger.exception("STOW-RS to %s stopped at an instance it could not send.", server)
+                error = err
+            stored = upload.settle(result, error)
         if error is not None and not stored:
             if isinstance(error, MultipartError):
                 raise ParseError(f"The request body is malformed: {error}")

@@ -52,8 +52,9 @@ from adit.core.api.errors import dicom_error_response
 from adit.core.dicom import spool
 from adit.core.dicom.errors import DicomError
 from adit.core.dicom.files import encoded_pieces
-from adit.core.dicom.instance_stream import InstanceStream, StreamStopped, async_chunks
+from adit.core.dicom.instance_stream import InstanceStream, async_chunks
 from adit.core.dicom.operator import DicomOperator
+from adit.core.dicom.read_ahead import StreamStopped
 from adit.core.dicom.selection import StudySelection
 from adit.core.dicom.syntaxes import ConversionError, convert_to_explicit_little_endian, syntax_of
 from adit.core.jobs.processing import readable_error

@@ -40,8 +40,9 @@ from django.utils.log import log_response
 from adit.core.access import NodeNotUsable, usable_server
 from adit.core.dicom.errors import DicomError, RetriableDicomError
 from adit.core.dicom.files import encode_instance
-from adit.core.dicom.instance_stream import InstanceStream, StreamStopped, async_chunks
+from adit.core.dicom.instance_stream import InstanceStream, async_chunks
 from adit.core.dicom.operator import DicomOperator
+from adit.core.dicom.read_ahead import StreamStopped
 from adit.core.dicom.selection import StudySelection
 from adit.core.jobs.processing import readable_error
 from adit.core.models import DicomServer

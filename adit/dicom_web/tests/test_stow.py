@@ -5,9 +5,12 @@ matters (dicomweb-client, a chunked body), through daphne."""
 
 from __future__ import annotations
 
+import gc
 import itertools
+import os
 from collections.abc import Iterable, Iterator
 from io import BytesIO
+from pathlib import Path
 
 import pytest
 import requests
@@ -515,6 +518,35 @@ def test_a_store_that_stops_midway_names_what_was_stored_and_what_not(
     assert failed(answer) == {uid: OUT_OF_RESOURCES for uid in uids(datasets[2:])}
     assert "The store stopped" in response["Warning"]
     assert archive.associations == 1
+
+
+def _files_gone_from_disk() -> int:
+    """How many files this process holds open that have no name any more (temporary files)."""
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            count += os.readlink(fd).endswith(" (deleted)")
+        except OSError:  # closed meanwhile (the directory's own descriptor, say)
+            pass
+    return count
+
+
+def test_a_store_that_stops_midway_leaves_no_part_on_disk(
+    client, api_user, fake_archive, monkeypatch
+):
+    archive, server = fake_archive
+    monkeypatch.setattr(stow, "SPOOL_ABOVE", 1000)  # every part waits in a temporary file
+    datasets = list(generate_ct_series(8, rows=32, columns=32, seed=next(_seeds)))
+    gc.collect()
+    before = _files_gone_from_disk()
+
+    response = post(client, api_user, server, "studies", body(instance_parts(datasets)))
+
+    answer = store_response(response, 202)
+    assert referenced(answer) == uids(datasets[:2])
+    assert failed(answer) == {uid: OUT_OF_RESOURCES for uid in uids(datasets[2:])}
+    gc.collect()
+    assert _files_gone_from_disk() == before
 
 
 def test_a_store_that_fails_before_anything_was_stored_is_an_error(client, api_user, fake_archive):

@@ -809,7 +809,7 @@ KEY_FUNCTIONS: list[common.KeyFunction] = [
     ("consumer waits for the next item", "adit/core/dicom/read_ahead.py", "next_item"),
     ("WADO-RS from the source (DicomWebConnector)", "adit/core/dicom/dicomweb.py", "retrieve"),
     ("C-GET's C-STORE handler", "adit/core/dicom/dimse.py", "handle_store"),
-    ("Dataset from a C-STORE's bytes (read lazily)", "adit/core/dicom/files.py", "read_data_set"),
+    ("Dataset from a C-STORE's file (read lazily)", "adit/core/dicom/dimse.py", "_arrived_dataset"),
     ("multipart reader (iter_parts)", "adit/core/dicom/multipart.py", "iter_parts"),
     ("a Dataset from a part (read_instance)", "adit/core/dicom/files.py", "read_instance"),
     ("response: a part per instance", "adit/dicom_web/wado.py", "piece"),

@@ -1041,9 +1041,9 @@ KEY_FUNCTIONS: list[common.KeyFunction] = [
     ),
     ("fetch thread: C-STORE handler of the C-GET", "adit/core/dicom/dimse.py", "handle_store"),
     (
-        "fetch thread: Dataset from the received bytes (read lazily)",
-        "adit/core/dicom/files.py",
-        "read_data_set",
+        "fetch thread: Dataset from the received file (read lazily)",
+        "adit/core/dicom/dimse.py",
+        "_arrived_dataset",
     ),
     ("fetch thread: hand-over (waits when full)", "adit/core/dicom/read_ahead.py", "_put"),
     ("store thread: waits for the next instance", "adit/core/dicom/read_ahead.py", "__iter__"),

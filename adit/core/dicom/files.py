@@ -1,11 +1,10 @@
 """DICOM files: an instance encoded as a Part 10 file, in memory or written to disk.
 
-An instance read from the bytes it arrived in (``read_instance``, ``read_data_set``) keeps those
-bytes: as long as nobody changes it, it is written and sent as those bytes again
-(``unchanged_data_set``) instead of being encoded anew, which is most of what passing an
-instance through costs in pydicom and what would alter values it encodes differently (an odd
-length, a private element) on the way. Its values are read on demand; large ones (pixel data)
-stay in the bytes until used.
+An instance read from the bytes it arrived in (``read_instance``) keeps those bytes: as long as
+nobody changes it, it is written and sent as those bytes again (``unchanged_data_set``)
+instead of being encoded anew, which is most of what passing an instance through costs in
+pydicom and what would alter values it encodes differently (an odd length, a private element)
+on the way. Its values are read on demand; large ones (pixel data) stay in the bytes until used.
 """
 
 from __future__ import annotations
@@ -23,9 +22,9 @@ from typing import IO
 from pydicom import Dataset, dcmread
 from pydicom.charset import default_encoding
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
-from pydicom.dataset import FileDataset, FileMetaDataset, validate_file_meta
+from pydicom.dataset import FileMetaDataset, validate_file_meta
 from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import data_element_offset_to_value, read_dataset
+from pydicom.filereader import data_element_offset_to_value
 from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
@@ -68,32 +67,6 @@ def read_instance(data: bytes | bytearray, force: bool = False) -> Dataset:
     if syntax is None:
         return decode_instance(data, force=force)  # deflated: its values are not in ``data``
     _keep(dataset, data, syntax)
-    return dataset
-
-
-def read_data_set(data_set: bytes, file_meta: FileMetaDataset) -> Dataset:
-    """The instance of an encoded data set (as a C-STORE brings it) in the transfer syntax its
-    ``file_meta`` names, read lazily and keeping the bytes as ``read_instance`` does."""
-    syntax = UID(str(file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)))
-    buffer = BytesIO(data_set)
-    if syntax == DeflatedExplicitVRLittleEndian or not syntax.is_transfer_syntax:
-        file = BytesIO()
-        file.write(_PREAMBLE + b"DICM")
-        write_file_meta_info(file, file_meta, enforce_standard=True)  # pyright: ignore[reportArgumentType]
-        file.write(data_set)
-        return decode_instance(file.getvalue())
-    read = read_dataset(
-        buffer, syntax.is_implicit_VR, syntax.is_little_endian, defer_size=LAZY_VALUE_SIZE
-    )
-    dataset = FileDataset(
-        buffer,
-        read,
-        preamble=None,
-        file_meta=file_meta,
-        is_implicit_VR=syntax.is_implicit_VR,
-        is_little_endian=syntax.is_little_endian,
-    )
-    _keep(dataset, data_set, syntax)
     return dataset
 
 

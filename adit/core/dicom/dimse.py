@@ -43,7 +43,7 @@ from pydicom.uid import (
 from pynetdicom import AE, _config, build_context, build_role, evt, sop_class
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.dsutils import split_dataset
+from pynetdicom.dsutils import encode, split_dataset
 from pynetdicom.presentation import PresentationContext, StoragePresentationContexts
 from pynetdicom.status import (
     QR_FIND_SERVICE_CLASS_STATUS,
@@ -724,7 +724,8 @@ class _StoreSession:
         if syntax not in accepted:
             if not self._convert(dataset, sop_class, syntax, accepted):
                 return
-        status = self._send_as_received(dataset, sop_class, syntax)
+            syntax = str(syntax_of(dataset))
+        status = self._send_directly(dataset, sop_class, syntax)
         if status is None:
             status = self.assoc.send_c_store(dataset)
         self.connector._check_response_arrived(status, "C-STORE")
@@ -736,26 +737,36 @@ class _StoreSession:
             )
         self.result.stored += 1
 
-    def _send_as_received(self, dataset: Dataset, sop_class: str, syntax: str) -> Dataset | None:
-        """C-STOREs the data set's bytes as they arrived, if it is unchanged and the peer
-        accepts it in their syntax; returns the response's status (empty if none came), or
-        None when the dataset must be encoded (pynetdicom's ``send_c_store``).
+    def _send_directly(self, dataset: Dataset, sop_class: str, syntax: str) -> Dataset | None:
+        """C-STOREs the dataset: an unchanged one as the bytes it arrived in if the peer
+        accepts their syntax, any other encoded by pydicom in the syntax of the context it goes
+        on; returns the response's status (empty if none came), or None when only pynetdicom's
+        ``send_c_store`` can send it (a deflated syntax).
 
-        This is ``send_c_store`` without the encoding: the same request on the same context,
-        sent and answered through pynetdicom's DIMSE provider. The reactor, which must not
-        take the response away, stays paused for the whole association (``_hold_reactor``).
+        This is ``send_c_store`` with the data set written to the socket by ADIT
+        (``send_buffer.send_c_store_request``): the same request on the same context, answered
+        through pynetdicom's DIMSE provider. The reactor, which must not take the response
+        away, stays paused for the whole association (``_hold_reactor``).
+
+        Raises:
+            ValueError: If pydicom cannot encode the dataset, as ``send_c_store`` does.
         """
         assoc = self.assoc
         assert assoc is not None
-        context_id = self.context_ids.get((sop_class, syntax))
         hold = getattr(assoc, "_reactor_checkpoint", None)
-        if context_id is None or not (
-            isinstance(hold, _HeldReactorCheckpoint) and hold.reactor_waits.is_set()
-        ):
+        if not (isinstance(hold, _HeldReactorCheckpoint) and hold.reactor_waits.is_set()):
             return None
         source = _unchanged_source(dataset)
-        if source is None:
-            return None
+        context_id = self.context_ids.get((sop_class, syntax))
+        if source is None or context_id is None:
+            context = self._encoding_context(sop_class, syntax)
+            if context is None:
+                return None
+            context_id, encoding = context
+            encoded = encode(dataset, encoding.is_implicit_VR, encoding.is_little_endian)
+            if encoded is None:  # pynetdicom has logged why
+                raise ValueError(f"pydicom could not encode instance {dataset.SOPInstanceUID}")
+            source = memoryview(encoded)
         request = C_STORE()
         request.MessageID = 1
         request.Priority = 2  # low, as send_c_store's default
@@ -786,6 +797,19 @@ class _StoreSession:
             if getattr(response, keyword, None) is not None:
                 setattr(status, keyword, getattr(response, keyword))
         return status
+
+    def _encoding_context(self, sop_class: str, syntax: str) -> tuple[int, UID] | None:
+        """The accepted context to send a dataset of the class in ``syntax`` on, and the
+        syntax to encode it in: its own, or for uncompressed little endian the other one
+        (implicit and explicit VR hold the same values)."""
+        candidates = [syntax]
+        if syntax in UNCOMPRESSED_LITTLE_ENDIAN:
+            candidates += sorted(UNCOMPRESSED_LITTLE_ENDIAN - {syntax})
+        for candidate in candidates:
+            context_id = self.context_ids.get((sop_class, candidate))
+            if context_id is not None and candidate != DeflatedExplicitVRLittleEndian:
+                return context_id, UID(candidate)
+        return None
 
     def _raise_send_failed(self, dataset: Dataset, error: OSError) -> NoReturn:
         what = f"C-STORE of {dataset.SOPInstanceUID} to {self.connector.peer.name}"

@@ -129,6 +129,8 @@ METHODS = [
     Method(
         "adit-wado-web", "ADIT WADO-RS <- WADO-RS source", "orthanc-wado", TARGET_WADO_WEB, True
     ),
+    # Not a target: what any DICOMweb proxy in this stack could reach at most (bench/byte_proxy.py).
+    Method("byte-proxy", "Byte proxy, no DICOM handling (floor)", "orthanc-wado"),
     Method("getscu", "dcmtk getscu C-GET (--ignore)"),
     Method("adit-wado-get", "ADIT WADO-RS <- C-GET source", "getscu", TARGET_WADO_GET, True),
     Method("orthanc-stow", "Orthanc STOW-RS, direct", store=True),
@@ -268,8 +270,16 @@ class Daphne(Worker):
     statistics there when it stops (see ``_profiled_daphne``).
     """
 
-    def __init__(self, log_path: Path, profile_to: Path | None = None):
+    def __init__(
+        self,
+        log_path: Path,
+        profile_to: Path | None = None,
+        app: str = "adit.asgi:application",
+        extra_env: dict[str, str] | None = None,
+    ):
         super().__init__(log_path, profile_to)
+        self.app = app
+        self.extra_env = extra_env or {}
         self.port = 0
         self.url = ""
 
@@ -280,7 +290,7 @@ class Daphne(Worker):
 
         (self.port,) = free_ports(1)
         self.url = f"http://{LOOPBACK}:{self.port}"
-        arguments = ["-b", LOOPBACK, "-p", str(self.port), "adit.asgi:application"]
+        arguments = ["-b", LOOPBACK, "-p", str(self.port), self.app]
         if self.profile_to is None:
             command = [sys.executable, "-m", "adit.web_server", *arguments]
         else:
@@ -298,6 +308,7 @@ class Daphne(Worker):
             "DATABASE_URL": os.environ["DATABASE_URL"],
             "DJANGO_SETTINGS_MODULE": SETTINGS_MODULE,
             "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
         }
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -458,6 +469,7 @@ class DicomWebBenchmark(common.Session):
         self.upload_seconds = 0.0
         self.token = ""
         self._runs = 0
+        self._byte_proxy: Daphne | None = None
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -610,6 +622,9 @@ class DicomWebBenchmark(common.Session):
         assert self.source is not None and self.destination is not None
         if method.key == "getscu":
             return self._getscu()
+        if method.key == "byte-proxy":
+            proxy = self.byte_proxy()
+            return self._retrieve(proxy.url, self.studies["large"], proxy)
         if method.store:
             root = self._adit_root(daphne, "") if method.through_adit else None
             return self._store(
@@ -623,6 +638,24 @@ class DicomWebBenchmark(common.Session):
         run = self._retrieve(root, self.studies["large"], daphne)
         run.small_hwm_mb = small.hwm_mb
         return run
+
+    def byte_proxy(self) -> Daphne:
+        """The web server passing the source's WADO-RS through (bench/byte_proxy.py), started
+        at its first use and stopped with the session."""
+        if self._byte_proxy is None:
+            from bench.byte_proxy import TARGET_ENV
+
+            assert self.source is not None
+            proxy = Daphne(
+                self.workdir / "byte-proxy.log",
+                app="bench.byte_proxy:application",
+                extra_env={TARGET_ENV: self.source.dicomweb_root},
+            )
+            self._stack.callback(proxy.stop)
+            proxy.start()
+            proxy.wait_until_ready()
+            self._byte_proxy = proxy
+        return self._byte_proxy
 
     def _adit_root(self, daphne: Daphne | None, ae_title: str) -> str:
         assert daphne is not None
@@ -1024,6 +1057,15 @@ def reading(report: Report) -> str:
         f"retrieval takes {web.ms_per_instance:.2f} ms from the WADO-RS source and "
         f"{get.ms_per_instance:.2f} ms from the C-GET source."
     )
+    proxy = report.need("byte-proxy")
+    proxy_ratio = report.ratio(proxy)
+    if proxy_ratio is not None and proxy.cpu_daphne is not None:
+        parts.append(
+            f"The same web server passing Orthanc's answer through untouched (no part parsed, "
+            f"no instance read) takes {proxy.ms_per_instance:.2f} ms per instance and "
+            f"{1000 * proxy.cpu_daphne / n:.2f} ms of its CPU: {proxy_ratio:.2f}x Orthanc's own "
+            "WADO-RS, the most that target (a) can reach with this web server on this machine."
+        )
     for result, what in ((web, "from the WADO-RS source"), (get, "from the C-GET source")):
         if result.cpu_daphne is not None:
             parts.append(

@@ -288,14 +288,16 @@ def _write(sock: socket.socket, buffers: list, stall_seconds: float) -> None:
     """Writes the buffers in order, waiting at most ``stall_seconds`` at a time for the peer
     to take more; the socket stays blocking for pynetdicom's own use of it."""
     views = [memoryview(buffer).cast("B") for buffer in buffers]
+    # poll(), not select(): a busy process may hold more than select's 1024 descriptors.
+    writable = select.poll()
+    writable.register(sock, select.POLLOUT)
     while views:
         try:
             sent = sock.sendmsg(views[:_MAX_BUFFERS], [], socket.MSG_DONTWAIT)
         except BlockingIOError:
             sent = 0
         if not sent:
-            _, writable, _ = select.select([], [sock], [], stall_seconds)
-            if not writable:
+            if not writable.poll(stall_seconds * 1000):
                 raise SendStalled(f"The peer has taken no data for {stall_seconds:g} s.")
             continue
         while sent:

@@ -3,6 +3,8 @@ data sets ADIT writes to the socket itself."""
 
 from __future__ import annotations
 
+import os
+import resource
 import socket
 import threading
 import time
@@ -191,3 +193,22 @@ def test_a_direct_write_does_not_wait_forever_for_a_dul_thread_that_writes_nothi
     with pytest.raises(SendStalled):
         with turn.own_turn():
             pass
+
+
+def test_a_write_waits_on_a_socket_numbered_above_what_select_can_watch():
+    # A busy web process holds many descriptors; select() fails on one above 1023.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    ours, peer = socket.socketpair()
+    try:
+        assert ours.fileno() > 1024
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * KIB)
+        with pytest.raises(SendStalled):
+            _write(ours, [memoryview(bytes(8 * 1024 * KIB))], stall_seconds=0.3)
+    finally:
+        ours.close()
+        peer.close()
+        for descriptor in fillers:
+            os.close(descriptor)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -1,22 +1,27 @@
 """The places where ADIT reaches into pynetdicom's private parts, checked on real
 associations, so that an upgrade that renames them fails here instead of silently costing
 time or memory: the reactor hold (5 s per association, lost responses), TCP_NODELAY (40 ms per
-C-STORE), the bounded send queue (a whole instance in memory per C-STORE) and receiving into
-files (a whole instance in memory per arrival). pyproject.toml bounds pynetdicom to the minor
-version these were written against.
+C-STORE), the bounded send queue (a whole instance in memory per C-STORE), writing C-STOREs to
+the socket (pynetdicom's per-PDU cost again) and receiving into files (a whole instance in
+memory per arrival). pyproject.toml bounds pynetdicom to the minor version these were written
+against.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+from io import BytesIO
 
 import pytest
+from pydicom.uid import CTImageStorage
 from pynetdicom import AE, build_context
 from pynetdicom.association import Association
+from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_primitives import C_STORE
 
 from adit.core.dicom.dimse import VERIFICATION, DimseConnector, DimsePeer, _HeldReactorCheckpoint
-from adit.core.dicom.send_buffer import _BoundedSendQueue
+from adit.core.dicom.send_buffer import _BoundedSendQueue, can_write_directly
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +69,40 @@ def test_adit_associations_send_through_the_bounded_queue_pynetdicom_reads(ortha
         assert association.send_c_echo().Status == 0x0000
         assert sending.taken >= 1  # pynetdicom's DUL took the echo from it
         assert sending.queued_bytes == 0
+
+
+def test_pynetdicom_writes_through_the_turns_adit_takes_on_the_socket(orthanc1):
+    with _connector(orthanc1).associate([build_context(VERIFICATION)]) as association:
+        sending = association.dul.to_provider_queue
+        assert isinstance(sending, _BoundedSendQueue)
+        assert can_write_directly(association), (
+            "ADIT cannot write C-STOREs to this association's socket: pynetdicom's DUL has no "
+            "_send or socket any more (send_buffer.bound_sending)."
+        )
+        assert association.send_c_echo().Status == 0x0000
+        # The DUL thread wrote the echo through ADIT's wrapper of its _send, which counts it.
+        assert sending.being_written == 0
+        assert sending.taken >= 1
+
+
+def test_pynetdicom_encodes_the_command_set_alone_for_an_empty_data_set():
+    request = C_STORE()
+    request.MessageID = 1
+    request.Priority = 2
+    request.AffectedSOPClassUID = CTImageStorage
+    request.AffectedSOPInstanceUID = "1.2.3.4"
+    request.DataSet = BytesIO()
+    message = C_STORE_RQ()
+    message.primitive_to_message(request)
+    fragments = [
+        data
+        for pdata in message.encode_msg(1, 16384)
+        for _, data in pdata.presentation_data_value_list
+    ]
+    # send_buffer.send_c_store_request sends the data set itself, after this command set,
+    # which must say that a data set follows (0x0001, PS3.7 E.1).
+    assert [fragment[0] for fragment in fragments] == [0x03]
+    assert message.command_set.CommandDataSetType == 0x0001
 
 
 def test_pynetdicom_still_receives_a_c_store_into_the_file_adit_reads():

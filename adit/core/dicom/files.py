@@ -89,9 +89,10 @@ def _keep(dataset: Dataset, data: bytes, syntax: UID) -> None:
     elements = dict(dataset._dict)  # pyright: ignore[reportPrivateUsage]
     if not elements:
         return
-    start, tag = min(
-        (_element_start(element, syntax), element.tag) for element in elements.values()
-    )
+    # The first element is the one whose value comes first (elements do not overlap); one
+    # without a place in the bytes (-1) means they are not what the dataset holds.
+    first = min(elements.values(), key=_value_tell)
+    start, tag = _element_start(first, syntax), first.tag
     order = "<" if syntax.is_little_endian else ">"
     if start < 0 or data[start : start + 4] != struct.pack(f"{order}HH", tag >> 16, tag & 0xFFFF):
         return  # not where the first element begins: the bytes are not passed on

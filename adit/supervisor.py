@@ -78,8 +78,13 @@ class Supervisor:
             failed = self._supervise()
         finally:
             self._stop_all()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            # After a stop signal, more of them keep only setting the flag: a terminal's Ctrl-C
+            # reaches every process of the group and `uv run` forwards SIGTERM, so duplicates
+            # come late, and with Python's handlers back they would interrupt what the caller
+            # does to finish (`cli up` stops the demo PACS and the embedded database).
+            if self._stop_signal is None:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
         return 1 if failed else 0
 
     def _request_stop(self, signum, frame) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -52,6 +54,7 @@ from pynetdicom.status import (
     STORAGE_SERVICE_CLASS_STATUS,
     code_to_category,
 )
+from pynetdicom.transport import AssociationSocket
 
 from adit.core.dicom import spool
 from adit.core.dicom.errors import DicomError, DicomTimeoutError, RetriableDicomError
@@ -82,6 +85,35 @@ _config.LOG_RESPONSE_IDENTIFIERS = False
 # arrives, a large one stays there (see ``_arrived_dataset``); a small one is read back whole,
 # which costs about 0.2 ms of CPU per 0.5 MB instance more than collecting it in memory.
 _config.STORE_RECV_CHUNKED_DATASET = True
+
+
+def _ready_to_read(self: AssociationSocket) -> bool:
+    """pynetdicom's ``AssociationSocket.ready`` with poll() instead of select().
+
+    select() fails on a descriptor above 1023, and pynetdicom takes that failure for a closed
+    connection: in a process holding that many (a web server with many clients, a receiver
+    with many peers, with the descriptor limit raised as containers do) every new association
+    ended at once, as if the peer had hung up.
+    """
+    sock = self.socket
+    if sock is None or self._is_connected is False:
+        return False
+    try:
+        watch = select.poll()
+        watch.register(sock, select.POLLIN)
+        events = watch.poll(0)
+    except (OSError, ValueError):  # a closed socket, as pynetdicom's select() would fail on
+        events = [(-1, select.POLLNVAL)]
+    if any(flags & select.POLLNVAL for _, flags in events):
+        self.event_queue.put("Evt17")  # transport connection closed
+        return False
+    if events:  # data, or a hang-up or error that the next read reports
+        return True
+    # A TLS socket may hold decrypted data that poll() cannot see.
+    return isinstance(sock, ssl.SSLSocket) and bool(sock.pending())
+
+
+AssociationSocket.ready = property(_ready_to_read)  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def _sop_class(name: str) -> str:

@@ -9,6 +9,8 @@ against.
 
 from __future__ import annotations
 
+import os
+import resource
 import socket
 import threading
 from io import BytesIO
@@ -19,8 +21,15 @@ from pynetdicom import AE, build_context
 from pynetdicom.association import Association
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.transport import AssociationSocket
 
-from adit.core.dicom.dimse import VERIFICATION, DimseConnector, DimsePeer, _HeldReactorCheckpoint
+from adit.core.dicom.dimse import (
+    VERIFICATION,
+    DimseConnector,
+    DimsePeer,
+    _HeldReactorCheckpoint,
+    _ready_to_read,
+)
 from adit.core.dicom.send_buffer import _BoundedSendQueue, can_write_directly
 
 pytestmark = pytest.mark.integration
@@ -114,3 +123,30 @@ def test_pynetdicom_still_receives_a_c_store_into_the_file_adit_reads():
         "pynetdicom's C-STORE message no longer records the file it received into: "
         "dimse.received_file must follow."
     )
+
+
+def test_pynetdicom_still_reads_whether_its_socket_is_ready_where_adit_replaces_it():
+    ready = getattr(AssociationSocket, "ready", None)
+    assert isinstance(ready, property) and ready.fget is _ready_to_read, (
+        "pynetdicom's AssociationSocket.ready is no longer the property ADIT replaced: "
+        "check whether it still uses select() (dimse._ready_to_read)."
+    )
+
+
+def test_associations_work_on_a_socket_numbered_above_what_select_can_watch(orthanc1):
+    # select() fails on a descriptor above 1023, which a busy process with a raised limit holds;
+    # pynetdicom took that for a closed connection.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with _connector(orthanc1).associate([build_context(VERIFICATION)]) as association:
+            raw = association.dul.socket.socket  # pyright: ignore[reportOptionalMemberAccess]
+            assert raw is not None and raw.fileno() > 1023
+            for _ in range(3):
+                assert association.send_c_echo().Status == 0x0000
+            assert association.is_established
+    finally:
+        for descriptor in fillers:
+            os.close(descriptor)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

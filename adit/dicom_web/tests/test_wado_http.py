@@ -12,6 +12,7 @@ Orthanc cannot be made into (slow, failing on purpose): a pynetdicom SCP of the 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import pytest
 import requests
 from pydicom import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pynetdicom import evt
 
 from adit.core.dicom.multipart import boundary_of, iter_parts
 from adit.core.models import DicomServer
@@ -253,3 +255,57 @@ def test_a_pacs_failing_mid_metadata_leaves_no_valid_json(adit_http, api_user, f
     assert "\nError: C-GET on Fake PACS failed" in response.text
     with pytest.raises(ValueError):
         response.json()
+
+
+# -- a client that leaves before the first instance -----------------------------------------
+
+FIRST_DELAY = 2.0  # seconds before the PACS sends the first instance of the late study
+LATE = FakeStudy(generate_uid(), generate_uid(), tuple(generate_uid() for _ in range(30)))
+
+
+def test_a_client_leaving_before_the_first_instance_ends_the_fetch(adit_http, api_user):
+    """The view still waits for the PACS when the client gives up; the fetch must end once
+    the view returns, not keep the PACS's association (and instances in memory) forever."""
+    FAKE_STUDIES[LATE.uid] = LATE
+    sent: list[int] = []
+    get_associations = []
+    closed = threading.Event()
+
+    def answer_get_late(event):
+        if str(event.identifier.StudyInstanceUID) != LATE.uid:
+            yield from _answer_get(event)
+            return
+        get_associations.append(event.assoc)
+        yield len(LATE.sop_uids)
+        time.sleep(FIRST_DELAY)
+        for number in range(len(LATE.sop_uids)):
+            sent.append(number)
+            yield 0xFF00, _instance(LATE, number)
+            time.sleep(0.05)
+
+    def on_close(event):
+        if event.assoc in get_associations:
+            closed.set()
+
+    handlers = [(evt.EVT_CONN_CLOSE, on_close)]
+    with FakePacs(
+        "LATEPACS", find=_answer_find, get=answer_get_late, more_handlers=handlers
+    ) as pacs:
+        row = pacs.server("Late PACS", study_root_find_support=True, study_root_get_support=True)
+        grant(row, api_user.user.active_group, source=True)  # pyright: ignore[reportAttributeAccessIssue]
+        started = time.monotonic()
+        with pytest.raises(requests.ReadTimeout):
+            requests.get(
+                f"{api_root(adit_http.url, row)}/studies/{LATE.uid}",
+                headers=api_user.headers,
+                timeout=(5, FIRST_DELAY / 4),  # gives up long before the first instance
+            )
+
+        # The C-GET's association ends soon after the first instance reached the view, not
+        # after the PACS's own timeout (pynetdicom's 30 s) or never.
+        assert closed.wait(FIRST_DELAY + 8), (
+            f"the C-GET still runs {time.monotonic() - started:.0f} s after the request, "
+            f"{len(sent)} of {len(LATE.sop_uids)} instances sent"
+        )
+        assert len(sent) < len(LATE.sop_uids)
+    assert "Traceback" not in adit_http.log()

@@ -24,6 +24,7 @@ from pynetdicom.sop_class import (
 )
 
 from adit.core.demo.orthanc import free_ports
+from adit.core.dicom.dimse import discard_unfinished_instance
 from adit.core.models import DicomServer
 
 Handler = Callable[[Any], Any]
@@ -72,6 +73,10 @@ class FakePacs:
         if store is not None:
             self.ae.add_supported_context(CTImageStorage, ExplicitVRLittleEndian)
             handlers.append((evt.EVT_C_STORE, store))
+            # pynetdicom leaves the file of an instance cut off by a hang-up behind.
+            handlers.append(
+                (evt.EVT_CONN_CLOSE, lambda event: discard_unfinished_instance(event.assoc))
+            )
         self.handlers: list = handlers
         self._server = None
 

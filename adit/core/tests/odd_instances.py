@@ -84,6 +84,7 @@ def sent_by_c_get(orthanc: OrthancServer, study_uid: str, files: list[bytes]) ->
         # ADIT has pynetdicom receive into files (see dimse.py): the data set follows the meta.
         _, offset = split_dataset(event.dataset_path)
         sent[str(event.request.AffectedSOPInstanceUID)] = event.dataset_path.read_bytes()[offset:]
+        event.dataset_path.unlink()  # pynetdicom leaves a C-GET's files behind
         return 0x0000
 
     ae = AE("ADITTEST")

@@ -19,3 +19,6 @@ urlpatterns = [
     path("api/", include("adit.core.api.urls")),
     path("django-admin/", admin.site.urls),
 ]
+
+handler404 = "adit.core.api.errors.not_found"
+handler500 = "adit.core.api.errors.server_error"

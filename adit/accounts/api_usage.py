@@ -23,12 +23,13 @@ from django.http import HttpRequest, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.utils import timezone
 
+from adit.core.api import is_api_path
+
 from .models import ApiUsage
 
 logger = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 10.0
-API_PREFIX = "/api/"
 
 
 @dataclass
@@ -102,7 +103,7 @@ def api_usage_middleware(get_response):
 
     def middleware(request: HttpRequest) -> HttpResponseBase:
         response = get_response(request)
-        if not request.path.startswith(API_PREFIX):
+        if not is_api_path(request.path):
             return response
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:

@@ -7,6 +7,7 @@ from django.urls import reverse
 from django.utils.log import log_response
 
 from adit.core import sections
+from adit.core.api import is_api_path
 from adit.core.models import ProjectSettings, SectionLock
 
 
@@ -45,7 +46,7 @@ class MaintenanceMiddleware:
         request.maintenance_mode = project_settings.maintenance  # type: ignore[attr-defined]
         if not project_settings.maintenance:
             return self.get_response(request)
-        if request.path.startswith("/api/"):
+        if is_api_path(request.path):
             response = JsonResponse(
                 {"detail": "ADIT is in maintenance mode. Please try again later."}, status=503
             )

@@ -9,3 +9,10 @@ what every endpoint must do is done here once.
   actions with the job pages' rules and messages); an app adds only how a job is created.
 - ``nodes``: the servers and folders a user may use, and queries through the operator.
 """
+
+# Where the API's paths begin: below it answers are JSON, errors included.
+API_PREFIX = "/api/"
+
+
+def is_api_path(path: str) -> bool:
+    return path.startswith(API_PREFIX)

@@ -7,12 +7,15 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from adit.core.access import NodeNotUsable
+from adit.core.api import API_PREFIX, is_api_path
 from adit.core.dicom.errors import DicomError, DicomTimeoutError, RetriableDicomError
 from adit.core.jobs.models import ActionNotAllowed
 from adit.core.jobs.processing import readable_error
@@ -55,3 +58,23 @@ def api_exception_handler(error: Exception, context: dict) -> Response | None:
     if isinstance(error, DicomError | ValidationError):
         return dicom_error_response(error, request)
     return exception_handler(error, context)
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's 404 for a path nothing serves: JSON under the API, where a script or a
+    DICOMweb client (asking for a resource ADIT does not serve, as frames) reads it, else the
+    page."""
+    if not is_api_path(request.path):
+        return defaults.page_not_found(request, exception)
+    # Whole (the end says most: "…/frames/1"), but bounded; JSON escapes what it holds.
+    path = request.path if len(request.path) <= 500 else f"{request.path[:499]}…"
+    detail = f"No API endpoint at {path}; the API's endpoints are listed at {API_PREFIX}docs/."
+    return JsonResponse({"detail": detail}, status=404)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """Django's 500 (a bug: the error is logged with its traceback): JSON under the API."""
+    if not is_api_path(request.path):
+        return defaults.server_error(request)
+    detail = "ADIT failed on this request with an internal error; it is logged for the operators."
+    return JsonResponse({"detail": detail}, status=500)

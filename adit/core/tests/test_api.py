@@ -5,6 +5,7 @@ Orthanc, and a schema that validates and documents what answers."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -394,3 +395,40 @@ def test_the_docs_page_loads_nothing_from_elsewhere(client, member):
     assert sources and all(source.startswith("/") for source in sources), sources
     script = next(source for source in sources if "script" in source)
     assert client.get(script)["Content-Type"].startswith("application/javascript")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/no-such-thing",
+        # A DICOMweb resource ADIT does not serve, as a viewer asks for it.
+        "/api/dicom-web/ORTHANC1/studies/1.2.3/series/1.2.4/instances/1.2.5/frames/1",
+    ],
+)
+def test_a_path_the_api_does_not_serve_is_a_json_404(client, member, path):
+    _, token = Token.objects.create_token(member)
+
+    response = client.get(path, headers={"Authorization": f"Token {token}"})
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert path in response.json()["detail"]
+    assert "/api/docs/" in response.json()["detail"]
+
+
+def test_a_page_that_does_not_exist_is_still_a_page(client, member):
+    client.force_login(member)
+
+    response = client.get("/no-such-page/")
+
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
+
+
+def test_an_internal_error_of_the_api_is_json(rf):
+    from adit.core.api.errors import server_error
+
+    response = server_error(rf.get("/api/jobs/"))
+
+    assert response.status_code == 500
+    assert "internal error" in json.loads(response.content)["detail"]

@@ -3,6 +3,7 @@
 from django.urls import include, path
 
 from adit.core.tests import web_server_views
+from adit.urls import handler404, handler500  # noqa: F401 (the project's, read from here)
 from adit.urls import urlpatterns as project_urlpatterns
 
 urlpatterns = [

@@ -10,7 +10,7 @@ from django.http import JsonResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
-from . import nifti, qido, stow, wado
+from . import frames, nifti, qido, stow, wado
 
 app_name = "dicom_web"
 
@@ -18,6 +18,7 @@ _ae = "<str:ae_title>/"
 _study = "studies/<str:study_uid>"
 _series = f"{_study}/series/<str:series_uid>"
 _instance = f"{_series}/instances/<str:sop_uid>"
+_frames = f"{_instance}/frames/<str:frames>"
 
 
 def by_method(**views):
@@ -49,6 +50,7 @@ store = login_not_required(stow.StoreInstances.as_view())
 retrieval = login_not_required(wado.InstancesRetrieval.as_view())
 metadata = login_not_required(wado.MetadataRetrieval.as_view())
 nifti_files = login_not_required(nifti.NiftiRetrieval.as_view())
+frames_retrieval = login_not_required(frames.FramesRetrieval.as_view())
 
 urlpatterns = [
     # Upstream's layout.
@@ -64,6 +66,7 @@ urlpatterns = [
     path(f"{_ae}wadors/{_study}/metadata", metadata, name="wado_study_metadata"),
     path(f"{_ae}wadors/{_series}/metadata", metadata, name="wado_series_metadata"),
     path(f"{_ae}wadors/{_instance}/metadata", metadata, name="wado_instance_metadata"),
+    path(f"{_ae}wadors/{_frames}", frames_retrieval, name="wado_instance_frames"),
     path(f"{_ae}wadors/{_study}/nifti", nifti_files, name="wado_study_nifti"),
     path(f"{_ae}wadors/{_series}/nifti", nifti_files, name="wado_series_nifti"),
     path(f"{_ae}wadors/{_instance}/nifti", nifti_files, name="wado_instance_nifti"),
@@ -78,6 +81,7 @@ urlpatterns = [
     path(f"{_ae}{_study}/metadata", by_method(GET=metadata), name="study_metadata"),
     path(f"{_ae}{_series}/metadata", by_method(GET=metadata), name="series_metadata"),
     path(f"{_ae}{_instance}/metadata", by_method(GET=metadata), name="instance_metadata"),
+    path(f"{_ae}{_frames}", by_method(GET=frames_retrieval), name="instance_frames"),
     path(f"{_ae}{_study}/nifti", by_method(GET=nifti_files), name="study_nifti"),
     path(f"{_ae}{_series}/nifti", by_method(GET=nifti_files), name="series_nifti"),
     path(f"{_ae}{_instance}/nifti", by_method(GET=nifti_files), name="instance_nifti"),

@@ -402,7 +402,7 @@ def test_the_docs_page_loads_nothing_from_elsewhere(client, member):
     [
         "/api/no-such-thing",
         # A DICOMweb resource ADIT does not serve, as a viewer asks for it.
-        "/api/dicom-web/ORTHANC1/studies/1.2.3/series/1.2.4/instances/1.2.5/frames/1",
+        "/api/dicom-web/ORTHANC1/studies/1.2.3/series/1.2.4/instances/1.2.5/rendered",
     ],
 )
 def test_a_path_the_api_does_not_serve_is_a_json_404(client, member, path):

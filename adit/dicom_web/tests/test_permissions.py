@@ -40,6 +40,7 @@ def _url(pattern: URLPattern, ae_title: str, study) -> str:
         "study_uid": study.study_instance_uid,
         "series_uid": study.series[0].series_instance_uid,
         "sop_uid": study.series[0].sop_instance_uids[0],
+        "frames": "1",
     }
     path = str(pattern.pattern)
     for name, value in values.items():

@@ -11,10 +11,15 @@ frames gets compressed ones decoded, where pydicom has a decoder for them.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+from dataclasses import dataclass
+from typing import IO
 
 from drf_spectacular.utils import extend_schema_view
 from pydicom import Dataset
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.encaps import generate_frames
 from pydicom.uid import (
     UID,
@@ -198,7 +203,9 @@ _UNCOMPRESSED_NAMES = {_ANY, ExplicitVRLittleEndian, ImplicitVRLittleEndian}
 
 
 def _frames(dataset: Dataset, numbers: tuple[int, ...]) -> list[bytes]:
-    """The bytes of the frames numbered, in that order.
+    """The bytes of the frames numbered, in that order, read from where the pixel data waits
+    (a large value stays on disk or in the received bytes: only the frames asked for are
+    read, whatever the instance weighs).
 
     Raises:
         FrameNotFound: The instance has no pixel data, or fewer frames.
@@ -207,44 +214,108 @@ def _frames(dataset: Dataset, numbers: tuple[int, ...]) -> list[bytes]:
     if pixels is None:
         raise FrameNotFound("The instance holds no pixel data, so it has no frames.")
     keyword, float_bits = pixels
-    value = dataset[keyword].value
     count = _number_of_frames(dataset)
     missing = [number for number in numbers if number > count]
     if missing:
         raise FrameNotFound(
             f"The instance has {count} frame(s); frame {missing[0]} does not exist."
         )
-    if syntax_of(dataset).is_encapsulated:
-        # One pass over the fragments, keeping only the frames asked for.
-        wanted = set(numbers)
-        found: dict[int, bytes] = {}
-        for number, frame in enumerate(generate_frames(value, number_of_frames=count), 1):
+    with contextlib.ExitStack() as stack:
+        value = _PixelValue.of(dataset, keyword, stack)
+        if syntax_of(dataset).is_encapsulated:
+            return _encapsulated_frames(dataset, value, numbers, count)
+        bits = float_bits or int(dataset.get("BitsAllocated", 0) or 0)
+        samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+        frame_bits = int(dataset.get("Rows", 0) or 0) * int(dataset.get("Columns", 0) or 0)
+        frame_bits *= samples * bits
+        if frame_bits <= 0 or value.length * 8 < frame_bits * count:
+            raise FrameNotFound("The instance's pixel data is shorter than its frames need.")
+        return [_native_frame(value, frame_bits, number) for number in numbers]
+
+
+@dataclass
+class _PixelValue:
+    """The pixel data's value: in memory, or still in the file (or bytes) the instance was
+    read from, at ``start``."""
+
+    data: bytes | None
+    source: IO[bytes] | None = None
+    start: int = 0
+    length: int = 0
+
+    @classmethod
+    def of(cls, dataset: Dataset, keyword: str, stack: contextlib.ExitStack) -> _PixelValue:
+        element = dataset._dict[tag_for_keyword(keyword)]  # pyright: ignore[reportPrivateUsage, reportArgumentType]
+        deferred = isinstance(element, RawDataElement) and element.value is None and element.length
+        source = _deferred_source(dataset, stack) if deferred else None
+        if source is None:  # in memory (or pydicom reads it, as it would anyway)
+            data = dataset[keyword].value
+            return cls(data, length=len(data))
+        assert isinstance(element, RawDataElement)
+        return cls(None, source, element.value_tell, element.length)
+
+    def read(self, offset: int, length: int) -> bytes:
+        if self.data is not None:
+            return bytes(memoryview(self.data)[offset : offset + length])
+        assert self.source is not None
+        self.source.seek(self.start + offset)
+        return self.source.read(length)
+
+    def reader(self) -> bytes | IO[bytes]:
+        """For pydicom's generate_frames: the value, or its file at the value's start."""
+        if self.data is not None:
+            return self.data
+        assert self.source is not None
+        self.source.seek(self.start)
+        return self.source
+
+
+def _deferred_source(dataset: Dataset, stack: contextlib.ExitStack) -> IO[bytes] | None:
+    """Where pydicom would read a deferred value from: the dataset's open file or bytes (a
+    spooled instance, one read from the bytes it arrived in), or its file by name."""
+    buffer = getattr(dataset, "buffer", None)
+    if buffer is not None and not getattr(buffer, "closed", False):
+        return buffer
+    filename = getattr(dataset, "filename", None)
+    if isinstance(filename, str) and filename:
+        return stack.enter_context(open(filename, "rb"))
+    return None
+
+
+def _encapsulated_frames(
+    dataset: Dataset, value: _PixelValue, numbers: tuple[int, ...], count: int
+) -> list[bytes]:
+    # One pass over the fragments up to the last frame asked for, keeping only those.
+    extended = None
+    if "ExtendedOffsetTable" in dataset and "ExtendedOffsetTableLengths" in dataset:
+        extended = (dataset.ExtendedOffsetTable, dataset.ExtendedOffsetTableLengths)
+    wanted, last = set(numbers), max(numbers)
+    found: dict[int, bytes] = {}
+    try:
+        frames = generate_frames(value.reader(), number_of_frames=count, extended_offsets=extended)
+        for number, frame in enumerate(frames, 1):
             if number in wanted:
                 found[number] = frame
-            if number >= max(wanted):
+            if number >= last:
                 break
-        if len(found) < len(wanted):
-            raise FrameNotFound(
-                f"The instance's pixel data holds fewer frames than its {count} named."
-            )
-        return [found[number] for number in numbers]
-    bits = float_bits or int(dataset.get("BitsAllocated", 0) or 0)
-    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
-    frame_bits = int(dataset.get("Rows", 0) or 0) * int(dataset.get("Columns", 0) or 0)
-    frame_bits *= samples * bits
-    if frame_bits <= 0 or len(value) * 8 < frame_bits * count:
-        raise FrameNotFound("The instance's pixel data is shorter than its frames need.")
-    return [_native_frame(value, frame_bits, number) for number in numbers]
+    except (ValueError, EOFError, OSError) as err:
+        raise FrameNotFound(f"The instance's compressed pixel data cannot be read: {err}") from err
+    if len(found) < len(wanted):
+        raise FrameNotFound(f"The instance's pixel data holds fewer frames than its {count} named.")
+    return [found[number] for number in numbers]
 
 
-def _native_frame(value: bytes, frame_bits: int, number: int) -> bytes:
+def _native_frame(value: _PixelValue, frame_bits: int, number: int) -> bytes:
     start = (number - 1) * frame_bits
+    first_byte, end_byte = start // 8, -(-(start + frame_bits) // 8)
+    data = value.read(first_byte, end_byte - first_byte)
+    if len(data) < end_byte - first_byte:
+        raise FrameNotFound("The instance's pixel data is shorter than its frames need.")
     if start % 8 == 0 and frame_bits % 8 == 0:
-        return bytes(value[start // 8 : (start + frame_bits) // 8])
+        return data
     # 1-bit pixels (a segmentation) whose frames do not begin on a byte: the frame's bits,
     # packed from bit 0 as PS3.5 8.1.1 packs them (least significant first).
-    whole = int.from_bytes(value, "little")
-    bits = (whole >> start) & ((1 << frame_bits) - 1)
+    bits = (int.from_bytes(data, "little") >> (start % 8)) & ((1 << frame_bits) - 1)
     return bits.to_bytes((frame_bits + 7) // 8, "little")
 
 

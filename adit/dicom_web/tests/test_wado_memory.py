@@ -25,7 +25,15 @@ import pytest
 import requests
 from pydicom import Dataset, dcmread
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.encaps import encapsulate
+from pydicom.uid import (
+    UID,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    generate_uid,
+)
 
 from adit.core.dicom.multipart import boundary_of, iter_parts
 from adit.core.tests.factories import grant, server_for
@@ -149,3 +157,80 @@ def test_a_1000_instance_retrieval_holds_the_instances_in_flight_not_the_study(
     assert set(uids) == set(STUDY.sop_uids)
     print(f"{kind}: daphne's peak was {grown / MIB:.1f} MiB above its size after the warm-up")
     assert grown < BOUND, f"daphne's peak grew by {grown / MIB:.0f} MiB"
+
+
+# -- one frame of a large multi-frame instance -----------------------------------------------
+
+LARGE_FRAMES = 100
+FRAME_BYTES = 512 * 512 * 2  # 0.5 MiB: 50 MiB of pixel data per instance
+FRAME_BOUND = 20 * MIB
+
+
+def _large_multiframe(study_uid: str, syntax: UID) -> Dataset:
+    """A 100-frame instance, uncompressed or as JPEG 2000 fragments (Orthanc stores them as
+    they are: no codec runs anywhere); every frame its own bytes, so a wrong one cannot pass."""
+    dataset = next(Study(study_uid, generate_uid(), (generate_uid(),)).instances())
+    dataset.SOPClassUID = dataset.file_meta.MediaStorageSOPClassUID = (
+        MultiFrameGrayscaleWordSecondaryCaptureImageStorage
+    )
+    dataset.Rows = dataset.Columns = 512
+    dataset.NumberOfFrames = LARGE_FRAMES
+    frames = [bytes([number % 251]) * FRAME_BYTES for number in range(1, LARGE_FRAMES + 1)]
+    dataset.file_meta.TransferSyntaxUID = syntax
+    if syntax.is_encapsulated:
+        dataset.PixelData = encapsulate(frames, has_bot=True)
+        dataset["PixelData"].VR = "OB"
+    else:
+        dataset.PixelData = b"".join(frames)
+    return dataset
+
+
+LARGE_STUDY_UID = generate_uid()
+LARGE = [
+    _large_multiframe(LARGE_STUDY_UID, ExplicitVRLittleEndian),
+    _large_multiframe(LARGE_STUDY_UID, JPEG2000Lossless),
+]
+
+
+@pytest.fixture(scope="module")
+def large_pacs(tmp_path_factory) -> Iterator[OrthancServer]:
+    orthanc = OrthancServer("LARGEFRAMES", storage_dir=tmp_path_factory.mktemp("large-frames"))
+    with orthanc:
+        orthanc.upload([*LARGE, *WARM_UP.instances()])
+        yield orthanc
+
+
+def _frame(root: str, dataset: Dataset, number: int, headers: dict[str, str]) -> bytes:
+    response = requests.get(
+        f"{root}/studies/{dataset.StudyInstanceUID}/series/{dataset.SeriesInstanceUID}"
+        f"/instances/{dataset.SOPInstanceUID}/frames/{number}",
+        headers={**headers, "Accept": 'multipart/related; type="*/*"'},
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text
+    (part,) = iter_parts(iter([response.content]), boundary_of(response.headers["Content-Type"]))
+    return part.body
+
+
+@pytest.mark.parametrize("kind", ["c-get", "dicomweb"])
+def test_a_frame_of_a_large_instance_is_read_alone(adit_http, api_user, large_pacs, kind):
+    """The instance waits on disk as it arrives; only the frame asked for is read from there."""
+    ae_title = {"c-get": "LARGEGET", "dicomweb": "LARGEWEB"}[kind]
+    server = server_for(large_pacs, name=f"Large frames ({kind})", kind=kind, ae_title=ae_title)
+    grant(server, api_user.user.active_group, source=True)  # pyright: ignore[reportAttributeAccessIssue]
+    root = api_root(adit_http.url, server)
+    pid = adit_http.process.pid
+    warm_up = next(WARM_UP.instances())
+    _frame(root, warm_up, 1, api_user.headers)
+
+    for dataset in LARGE:
+        before = reset_peak(pid)
+        frame = _frame(root, dataset, 60, api_user.headers)
+        grown = peak(pid) - before
+
+        name = dataset.file_meta.TransferSyntaxUID.name
+        assert frame == bytes([60]) * FRAME_BYTES, name
+        assert grown < FRAME_BOUND, (
+            f"{name}: daphne's peak grew by {grown / MIB:.0f} MiB for one frame of "
+            f"{FRAME_BYTES / MIB:.1f} MiB of an instance of {LARGE_FRAMES * FRAME_BYTES / MIB:.0f}"
+        )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
@@ -134,25 +135,40 @@ class MultipartFrames(wado.StreamedBody):
         self.accepted: frozenset[tuple[str, str]] = accepted
         self.boundary = f"adit-{secrets.token_hex(16)}"
         self.content_type = f'multipart/related; type="{OCTET_STREAM}"; boundary={self.boundary}'
+        self._open = contextlib.ExitStack()  # the instance and its file, until the last frame
+        self._parts: Iterator[bytes] = iter(())
 
     def piece(self, dataset: Dataset, *, first: bool) -> bytes:
-        try:
-            media, syntax = self._media_of(dataset)
-            frames = _frames(dataset, self.numbers)
-        finally:
-            spool.release(dataset)
-        # The response starts with the first (only) instance's parts: their type is known now.
+        """The first frame's part; the others follow one by one (``rest_of_first``), each read
+        when its turn comes, so that many frames or large ones never wait in memory together."""
+        self._open.callback(spool.release, dataset)
+        media, syntax = self._media_of(dataset)
+        frames = _frames(dataset, self.numbers, self._open)
+        # The response starts with this (only) instance: the type of its parts is known now.
         self.content_type = f'multipart/related; type="{media}"; boundary={self.boundary}'
-        parts = []
-        for number, data in zip(self.numbers, frames, strict=True):
-            head = (
-                f"--{self.boundary}\r\n"
-                f"Content-Type: {media}; transfer-syntax={syntax}\r\n"
-                f"Content-Length: {len(data)}\r\n"
-                f"Content-Location: frames/{number}\r\n\r\n"
-            ).encode("ascii")
-            parts.extend((head, data, b"\r\n"))
-        return b"".join(parts)
+        self._parts = (
+            self._part(number, data, media, syntax)
+            for number, data in zip(self.numbers, frames, strict=True)
+        )
+        return next(self._parts)
+
+    def rest_of_first(self) -> Iterator[bytes]:
+        yield from self._parts
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._open.close()
+
+    def _part(self, number: int, data: bytes, media: str, syntax: UID) -> bytes:
+        head = (
+            f"--{self.boundary}\r\n"
+            f"Content-Type: {media}; transfer-syntax={syntax}\r\n"
+            f"Content-Length: {len(data)}\r\n"
+            f"Content-Location: frames/{number}\r\n\r\n"
+        ).encode("ascii")
+        return b"".join((head, data, b"\r\n"))
 
     def ending(self) -> bytes:
         return f"--{self.boundary}--\r\n".encode("ascii")
@@ -202,13 +218,17 @@ _LITTLE_ENDIAN = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
 _UNCOMPRESSED_NAMES = {_ANY, ExplicitVRLittleEndian, ImplicitVRLittleEndian}
 
 
-def _frames(dataset: Dataset, numbers: tuple[int, ...]) -> list[bytes]:
-    """The bytes of the frames numbered, in that order, read from where the pixel data waits
-    (a large value stays on disk or in the received bytes: only the frames asked for are
-    read, whatever the instance weighs).
+def _frames(
+    dataset: Dataset, numbers: tuple[int, ...], stack: contextlib.ExitStack
+) -> Iterator[bytes]:
+    """The bytes of the frames numbered, in that order, each read when it is asked for from
+    where the pixel data waits: a large value stays on disk (or in the received bytes), and
+    only the frames asked for are read, whatever the instance weighs. What can be checked
+    before the first frame is checked here; ``stack`` keeps a file opened for the frames.
 
     Raises:
-        FrameNotFound: The instance has no pixel data, or fewer frames.
+        FrameNotFound: The instance has no pixel data, or fewer frames (also while iterating,
+            for compressed pixel data that ends early).
     """
     pixels = next((item for item in _PIXEL_KEYWORDS if item[0] in dataset), None)
     if pixels is None:
@@ -220,17 +240,16 @@ def _frames(dataset: Dataset, numbers: tuple[int, ...]) -> list[bytes]:
         raise FrameNotFound(
             f"The instance has {count} frame(s); frame {missing[0]} does not exist."
         )
-    with contextlib.ExitStack() as stack:
-        value = _PixelValue.of(dataset, keyword, stack)
-        if syntax_of(dataset).is_encapsulated:
-            return _encapsulated_frames(dataset, value, numbers, count)
-        bits = float_bits or int(dataset.get("BitsAllocated", 0) or 0)
-        samples = int(dataset.get("SamplesPerPixel", 1) or 1)
-        frame_bits = int(dataset.get("Rows", 0) or 0) * int(dataset.get("Columns", 0) or 0)
-        frame_bits *= samples * bits
-        if frame_bits <= 0 or value.length * 8 < frame_bits * count:
-            raise FrameNotFound("The instance's pixel data is shorter than its frames need.")
-        return [_native_frame(value, frame_bits, number) for number in numbers]
+    value = _PixelValue.of(dataset, keyword, stack)
+    if syntax_of(dataset).is_encapsulated:
+        return _encapsulated_frames(dataset, value, numbers, count)
+    bits = float_bits or int(dataset.get("BitsAllocated", 0) or 0)
+    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+    frame_bits = int(dataset.get("Rows", 0) or 0) * int(dataset.get("Columns", 0) or 0)
+    frame_bits *= samples * bits
+    if frame_bits <= 0 or value.length * 8 < frame_bits * count:
+        raise FrameNotFound("The instance's pixel data is shorter than its frames need.")
+    return (_native_frame(value, frame_bits, number) for number in numbers)
 
 
 @dataclass
@@ -284,25 +303,33 @@ def _deferred_source(dataset: Dataset, stack: contextlib.ExitStack) -> IO[bytes]
 
 def _encapsulated_frames(
     dataset: Dataset, value: _PixelValue, numbers: tuple[int, ...], count: int
-) -> list[bytes]:
-    # One pass over the fragments up to the last frame asked for, keeping only those.
+) -> Iterator[bytes]:
+    """The frames in the order asked for, read by passes over the fragments: on from the last
+    frame while the numbers rise, from the start again when one falls back."""
     extended = None
     if "ExtendedOffsetTable" in dataset and "ExtendedOffsetTableLengths" in dataset:
         extended = (dataset.ExtendedOffsetTable, dataset.ExtendedOffsetTableLengths)
-    wanted, last = set(numbers), max(numbers)
-    found: dict[int, bytes] = {}
-    try:
-        frames = generate_frames(value.reader(), number_of_frames=count, extended_offsets=extended)
-        for number, frame in enumerate(frames, 1):
-            if number in wanted:
-                found[number] = frame
-            if number >= last:
-                break
-    except (ValueError, EOFError, OSError) as err:
-        raise FrameNotFound(f"The instance's compressed pixel data cannot be read: {err}") from err
-    if len(found) < len(wanted):
-        raise FrameNotFound(f"The instance's pixel data holds fewer frames than its {count} named.")
-    return [found[number] for number in numbers]
+    frames: Iterator[bytes] = iter(())
+    position, frame = 0, b""
+    for number in numbers:
+        if number < position or position == 0:
+            frames = generate_frames(
+                value.reader(), number_of_frames=count, extended_offsets=extended
+            )
+            position = 0
+        try:
+            while position < number:
+                frame = next(frames)
+                position += 1
+        except StopIteration:
+            raise FrameNotFound(
+                f"The instance's pixel data holds fewer frames than the {count} it names."
+            ) from None
+        except (ValueError, EOFError, OSError) as err:
+            raise FrameNotFound(
+                f"The instance's compressed pixel data cannot be read: {err}"
+            ) from err
+        yield frame
 
 
 def _native_frame(value: _PixelValue, frame_bits: int, number: int) -> bytes:

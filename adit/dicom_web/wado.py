@@ -202,6 +202,7 @@ class StreamedBody:
         try:
             yield first
             try:
+                yield from self.rest_of_first()
                 while (dataset := self._next_instance()) is not None:
                     chunk = self.piece(dataset, first=False)
                     sent += 1
@@ -241,6 +242,11 @@ class StreamedBody:
 
     def opening(self) -> bytes:
         return b""
+
+    def rest_of_first(self) -> Iterator[bytes]:
+        """More chunks of the first instance, made one by one after ``first`` (a body whose
+        instance gives several large parts); none by default."""
+        return iter(())
 
     def piece(self, dataset: Dataset, *, first: bool) -> bytes:
         raise NotImplementedError

@@ -35,7 +35,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from adit.core.dicom.multipart import boundary_of, iter_parts
+from adit.core.dicom.multipart import Part, boundary_of, iter_parts
 from adit.core.tests.factories import grant, server_for
 from tests.orthanc_fixtures import OrthancServer
 
@@ -121,18 +121,19 @@ def peak(pid: int) -> int:
     return memory_kib(pid, "VmHWM") * 1024
 
 
-def retrieve(root: str, study_uid: str, headers: dict[str, str]) -> list[str]:
-    """The SOP Instance UIDs of the study's instances, read part by part as they arrive."""
-    response = requests.get(
-        f"{root}/studies/{study_uid}",
-        headers={**headers, "Accept": 'multipart/related; type="application/dicom"'},
-        stream=True,
-        timeout=120,
-    )
+def parts_as_they_arrive(url: str, accept: str, headers: dict[str, str]) -> Iterator[Part]:
+    """The parts of a multipart answer, each as soon as it is complete."""
+    response = requests.get(url, headers={**headers, "Accept": accept}, stream=True, timeout=120)
     assert response.status_code == 200, response.text
     boundary = boundary_of(response.headers["Content-Type"])
+    yield from iter_parts(response.iter_content(256 * 1024), boundary)
+
+
+def retrieve(root: str, study_uid: str, headers: dict[str, str]) -> list[str]:
+    """The SOP Instance UIDs of the study's instances, read part by part as they arrive."""
+    accept = 'multipart/related; type="application/dicom"'
     uids = []
-    for part in iter_parts(response.iter_content(256 * 1024), boundary):
+    for part in parts_as_they_arrive(f"{root}/studies/{study_uid}", accept, headers):
         assert part.content_type.startswith("application/dicom"), part.body[:300]
         uids.append(str(dcmread(BytesIO(part.body), stop_before_pixels=True).SOPInstanceUID))
     return uids
@@ -201,16 +202,13 @@ def large_pacs(tmp_path_factory) -> Iterator[OrthancServer]:
 
 
 def _frames(root: str, dataset: Dataset, numbers: str, headers: dict[str, str]) -> list[bytes]:
-    response = requests.get(
+    url = (
         f"{root}/studies/{dataset.StudyInstanceUID}/series/{dataset.SeriesInstanceUID}"
-        f"/instances/{dataset.SOPInstanceUID}/frames/{numbers}",
-        headers={**headers, "Accept": 'multipart/related; type="*/*"'},
-        stream=True,
-        timeout=120,
+        f"/instances/{dataset.SOPInstanceUID}/frames/{numbers}"
     )
-    assert response.status_code == 200, response.text
-    boundary = boundary_of(response.headers["Content-Type"])
-    return [part.body for part in iter_parts(response.iter_content(256 * 1024), boundary)]
+    return [
+        part.body for part in parts_as_they_arrive(url, 'multipart/related; type="*/*"', headers)
+    ]
 
 
 @pytest.mark.parametrize("kind", ["c-get", "dicomweb"])

@@ -12,7 +12,6 @@ frames gets compressed ones decoded, where pydicom has a decoder for them.
 from __future__ import annotations
 
 import contextlib
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
@@ -126,15 +125,13 @@ def accepted_frame_media(header: str) -> frozenset[tuple[str, str]]:
     return frozenset(accepted)
 
 
-class MultipartFrames(wado.StreamedBody):
+class MultipartFrames(wado.MultipartBody):
     """A part per frame asked for, of the one instance the stream fetches."""
 
     def __init__(self, stream, modify, what: str, numbers: tuple[int, ...], accepted):
-        super().__init__(stream, modify, what)
+        super().__init__(stream, modify, what, OCTET_STREAM)
         self.numbers = numbers
         self.accepted: frozenset[tuple[str, str]] = accepted
-        self.boundary = f"adit-{secrets.token_hex(16)}"
-        self.content_type = f'multipart/related; type="{OCTET_STREAM}"; boundary={self.boundary}'
         self._open = contextlib.ExitStack()  # the instance and its file, until the last frame
         self._parts: Iterator[bytes] = iter(())
 
@@ -145,7 +142,7 @@ class MultipartFrames(wado.StreamedBody):
         media, syntax = self._media_of(dataset)
         frames = _frames(dataset, self.numbers, self._open)
         # The response starts with this (only) instance: the type of its parts is known now.
-        self.content_type = f'multipart/related; type="{media}"; boundary={self.boundary}'
+        self.set_part_type(media)
         self._parts = (
             self._part(number, data, media, syntax)
             for number, data in zip(self.numbers, frames, strict=True)
@@ -169,13 +166,6 @@ class MultipartFrames(wado.StreamedBody):
             f"Content-Location: frames/{number}\r\n\r\n"
         ).encode("ascii")
         return b"".join((head, data, b"\r\n"))
-
-    def ending(self) -> bytes:
-        return f"--{self.boundary}--\r\n".encode("ascii")
-
-    def error_ending(self, message: str) -> bytes:
-        part = f"--{self.boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{message}\r\n"
-        return part.encode() + self.ending()
 
     def _media_of(self, dataset: Dataset) -> tuple[str, UID]:
         """The media type and syntax its frames go in; the instance decoded first if the

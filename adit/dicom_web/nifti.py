@@ -15,7 +15,6 @@ The query parameters (``pseudonym`` …) and the failures are those of every ret
 from __future__ import annotations
 
 import logging
-import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -77,13 +76,11 @@ class Unconvertible(APIException):
     default_detail = "The data cannot be converted to NIfTI."
 
 
-class NiftiFiles(wado.StreamedBody):
+class NiftiFiles(wado.MultipartBody):
     """The files dcm2niix makes of each series, a part per file, series after series."""
 
     def __init__(self, stream: InstanceStream, modify: InstanceModifier, what: str):
-        super().__init__(stream, modify, what)
-        self.boundary = f"adit-{secrets.token_hex(16)}"
-        self.content_type = f'multipart/related; type="{OCTET_STREAM}"; boundary={self.boundary}'
+        super().__init__(stream, modify, what, OCTET_STREAM)
         self.scratch = Path(tempfile.mkdtemp(prefix="adit-nifti-"))
         self.series_uid: str | None = None  # the series being collected
         self.series_name = ""
@@ -118,14 +115,7 @@ class NiftiFiles(wado.StreamedBody):
         return files
 
     def ending(self) -> bytes:
-        return self._convert_series() + f"--{self.boundary}--\r\n".encode("ascii")
-
-    def error_ending(self, message: str) -> bytes:
-        part = (
-            f"--{self.boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
-            f"{message}\r\n--{self.boundary}--\r\n"
-        )
-        return part.encode()
+        return self._convert_series() + super().ending()
 
     def close(self) -> None:
         super().close()

@@ -258,16 +258,34 @@ class StreamedBody:
         raise NotImplementedError
 
 
-class MultipartInstances(StreamedBody):
+class MultipartBody(StreamedBody):
+    """A ``multipart/related`` body: its boundary, its closing, and the error part that ends
+    it when the fetch fails after the first part."""
+
+    def __init__(self, stream, modify, what: str, part_type: str):
+        super().__init__(stream, modify, what)
+        # Random: no instance holds it by chance, so no part needs to be searched for it.
+        self.boundary = f"adit-{secrets.token_hex(16)}"
+        self.set_part_type(part_type)
+
+    def set_part_type(self, part_type: str) -> None:
+        self.content_type = f'multipart/related; type="{part_type}"; boundary={self.boundary}'
+
+    def ending(self) -> bytes:
+        return f"--{self.boundary}--\r\n".encode("ascii")
+
+    def error_ending(self, message: str) -> bytes:
+        part = f"--{self.boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{message}\r\n"
+        return part.encode() + self.ending()
+
+
+class MultipartInstances(MultipartBody):
     """``multipart/related; type="application/dicom"``: a part per instance, in the transfer
     syntax the client accepts (as stored where it can, else converted losslessly)."""
 
     def __init__(self, stream, modify, what: str, accepted: frozenset[str]):
-        super().__init__(stream, modify, what)
+        super().__init__(stream, modify, what, "application/dicom")
         self.accepted = accepted
-        # Random: no instance holds it by chance, so no part needs to be searched for it.
-        self.boundary = f"adit-{secrets.token_hex(16)}"
-        self.content_type = f'multipart/related; type="application/dicom"; boundary={self.boundary}'
 
     def piece(self, dataset: Dataset, *, first: bool) -> bytes:
         syntax = syntax_of(dataset)
@@ -283,13 +301,6 @@ class MultipartInstances(StreamedBody):
             f"Content-Length: {sum(len(piece) for piece in pieces)}\r\n\r\n"
         ).encode("ascii")
         return b"".join((head, *pieces, b"\r\n"))
-
-    def ending(self) -> bytes:
-        return f"--{self.boundary}--\r\n".encode("ascii")
-
-    def error_ending(self, message: str) -> bytes:
-        part = f"--{self.boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{message}\r\n"
-        return part.encode() + self.ending()
 
 
 class MetadataArray(StreamedBody):
